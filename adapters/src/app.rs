@@ -1,0 +1,84 @@
+//! Starting Stepwise from its settings: the instance id, the database, the runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::Settings;
+use db::Database;
+use runtime::{Handlers, PlanLimits, Recovery, Runtime, RuntimeError, RuntimeOptions, SystemClock};
+
+/// Why Stepwise could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Database(#[from] db::DbError),
+    /// The runtime could not start or resume tasks.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The data directory could not be prepared.
+    #[error("cannot use data directory {path}: {cause}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What went wrong.
+        cause: std::io::Error,
+    },
+}
+
+/// This server's id in task leases: `runtime.instance_id`, or one made on first start and
+/// kept in the data directory, so a restarted server takes its own tasks back at once.
+pub fn instance_id(settings: &Settings) -> Result<String, StartError> {
+    if let Some(id) = &settings.runtime.instance_id {
+        return Ok(id.clone());
+    }
+    let dir = &settings.data_dir;
+    let data_dir_error = |cause| StartError::DataDir { path: dir.display().to_string(), cause };
+    std::fs::create_dir_all(dir).map_err(data_dir_error)?;
+    let path = dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
+        _ => {
+            let id = format!("stepwise-{:016x}", random_u64());
+            std::fs::write(&path, &id).map_err(data_dir_error)?;
+            Ok(id)
+        }
+    }
+}
+
+/// 64 random bits from the standard library's randomly seeded hasher (no extra crate for
+/// one id).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// Opens the database the settings name (creating the data directory for the default
+/// SQLite file). Blocking: call before the server starts.
+pub fn open_database(settings: &Settings) -> Result<Database, StartError> {
+    if settings.database.url.is_none() {
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|cause| StartError::DataDir { path: settings.data_dir.display().to_string(), cause })?;
+    }
+    Ok(Database::open(&settings.database_url(), settings.database.pool_size)?)
+}
+
+/// The runtime's options from the settings.
+pub fn runtime_options(settings: &Settings, instance_id: String) -> RuntimeOptions {
+    RuntimeOptions {
+        instance_id,
+        lease_ttl: Duration::from_secs(settings.runtime.lease_ttl_s),
+        flush_interval: Duration::from_millis(settings.runtime.progress_flush_ms),
+        limits: PlanLimits::default(),
+        clock: Arc::new(SystemClock),
+        task_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    }
+}
+
+/// Opens the database and starts the runtime, resuming unfinished tasks.
+pub async fn start(settings: &Settings) -> Result<(Runtime, Recovery), StartError> {
+    let id = instance_id(settings)?;
+    let database = open_database(settings)?;
+    let handlers = Handlers::builtin(settings.runtime.stderr_tail_lines);
+    Ok(Runtime::start(Arc::new(database), handlers, runtime_options(settings, id)).await?)
+}

@@ -1,0 +1,44 @@
+//! The HTTP server. For now it serves health checks; the task API builds on it.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use runtime::Runtime;
+use serde_json::json;
+
+/// Builds the server on an already-bound listener (so tests can bind port 0) with a
+/// graceful-shutdown timeout; it stops on SIGINT or SIGTERM.
+pub fn server(listener: TcpListener, runtime: Runtime, shutdown_timeout: Duration) -> std::io::Result<Server> {
+    let runtime = web::Data::new(runtime);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(runtime.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+    })
+    .listen(listener)?
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .run())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(runtime: web::Data<Runtime>) -> HttpResponse {
+    let db = std::sync::Arc::clone(runtime.db());
+    let checked = web::block(move || db.conn().and_then(|mut conn| db::ping(&mut conn))).await;
+    match checked {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "database": db_name(&runtime)})),
+        Ok(Err(error)) => HttpResponse::ServiceUnavailable()
+            .json(json!({"error": {"code": "database_unavailable", "message": error.to_string()}})),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .json(json!({"error": {"code": "shutting_down", "message": "the server is shutting down"}})),
+    }
+}
+
+fn db_name(runtime: &Runtime) -> &'static str {
+    runtime.db().backend().name()
+}

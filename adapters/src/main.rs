@@ -1,0 +1,206 @@
+//! The `stepwise` command line: serve, run the demo, run a plan file, follow a task.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use adapters::{app, http, plans, terminal};
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use config::Settings;
+use runtime::{Runtime, TaskStatus};
+
+/// Stepwise runs long, multi-step tasks and always tells you where they are.
+///
+/// Settings come from compiled-in defaults, then the TOML file given with --config (or
+/// STEPWISE_CONFIG), then STEPWISE_* environment variables (e.g.
+/// STEPWISE_SERVER__LISTEN=127.0.0.1:0, STEPWISE_DATABASE__URL=postgres://…). By default the
+/// data (a SQLite database) lives in $XDG_DATA_HOME/stepwise or ~/.local/share/stepwise.
+#[derive(Debug, Parser)]
+#[command(name = "stepwise", version, about, long_about)]
+struct Cli {
+    /// A TOML settings file.
+    #[arg(long, global = true, env = "STEPWISE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: resume unfinished tasks and serve HTTP until SIGINT or SIGTERM.
+    ///
+    /// Prints `listening on http://ADDRESS` once bound (useful with port 0).
+    Serve,
+    /// Run the seed's example task, "Cellphone Store CRM", with its live progress view.
+    ///
+    /// Starts the server on the embedded default too; takes about a minute.
+    Demo {
+        /// Run the simulated work this many times faster.
+        #[arg(long, default_value_t = 1.0, value_parser = positive_speed)]
+        speed: f64,
+    },
+    /// Run the task in a JSON plan file and follow it live until it ends.
+    ///
+    /// The plan: {"title", "complexity"?, "steps": [{"name", "kind", "params"?, "substeps"?,
+    /// "requires_approval"?, "skippable"?}]}. Kinds: exec ({"argv": [...], "env"?, "cwd"?,
+    /// "timeout_s"?}), wait ({"seconds": N}), external. Prints `task ID` first. Exits 0
+    /// when the task completes, 1 when it fails or is cancelled.
+    Run {
+        /// The plan file.
+        plan: PathBuf,
+        /// Whose task it is.
+        #[arg(long, default_value = "local")]
+        owner: String,
+    },
+    /// Start (resuming unfinished tasks) and follow one task live until it ends.
+    Watch {
+        /// The task's id.
+        task_id: String,
+        /// Whose task it is.
+        #[arg(long, default_value = "local")]
+        owner: String,
+    },
+}
+
+fn positive_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(speed) if speed > 0.0 && speed.is_finite() => Ok(speed),
+        _ => Err(format!("expected a positive number, got {text:?}")),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("stepwise: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
+    init_logging(&settings);
+    let system = actix::System::new();
+    system.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(&settings).await,
+            Command::Demo { speed } => {
+                let plan = plans::cellphone_store_crm(speed);
+                run_plan(&settings, "demo", &plan, true).await
+            }
+            Command::Run { plan, owner } => {
+                let text =
+                    std::fs::read_to_string(&plan).with_context(|| format!("cannot read plan {}", plan.display()))?;
+                let plan = plans::parse_plan(&text).with_context(|| format!("invalid plan {}", plan.display()))?;
+                run_plan(&settings, &owner, &plan, false).await
+            }
+            Command::Watch { task_id, owner } => {
+                let (runtime, server) = start(&settings, false).await?;
+                let server = in_background(server);
+                let code = follow(&runtime, &owner, &task_id).await;
+                stop(runtime, server).await;
+                code
+            }
+        }
+    })
+}
+
+fn init_logging(settings: &Settings) {
+    let level: tracing::Level = settings.log.level.as_str().parse().unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Starts the runtime and the HTTP server; with `fallback_port`, a taken port falls back to
+/// any free one rather than failing (the demo should just work).
+async fn start(settings: &Settings, fallback_port: bool) -> anyhow::Result<(Runtime, actix_web::dev::Server)> {
+    let (runtime, recovery) = app::start(settings).await?;
+    if recovery.resumed > 0 {
+        eprintln!("resumed {} unfinished task(s) in {:?}", recovery.resumed, recovery.elapsed);
+    }
+    let listener = bind(settings.server.listen, fallback_port)?;
+    let address = listener.local_addr()?;
+    let server = http::server(listener, runtime.clone(), Duration::from_secs(settings.server.shutdown_timeout_s))?;
+    println!("listening on http://{address}");
+    std::io::stdout().flush()?;
+    Ok((runtime, server))
+}
+
+/// Serves HTTP in the background while the command follows a task.
+fn in_background(server: actix_web::dev::Server) -> ServerHandle {
+    let handle = server.handle();
+    actix::spawn(server);
+    handle
+}
+
+fn bind(address: SocketAddr, fallback_port: bool) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(address) {
+        Ok(listener) => Ok(listener),
+        Err(error) if fallback_port && error.kind() == std::io::ErrorKind::AddrInUse => {
+            eprintln!("{address} is in use; using a free port instead");
+            Ok(TcpListener::bind(SocketAddr::new(address.ip(), 0))?)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot listen on {address} (server.listen)")),
+    }
+}
+
+async fn stop(runtime: Runtime, server: ServerHandle) {
+    server.stop(true).await;
+    runtime.shutdown().await;
+}
+
+async fn serve(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
+    let (runtime, server) = start(settings, false).await?;
+    // actix-web stops on SIGINT/SIGTERM; then the steps are stopped and progress written.
+    server.await?;
+    runtime.shutdown().await;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run_plan(
+    settings: &Settings,
+    owner: &str,
+    plan: &runtime::TaskPlan,
+    demo: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (runtime, server) = start(settings, demo).await?;
+    let server = in_background(server);
+    let task_id = match runtime.create_task(owner, plan, true).await {
+        Ok(id) => id,
+        Err(error) => {
+            stop(runtime, server).await;
+            bail!(error);
+        }
+    };
+    println!("task {task_id}");
+    let code = follow(&runtime, owner, &task_id).await;
+    stop(runtime, server).await;
+    code
+}
+
+async fn follow(runtime: &Runtime, owner: &str, task_id: &str) -> anyhow::Result<std::process::ExitCode> {
+    let stop_signal = tokio::signal::ctrl_c();
+    tokio::select! {
+        followed = terminal::follow(runtime, owner, task_id) => {
+            let task = followed?;
+            Ok(match task.task.status {
+                TaskStatus::Completed => std::process::ExitCode::SUCCESS,
+                _ => std::process::ExitCode::FAILURE,
+            })
+        }
+        _ = stop_signal => {
+            eprintln!("\ninterrupted: task {task_id} stays unfinished and resumes on the next start");
+            Ok(std::process::ExitCode::from(130))
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The typed settings of the `stepwise` server, layered from compiled-in defaults, then an
+//! optional TOML file, then `STEPWISE_*` environment variables, and validated once at start.
+//! This crate only parses and validates: it reads the one file it is given and nothing else,
+//! and never looks for files relative to the working directory. [`Settings::load`] takes the
+//! environment as a list of pairs, so tests never touch the process environment.
+//!
+//! # Keys
+//!
+//! A variable names a key in upper case with `__` between levels (a single `_` stays inside
+//! a key name): `STEPWISE_SERVER__LISTEN=127.0.0.1:0` sets `listen` in `[server]`. Variables
+//! are text and are read as numbers or booleans where the key needs one (so is quoted text in
+//! the file, e.g. `pool_size = "16"`). `STEPWISE_CONFIG` is not a setting: the binary reads
+//! the file path from it. Any other `STEPWISE_*` variable that names no key is an error, so a
+//! typo is never silently ignored.
+//!
+//! | key | default | environment variable | rule |
+//! |---|---|---|---|
+//! | `data_dir` | [`default_data_dir`] | `STEPWISE_DATA_DIR` | absolute path |
+//! | `log.level` | `"info"` | `STEPWISE_LOG__LEVEL` | `error`, `warn`, `info`, `debug` or `trace` |
+//! | `server.listen` | `"127.0.0.1:8080"` | `STEPWISE_SERVER__LISTEN` | IP address and port |
+//! | `server.shutdown_timeout_s` | `10` | `STEPWISE_SERVER__SHUTDOWN_TIMEOUT_S` | seconds |
+//! | `database.url` | none: `sqlite://{data_dir}/stepwise.db` | `STEPWISE_DATABASE__URL` | `sqlite://` or `postgres://` URL |
+//! | `database.pool_size` | `8` | `STEPWISE_DATABASE__POOL_SIZE` | 1 to 256 |
+//! | `runtime.instance_id` | none: chosen by the runtime | `STEPWISE_RUNTIME__INSTANCE_ID` | text |
+//! | `runtime.lease_ttl_s` | `30` | `STEPWISE_RUNTIME__LEASE_TTL_S` | seconds, at least 3 |
+//! | `runtime.progress_flush_ms` | `250` | `STEPWISE_RUNTIME__PROGRESS_FLUSH_MS` | milliseconds, 10 to 10000 |
+//! | `runtime.stderr_tail_lines` | `20` | `STEPWISE_RUNTIME__STDERR_TAIL_LINES` | lines |
+//!
+//! A file setting all of them:
+//!
+//! ```toml
+//! data_dir = "/var/lib/stepwise"
+//!
+//! [log]
+//! level = "info"
+//!
+//! [server]
+//! listen = "127.0.0.1:8080"
+//! shutdown_timeout_s = 10
+//!
+//! [database]
+//! url = "postgres://stepwise@localhost/stepwise"
+//! pool_size = 8
+//!
+//! [runtime]
+//! instance_id = "worker-1"
+//! lease_ttl_s = 30
+//! progress_flush_ms = 250
+//! stderr_tail_lines = 20
+//! ```
+//!
+//! # Errors
+//!
+//! Every [`ConfigError`] names the dotted key, the value and where it came from, e.g.
+//! `invalid type for database.pool_size: expected an integer, got "lots" (from
+//! STEPWISE_DATABASE__POOL_SIZE)`.
+
+mod de;
+mod error;
+mod load;
+mod settings;
+
+pub use error::{ConfigError, Origin};
+pub use settings::{
+    default_data_dir, DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings, Settings,
+};

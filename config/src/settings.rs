@@ -1,0 +1,268 @@
+//! The settings tree: one plain struct per section, its compiled-in defaults and its rules.
+//!
+//! Adding a section is adding a struct with `#[serde(default, deny_unknown_fields)]` and a
+//! `Default` impl, a field on [`Settings`], a call to its `validate` if it has rules, and its
+//! rows in the crate docs' table.
+
+use std::fmt::Display;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::de::{Error as _, Unexpected};
+use serde::{Deserialize, Deserializer};
+
+/// Everything the `stepwise` server can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the server keeps its files, e.g. the SQLite database; must be absolute.
+    /// Defaults to [`default_data_dir`].
+    pub data_dir: PathBuf,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// The database.
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    /// Running tasks.
+    #[serde(default)]
+    pub runtime: RuntimeSettings,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// The most verbose level that is logged.
+    pub level: LogLevel,
+}
+
+/// How much the server logs, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// The default: what an operator wants to see.
+    #[default]
+    Info,
+    /// Details for finding problems.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name as written in the settings, e.g. `"info"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// The address the HTTP server binds; port 0 picks a free port.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// How long a graceful shutdown waits for open connections, in seconds.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)), shutdown_timeout_s: 10 }
+    }
+}
+
+/// The `[database]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A `sqlite://` or `postgres://` URL; `None` means the SQLite file
+    /// `{data_dir}/stepwise.db` (see [`Settings::database_url`]).
+    pub url: Option<String>,
+    /// How many connections the pool keeps, 1 to 256.
+    pub pool_size: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { url: None, pool_size: 8 }
+    }
+}
+
+impl DatabaseSettings {
+    fn validate(&self) -> Result<(), Violation> {
+        in_range("database.pool_size", self.pool_size, 1, Some(256))
+    }
+}
+
+/// The `[runtime]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSettings {
+    /// This server's name in task leases; `None` lets the runtime choose one.
+    pub instance_id: Option<String>,
+    /// How long a task lease lasts without renewal, in seconds, at least 3.
+    ///
+    /// Leases are renewed several times per period, so a shorter one would leave no room for
+    /// a late renewal.
+    pub lease_ttl_s: u64,
+    /// How often step progress is written to the database, in milliseconds, 10 to 10000.
+    pub progress_flush_ms: u64,
+    /// How many of a failed step's last stderr lines are kept.
+    pub stderr_tail_lines: usize,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings { instance_id: None, lease_ttl_s: 30, progress_flush_ms: 250, stderr_tail_lines: 20 }
+    }
+}
+
+impl RuntimeSettings {
+    fn validate(&self) -> Result<(), Violation> {
+        in_range("runtime.lease_ttl_s", self.lease_ttl_s, 3, None)?;
+        in_range("runtime.progress_flush_ms", self.progress_flush_ms, 10, Some(10_000))
+    }
+}
+
+impl Settings {
+    /// The database URL to use: `database.url`, or else `sqlite://{data_dir}/stepwise.db`.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("stepwise.db").display()),
+        }
+    }
+
+    /// Checks the rules that the types alone cannot express.
+    pub(crate) fn validate(&self) -> Result<(), Violation> {
+        // A relative data directory would depend on the working directory the server
+        // happens to be started in.
+        if !self.data_dir.is_absolute() {
+            return Err(Violation {
+                key: "data_dir",
+                value: format!("{:?}", self.data_dir.display().to_string()),
+                reason: "expected an absolute path".to_owned(),
+            });
+        }
+        self.database.validate()?;
+        self.runtime.validate()
+    }
+}
+
+/// A setting that parsed but breaks a rule.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Violation {
+    /// The full dotted key.
+    pub(crate) key: &'static str,
+    /// The value in TOML syntax.
+    pub(crate) value: String,
+    /// What would be allowed.
+    pub(crate) reason: String,
+}
+
+fn in_range<T: PartialOrd + Display>(key: &'static str, value: T, min: T, max: Option<T>) -> Result<(), Violation> {
+    let too_high = max.as_ref().is_some_and(|max| value > *max);
+    if value >= min && !too_high {
+        return Ok(());
+    }
+    let reason = match max {
+        Some(max) => format!("expected {min} to {max}"),
+        None => format!("expected at least {min}"),
+    };
+    Err(Violation { key, value: value.to_string(), reason })
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), &"an address like 127.0.0.1:8080"))
+}
+
+/// The data directory used when neither the file nor `STEPWISE_DATA_DIR` sets one.
+///
+/// `env` looks up an environment variable. In order: `$XDG_DATA_HOME/stepwise`, then
+/// `$HOME/.local/share/stepwise`, then `/var/lib/stepwise` (a system service often has no
+/// home). Variables that are empty or hold a relative path are skipped, as the XDG base
+/// directory specification asks, so the result never depends on the working directory.
+pub fn default_data_dir(env: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let absolute = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(data_home) = absolute("XDG_DATA_HOME") {
+        return data_home.join("stepwise");
+    }
+    if let Some(home) = absolute("HOME") {
+        return home.join(".local/share/stepwise");
+    }
+    PathBuf::from("/var/lib/stepwise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_data_dir_prefers_xdg_then_home_then_var_lib() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/ada")], "/data/stepwise"),
+            (&[("HOME", "/home/ada")], "/home/ada/.local/share/stepwise"),
+            // Empty or relative values would make the directory depend on the working
+            // directory; they are skipped.
+            (&[("XDG_DATA_HOME", ""), ("HOME", "/home/ada")], "/home/ada/.local/share/stepwise"),
+            (&[("XDG_DATA_HOME", "data"), ("HOME", "/home/ada")], "/home/ada/.local/share/stepwise"),
+            (&[("HOME", "")], "/var/lib/stepwise"),
+            (&[("HOME", "ada")], "/var/lib/stepwise"),
+            (&[], "/var/lib/stepwise"),
+        ];
+        for (env, expected) in cases {
+            let lookup = |name: &str| {
+                let found = env.iter().find(|(var, _)| *var == name);
+                found.map(|(_, value)| value.to_string())
+            };
+            assert_eq!(default_data_dir(lookup), PathBuf::from(expected), "{env:?}");
+        }
+    }
+
+    #[test]
+    fn database_url_defaults_to_sqlite_in_data_dir() {
+        let cases = [
+            (None, "/srv/stepwise", "sqlite:///srv/stepwise/stepwise.db"),
+            (None, "/srv/stepwise/", "sqlite:///srv/stepwise/stepwise.db"),
+            (Some("postgres://db/x"), "/srv/stepwise", "postgres://db/x"),
+        ];
+        for (url, data_dir, expected) in cases {
+            let settings = Settings {
+                data_dir: PathBuf::from(data_dir),
+                log: LogSettings::default(),
+                server: ServerSettings::default(),
+                database: DatabaseSettings { url: url.map(str::to_owned), ..DatabaseSettings::default() },
+                runtime: RuntimeSettings::default(),
+            };
+            assert_eq!(settings.database_url(), expected);
+        }
+    }
+
+    #[test]
+    fn log_level_names_match_the_settings_words() {
+        let levels = [LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug, LogLevel::Trace];
+        for level in levels {
+            let parsed = LogLevel::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
+                level.as_str(),
+            ));
+            assert_eq!(parsed, Ok(level));
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Opening the database: the backend is chosen from the URL scheme, SQLite gets its
+//! pragmas and an exclusive lock file, migrations run, and an r2d2 pool hands out
+//! connections.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{self, ManageConnection, PooledConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::DbError;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// How long a connection waits for SQLite's write lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
+
+/// One connection to either backend; queries are written once against it.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    /// PostgreSQL, the scale-out backend.
+    Postgresql(PgConnection),
+    /// SQLite, the embedded default.
+    Sqlite(SqliteConnection),
+}
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+    /// `sqlite://PATH`, `sqlite:PATH` or a bare file path.
+    Sqlite(PathBuf),
+}
+
+impl Backend {
+    /// Reads the backend from a database URL.
+    pub fn from_url(url: &str) -> Result<Backend, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(url.to_owned()));
+        }
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+        if path.is_empty() || path == ":memory:" || path.contains("mode=memory") {
+            return Err(DbError::Open {
+                url: url.to_owned(),
+                reason:
+                    "an in-memory SQLite database cannot be shared by the pool or survive a restart; give a file path"
+                        .into(),
+            });
+        }
+        if let Some((scheme, _)) = path.split_once("://") {
+            return Err(DbError::Open {
+                url: url.to_owned(),
+                reason: format!("unsupported scheme {scheme:?}: use sqlite://PATH or postgres://…"),
+            });
+        }
+        Ok(Backend::Sqlite(PathBuf::from(path)))
+    }
+
+    /// A short name for messages and metrics: `sqlite` or `postgres`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// The r2d2 connection manager: establishes the backend the URL names (never guessing by trial, which
+/// would hide the real error) and sets SQLite's per-connection pragmas.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        establish(&self.backend).map_err(diesel::r2d2::Error::ConnectionError)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+fn establish(backend: &Backend) -> Result<AnyConnection, diesel::ConnectionError> {
+    match backend {
+        Backend::Postgres(url) => PgConnection::establish(url).map(AnyConnection::Postgresql),
+        Backend::Sqlite(path) => {
+            let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+            // WAL lets readers run beside the writer; NORMAL sync keeps every committed
+            // transaction across a killed process (only an OS crash can lose the last ones).
+            conn.batch_execute(&format!(
+                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
+                 PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;"
+            ))
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(AnyConnection::Sqlite(conn))
+        }
+    }
+}
+
+/// A pooled connection.
+pub type Conn = PooledConnection<Manager>;
+
+/// The opened database: a connection pool, and for SQLite the lock that keeps a second
+/// server away from the same file.
+pub struct Database {
+    pool: r2d2::Pool<Manager>,
+    backend: Backend,
+    // Held for the life of the server; the OS releases it when the process dies.
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("backend", &self.backend.name()).finish()
+    }
+}
+
+impl Database {
+    /// Opens (and for SQLite creates) the database at `url`, refuses a SQLite file that
+    /// another server holds, and runs the embedded migrations.
+    pub fn open(url: &str, pool_size: u32) -> Result<Database, DbError> {
+        let backend = Backend::from_url(url)?;
+        let lock = match &backend {
+            Backend::Sqlite(path) => Some(lock_sqlite_file(url, path)?),
+            Backend::Postgres(_) => None,
+        };
+        // Fail fast with the backend's own message rather than r2d2's timeout.
+        let mut first = establish(&backend).map_err(|e| DbError::Open { url: redact(url), reason: e.to_string() })?;
+        first.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(Duration::from_secs(30))
+            .build(Manager { backend: backend.clone() })
+            .map_err(|e| DbError::Open { url: redact(url), reason: e.to_string() })?;
+        Ok(Database { pool, backend, _lock: lock })
+    }
+
+    /// A connection from the pool.
+    pub fn conn(&self) -> Result<Conn, DbError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+fn lock_sqlite_file(url: &str, path: &Path) -> Result<File, DbError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DbError::Open {
+            url: url.to_owned(),
+            reason: format!("cannot create directory {}: {e}", dir.display()),
+        })?;
+    }
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| {
+        DbError::Open { url: url.to_owned(), reason: format!("cannot open lock file {}: {e}", lock_path.display()) }
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DbError::InUse { path: path.to_owned() }),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(DbError::Open { url: url.to_owned(), reason: format!("cannot lock {}: {e}", lock_path.display()) })
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}

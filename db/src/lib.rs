@@ -1,0 +1,71 @@
+//! Stepwise's persistence, and the only crate that speaks SQL. [`Database::open`] picks
+//! SQLite (the embedded default, WAL mode, one server per file) or PostgreSQL from the URL,
+//! runs the embedded migrations (one portable set for both) and pools connections with
+//! r2d2. Queries are plain functions taking the connection first: [`insert_task`] and
+//! [`load_task`] for plans, [`commit`] for a state transition (every write is fenced by the
+//! task's lease token and appends to the per-task event log), [`record_progress`] for the
+//! coalesced percent and log batches, the `lease` functions for ownership, and the history
+//! readers for the API and the estimator. All functions are blocking: call them off the
+//! actor event loops.
+
+mod connection;
+mod lease;
+mod model;
+mod queries;
+mod schema;
+
+pub use connection::{redact, AnyConnection, Backend, Conn, Database};
+pub use lease::{acquire_lease, acquire_live_tasks, release_lease, renew_leases, Lease};
+pub use model::{
+    EventRecord, LogRecord, LogStream, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
+    SubstepRecord, TaskRecord, TaskStatus,
+};
+pub use queries::{
+    commit, count_rows, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, ping,
+    progress_history, recent_step_runs, record_progress, record_recovered, Commit, FlushOutcome, LogLine, NewEvent,
+    NewStep, NewTask, ProgressUpdate, TaskPage,
+};
+
+use std::path::PathBuf;
+
+/// What can go wrong in the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The database could not be opened.
+    #[error("cannot open database {url}: {reason}")]
+    Open {
+        /// The URL, password redacted.
+        url: String,
+        /// The backend's own explanation.
+        reason: String,
+    },
+    /// Another server holds the SQLite file.
+    #[error("database file {} is in use by another Stepwise server; stop it or set database.url to another file", path.display())]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// No connection could be had from the pool.
+    #[error("database connection unavailable: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// The task's lease is held by another server (or was taken over): the write was refused.
+    #[error("task {task_id} is no longer owned by this server (lease token {token} is stale)")]
+    LeaseLost {
+        /// The task.
+        task_id: String,
+        /// The token the refused write carried.
+        token: i64,
+    },
+    /// No such task.
+    #[error("no task {0}")]
+    NotFound(String),
+    /// A stored value could not be read back.
+    #[error("corrupt database value: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,815 @@
+//! Queries as plain functions taking the connection first. Every write that concerns a
+//! running task is fenced: it goes through only while the task's lease token is the one
+//! the writer holds, and it appends to the task's gap-free event log.
+
+use std::collections::{BTreeMap, HashMap};
+
+use diesel::prelude::*;
+
+use crate::connection::AnyConnection;
+use crate::model::{
+    EventRecord, LogRecord, LogStream, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
+    SubstepRecord, TaskRecord, TaskStatus,
+};
+use crate::schema::{step_logs, step_runs, steps, substeps, task_events, task_progress, tasks};
+use crate::DbError;
+
+/// Ids per `IN (…)` list: well under SQLite's limit on bound variables.
+const ID_CHUNK: usize = 500;
+
+// ---------------------------------------------------------------------------------------
+// Rows as Diesel reads and writes them.
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = tasks)]
+struct TaskRow {
+    id: String,
+    owner: String,
+    title: String,
+    complexity: i32,
+    status: String,
+    restarted_from: Option<String>,
+    created_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    updated_at: i64,
+    error: Option<String>,
+    last_seq: i64,
+    lease_token: i64,
+}
+
+impl TryFrom<TaskRow> for TaskRecord {
+    type Error = DbError;
+    fn try_from(row: TaskRow) -> Result<Self, DbError> {
+        Ok(TaskRecord {
+            status: row.status.parse()?,
+            complexity: to_u32(row.complexity, "tasks.complexity")?,
+            id: row.id,
+            owner: row.owner,
+            title: row.title,
+            restarted_from: row.restarted_from,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            updated_at: row.updated_at,
+            error: row.error,
+            last_seq: row.last_seq,
+            lease_token: row.lease_token,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = steps)]
+struct StepRow {
+    task_id: String,
+    step_order: i32,
+    name: String,
+    kind: String,
+    params: String,
+    requires_approval: i32,
+    skippable: i32,
+    approved: i32,
+    status: String,
+    progress: i32,
+    attempts: i32,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    work_ms: i64,
+    error: Option<String>,
+    output: Option<String>,
+}
+
+impl StepRow {
+    fn into_record(self, substeps: Vec<SubstepRecord>) -> Result<StepRecord, DbError> {
+        Ok(StepRecord {
+            order: to_u32(self.step_order, "steps.step_order")?,
+            status: self.status.parse()?,
+            progress: u8::try_from(self.progress.clamp(0, 100)).unwrap_or(100),
+            attempts: to_u32(self.attempts, "steps.attempts")?,
+            name: self.name,
+            kind: self.kind,
+            params: self.params,
+            requires_approval: self.requires_approval != 0,
+            skippable: self.skippable != 0,
+            approved: self.approved != 0,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            work_ms: self.work_ms,
+            error: self.error,
+            output: self.output,
+            substeps,
+        })
+    }
+}
+
+/// The columns of a step that change while a task runs.
+#[derive(AsChangeset)]
+#[diesel(table_name = steps, treat_none_as_null = true)]
+struct StepChanges<'a> {
+    approved: i32,
+    status: &'a str,
+    progress: i32,
+    attempts: i32,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    work_ms: i64,
+    error: Option<&'a str>,
+    output: Option<&'a str>,
+}
+
+impl<'a> From<&'a StepRecord> for StepChanges<'a> {
+    fn from(step: &'a StepRecord) -> Self {
+        StepChanges {
+            approved: step.approved.into(),
+            status: step.status.as_str(),
+            progress: step.progress.into(),
+            attempts: to_i32(step.attempts),
+            started_at: step.started_at,
+            finished_at: step.finished_at,
+            work_ms: step.work_ms,
+            error: step.error.as_deref(),
+            output: step.output.as_deref(),
+        }
+    }
+}
+
+/// The columns of a task that change while it runs.
+#[derive(AsChangeset)]
+#[diesel(table_name = tasks, treat_none_as_null = true)]
+struct TaskChanges<'a> {
+    status: &'a str,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    error: Option<&'a str>,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = task_events)]
+struct EventRow<'a> {
+    task_id: &'a str,
+    seq: i64,
+    kind: &'a str,
+    step_order: Option<i32>,
+    detail: Option<&'a str>,
+    created_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = task_progress)]
+struct ProgressRow<'a> {
+    task_id: &'a str,
+    seq: i64,
+    step: i32,
+    percent: i32,
+    status: &'a str,
+    updated_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = step_logs)]
+struct LogRow<'a> {
+    task_id: &'a str,
+    seq: i64,
+    step_order: i32,
+    stream: &'a str,
+    line: &'a str,
+    created_at: i64,
+}
+
+fn to_u32(value: i32, column: &str) -> Result<u32, DbError> {
+    u32::try_from(value).map_err(|_| DbError::Corrupt(format!("{column} is negative: {value}")))
+}
+
+fn to_i32(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+// ---------------------------------------------------------------------------------------
+// Creating tasks.
+
+/// A task to create, with its plan.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Unique id.
+    pub id: String,
+    /// The user it belongs to.
+    pub owner: String,
+    /// Its title.
+    pub title: String,
+    /// Units of work, at least 1.
+    pub complexity: u32,
+    /// The task this is a fresh run of.
+    pub restarted_from: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_at: i64,
+    /// The steps, in order.
+    pub steps: Vec<NewStep>,
+}
+
+/// A step of a new task.
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    /// 1-based position.
+    pub order: u32,
+    /// Its name.
+    pub name: String,
+    /// Its handler kind.
+    pub kind: String,
+    /// Handler parameters as JSON text.
+    pub params: String,
+    /// Waits for approval before running.
+    pub requires_approval: bool,
+    /// A rejection skips it instead of failing the task.
+    pub skippable: bool,
+    /// Substep names.
+    pub substeps: Vec<String>,
+}
+
+/// Stores a new pending task with its steps and substeps, and its first event
+/// (`task_created`, seq 1).
+pub fn insert_task(conn: &mut AnyConnection, task: &NewTask) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        diesel::insert_into(tasks::table)
+            .values((
+                tasks::id.eq(&task.id),
+                tasks::owner.eq(&task.owner),
+                tasks::title.eq(&task.title),
+                tasks::complexity.eq(to_i32(task.complexity)),
+                tasks::status.eq(TaskStatus::Pending.as_str()),
+                tasks::restarted_from.eq(&task.restarted_from),
+                tasks::created_at.eq(task.created_at),
+                tasks::updated_at.eq(task.created_at),
+                tasks::last_seq.eq(1i64),
+            ))
+            .execute(conn)?;
+        for step in &task.steps {
+            insert_step(conn, &task.id, step)?;
+        }
+        diesel::insert_into(task_events::table)
+            .values(EventRow {
+                task_id: &task.id,
+                seq: 1,
+                kind: "task_created",
+                step_order: None,
+                detail: None,
+                created_at: task.created_at,
+            })
+            .execute(conn)?;
+        Ok(())
+    })
+}
+
+fn insert_step(conn: &mut AnyConnection, task_id: &str, step: &NewStep) -> Result<(), DbError> {
+    diesel::insert_into(steps::table)
+        .values((
+            steps::task_id.eq(task_id),
+            steps::step_order.eq(to_i32(step.order)),
+            steps::name.eq(&step.name),
+            steps::kind.eq(&step.kind),
+            steps::params.eq(&step.params),
+            steps::requires_approval.eq(i32::from(step.requires_approval)),
+            steps::skippable.eq(i32::from(step.skippable)),
+            steps::approved.eq(0),
+            steps::status.eq(StepStatus::Pending.as_str()),
+            steps::progress.eq(0),
+            steps::attempts.eq(0),
+            steps::work_ms.eq(0i64),
+        ))
+        .execute(conn)?;
+    for (position, name) in step.substeps.iter().enumerate() {
+        diesel::insert_into(substeps::table)
+            .values((
+                substeps::task_id.eq(task_id),
+                substeps::step_order.eq(to_i32(step.order)),
+                substeps::position.eq(to_i32(position as u32)),
+                substeps::name.eq(name),
+                substeps::done.eq(0),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading tasks.
+
+/// Loads one task with its steps and substeps.
+pub fn load_task(conn: &mut AnyConnection, task_id: &str) -> Result<Option<StoredTask>, DbError> {
+    Ok(load_tasks(conn, &[task_id.to_owned()])?.pop())
+}
+
+/// Loads several tasks with their steps and substeps (missing ids are left out).
+pub fn load_tasks(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<StoredTask>, DbError> {
+    let mut loaded = Vec::with_capacity(ids.len());
+    // Chunked so the IN list stays within SQLite's bound-variable limit.
+    for chunk in ids.chunks(ID_CHUNK) {
+        let rows = tasks::table.filter(tasks::id.eq_any(chunk)).select(TaskRow::as_select()).load(conn)?;
+        let step_rows = steps::table.filter(steps::task_id.eq_any(chunk)).select(StepRow::as_select()).load(conn)?;
+        let substep_rows = substeps::table
+            .filter(substeps::task_id.eq_any(chunk))
+            .select((substeps::task_id, substeps::step_order, substeps::position, substeps::name, substeps::done))
+            .load::<(String, i32, i32, String, i32)>(conn)?;
+        loaded.extend(assemble(rows, step_rows, substep_rows)?);
+    }
+    Ok(loaded)
+}
+
+/// Loads the live tasks leased to `owner` (after [`crate::acquire_live_tasks`]).
+pub(crate) fn load_leased(conn: &mut AnyConnection, owner: &str) -> Result<Vec<StoredTask>, DbError> {
+    let live = [TaskStatus::Running.as_str(), TaskStatus::Paused.as_str(), TaskStatus::Approval.as_str()];
+    let leased = || tasks::table.filter(tasks::lease_owner.eq(owner)).filter(tasks::status.eq_any(live));
+    let rows = leased().select(TaskRow::as_select()).load(conn)?;
+    let step_rows = steps::table
+        .filter(steps::task_id.eq_any(leased().select(tasks::id)))
+        .select(StepRow::as_select())
+        .load(conn)?;
+    let substep_rows = substeps::table
+        .filter(substeps::task_id.eq_any(leased().select(tasks::id)))
+        .select((substeps::task_id, substeps::step_order, substeps::position, substeps::name, substeps::done))
+        .load::<(String, i32, i32, String, i32)>(conn)?;
+    assemble(rows, step_rows, substep_rows)
+}
+
+fn assemble(
+    rows: Vec<TaskRow>,
+    step_rows: Vec<StepRow>,
+    substep_rows: Vec<(String, i32, i32, String, i32)>,
+) -> Result<Vec<StoredTask>, DbError> {
+    let mut subs: HashMap<(String, i32), Vec<(i32, SubstepRecord)>> = HashMap::new();
+    for (task_id, order, position, name, done) in substep_rows {
+        subs.entry((task_id, order)).or_default().push((position, SubstepRecord { name, done: done != 0 }));
+    }
+    let mut steps_of: HashMap<String, Vec<StepRecord>> = HashMap::new();
+    for row in step_rows {
+        let mut list = subs.remove(&(row.task_id.clone(), row.step_order)).unwrap_or_default();
+        list.sort_by_key(|(position, _)| *position);
+        let task_id = row.task_id.clone();
+        let record = row.into_record(list.into_iter().map(|(_, s)| s).collect())?;
+        steps_of.entry(task_id).or_default().push(record);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let mut steps = steps_of.remove(&row.id).unwrap_or_default();
+            steps.sort_by_key(|s| s.order);
+            Ok(StoredTask { task: TaskRecord::try_from(row)?, steps })
+        })
+        .collect()
+}
+
+/// One page of a user's tasks, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    /// The tasks on this page.
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as `before` for the next page; `None` on the last page.
+    pub next: Option<(i64, String)>,
+}
+
+/// Lists `owner`'s tasks newest first, optionally of one status, starting after the cursor
+/// `before` (created_at, id) of a previous page.
+pub fn list_tasks(
+    conn: &mut AnyConnection,
+    owner: &str,
+    status: Option<TaskStatus>,
+    before: Option<(i64, String)>,
+    limit: usize,
+) -> Result<TaskPage, DbError> {
+    let mut query = tasks::table.filter(tasks::owner.eq(owner)).into_boxed();
+    if let Some(status) = status {
+        query = query.filter(tasks::status.eq(status.as_str()));
+    }
+    if let Some((created, id)) = before {
+        query = query.filter(tasks::created_at.lt(created).or(tasks::created_at.eq(created).and(tasks::id.lt(id))));
+    }
+    let rows = query
+        .order((tasks::created_at.desc(), tasks::id.desc()))
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1))
+        .select(TaskRow::as_select())
+        .load(conn)?;
+    let mut tasks = rows.into_iter().map(TaskRecord::try_from).collect::<Result<Vec<_>, _>>()?;
+    let next = if tasks.len() > limit {
+        tasks.truncate(limit);
+        tasks.last().map(|t| (t.created_at, t.id.clone()))
+    } else {
+        None
+    };
+    Ok(TaskPage { tasks, next })
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing transitions.
+
+/// An event to append to a task's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What happened, e.g. `step_completed`.
+    pub kind: &'static str,
+    /// The step it concerns.
+    pub step: Option<u32>,
+    /// Details as JSON text.
+    pub detail: Option<String>,
+    /// The step's percent and status, also recorded in `task_progress`.
+    pub progress: Option<(u8, StepStatus)>,
+}
+
+/// One state transition of one task, written in one transaction.
+#[derive(Debug)]
+pub struct Commit<'a> {
+    /// The task.
+    pub task_id: &'a str,
+    /// The lease token the writer holds; the write is refused if it is stale.
+    pub lease_token: i64,
+    /// When, ms since the epoch.
+    pub at: i64,
+    /// The task row's new state, if it changed.
+    pub task: Option<&'a TaskRecord>,
+    /// Steps whose state changed (their substeps are written too).
+    pub steps: Vec<&'a StepRecord>,
+    /// Events to append, in order.
+    pub events: Vec<NewEvent>,
+    /// A completed run for the estimator's history.
+    pub step_run: Option<StepRunRecord>,
+}
+
+/// Writes a transition: the fenced task row, the changed steps, the events (with
+/// consecutive seqs) and their `task_progress` rows. Returns the seq of the last event.
+pub fn commit(conn: &mut AnyConnection, change: &Commit<'_>) -> Result<i64, DbError> {
+    conn.transaction(|conn| {
+        let events = i64::try_from(change.events.len()).unwrap_or(i64::MAX);
+        let last_seq = reserve(conn, change.task_id, change.lease_token, change.at, events, 0)?.0;
+        if let Some(task) = change.task {
+            diesel::update(tasks::table.find(change.task_id))
+                .set(TaskChanges {
+                    status: task.status.as_str(),
+                    started_at: task.started_at,
+                    finished_at: task.finished_at,
+                    error: task.error.as_deref(),
+                })
+                .execute(conn)?;
+        }
+        for step in &change.steps {
+            write_step(conn, change.task_id, step)?;
+        }
+        append_events(conn, change.task_id, last_seq - events + 1, &change.events, change.at)?;
+        if let Some(run) = &change.step_run {
+            diesel::insert_into(step_runs::table)
+                .values((
+                    step_runs::task_id.eq(&run.task_id),
+                    step_runs::step_order.eq(to_i32(run.step)),
+                    step_runs::attempt.eq(to_i32(run.attempt)),
+                    step_runs::step_key.eq(&run.step_key),
+                    step_runs::complexity.eq(to_i32(run.complexity)),
+                    step_runs::duration_ms.eq(run.duration_ms),
+                    step_runs::finished_at.eq(run.finished_at),
+                ))
+                .execute(conn)?;
+        }
+        Ok(last_seq)
+    })
+}
+
+/// Checks the fence and reserves `events` event seqs and `logs` log seqs; returns the new
+/// (last_seq, last_log_seq).
+fn reserve(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    token: i64,
+    at: i64,
+    events: i64,
+    logs: i64,
+) -> Result<(i64, i64), DbError> {
+    diesel::update(tasks::table.filter(tasks::id.eq(task_id)).filter(tasks::lease_token.eq(token)))
+        .set((
+            tasks::last_seq.eq(tasks::last_seq + events),
+            tasks::last_log_seq.eq(tasks::last_log_seq + logs),
+            tasks::updated_at.eq(at),
+        ))
+        .returning((tasks::last_seq, tasks::last_log_seq))
+        .get_result(conn)
+        .optional()?
+        .ok_or_else(|| DbError::LeaseLost { task_id: task_id.to_owned(), token })
+}
+
+fn write_step(conn: &mut AnyConnection, task_id: &str, step: &StepRecord) -> Result<(), DbError> {
+    let order = to_i32(step.order);
+    diesel::update(steps::table.find((task_id, order))).set(StepChanges::from(step)).execute(conn)?;
+    for (position, substep) in step.substeps.iter().enumerate() {
+        diesel::update(substeps::table.find((task_id, order, to_i32(position as u32))))
+            .filter(substeps::done.ne(i32::from(substep.done)))
+            .set(substeps::done.eq(i32::from(substep.done)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+fn append_events(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    first_seq: i64,
+    events: &[NewEvent],
+    at: i64,
+) -> Result<(), DbError> {
+    let mut event_rows = Vec::with_capacity(events.len());
+    let mut progress_rows = Vec::new();
+    for (seq, event) in (first_seq..).zip(events) {
+        let step_order = event.step.map(to_i32);
+        event_rows.push(EventRow {
+            task_id,
+            seq,
+            kind: event.kind,
+            step_order,
+            detail: event.detail.as_deref(),
+            created_at: at,
+        });
+        if let (Some(step), Some((percent, status))) = (step_order, event.progress) {
+            progress_rows.push(ProgressRow {
+                task_id,
+                seq,
+                step,
+                percent: percent.into(),
+                status: status.as_str(),
+                updated_at: at,
+            });
+        }
+    }
+    // One row per statement: MultiConnection has no portable multi-row INSERT, and inside
+    // one transaction the prepared-statement cache makes each row cheap.
+    for row in &event_rows {
+        diesel::insert_into(task_events::table).values(row).execute(conn)?;
+    }
+    for row in &progress_rows {
+        diesel::insert_into(task_progress::table).values(row).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Appends a `task_recovered` event to each task a restarted server took over, in one
+/// transaction; returns each task's new seq (tasks whose lease moved on are left out).
+pub fn record_recovered(
+    conn: &mut AnyConnection,
+    leases: &[(String, i64)],
+    at: i64,
+) -> Result<Vec<(String, i64)>, DbError> {
+    let event = [NewEvent { kind: "task_recovered", step: None, detail: None, progress: None }];
+    conn.transaction(|conn| {
+        let mut recorded = Vec::with_capacity(leases.len());
+        for (task_id, token) in leases {
+            match reserve(conn, task_id, *token, at, 1, 0) {
+                Ok((seq, _)) => {
+                    append_events(conn, task_id, seq, &event, at)?;
+                    recorded.push((task_id.clone(), seq));
+                }
+                Err(DbError::LeaseLost { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(recorded)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Coalesced progress and logs.
+
+/// The latest percent of a running step, as coalesced by the progress recorder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressUpdate {
+    /// The task.
+    pub task_id: String,
+    /// The writer's lease token.
+    pub lease_token: i64,
+    /// The step's order.
+    pub step: u32,
+    /// The attempt the percent belongs to (a stale attempt's percent is dropped).
+    pub attempt: u32,
+    /// The percent.
+    pub percent: u8,
+}
+
+/// A log line to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// The task.
+    pub task_id: String,
+    /// The writer's lease token.
+    pub lease_token: i64,
+    /// The step's order.
+    pub step: u32,
+    /// Where it came from.
+    pub stream: LogStream,
+    /// The text.
+    pub line: String,
+    /// When, ms since the epoch.
+    pub at: i64,
+}
+
+/// What a [`record_progress`] flush did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FlushOutcome {
+    /// Rows inserted or updated.
+    pub rows_written: usize,
+    /// Tasks whose lease was lost: their updates were not written.
+    pub lost: Vec<String>,
+}
+
+/// Writes a batch of coalesced percents and log lines in one transaction. A percent is
+/// written only while its step is still running the same attempt and only upwards, so a
+/// late flush never overwrites a transition committed meanwhile; each applied percent
+/// appends a `progress` event and a `task_progress` row.
+pub fn record_progress(
+    conn: &mut AnyConnection,
+    updates: &[ProgressUpdate],
+    logs: &[LogLine],
+    at: i64,
+) -> Result<FlushOutcome, DbError> {
+    let mut by_task: BTreeMap<&str, (i64, Vec<&ProgressUpdate>, Vec<&LogLine>)> = BTreeMap::new();
+    for update in updates {
+        let entry = by_task.entry(&update.task_id).or_insert((update.lease_token, vec![], vec![]));
+        entry.1.push(update);
+    }
+    for line in logs {
+        let entry = by_task.entry(&line.task_id).or_insert((line.lease_token, vec![], vec![]));
+        entry.2.push(line);
+    }
+    conn.transaction(|conn| {
+        let mut outcome = FlushOutcome::default();
+        for (task_id, (token, updates, lines)) in by_task {
+            // A savepoint per task, so one lost lease does not undo the others' rows.
+            let written = conn.transaction(|conn| flush_task(conn, task_id, token, &updates, &lines, at));
+            match written {
+                Ok(rows) => outcome.rows_written += rows,
+                Err(DbError::LeaseLost { .. }) => outcome.lost.push(task_id.to_owned()),
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(outcome)
+    })
+}
+
+fn flush_task(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    token: i64,
+    updates: &[&ProgressUpdate],
+    lines: &[&LogLine],
+    at: i64,
+) -> Result<usize, DbError> {
+    let mut applied = Vec::new();
+    for update in updates {
+        let changed = diesel::update(steps::table.find((task_id, to_i32(update.step))))
+            .filter(steps::status.eq(StepStatus::Running.as_str()))
+            .filter(steps::attempts.eq(to_i32(update.attempt)))
+            .filter(steps::progress.lt(i32::from(update.percent)))
+            .set(steps::progress.eq(i32::from(update.percent)))
+            .execute(conn)?;
+        if changed > 0 {
+            applied.push(NewEvent {
+                kind: "progress",
+                step: Some(update.step),
+                detail: None,
+                progress: Some((update.percent, StepStatus::Running)),
+            });
+        }
+    }
+    let events = i64::try_from(applied.len()).unwrap_or(i64::MAX);
+    let log_count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+    let (last_seq, last_log_seq) = reserve(conn, task_id, token, at, events, log_count)?;
+    append_events(conn, task_id, last_seq - events + 1, &applied, at)?;
+    let log_rows: Vec<LogRow> = (last_log_seq - log_count + 1..)
+        .zip(lines)
+        .map(|(seq, line)| LogRow {
+            task_id,
+            seq,
+            step_order: to_i32(line.step),
+            stream: line.stream.as_str(),
+            line: &line.line,
+            created_at: line.at,
+        })
+        .collect();
+    for row in &log_rows {
+        diesel::insert_into(step_logs::table).values(row).execute(conn)?;
+    }
+    // The step updates, their events and progress rows, the task row, and the log lines.
+    Ok(applied.len() * 3 + 1 + lines.len())
+}
+
+// ---------------------------------------------------------------------------------------
+// History.
+
+/// Events of a task after `after_seq`, in order, at most `limit`.
+pub fn events_after(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<EventRecord>, DbError> {
+    let rows = task_events::table
+        .filter(task_events::task_id.eq(task_id))
+        .filter(task_events::seq.gt(after_seq))
+        .order(task_events::seq.asc())
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .load::<(String, i64, String, Option<i32>, Option<String>, i64)>(conn)?;
+    rows.into_iter()
+        .map(|(task_id, seq, kind, step, detail, created_at)| {
+            Ok(EventRecord {
+                task_id,
+                seq,
+                kind,
+                step: step.map(|s| to_u32(s, "task_events.step_order")).transpose()?,
+                detail,
+                created_at,
+            })
+        })
+        .collect()
+}
+
+/// The task's `task_progress` rows, oldest first.
+pub fn progress_history(conn: &mut AnyConnection, task_id: &str) -> Result<Vec<ProgressRecord>, DbError> {
+    let rows = task_progress::table
+        .filter(task_progress::task_id.eq(task_id))
+        .order(task_progress::seq.asc())
+        .load::<(String, i64, i32, i32, String, i64)>(conn)?;
+    rows.into_iter()
+        .map(|(task_id, seq, step, percent, status, updated_at)| {
+            Ok(ProgressRecord {
+                task_id,
+                seq,
+                step: to_u32(step, "task_progress.step")?,
+                percent: u8::try_from(percent.clamp(0, 100)).unwrap_or(100),
+                status: status.parse()?,
+                updated_at,
+            })
+        })
+        .collect()
+}
+
+/// Log lines of a task (optionally of one step) after `after_seq`, at most `limit`.
+pub fn logs_after(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    step: Option<u32>,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<LogRecord>, DbError> {
+    let mut query =
+        step_logs::table.filter(step_logs::task_id.eq(task_id)).filter(step_logs::seq.gt(after_seq)).into_boxed();
+    if let Some(step) = step {
+        query = query.filter(step_logs::step_order.eq(to_i32(step)));
+    }
+    let rows = query
+        .order(step_logs::seq.asc())
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .select((step_logs::seq, step_logs::step_order, step_logs::stream, step_logs::line, step_logs::created_at))
+        .load::<(i64, i32, String, String, i64)>(conn)?;
+    rows.into_iter()
+        .map(|(seq, step, stream, line, created_at)| {
+            Ok(LogRecord {
+                seq,
+                step: to_u32(step, "step_logs.step_order")?,
+                stream: stream.parse()?,
+                line,
+                created_at,
+            })
+        })
+        .collect()
+}
+
+/// The newest `limit` completed step runs, oldest first (the estimator's history).
+pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<StepRunRecord>, DbError> {
+    let mut rows = step_runs::table
+        .order((step_runs::finished_at.desc(), step_runs::task_id.desc(), step_runs::step_order.desc()))
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .load::<(String, i32, i32, String, i32, i64, i64)>(conn)?;
+    rows.reverse();
+    rows.into_iter()
+        .map(|(task_id, step, attempt, step_key, complexity, duration_ms, finished_at)| {
+            Ok(StepRunRecord {
+                task_id,
+                step: to_u32(step, "step_runs.step_order")?,
+                attempt: to_u32(attempt, "step_runs.attempt")?,
+                step_key,
+                complexity: to_u32(complexity, "step_runs.complexity")?,
+                duration_ms,
+                finished_at,
+            })
+        })
+        .collect()
+}
+
+/// Checks that the database answers.
+pub fn ping(conn: &mut AnyConnection) -> Result<(), DbError> {
+    use diesel::connection::SimpleConnection;
+    Ok(conn.batch_execute("SELECT 1")?)
+}
+
+/// Rows in each table, for tests and benchmarks.
+pub fn count_rows(conn: &mut AnyConnection) -> Result<Vec<(&'static str, i64)>, DbError> {
+    Ok(vec![
+        ("tasks", tasks::table.count().get_result(conn)?),
+        ("steps", steps::table.count().get_result(conn)?),
+        ("task_events", task_events::table.count().get_result(conn)?),
+        ("task_progress", task_progress::table.count().get_result(conn)?),
+        ("step_logs", step_logs::table.count().get_result(conn)?),
+        ("step_runs", step_runs::table.count().get_result(conn)?),
+    ])
+}

@@ -1,0 +1,101 @@
+//! Diesel table definitions, matching `migrations/` (written by hand: the same schema
+//! serves SQLite and PostgreSQL, so it uses only types both share).
+
+diesel::table! {
+    tasks (id) {
+        id -> Text,
+        owner -> Text,
+        title -> Text,
+        complexity -> Integer,
+        status -> Text,
+        restarted_from -> Nullable<Text>,
+        created_at -> BigInt,
+        started_at -> Nullable<BigInt>,
+        finished_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+        error -> Nullable<Text>,
+        last_seq -> BigInt,
+        last_log_seq -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<BigInt>,
+        lease_token -> BigInt,
+    }
+}
+
+diesel::table! {
+    steps (task_id, step_order) {
+        task_id -> Text,
+        step_order -> Integer,
+        name -> Text,
+        kind -> Text,
+        params -> Text,
+        requires_approval -> Integer,
+        skippable -> Integer,
+        approved -> Integer,
+        status -> Text,
+        progress -> Integer,
+        attempts -> Integer,
+        started_at -> Nullable<BigInt>,
+        finished_at -> Nullable<BigInt>,
+        work_ms -> BigInt,
+        error -> Nullable<Text>,
+        output -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    substeps (task_id, step_order, position) {
+        task_id -> Text,
+        step_order -> Integer,
+        position -> Integer,
+        name -> Text,
+        done -> Integer,
+    }
+}
+
+diesel::table! {
+    step_logs (task_id, seq) {
+        task_id -> Text,
+        seq -> BigInt,
+        step_order -> Integer,
+        stream -> Text,
+        line -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    task_events (task_id, seq) {
+        task_id -> Text,
+        seq -> BigInt,
+        kind -> Text,
+        step_order -> Nullable<Integer>,
+        detail -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    task_progress (task_id, seq) {
+        task_id -> Text,
+        seq -> BigInt,
+        step -> Integer,
+        percent -> Integer,
+        status -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    step_runs (task_id, step_order, attempt) {
+        task_id -> Text,
+        step_order -> Integer,
+        attempt -> Integer,
+        step_key -> Text,
+        complexity -> Integer,
+        duration_ms -> BigInt,
+        finished_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(tasks, steps, substeps, step_logs, task_events, task_progress, step_runs);

@@ -1,0 +1,340 @@
+//! The `exec` kind: runs a program in its own process group.
+//!
+//! Params: `{"argv": ["prog", "arg", …], "env"?: {"K": "V"}, "cwd"?: "/dir", "timeout_s"?: N}`.
+//! Its standard output speaks a small line protocol:
+//!
+//! - `progress 45` sets the step's percent (0–100; decimals allowed),
+//! - `substep-done Sales form` ticks off a substep by name,
+//! - any other line is a log line, as is every line of standard error.
+//!
+//! Exit status 0 completes the step; anything else fails it with the status and the last
+//! lines of standard error. Pausing stops the whole process group (SIGSTOP) and resuming
+//! continues it (SIGCONT); cancelling, a timeout, or dropping the step kills the group.
+//! The program sees `STEPWISE_TASK_ID`, `STEPWISE_STEP`, `STEPWISE_ATTEMPT` and
+//! `STEPWISE_DONE_SUBSTEPS` (newline-separated names already done), so a rerun after a
+//! restart can skip finished work. The timeout counts work time: paused time is excluded.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use db::LogStream;
+use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::time::Instant;
+
+use super::{StepContext, StepControl, StepError, StepHandler};
+
+/// Runs programs; keeps the last `stderr_tail_lines` of standard error for failure messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecHandler {
+    stderr_tail_lines: usize,
+}
+
+impl ExecHandler {
+    /// A handler that quotes up to `stderr_tail_lines` lines of standard error on failure.
+    pub fn new(stderr_tail_lines: usize) -> ExecHandler {
+        ExecHandler { stderr_tail_lines }
+    }
+}
+
+/// The checked parameters.
+#[derive(Debug, Clone, PartialEq)]
+struct ExecParams {
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: Option<String>,
+    timeout: Option<Duration>,
+}
+
+fn parse_params(params: &Value) -> Result<ExecParams, String> {
+    let object = params.as_object().ok_or_else(|| format!("params must be an object, got {params}"))?;
+    if let Some(unknown) = object.keys().find(|k| !["argv", "env", "cwd", "timeout_s"].contains(&k.as_str())) {
+        return Err(format!("unknown parameter {unknown:?} (expected argv, env, cwd, timeout_s)"));
+    }
+    let argv: Vec<String> = object
+        .get("argv")
+        .ok_or("missing \"argv\" (the program and its arguments)")?
+        .as_array()
+        .ok_or("\"argv\" must be an array of strings")?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("\"argv\" entries must be strings, got {v}")))
+        .collect::<Result<_, _>>()?;
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err("\"argv\" must name a program".into());
+    }
+    let env = match object.get("env") {
+        None => Vec::new(),
+        Some(Value::Object(vars)) => vars
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) if !k.is_empty() && !k.contains('=') => Ok((k.clone(), s.to_owned())),
+                _ => Err(format!("\"env\" entry {k:?} must be a string value with a name without '='")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(format!("\"env\" must be an object of strings, got {other}")),
+    };
+    let cwd = match object.get("cwd") {
+        None => None,
+        Some(Value::String(dir)) if Path::new(dir).is_absolute() => Some(dir.clone()),
+        Some(other) => return Err(format!("\"cwd\" must be an absolute path, got {other}")),
+    };
+    let timeout = match object.get("timeout_s") {
+        None => None,
+        Some(v) => match v.as_f64() {
+            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            _ => return Err(format!("\"timeout_s\" must be a positive number of seconds, got {v}")),
+        },
+    };
+    Ok(ExecParams { argv, env, cwd, timeout })
+}
+
+impl StepHandler for ExecHandler {
+    fn validate(&self, params: &Value) -> Result<(), String> {
+        parse_params(params).map(drop)
+    }
+
+    fn run(&self, ctx: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>> {
+        let tail = self.stderr_tail_lines;
+        Box::pin(async move {
+            let params = parse_params(ctx.params()).map_err(StepError::Failed)?;
+            let group = spawn(&params, &ctx)?;
+            supervise(ctx, group, params.timeout, tail).await
+        })
+    }
+}
+
+/// A running program and its process group, killed when dropped.
+struct Group {
+    child: Child,
+    pgid: i32,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: Lines<BufReader<ChildStderr>>,
+}
+
+impl Group {
+    fn signal(&self, signal: i32) {
+        signal_group(self.pgid, signal);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Cancel, timeout, shutdown or a dropped step: nothing of the program may outlive it.
+        signal_group(self.pgid, libc::SIGKILL);
+        signal_group(self.pgid, libc::SIGCONT);
+    }
+}
+
+#[allow(unsafe_code)]
+fn signal_group(pgid: i32, signal: i32) {
+    if pgid > 0 {
+        // SAFETY: killpg only sends a signal; a stale group id fails with ESRCH, harmlessly.
+        unsafe {
+            libc::killpg(pgid, signal);
+        }
+    }
+}
+
+fn spawn(params: &ExecParams, ctx: &StepContext) -> Result<Group, StepError> {
+    let mut command = Command::new(&params.argv[0]);
+    command
+        .args(&params.argv[1..])
+        .envs(params.env.iter().map(|(k, v)| (k, v)))
+        .env("STEPWISE_TASK_ID", ctx.task_id())
+        .env("STEPWISE_STEP", ctx.step().to_string())
+        .env("STEPWISE_ATTEMPT", ctx.attempt.to_string())
+        .env("STEPWISE_DONE_SUBSTEPS", done_substeps(ctx))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &params.cwd {
+        command.current_dir(dir);
+    }
+    die_with_parent(&mut command);
+    let mut child =
+        command.spawn().map_err(|e| StepError::Failed(format!("cannot start {:?}: {e}", params.argv[0])))?;
+    let pgid = child.id().and_then(|id| i32::try_from(id).ok()).unwrap_or(0);
+    let stdout = child.stdout.take().map(|s| BufReader::new(s).lines());
+    let stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
+    match (stdout, stderr) {
+        (Some(stdout), Some(stderr)) => Ok(Group { child, pgid, stdout, stderr }),
+        _ => Err(StepError::Failed("cannot capture the program's output".into())),
+    }
+}
+
+fn done_substeps(ctx: &StepContext) -> String {
+    ctx.substeps().iter().filter(|s| s.done).map(|s| s.name.as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// Asks the kernel to kill the program if the server dies (e.g. `kill -9`), so a restarted
+/// server never finds an orphan still doing the step's work.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs between fork and exec and only calls prctl, which is
+    // async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// What the supervising loop is waiting for next.
+enum Wake {
+    Stdout(Option<String>),
+    Stderr(Option<String>),
+    Control(StepControl),
+    Exited(std::io::Result<ExitStatus>),
+    TimedOut,
+}
+
+async fn supervise(
+    mut ctx: StepContext,
+    mut group: Group,
+    timeout: Option<Duration>,
+    tail_lines: usize,
+) -> Result<Option<String>, StepError> {
+    let mut tail = VecDeque::with_capacity(tail_lines);
+    let (mut stdout_open, mut stderr_open) = (true, true);
+    let mut deadline = timeout.map(|t| Instant::now() + t);
+    let mut paused_at: Option<Instant> = None;
+    if ctx.control() == StepControl::Pause {
+        group.signal(libc::SIGSTOP);
+        paused_at = Some(Instant::now());
+    }
+    loop {
+        let wake = tokio::select! {
+            line = group.stdout.next_line(), if stdout_open => Wake::Stdout(line.ok().flatten()),
+            line = group.stderr.next_line(), if stderr_open => Wake::Stderr(line.ok().flatten()),
+            control = ctx.control_changed() => Wake::Control(control),
+            status = group.child.wait(), if !stdout_open && !stderr_open => Wake::Exited(status),
+            () = sleep_until(deadline), if deadline.is_some() && paused_at.is_none() => Wake::TimedOut,
+        };
+        match wake {
+            Wake::Stdout(Some(line)) => handle_stdout(&ctx, &line),
+            Wake::Stdout(None) => stdout_open = false,
+            Wake::Stderr(Some(line)) => {
+                if tail.len() == tail_lines {
+                    tail.pop_front();
+                }
+                if tail_lines > 0 {
+                    tail.push_back(line.clone());
+                }
+                ctx.log(LogStream::Stderr, &line);
+            }
+            Wake::Stderr(None) => stderr_open = false,
+            Wake::Control(StepControl::Pause) => {
+                group.signal(libc::SIGSTOP);
+                paused_at.get_or_insert_with(Instant::now);
+            }
+            Wake::Control(StepControl::Run) => {
+                group.signal(libc::SIGCONT);
+                if let (Some(since), Some(d)) = (paused_at.take(), deadline.as_mut()) {
+                    *d += since.elapsed();
+                }
+            }
+            Wake::Control(StepControl::Cancel) => return Err(StepError::Cancelled),
+            Wake::TimedOut => {
+                let limit = timeout.unwrap_or_default().as_secs_f64();
+                return Err(StepError::Failed(with_tail(format!("timed out after {limit} s"), &tail)));
+            }
+            Wake::Exited(status) => return finish(status, &tail),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn handle_stdout(ctx: &StepContext, line: &str) {
+    if let Some(value) = line.strip_prefix("progress ") {
+        if let Ok(percent) = value.trim().trim_end_matches('%').parse::<f64>() {
+            if (0.0..=100.0).contains(&percent) {
+                ctx.progress(percent.floor() as u8);
+                return;
+            }
+        }
+    }
+    if let Some(name) = line.strip_prefix("substep-done ") {
+        ctx.substep_done(name.trim());
+        return;
+    }
+    ctx.log(LogStream::Stdout, line);
+}
+
+fn finish(status: std::io::Result<ExitStatus>, tail: &VecDeque<String>) -> Result<Option<String>, StepError> {
+    let status = status.map_err(|e| StepError::Failed(format!("cannot wait for the program: {e}")))?;
+    if status.success() {
+        return Ok(None);
+    }
+    let what = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "exited abnormally".to_owned(),
+    };
+    Err(StepError::Failed(with_tail(what, tail)))
+}
+
+fn with_tail(what: String, tail: &VecDeque<String>) -> String {
+    if tail.is_empty() {
+        return what;
+    }
+    let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+    format!("{what}; last stderr lines:\n{}", lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_are_checked_with_clear_messages() {
+        let cases = [
+            (json!({"argv": ["true"]}), None),
+            (json!({"argv": ["sh", "-c", "x"], "env": {"A": "1"}, "cwd": "/tmp", "timeout_s": 2.5}), None),
+            (json!([]), Some("params must be an object")),
+            (json!({}), Some("missing \"argv\"")),
+            (json!({"argv": []}), Some("must name a program")),
+            (json!({"argv": [""]}), Some("must name a program")),
+            (json!({"argv": [1]}), Some("entries must be strings")),
+            (json!({"argv": ["x"], "env": {"A": 1}}), Some("\"env\" entry \"A\"")),
+            (json!({"argv": ["x"], "cwd": "rel"}), Some("absolute path")),
+            (json!({"argv": ["x"], "timeout_s": 0}), Some("positive number")),
+            (json!({"argv": ["x"], "timeout_s": "5"}), Some("positive number")),
+            (json!({"argv": ["x"], "tiemout_s": 5}), Some("unknown parameter \"tiemout_s\"")),
+        ];
+        for (params, expected) in cases {
+            match (parse_params(&params), expected) {
+                (Ok(_), None) => {}
+                (Err(message), Some(fragment)) => {
+                    assert!(message.contains(fragment), "{params}: {message:?} lacks {fragment:?}")
+                }
+                (result, expected) => panic!("{params}: got {result:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn failure_messages_quote_the_stderr_tail() {
+        let tail: VecDeque<String> = ["first".to_owned(), "second".to_owned()].into();
+        assert_eq!(
+            with_tail("exited with status 3".into(), &tail),
+            "exited with status 3; last stderr lines:\nfirst\nsecond"
+        );
+        assert_eq!(with_tail("exited with status 3".into(), &VecDeque::new()), "exited with status 3");
+    }
+}

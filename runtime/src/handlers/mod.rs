@@ -1,0 +1,182 @@
+//! Step kinds. Each kind is a [`StepHandler`]; an embedding application registers its own
+//! beside the built-in `exec`, `external` and `wait` (see `examples/custom_kind.rs`).
+
+mod exec;
+mod external;
+mod wait;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix::Recipient;
+use db::{LogStream, SubstepRecord};
+use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub use exec::ExecHandler;
+pub use external::ExternalHandler;
+pub use wait::WaitHandler;
+
+use crate::task::{Report, StepReport};
+
+/// What the task actor asks of a running step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepControl {
+    /// Keep working.
+    Run,
+    /// Stop at the next checkpoint until told to run again.
+    Pause,
+    /// Stop for good; the handler's future is dropped right after.
+    Cancel,
+}
+
+/// Why a step did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// The work failed; the text is shown to people.
+    #[error("{0}")]
+    Failed(String),
+    /// The step was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// The kind of work a step does. Implementations must not block: do blocking work in
+/// `tokio::task::spawn_blocking` and await it.
+pub trait StepHandler: Send + Sync + 'static {
+    /// Checks a step's parameters when a plan is submitted; the error names the problem.
+    fn validate(&self, params: &Value) -> Result<(), String>;
+
+    /// Runs one attempt of the step. Resolves to its output on success. The future is
+    /// dropped when the step is cancelled, so clean up in `Drop` where it matters.
+    fn run(&self, ctx: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>>;
+}
+
+/// The registered step kinds.
+#[derive(Clone)]
+pub struct Handlers {
+    by_kind: BTreeMap<String, Arc<dyn StepHandler>>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_kind.keys()).finish()
+    }
+}
+
+impl Handlers {
+    /// The built-in kinds: `exec` (with `stderr_tail_lines` of stderr kept for errors),
+    /// `external` and `wait`.
+    pub fn builtin(stderr_tail_lines: usize) -> Handlers {
+        Handlers { by_kind: BTreeMap::new() }
+            .with("exec", ExecHandler::new(stderr_tail_lines))
+            .with("external", ExternalHandler)
+            .with("wait", WaitHandler)
+    }
+
+    /// Adds (or replaces) a kind.
+    pub fn with(mut self, kind: &str, handler: impl StepHandler) -> Handlers {
+        self.by_kind.insert(kind.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// The handler of `kind`.
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn StepHandler>> {
+        self.by_kind.get(kind).cloned()
+    }
+
+    /// The known kinds, sorted.
+    pub fn kinds(&self) -> Vec<&str> {
+        self.by_kind.keys().map(String::as_str).collect()
+    }
+}
+
+/// What a handler gets to run one attempt of a step: its parameters, its checkpoint, a
+/// way to report, and the task actor's pause/cancel requests.
+pub struct StepContext {
+    pub(crate) task_id: Arc<str>,
+    pub(crate) step: u32,
+    pub(crate) attempt: u32,
+    pub(crate) params: Value,
+    pub(crate) substeps: Vec<SubstepRecord>,
+    pub(crate) start_percent: u8,
+    pub(crate) reports: Recipient<StepReport>,
+    pub(crate) control: watch::Receiver<StepControl>,
+}
+
+impl StepContext {
+    /// The task's id.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The step's order.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// The step's parameters.
+    pub fn params(&self) -> &Value {
+        &self.params
+    }
+
+    /// The substeps and which are already done (the checkpoint to continue from).
+    pub fn substeps(&self) -> &[SubstepRecord] {
+        &self.substeps
+    }
+
+    /// The percent the step had reached before this attempt (0 on a first run).
+    pub fn start_percent(&self) -> u8 {
+        self.start_percent
+    }
+
+    fn send(&self, report: Report) {
+        // Unbounded mailbox: a report is only lost if the task actor has stopped, and then
+        // the step is being torn down anyway.
+        self.reports.do_send(StepReport { step: self.step, attempt: self.attempt, report });
+    }
+
+    /// Reports the step's percent (0–100; lower values than before are ignored).
+    pub fn progress(&self, percent: u8) {
+        self.send(Report::Progress(percent.min(100)));
+    }
+
+    /// Ticks off a substep by name (a checkpoint: it is not redone after a restart).
+    pub fn substep_done(&self, name: &str) {
+        self.send(Report::SubstepDone(name.to_owned()));
+    }
+
+    /// Adds a line to the step's log.
+    pub fn log(&self, stream: LogStream, line: &str) {
+        self.send(Report::Log(stream, line.to_owned()));
+    }
+
+    /// What the task actor currently asks.
+    pub fn control(&self) -> StepControl {
+        *self.control.borrow()
+    }
+
+    /// Waits for the next change of what the task actor asks. A dropped sender means the
+    /// task is going away, which reads as `Cancel`.
+    pub async fn control_changed(&mut self) -> StepControl {
+        match self.control.changed().await {
+            Ok(()) => *self.control.borrow_and_update(),
+            Err(_) => StepControl::Cancel,
+        }
+    }
+
+    /// A checkpoint: returns at once while running, waits while paused, and fails with
+    /// [`StepError::Cancelled`] once cancelled.
+    pub async fn checkpoint(&mut self) -> Result<(), StepError> {
+        loop {
+            match self.control() {
+                StepControl::Run => return Ok(()),
+                StepControl::Cancel => return Err(StepError::Cancelled),
+                StepControl::Pause => {
+                    self.control_changed().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Stepwise's task runtime. A task is an ordered list of steps; each live task is a
+//! `TaskActor` that runs its steps one at a time through `StepActor`s and commits every
+//! state transition (through the `db` crate, fenced by the task's lease) before it
+//! publishes the event to the [`Hub`], which fans events out to subscribers such as the
+//! [`ProgressRecorder`] that persists coalesced progress. Step kinds are [`StepHandler`]s:
+//! `exec`, `external` and `wait` are built in and applications add their own. Start it with
+//! [`Runtime::start`], which also resumes the tasks that were running when the server
+//! stopped. The runtime knows nothing of HTTP or wire formats.
+
+mod clock;
+mod error;
+mod event;
+pub mod handlers;
+mod hub;
+mod machine;
+mod plan;
+mod recorder;
+mod runtime;
+mod step;
+mod store;
+mod task;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use db::{LogStream, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus};
+pub use error::RuntimeError;
+pub use event::{EventKind, TaskEvent};
+pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler};
+pub use hub::{Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};
+pub use machine::{task_percent, Control};
+pub use plan::{PlanLimits, StepPlan, TaskPlan};
+pub use recorder::{Flush, ProgressRecorder, RecorderStats};
+pub use runtime::{Recovery, Runtime, RuntimeOptions};
+pub use task::{ExternalReport, ReportOutcome, StepReport};

@@ -1,0 +1,459 @@
+//! The task state machine, pure: a transition takes the task's state and the time and
+//! returns the events to commit and the effects for the task actor, or a typed error for
+//! a transition that is not allowed. No I/O and no clock, so every rule is table-tested.
+
+use std::sync::Arc;
+
+use db::{StepRecord, StepStatus, StoredTask, TaskStatus};
+
+use crate::event::EventKind;
+use crate::RuntimeError;
+
+/// A person's command to a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Start a pending task.
+    Start,
+    /// Pause a running task (its running step stops at its next checkpoint).
+    Pause,
+    /// Resume a paused task from the exact point it stopped.
+    Resume,
+    /// Cancel the task; a running step is stopped.
+    Cancel,
+    /// Approve the step that waits for approval.
+    Approve {
+        /// What the person said.
+        comment: Option<String>,
+    },
+    /// Reject the step that waits for approval: the task fails, unless the step is skippable.
+    Reject {
+        /// What the person said.
+        comment: Option<String>,
+    },
+    /// Run a failed step again.
+    Retry {
+        /// The step's order.
+        step: u32,
+    },
+    /// Skip a failed or pending step.
+    Skip {
+        /// The step's order.
+        step: u32,
+    },
+}
+
+impl Control {
+    /// The verb, for messages.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Control::Start => "start",
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+            Control::Cancel => "cancel",
+            Control::Approve { .. } => "approve",
+            Control::Reject { .. } => "reject",
+            Control::Retry { .. } => "retry",
+            Control::Skip { .. } => "skip",
+        }
+    }
+}
+
+/// What the task actor must do after a committed transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// Start a step actor for this step (from its checkpoint).
+    StartStep(u32),
+    /// Ask the running step to pause.
+    PauseStep,
+    /// Ask the paused step to continue (or start it from its checkpoint if no actor runs it).
+    ResumeStep(u32),
+    /// Stop the step actor, if any.
+    StopStep,
+    /// The task is completed, failed or cancelled: release the lease and stop.
+    Finish,
+}
+
+/// A task's state as the actor keeps it: the stored rows plus when the running step's
+/// current stretch of work began.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TaskState {
+    pub stored: StoredTask,
+    pub running_since: Option<i64>,
+}
+
+/// The result of a transition.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Transition {
+    pub events: Vec<EventKind>,
+    pub effects: Vec<Effect>,
+    /// A step that completed, with its work time (the estimator's history).
+    pub completed_run: Option<(u32, i64)>,
+}
+
+impl TaskState {
+    pub fn new(stored: StoredTask) -> TaskState {
+        TaskState { stored, running_since: None }
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        self.stored.task.status
+    }
+
+    fn task_id(&self) -> String {
+        self.stored.task.id.clone()
+    }
+
+    fn step_mut(&mut self, order: u32) -> Result<&mut StepRecord, RuntimeError> {
+        let task_id = self.task_id();
+        self.stored
+            .steps
+            .iter_mut()
+            .find(|s| s.order == order)
+            .ok_or(RuntimeError::StepNotFound { task_id, step: order })
+    }
+
+    fn refuse(&self, control: &Control) -> RuntimeError {
+        RuntimeError::InvalidTransition { task_id: self.task_id(), action: control.verb(), status: self.status() }
+    }
+
+    fn refuse_step(&self, action: &'static str, step: &StepRecord) -> RuntimeError {
+        RuntimeError::InvalidStepTransition { task_id: self.task_id(), step: step.order, action, status: step.status }
+    }
+
+    /// Applies a person's command.
+    pub fn control(&mut self, control: &Control, now: i64) -> Result<Transition, RuntimeError> {
+        let mut out = Transition::default();
+        match (control, self.status()) {
+            (Control::Start, TaskStatus::Pending) => {
+                self.stored.task.status = TaskStatus::Running;
+                self.stored.task.started_at = Some(now);
+                out.events.push(EventKind::TaskStarted);
+                self.advance(now, &mut out);
+            }
+            (Control::Pause, TaskStatus::Running) => self.pause(now, &mut out),
+            (Control::Resume, TaskStatus::Paused) => self.resume(now, &mut out),
+            (Control::Cancel, status) if !status.is_final() => self.cancel(now, &mut out),
+            (Control::Approve { comment }, TaskStatus::Approval) => self.approve(comment, now, &mut out)?,
+            (Control::Reject { comment }, TaskStatus::Approval) => self.reject(comment, now, &mut out)?,
+            (Control::Retry { step }, TaskStatus::Failed) => self.retry(*step, now, &mut out)?,
+            (Control::Skip { step }, status) if !status.is_final() => self.skip(*step, now, &mut out)?,
+            _ => return Err(self.refuse(control)),
+        }
+        Ok(out)
+    }
+
+    /// Moves to the next step that is not done: it waits for approval, or starts; with
+    /// none left, the task completes.
+    fn advance(&mut self, now: i64, out: &mut Transition) {
+        if self.status() != TaskStatus::Running {
+            return;
+        }
+        let Some(step) = self.stored.steps.iter_mut().find(|s| !s.status.is_done()) else {
+            self.stored.task.status = TaskStatus::Completed;
+            self.stored.task.finished_at = Some(now);
+            out.events.push(EventKind::TaskCompleted);
+            out.effects.push(Effect::Finish);
+            return;
+        };
+        if step.requires_approval && !step.approved {
+            step.status = StepStatus::Approval;
+            self.stored.task.status = TaskStatus::Approval;
+            out.events.push(EventKind::ApprovalNeeded { step: step.order, name: step.name.as_str().into() });
+            return;
+        }
+        step.status = StepStatus::Running;
+        step.attempts += 1;
+        step.started_at = Some(now);
+        step.finished_at = None;
+        step.work_ms = 0;
+        step.error = None;
+        // A new attempt starts from its checkpoint: the substeps already done.
+        step.progress = substep_percent(step);
+        self.running_since = Some(now);
+        out.events.push(EventKind::StepStarted {
+            step: step.order,
+            name: step.name.as_str().into(),
+            attempt: step.attempts,
+        });
+        out.effects.push(Effect::StartStep(step.order));
+    }
+
+    /// Adds the current stretch of work to the running step's work time.
+    fn stop_clock(&mut self, now: i64) {
+        if let Some(since) = self.running_since.take() {
+            if let Some(step) = self.stored.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
+                step.work_ms += (now - since).max(0);
+            }
+        }
+    }
+
+    fn pause(&mut self, now: i64, out: &mut Transition) {
+        self.stop_clock(now);
+        self.stored.task.status = TaskStatus::Paused;
+        if let Some(step) = self.stored.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
+            step.status = StepStatus::Paused;
+            out.effects.push(Effect::PauseStep);
+        }
+        out.events.push(EventKind::TaskPaused);
+    }
+
+    fn resume(&mut self, now: i64, out: &mut Transition) {
+        self.stored.task.status = TaskStatus::Running;
+        out.events.push(EventKind::TaskResumed);
+        match self.stored.steps.iter_mut().find(|s| s.status == StepStatus::Paused) {
+            Some(step) => {
+                step.status = StepStatus::Running;
+                self.running_since = Some(now);
+                out.effects.push(Effect::ResumeStep(step.order));
+            }
+            None => self.advance(now, out),
+        }
+    }
+
+    fn cancel(&mut self, now: i64, out: &mut Transition) {
+        self.stop_clock(now);
+        for step in &mut self.stored.steps {
+            match step.status {
+                StepStatus::Running | StepStatus::Paused => {
+                    step.status = StepStatus::Failed;
+                    step.error = Some("cancelled".into());
+                    step.finished_at = Some(now);
+                }
+                StepStatus::Approval => step.status = StepStatus::Pending,
+                _ => {}
+            }
+        }
+        self.stored.task.status = TaskStatus::Cancelled;
+        self.stored.task.finished_at = Some(now);
+        self.stored.task.error = Some("cancelled".into());
+        out.events.push(EventKind::TaskCancelled);
+        out.effects.extend([Effect::StopStep, Effect::Finish]);
+    }
+
+    fn waiting_step(&mut self) -> Result<&mut StepRecord, RuntimeError> {
+        let task_id = self.task_id();
+        self.stored
+            .steps
+            .iter_mut()
+            .find(|s| s.status == StepStatus::Approval)
+            .ok_or_else(|| RuntimeError::InvalidPlan(format!("task {task_id} waits for approval but no step does")))
+    }
+
+    fn approve(&mut self, comment: &Option<String>, now: i64, out: &mut Transition) -> Result<(), RuntimeError> {
+        let step = self.waiting_step()?;
+        step.approved = true;
+        step.status = StepStatus::Pending;
+        out.events.push(EventKind::ApprovalGiven {
+            step: step.order,
+            approved: true,
+            comment: comment.as_deref().map(Arc::from),
+        });
+        self.stored.task.status = TaskStatus::Running;
+        self.advance(now, out);
+        Ok(())
+    }
+
+    fn reject(&mut self, comment: &Option<String>, now: i64, out: &mut Transition) -> Result<(), RuntimeError> {
+        let step = self.waiting_step()?;
+        let order = step.order;
+        out.events.push(EventKind::ApprovalGiven {
+            step: order,
+            approved: false,
+            comment: comment.as_deref().map(Arc::from),
+        });
+        if step.skippable {
+            step.status = StepStatus::Skipped;
+            step.finished_at = Some(now);
+            out.events.push(EventKind::StepSkipped { step: order });
+            self.stored.task.status = TaskStatus::Running;
+            self.advance(now, out);
+            return Ok(());
+        }
+        let error = match comment {
+            Some(text) => format!("approval rejected: {text}"),
+            None => "approval rejected".to_owned(),
+        };
+        step.status = StepStatus::Failed;
+        step.error = Some(error.clone());
+        step.finished_at = Some(now);
+        out.events.push(EventKind::StepFailed { step: order, error: error.as_str().into() });
+        self.fail_task(order, error, now, out);
+        Ok(())
+    }
+
+    fn fail_task(&mut self, step: u32, error: String, now: i64, out: &mut Transition) {
+        self.stored.task.status = TaskStatus::Failed;
+        self.stored.task.finished_at = Some(now);
+        self.stored.task.error = Some(format!("step {step} failed: {error}"));
+        out.events.push(EventKind::TaskFailed { step, error: error.into() });
+        out.effects.push(Effect::Finish);
+    }
+
+    fn retry(&mut self, order: u32, now: i64, out: &mut Transition) -> Result<(), RuntimeError> {
+        let step = self.step_mut(order)?;
+        if step.status != StepStatus::Failed {
+            let step = step.clone();
+            return Err(self.refuse_step("retry", &step));
+        }
+        step.status = StepStatus::Pending;
+        step.error = None;
+        self.stored.task.status = TaskStatus::Running;
+        self.stored.task.finished_at = None;
+        self.stored.task.error = None;
+        self.advance(now, out);
+        Ok(())
+    }
+
+    fn skip(&mut self, order: u32, now: i64, out: &mut Transition) -> Result<(), RuntimeError> {
+        let status = self.status();
+        let step = self.step_mut(order)?;
+        let allowed = match step.status {
+            StepStatus::Failed => status == TaskStatus::Failed,
+            StepStatus::Pending => status != TaskStatus::Failed,
+            StepStatus::Approval => true,
+            _ => false,
+        };
+        if !allowed {
+            let step = step.clone();
+            return Err(self.refuse_step("skip", &step));
+        }
+        let was_blocking = step.status != StepStatus::Pending;
+        step.status = StepStatus::Skipped;
+        step.finished_at = Some(now);
+        out.events.push(EventKind::StepSkipped { step: order });
+        if was_blocking {
+            self.stored.task.status = TaskStatus::Running;
+            self.stored.task.finished_at = None;
+            self.stored.task.error = None;
+            self.advance(now, out);
+        }
+        Ok(())
+    }
+
+    /// The running attempt of `order`, if `attempt` is still it (late reports of an old
+    /// attempt are ignored).
+    fn current_attempt(&mut self, order: u32, attempt: u32) -> Option<&mut StepRecord> {
+        self.stored
+            .steps
+            .iter_mut()
+            .find(|s| s.order == order && s.attempts == attempt)
+            .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Paused))
+    }
+
+    /// A step's handler finished successfully.
+    pub fn step_succeeded(&mut self, order: u32, attempt: u32, output: Option<String>, now: i64) -> Transition {
+        let mut out = Transition::default();
+        // A late report of an old attempt changes nothing, not even the work clock.
+        if self.current_attempt(order, attempt).is_none() {
+            return out;
+        }
+        self.stop_clock(now);
+        let Some(step) = self.current_attempt(order, attempt) else { return out };
+        step.status = StepStatus::Completed;
+        step.progress = 100;
+        step.finished_at = Some(now);
+        step.output = output;
+        for substep in &mut step.substeps {
+            substep.done = true;
+        }
+        out.completed_run = Some((order, step.work_ms));
+        out.events.push(EventKind::StepCompleted {
+            step: order,
+            name: step.name.as_str().into(),
+            duration_ms: step.work_ms,
+        });
+        self.advance(now, &mut out);
+        out
+    }
+
+    /// A step's handler failed (or panicked).
+    pub fn step_failed(&mut self, order: u32, attempt: u32, error: String, now: i64) -> Transition {
+        let mut out = Transition::default();
+        if self.current_attempt(order, attempt).is_none() {
+            return out;
+        }
+        self.stop_clock(now);
+        let Some(step) = self.current_attempt(order, attempt) else { return out };
+        step.status = StepStatus::Failed;
+        step.error = Some(error.clone());
+        step.finished_at = Some(now);
+        out.events.push(EventKind::StepFailed { step: order, error: error.as_str().into() });
+        self.fail_task(order, error, now, &mut out);
+        out
+    }
+
+    /// A substep was ticked off: a checkpoint.
+    pub fn substep_done(&mut self, order: u32, attempt: u32, name: &str) -> Result<Transition, RuntimeError> {
+        let mut out = Transition::default();
+        let Some(step) = self.current_attempt(order, attempt) else { return Ok(out) };
+        let Some(index) = step.substeps.iter().position(|s| s.name == name) else {
+            let known: Vec<&str> = step.substeps.iter().map(|s| s.name.as_str()).collect();
+            return Err(RuntimeError::InvalidReport(format!(
+                "step {order} has no substep {name:?} (its substeps: {})",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            )));
+        };
+        if step.substeps[index].done {
+            return Ok(out);
+        }
+        step.substeps[index].done = true;
+        step.progress = step.progress.max(substep_percent(step));
+        out.events.push(EventKind::SubstepDone { step: order, index: index as u32, name: name.into() });
+        Ok(out)
+    }
+
+    /// Raises a running step's percent; returns false if the report is stale or lower.
+    pub fn raise_progress(&mut self, order: u32, attempt: u32, percent: u8) -> bool {
+        match self.current_attempt(order, attempt) {
+            Some(step) if percent.min(100) > step.progress => {
+                step.progress = percent.min(100);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After a restart: a running task continues its step from the checkpoint; paused
+    /// tasks and tasks waiting for approval stay as they are.
+    pub fn recover(&mut self, now: i64) -> Transition {
+        let mut out = Transition { events: vec![EventKind::TaskRecovered], ..Transition::default() };
+        if self.status() != TaskStatus::Running {
+            return out;
+        }
+        match self.stored.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
+            Some(step) => {
+                // The interrupted stretch of work is lost; the step restarts from its checkpoint.
+                step.progress = step.progress.max(substep_percent(step));
+                self.running_since = Some(now);
+                out.effects.push(Effect::StartStep(step.order));
+            }
+            None => self.advance(now, &mut out),
+        }
+        out
+    }
+
+    /// The task's overall percent: done steps count fully, the active one by its percent.
+    pub fn percent(&self) -> u8 {
+        task_percent(&self.stored)
+    }
+}
+
+/// A task's overall percent: completed and skipped steps count 100, others their percent.
+pub fn task_percent(stored: &StoredTask) -> u8 {
+    if stored.steps.is_empty() {
+        return 0;
+    }
+    let sum: u64 = stored.steps.iter().map(|s| if s.status.is_done() { 100 } else { u64::from(s.progress) }).sum();
+    u8::try_from(sum / stored.steps.len() as u64).unwrap_or(100)
+}
+
+fn substep_percent(step: &StepRecord) -> u8 {
+    if step.substeps.is_empty() {
+        return 0;
+    }
+    let done = step.substeps.iter().filter(|s| s.done).count();
+    u8::try_from(done * 100 / step.substeps.len()).unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests;

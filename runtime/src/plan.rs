@@ -1,0 +1,215 @@
+//! What a caller submits: a task's title, complexity and ordered steps, and the checks that
+//! turn a plan into stored rows or a clear refusal.
+
+use std::collections::HashSet;
+
+use db::{NewStep, StoredTask};
+use serde_json::Value;
+
+use crate::handlers::Handlers;
+use crate::RuntimeError;
+
+/// A task to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPlan {
+    /// What people call it.
+    pub title: String,
+    /// Units of work (e.g. tables of a generated app), at least 1.
+    pub complexity: u32,
+    /// The steps, in the order they run.
+    pub steps: Vec<StepPlan>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPlan {
+    /// Explicit 1-based position; when any step gives one, all must, and they must be
+    /// exactly 1..=n.
+    pub order: Option<u32>,
+    /// What people call it.
+    pub name: String,
+    /// The handler kind: `exec`, `external`, `wait` or an application's own.
+    pub kind: String,
+    /// The handler's parameters.
+    pub params: Value,
+    /// Substep names.
+    pub substeps: Vec<String>,
+    /// Wait for a person's approval before running.
+    pub requires_approval: bool,
+    /// A rejection skips the step instead of failing the task.
+    pub skippable: bool,
+}
+
+impl StepPlan {
+    /// A step of `kind` with `params` and nothing else set.
+    pub fn new(name: &str, kind: &str, params: Value) -> StepPlan {
+        StepPlan {
+            order: None,
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            params,
+            substeps: Vec::new(),
+            requires_approval: false,
+            skippable: false,
+        }
+    }
+}
+
+/// Limits on what a plan may hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Characters in a title or a step or substep name.
+    pub max_title_chars: usize,
+    /// Steps per task.
+    pub max_steps: usize,
+    /// Substeps per step.
+    pub max_substeps: usize,
+    /// Bytes of a step's parameters, as JSON.
+    pub max_params_bytes: usize,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        PlanLimits { max_title_chars: 200, max_steps: 1000, max_substeps: 256, max_params_bytes: 64 * 1024 }
+    }
+}
+
+impl TaskPlan {
+    /// Checks the plan and returns its steps ready to store, ordered 1..=n.
+    pub fn validate(&self, limits: &PlanLimits, handlers: &Handlers) -> Result<Vec<NewStep>, RuntimeError> {
+        check_name("title", &self.title, limits)?;
+        if self.complexity == 0 {
+            return invalid("complexity must be a positive integer, got 0".into());
+        }
+        if self.steps.is_empty() {
+            return invalid("a task needs at least one step".into());
+        }
+        if self.steps.len() > limits.max_steps {
+            return invalid(format!("{} steps is more than the limit of {}", self.steps.len(), limits.max_steps));
+        }
+        let orders = step_orders(&self.steps)?;
+        let mut stored: Vec<NewStep> = self
+            .steps
+            .iter()
+            .zip(orders)
+            .map(|(step, order)| validate_step(step, order, limits, handlers))
+            .collect::<Result<_, _>>()?;
+        stored.sort_by_key(|s| s.order);
+        Ok(stored)
+    }
+
+    /// The plan a stored task was made from ("cancel and start over" runs it again).
+    pub fn from_stored(stored: &StoredTask) -> TaskPlan {
+        TaskPlan {
+            title: stored.task.title.clone(),
+            complexity: stored.task.complexity,
+            steps: stored
+                .steps
+                .iter()
+                .map(|s| StepPlan {
+                    order: Some(s.order),
+                    name: s.name.clone(),
+                    kind: s.kind.clone(),
+                    params: serde_json::from_str(&s.params).unwrap_or(Value::Null),
+                    substeps: s.substeps.iter().map(|x| x.name.clone()).collect(),
+                    requires_approval: s.requires_approval,
+                    skippable: s.skippable,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn invalid<T>(message: String) -> Result<T, RuntimeError> {
+    Err(RuntimeError::InvalidPlan(message))
+}
+
+fn check_name(what: &str, text: &str, limits: &PlanLimits) -> Result<(), RuntimeError> {
+    if text.trim().is_empty() {
+        return invalid(format!("{what} must not be empty"));
+    }
+    let chars = text.chars().count();
+    if chars > limits.max_title_chars {
+        return invalid(format!("{what} is {chars} characters long; the limit is {}", limits.max_title_chars));
+    }
+    if text.chars().any(char::is_control) {
+        return invalid(format!("{what} must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// The order of each step: its explicit order, or its position.
+fn step_orders(steps: &[StepPlan]) -> Result<Vec<u32>, RuntimeError> {
+    let explicit = steps.iter().filter(|s| s.order.is_some()).count();
+    if explicit == 0 {
+        return Ok((1..).take(steps.len()).collect());
+    }
+    if explicit != steps.len() {
+        return invalid("either every step gives an order or none does".into());
+    }
+    let mut seen = HashSet::new();
+    let n = u32::try_from(steps.len()).unwrap_or(u32::MAX);
+    steps
+        .iter()
+        .map(|s| {
+            let order = s.order.unwrap_or_default();
+            if !(1..=n).contains(&order) {
+                return invalid(format!("step {:?} has order {order}; orders must be 1 to {n}", s.name));
+            }
+            if !seen.insert(order) {
+                return invalid(format!("duplicate step order {order}"));
+            }
+            Ok(order)
+        })
+        .collect()
+}
+
+fn validate_step(
+    step: &StepPlan,
+    order: u32,
+    limits: &PlanLimits,
+    handlers: &Handlers,
+) -> Result<NewStep, RuntimeError> {
+    check_name(&format!("step {order} name"), &step.name, limits)?;
+    let Some(handler) = handlers.get(&step.kind) else {
+        return invalid(format!(
+            "step {order} has unknown kind {:?} (known kinds: {})",
+            step.kind,
+            handlers.kinds().join(", ")
+        ));
+    };
+    let params = step.params.to_string();
+    if params.len() > limits.max_params_bytes {
+        return invalid(format!(
+            "step {order} params are {} bytes; the limit is {}",
+            params.len(),
+            limits.max_params_bytes
+        ));
+    }
+    handler
+        .validate(&step.params)
+        .map_err(|problem| RuntimeError::InvalidPlan(format!("step {order} ({}): {problem}", step.kind)))?;
+    if step.substeps.len() > limits.max_substeps {
+        return invalid(format!(
+            "step {order} has {} substeps; the limit is {}",
+            step.substeps.len(),
+            limits.max_substeps
+        ));
+    }
+    let mut names = HashSet::new();
+    for name in &step.substeps {
+        check_name(&format!("step {order} substep name"), name, limits)?;
+        if !names.insert(name.as_str()) {
+            return invalid(format!("step {order} has the substep {name:?} twice"));
+        }
+    }
+    Ok(NewStep {
+        order,
+        name: step.name.clone(),
+        kind: step.kind.clone(),
+        params,
+        requires_approval: step.requires_approval,
+        skippable: step.skippable,
+        substeps: step.substeps.clone(),
+    })
+}

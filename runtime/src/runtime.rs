@@ -1,0 +1,376 @@
+//! The `Runtime` handle: what the server and embedding applications call. It starts the
+//! hub, the progress recorder and the lease keeper, resumes the tasks this server owns,
+//! and routes every command to the task's actor (starting one when the task has none).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use db::{Database, NewTask, StoredTask};
+use futures_util::future::join_all;
+
+use crate::clock::Clock;
+use crate::handlers::Handlers;
+use crate::hub::{ChannelSubscriber, Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};
+use crate::machine::Control;
+use crate::plan::{PlanLimits, TaskPlan};
+use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
+use crate::store::blocking;
+use crate::task::{Command, ExternalReport, GetState, Recovered, Reported, Shutdown, TaskActor};
+use crate::{RuntimeError, TaskEvent};
+
+/// How the runtime runs.
+#[derive(Clone)]
+pub struct RuntimeOptions {
+    /// This server's id in task leases; stable across restarts so a restarted server
+    /// takes its own tasks back at once.
+    pub instance_id: String,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How often coalesced progress and logs are written.
+    pub flush_interval: Duration,
+    /// Limits on plans.
+    pub limits: PlanLimits,
+    /// Where time comes from.
+    pub clock: Arc<dyn Clock>,
+    /// Arbiter threads that run task actors.
+    pub task_threads: usize,
+}
+
+impl std::fmt::Debug for RuntimeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeOptions")
+            .field("instance_id", &self.instance_id)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("flush_interval", &self.flush_interval)
+            .field("limits", &self.limits)
+            .field("task_threads", &self.task_threads)
+            .finish()
+    }
+}
+
+/// The live task actors by task id, each with its generation (so a stopping actor never
+/// removes its successor).
+type Registry = HashMap<Arc<str>, (u64, Addr<TaskActor>)>;
+
+/// What the runtime's actors share.
+pub(crate) struct Shared {
+    pub db: Arc<Database>,
+    pub hub: Addr<Hub>,
+    pub handlers: Handlers,
+    pub clock: Arc<dyn Clock>,
+    pub instance_id: String,
+    pub lease_ttl_ms: i64,
+    registry: Mutex<Registry>,
+    generations: AtomicU64,
+}
+
+impl Shared {
+    /// Removes a stopped actor's registry entry, unless a newer actor has replaced it.
+    pub fn forget(&self, task_id: &str, generation: u64) {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if registry.get(task_id).is_some_and(|(g, _)| *g == generation) {
+            registry.remove(task_id);
+        }
+    }
+}
+
+/// The task runtime. Cheap to clone; every clone drives the same actors. Its methods must
+/// be called from inside the actix system that started it.
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+    recorder: Addr<ProgressRecorder>,
+    stats: Arc<RecorderStats>,
+    arbiters: Arc<Vec<ArbiterHandle>>,
+    next_arbiter: Arc<AtomicUsize>,
+    limits: PlanLimits,
+}
+
+/// What a start found and resumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Live tasks taken over (running, paused or waiting for approval).
+    pub resumed: usize,
+    /// How long loading them and starting their actors took.
+    pub elapsed: Duration,
+}
+
+impl Runtime {
+    /// Starts the runtime on an opened database and resumes every live task this server
+    /// may take: its own from before a restart, unowned ones, and ones whose lease expired.
+    pub async fn start(
+        db: Arc<Database>,
+        handlers: Handlers,
+        options: RuntimeOptions,
+    ) -> Result<(Runtime, Recovery), RuntimeError> {
+        let hub = Hub::default().start();
+        let stats = Arc::new(RecorderStats::default());
+        let recorder = ProgressRecorder::new(
+            Arc::clone(&db),
+            Arc::clone(&options.clock),
+            options.flush_interval,
+            Arc::clone(&stats),
+        )
+        .start();
+        hub.send(Subscribe { topic: Topic::All, subscriber: recorder.clone().recipient() })
+            .await
+            .map_err(|_| RuntimeError::ShuttingDown)?;
+        let arbiters = (0..options.task_threads.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let shared = Arc::new(Shared {
+            db,
+            hub,
+            handlers,
+            clock: options.clock,
+            instance_id: options.instance_id,
+            lease_ttl_ms: i64::try_from(options.lease_ttl.as_millis()).unwrap_or(i64::MAX),
+            registry: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(0),
+        });
+        let runtime = Runtime {
+            shared,
+            recorder,
+            stats,
+            arbiters: Arc::new(arbiters),
+            next_arbiter: Arc::new(AtomicUsize::new(0)),
+            limits: options.limits,
+        };
+        let recovery = runtime.recover().await?;
+        runtime.keep_leases(options.lease_ttl / 3);
+        Ok((runtime, recovery))
+    }
+
+    async fn recover(&self) -> Result<Recovery, RuntimeError> {
+        let began = Instant::now();
+        let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
+        let stored = blocking(&self.shared.db, move |conn| db::acquire_live_tasks(conn, &owner, ttl, now)).await?;
+        let leases: Vec<(String, i64)> = stored.iter().map(|s| (s.task.id.clone(), s.task.lease_token)).collect();
+        let resumed = stored.len();
+        let mut actors = HashMap::with_capacity(resumed);
+        for task in stored {
+            let id: Arc<str> = task.task.id.as_str().into();
+            let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
+            let shared = Arc::clone(&self.shared);
+            let addr =
+                TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::recovering(task, generation, shared));
+            actors.insert(Arc::clone(&id), addr.clone());
+            self.registry().insert(id, (generation, addr));
+        }
+        let elapsed = began.elapsed();
+        if resumed > 0 {
+            tracing::info!(resumed, ?elapsed, "resumed unfinished tasks");
+            // The interruption goes into each task's history in the background; the tasks
+            // are already running again.
+            let db = Arc::clone(&self.shared.db);
+            actix::spawn(async move {
+                match blocking(&db, move |conn| db::record_recovered(conn, &leases, now)).await {
+                    Ok(recorded) => {
+                        for (task_id, seq) in recorded {
+                            if let Some(addr) = actors.get(task_id.as_str()) {
+                                addr.do_send(Recovered { seq });
+                            }
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "could not record the interruption of resumed tasks"),
+                }
+            });
+        }
+        Ok(Recovery { resumed, elapsed })
+    }
+
+    fn keep_leases(&self, every: Duration) {
+        let shared = Arc::clone(&self.shared);
+        actix::spawn(async move {
+            let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                interval.tick().await;
+                let (owner, ttl, now) = (shared.instance_id.clone(), shared.lease_ttl_ms, shared.clock.now_ms());
+                if let Err(error) = blocking(&shared.db, move |conn| db::renew_leases(conn, &owner, ttl, now)).await {
+                    tracing::error!(%error, "could not renew task leases");
+                }
+            }
+        });
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.shared.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn arbiter(&self) -> &ArbiterHandle {
+        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        &self.arbiters[index]
+    }
+
+    /// The hub, for subscribers.
+    pub fn hub(&self) -> &Addr<Hub> {
+        &self.shared.hub
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.shared.db
+    }
+
+    /// The registered step kinds.
+    pub fn handlers(&self) -> &Handlers {
+        &self.shared.handlers
+    }
+
+    /// Counters of the progress recorder.
+    pub fn recorder_stats(&self) -> &RecorderStats {
+        &self.stats
+    }
+
+    /// How many task actors are live.
+    pub fn live_tasks(&self) -> usize {
+        self.registry().len()
+    }
+
+    /// Delivers the events of `topic` to `subscriber` until [`Runtime::unsubscribe`].
+    pub async fn subscribe(
+        &self,
+        topic: Topic,
+        subscriber: Recipient<TaskEvent>,
+    ) -> Result<SubscriptionId, RuntimeError> {
+        self.shared.hub.send(Subscribe { topic, subscriber }).await.map_err(|_| RuntimeError::ShuttingDown)
+    }
+
+    /// The events of `topic` as a channel, until the receiver is dropped.
+    pub async fn events(&self, topic: Topic) -> Result<tokio::sync::mpsc::UnboundedReceiver<TaskEvent>, RuntimeError> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let subscriber = ChannelSubscriber(sender).start();
+        self.subscribe(topic, subscriber.recipient()).await?;
+        Ok(receiver)
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&self, id: SubscriptionId) {
+        // Dropping is fine if the hub is gone: then there is nothing to unsubscribe from.
+        self.shared.hub.do_send(Unsubscribe(id));
+    }
+
+    /// Stores a new task for `owner` and, if `start`, starts it. Returns its id.
+    pub async fn create_task(&self, owner: &str, plan: &TaskPlan, start: bool) -> Result<String, RuntimeError> {
+        self.create(owner, plan, start, None).await
+    }
+
+    async fn create(
+        &self,
+        owner: &str,
+        plan: &TaskPlan,
+        start: bool,
+        restarted_from: Option<String>,
+    ) -> Result<String, RuntimeError> {
+        let steps = plan.validate(&self.limits, &self.shared.handlers)?;
+        let task = NewTask {
+            id: new_task_id(),
+            owner: owner.to_owned(),
+            title: plan.title.trim().to_owned(),
+            complexity: plan.complexity,
+            restarted_from,
+            created_at: self.shared.clock.now_ms(),
+            steps,
+        };
+        let id = task.id.clone();
+        blocking(&self.shared.db, move |conn| db::insert_task(conn, &task)).await?;
+        if start {
+            self.control(owner, &id, Control::Start).await?;
+        }
+        Ok(id)
+    }
+
+    /// Applies a person's command to `owner`'s task.
+    pub async fn control(&self, owner: &str, task_id: &str, control: Control) -> Result<(), RuntimeError> {
+        let actor = self.actor_for(owner, task_id).await?;
+        actor.send(Command(control)).await.map_err(|_| RuntimeError::ShuttingDown)?
+    }
+
+    /// "Cancel and start over": cancels the task if it has not ended and starts a fresh
+    /// run of the same plan, linked to it. Returns the new task's id.
+    pub async fn restart(&self, owner: &str, task_id: &str) -> Result<String, RuntimeError> {
+        let stored = self.task(owner, task_id).await?;
+        if !stored.task.status.is_final() {
+            self.control(owner, task_id, Control::Cancel).await?;
+        }
+        self.create(owner, &TaskPlan::from_stored(&stored), true, Some(task_id.to_owned())).await
+    }
+
+    /// An outside worker's report on an `external` step of `owner`'s task.
+    pub async fn report(
+        &self,
+        owner: &str,
+        task_id: &str,
+        step: u32,
+        report: ExternalReport,
+    ) -> Result<(), RuntimeError> {
+        let actor = self.actor_for(owner, task_id).await?;
+        actor.send(Reported { step, report }).await.map_err(|_| RuntimeError::ShuttingDown)?
+    }
+
+    /// The current state of `owner`'s task.
+    pub async fn task(&self, owner: &str, task_id: &str) -> Result<StoredTask, RuntimeError> {
+        let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
+        if let Some(addr) = live {
+            if let Ok(state) = addr.send(GetState).await {
+                return owned_by(state, owner, task_id);
+            }
+        }
+        let id = task_id.to_owned();
+        let stored = blocking(&self.shared.db, move |conn| db::load_task(conn, &id)).await?;
+        owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)
+    }
+
+    /// The task's actor, started from the database if the task has none.
+    async fn actor_for(&self, owner: &str, task_id: &str) -> Result<Addr<TaskActor>, RuntimeError> {
+        let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
+        if let Some(addr) = live.filter(Addr::connected) {
+            let state = addr.send(GetState).await.map_err(|_| RuntimeError::ShuttingDown)?;
+            owned_by(state, owner, task_id)?;
+            return Ok(addr);
+        }
+        let id = task_id.to_owned();
+        let stored = blocking(&self.shared.db, move |conn| db::load_task(conn, &id)).await?;
+        let stored = owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)?;
+        let mut registry = self.registry();
+        if let Some((_, addr)) = registry.get(task_id).filter(|(_, a)| a.connected()) {
+            return Ok(addr.clone());
+        }
+        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::clone(&self.shared);
+        let addr = TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::new(stored, generation, shared));
+        registry.insert(task_id.into(), (generation, addr.clone()));
+        Ok(addr)
+    }
+
+    /// Writes all pending progress and logs now.
+    pub async fn flush(&self) {
+        // Failing only if the recorder has stopped, when there is nothing left to write.
+        let _ = self.recorder.send(Flush).await;
+    }
+
+    /// Stops every task's running step (killing `exec` programs) without changing the
+    /// tasks' stored state, then writes pending progress: the next start resumes them.
+    pub async fn shutdown(&self) {
+        let actors: Vec<_> = self.registry().values().map(|(_, addr)| addr.clone()).collect();
+        join_all(actors.iter().map(|addr| addr.send(Shutdown))).await;
+        self.flush().await;
+        for arbiter in self.arbiters.iter() {
+            arbiter.stop();
+        }
+    }
+}
+
+fn owned_by(stored: StoredTask, owner: &str, task_id: &str) -> Result<StoredTask, RuntimeError> {
+    // Another user's task reads exactly like a missing one.
+    match stored.task.owner == owner {
+        true => Ok(stored),
+        false => Err(RuntimeError::TaskNotFound(task_id.to_owned())),
+    }
+}
+
+/// A fresh task id: 16 lowercase hex digits.
+fn new_task_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,519 @@
+//! The `TaskActor`: one per live task. It owns the task's state, runs its steps one by
+//! one through `StepActor`s, and makes every transition durable before anyone hears of it:
+//! the pure state machine computes the next state, the database commits it (fenced by the
+//! task's lease), and only then does the actor adopt it, act on it and publish its events.
+//! While a commit is in flight the actor handles no other message, so transitions are
+//! strictly ordered.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use db::{Commit, LogStream, NewEvent, StepRunRecord, StepStatus, StoredTask};
+use tokio::sync::watch;
+
+use crate::event::{EventKind, TaskEvent};
+use crate::handlers::{StepContext, StepControl, StepError};
+use crate::machine::{Control, Effect, TaskState, Transition};
+use crate::runtime::Shared;
+use crate::step::{panic_message, StepActor, StepFinished, StopStep};
+use crate::store::blocking;
+use crate::RuntimeError;
+
+/// What a step's handler reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Report {
+    Progress(u8),
+    SubstepDone(String),
+    Log(LogStream, String),
+}
+
+/// A report from a running step's handler (sent by [`StepContext`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StepReport {
+    pub(crate) step: u32,
+    pub(crate) attempt: u32,
+    pub(crate) report: Report,
+}
+
+/// How an outside worker's report ends an `external` step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The work succeeded.
+    Completed {
+        /// What it produced.
+        output: Option<String>,
+    },
+    /// The work failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// A report on an `external` step from the worker doing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalReport {
+    /// The step's percent, 0–100.
+    pub progress: Option<u8>,
+    /// A substep that is done, by name.
+    pub substep_done: Option<String>,
+    /// A line for the step's log.
+    pub log: Option<String>,
+    /// Ends the step.
+    pub outcome: Option<ReportOutcome>,
+}
+
+/// A person's command, for the task actor.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub(crate) struct Command(pub Control);
+
+/// An outside worker's report, for the task actor.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), RuntimeError>")]
+pub(crate) struct Reported {
+    pub step: u32,
+    pub report: ExternalReport,
+}
+
+/// Asks for the task's current state.
+#[derive(Debug, Message)]
+#[rtype(result = "StoredTask")]
+pub(crate) struct GetState;
+
+/// The task's `task_recovered` event was committed with this seq: publish it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Recovered {
+    pub seq: i64,
+}
+
+/// The server is stopping: stop the running step (killing its programs) without changing
+/// the task's stored state, so the next start resumes it.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Shutdown;
+
+/// The running step: its actor and the channel that pauses or cancels it.
+struct RunningStep {
+    order: u32,
+    actor: Addr<StepActor>,
+    control: watch::Sender<StepControl>,
+}
+
+/// Runs one task.
+pub(crate) struct TaskActor {
+    state: TaskState,
+    task_id: Arc<str>,
+    owner: Arc<str>,
+    /// This actor's registry entry, so a stopping actor removes only itself.
+    pub generation: u64,
+    shared: Arc<Shared>,
+    step: Option<RunningStep>,
+    /// Whether this server holds the task's lease; an actor loaded only to be controlled
+    /// takes it before its first write.
+    holds_lease: bool,
+    /// Effects to apply once the actor has started (after a recovery).
+    startup: Vec<Effect>,
+}
+
+impl TaskActor {
+    pub fn new(stored: StoredTask, generation: u64, shared: Arc<Shared>) -> TaskActor {
+        TaskActor {
+            holds_lease: false,
+            task_id: stored.task.id.as_str().into(),
+            owner: stored.task.owner.as_str().into(),
+            state: TaskState::new(stored),
+            generation,
+            shared,
+            step: None,
+            startup: Vec::new(),
+        }
+    }
+
+    /// An actor for a task this server has just leased after a restart: the state machine
+    /// decides what continues once it starts.
+    pub fn recovering(stored: StoredTask, generation: u64, shared: Arc<Shared>) -> TaskActor {
+        let mut actor = TaskActor::new(stored, generation, shared);
+        actor.holds_lease = true;
+        let now = actor.shared.clock.now_ms();
+        actor.startup = actor.state.recover(now).effects;
+        actor
+    }
+
+    fn token(&self) -> i64 {
+        self.state.stored.task.lease_token
+    }
+
+    fn event(&self, seq: i64, at: i64, kind: EventKind) -> TaskEvent {
+        TaskEvent {
+            task_id: Arc::clone(&self.task_id),
+            owner: Arc::clone(&self.owner),
+            seq,
+            lease_token: self.token(),
+            at,
+            kind,
+        }
+    }
+
+    fn publish(&self, kind: EventKind, at: i64) {
+        let event = self.event(self.state.stored.task.last_seq, at, kind);
+        self.shared.hub.do_send(event);
+    }
+
+    /// Commits `next` (the state after `transition`) and then adopts it, applies the
+    /// effects and publishes the events. Takes the lease first if the actor has none.
+    fn commit(&mut self, next: TaskState, transition: Transition) -> ResponseActFuture<Self, Result<(), RuntimeError>> {
+        let at = self.shared.clock.now_ms();
+        let task = (next.stored.task != self.state.stored.task).then(|| next.stored.task.clone());
+        let steps: Vec<_> = next
+            .stored
+            .steps
+            .iter()
+            .zip(&self.state.stored.steps)
+            .filter(|(new, old)| new != old)
+            .map(|(new, _)| new.clone())
+            .collect();
+        let events: Vec<NewEvent> = transition
+            .events
+            .iter()
+            .map(|kind| NewEvent {
+                kind: kind.name(),
+                step: kind.step(),
+                detail: kind.detail(),
+                progress: kind.step().and_then(|order| progress_of(&next.stored, order, kind)),
+            })
+            .collect();
+        let step_run = transition.completed_run.and_then(|(order, duration_ms)| {
+            let step = next.stored.steps.iter().find(|s| s.order == order)?;
+            Some(StepRunRecord {
+                task_id: self.task_id.to_string(),
+                step: order,
+                attempt: step.attempts,
+                step_key: format!("{}:{}", step.kind, step.name),
+                complexity: next.stored.task.complexity,
+                duration_ms,
+                finished_at: at,
+            })
+        });
+        let needs_lease = !self.holds_lease;
+        let (task_id, token, owner, ttl) =
+            (self.task_id.to_string(), self.token(), self.shared.instance_id.clone(), self.shared.lease_ttl_ms);
+        let work = blocking(&self.shared.db, move |conn| {
+            let token = match needs_lease {
+                true => match db::acquire_lease(conn, &task_id, &owner, ttl, at)? {
+                    Some(token) => token,
+                    None => return Ok(None),
+                },
+                false => token,
+            };
+            let change = Commit {
+                task_id: &task_id,
+                lease_token: token,
+                at,
+                task: task.as_ref(),
+                steps: steps.iter().collect(),
+                events,
+                step_run,
+            };
+            db::commit(conn, &change).map(|seq| Some((seq, token)))
+        });
+        Box::pin(actix::fut::wrap_future(work).map(move |result, act: &mut TaskActor, ctx| {
+            let (last_seq, token) = match result {
+                Ok(Some(committed)) => committed,
+                Ok(None) => return Err(RuntimeError::HeldElsewhere(act.task_id.to_string())),
+                Err(error) => return Err(act.commit_failed(error, ctx)),
+            };
+            act.holds_lease = true;
+            act.state = next;
+            act.state.stored.task.last_seq = last_seq;
+            act.state.stored.task.lease_token = token;
+            let first_seq = last_seq - transition.events.len() as i64 + 1;
+            for (seq, kind) in (first_seq..).zip(transition.events) {
+                act.shared.hub.do_send(act.event(seq, at, kind));
+            }
+            for effect in transition.effects {
+                act.apply(effect, ctx);
+            }
+            Ok(())
+        }))
+    }
+
+    fn commit_failed(&mut self, error: RuntimeError, ctx: &mut Context<Self>) -> RuntimeError {
+        if let RuntimeError::Db(db::DbError::LeaseLost { .. }) = error {
+            tracing::warn!(task = %self.task_id, "lease lost; another server runs this task now");
+            self.stop_step();
+            ctx.stop();
+        }
+        error
+    }
+
+    fn apply(&mut self, effect: Effect, ctx: &mut Context<Self>) {
+        match effect {
+            Effect::StartStep(order) => self.start_step(order, StepControl::Run, ctx),
+            Effect::PauseStep => self.signal_step(StepControl::Pause),
+            Effect::ResumeStep(order) => match &self.step {
+                Some(running) if running.order == order => self.signal_step(StepControl::Run),
+                _ => self.start_step(order, StepControl::Run, ctx),
+            },
+            Effect::StopStep => self.stop_step(),
+            Effect::Finish => self.finish(ctx),
+        }
+    }
+
+    fn start_step(&mut self, order: u32, control: StepControl, ctx: &mut Context<Self>) {
+        self.stop_step();
+        let Some(step) = self.state.stored.steps.iter().find(|s| s.order == order) else { return };
+        let attempt = step.attempts;
+        let (sender, receiver) = watch::channel(control);
+        let context = StepContext {
+            task_id: Arc::clone(&self.task_id),
+            step: order,
+            attempt,
+            params: serde_json::from_str(&step.params).unwrap_or_default(),
+            substeps: step.substeps.clone(),
+            start_percent: step.progress,
+            reports: ctx.address().recipient(),
+            control: receiver,
+        };
+        let work = match self.shared.handlers.get(&step.kind) {
+            Some(handler) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.run(context)))
+                .unwrap_or_else(|panic| failed_now(panic_message(&panic))),
+            None => failed_now(format!("no handler for step kind {:?} on this server", step.kind)),
+        };
+        let actor = StepActor { step: order, attempt, work: Some(work), done: ctx.address().recipient() }.start();
+        self.step = Some(RunningStep { order, actor, control: sender });
+    }
+
+    fn signal_step(&self, control: StepControl) {
+        if let Some(running) = &self.step {
+            // Ignored if the handler has already returned: its StepFinished is on the way.
+            let _ = running.control.send(control);
+        }
+    }
+
+    fn stop_step(&mut self) {
+        if let Some(running) = self.step.take() {
+            let _ = running.control.send(StepControl::Cancel);
+            running.actor.do_send(StopStep);
+        }
+    }
+
+    fn finish(&mut self, ctx: &mut Context<Self>) {
+        self.stop_step();
+        let (task_id, token) = (self.task_id.to_string(), self.token());
+        let release = blocking(&self.shared.db, move |conn| db::release_lease(conn, &task_id, token));
+        ctx.spawn(actix::fut::wrap_future(release).map(|result, act: &mut TaskActor, ctx| {
+            if let Err(error) = result {
+                tracing::warn!(task = %act.task_id, %error, "could not release the lease; it will expire");
+            }
+            act.holds_lease = false;
+            ctx.stop();
+        }));
+    }
+
+    /// Runs a state-machine step on a copy of the state and commits it, holding the
+    /// mailbox until the commit is done.
+    fn transit(
+        &mut self,
+        change: impl FnOnce(&mut TaskState, i64) -> Result<Transition, RuntimeError>,
+    ) -> ResponseActFuture<Self, Result<(), RuntimeError>> {
+        let mut next = self.state.clone();
+        match change(&mut next, self.shared.clock.now_ms()) {
+            Ok(transition) if transition.events.is_empty() && transition.effects.is_empty() => {
+                Box::pin(actix::fut::ready(Ok(())))
+            }
+            Ok(transition) => self.commit(next, transition),
+            Err(error) => Box::pin(actix::fut::ready(Err(error))),
+        }
+    }
+
+    fn raise_progress(&mut self, step: u32, attempt: u32, percent: u8) {
+        if self.state.raise_progress(step, attempt, percent) {
+            let task_percent = self.state.percent();
+            let at = self.shared.clock.now_ms();
+            self.publish(EventKind::Progress { step, attempt, percent, task_percent }, at);
+        }
+    }
+
+    fn log(&self, step: u32, stream: LogStream, line: &str) {
+        self.publish(EventKind::Log { step, stream, line: line.into() }, self.shared.clock.now_ms());
+    }
+
+    fn is_current(&self, step: u32, attempt: u32) -> bool {
+        self.state.stored.steps.iter().any(|s| {
+            s.order == step && s.attempts == attempt && matches!(s.status, StepStatus::Running | StepStatus::Paused)
+        })
+    }
+}
+
+fn failed_now(error: String) -> futures_util::future::LocalBoxFuture<'static, Result<Option<String>, StepError>> {
+    Box::pin(std::future::ready(Err(StepError::Failed(error))))
+}
+
+/// The `task_progress` row an event records: the step's percent and status after it.
+fn progress_of(stored: &StoredTask, order: u32, kind: &EventKind) -> Option<(u8, StepStatus)> {
+    match kind {
+        EventKind::StepStarted { .. }
+        | EventKind::SubstepDone { .. }
+        | EventKind::StepCompleted { .. }
+        | EventKind::StepFailed { .. }
+        | EventKind::StepSkipped { .. }
+        | EventKind::ApprovalNeeded { .. } => {
+            let step = stored.steps.iter().find(|s| s.order == order)?;
+            Some((step.progress, step.status))
+        }
+        _ => None,
+    }
+}
+
+impl Actor for TaskActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        for effect in std::mem::take(&mut self.startup) {
+            self.apply(effect, ctx);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.stop_step();
+        self.shared.forget(&self.task_id, self.generation);
+    }
+}
+
+impl Handler<Command> for TaskActor {
+    type Result = AtomicResponse<Self, Result<(), RuntimeError>>;
+    fn handle(&mut self, Command(control): Command, _: &mut Self::Context) -> Self::Result {
+        let commit = self.transit(|state, now| state.control(&control, now));
+        // An actor for a task that is not live (loaded only to be controlled) stops once
+        // the command is handled, unless the command made the task live.
+        AtomicResponse::new(Box::pin(commit.map(|result, act: &mut TaskActor, ctx| {
+            if !act.state.status().is_live() && act.step.is_none() {
+                ctx.stop();
+            }
+            result
+        })))
+    }
+}
+
+impl Handler<StepReport> for TaskActor {
+    type Result = ();
+    fn handle(&mut self, msg: StepReport, ctx: &mut Self::Context) {
+        if !self.is_current(msg.step, msg.attempt) {
+            return;
+        }
+        match msg.report {
+            Report::Progress(percent) => self.raise_progress(msg.step, msg.attempt, percent),
+            Report::Log(stream, line) => self.log(msg.step, stream, &line),
+            Report::SubstepDone(name) => {
+                let commit = self.transit(|state, _| state.substep_done(msg.step, msg.attempt, &name));
+                ctx.wait(commit.map(move |result, act: &mut TaskActor, _| {
+                    if let Err(error) = result {
+                        act.log(msg.step, LogStream::Runtime, &error.to_string());
+                    }
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<StepFinished> for TaskActor {
+    type Result = ();
+    fn handle(&mut self, msg: StepFinished, ctx: &mut Self::Context) {
+        if self.step.as_ref().is_some_and(|s| s.order == msg.step) {
+            self.step = None;
+        }
+        let commit = self.transit(|state, now| {
+            Ok(match msg.result {
+                Ok(output) => state.step_succeeded(msg.step, msg.attempt, output, now),
+                // A cancelled step's fate was already committed by whoever cancelled it.
+                Err(StepError::Cancelled) => Transition::default(),
+                Err(StepError::Failed(error)) => state.step_failed(msg.step, msg.attempt, error, now),
+            })
+        });
+        ctx.wait(commit.map(|result, act: &mut TaskActor, _| {
+            if let Err(error) = result {
+                tracing::error!(task = %act.task_id, %error, "could not record the end of a step");
+            }
+        }));
+    }
+}
+
+impl Handler<Reported> for TaskActor {
+    type Result = AtomicResponse<Self, Result<(), RuntimeError>>;
+    fn handle(&mut self, Reported { step, report }: Reported, _: &mut Self::Context) -> Self::Result {
+        let refuse = |e| AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
+        let Some(record) = self.state.stored.steps.iter().find(|s| s.order == step) else {
+            return refuse(RuntimeError::StepNotFound { task_id: self.task_id.to_string(), step });
+        };
+        if record.status != StepStatus::Running {
+            return refuse(RuntimeError::InvalidStepTransition {
+                task_id: self.task_id.to_string(),
+                step,
+                action: "report on",
+                status: record.status,
+            });
+        }
+        if record.kind != "external" {
+            return refuse(RuntimeError::InvalidReport(format!(
+                "step {step} is a {:?} step; only external steps take reports",
+                record.kind
+            )));
+        }
+        let attempt = record.attempts;
+        if let Some(line) = &report.log {
+            self.log(step, LogStream::Stdout, line);
+        }
+        if let Some(percent) = report.progress {
+            self.raise_progress(step, attempt, percent);
+        }
+        let commit = self.transit(move |state, now| {
+            let mut transition = match &report.substep_done {
+                Some(name) => state.substep_done(step, attempt, name)?,
+                None => Transition::default(),
+            };
+            let ended = match report.outcome {
+                Some(ReportOutcome::Completed { output }) => state.step_succeeded(step, attempt, output, now),
+                Some(ReportOutcome::Failed { error }) => state.step_failed(step, attempt, error, now),
+                None => Transition::default(),
+            };
+            transition.events.extend(ended.events);
+            transition.effects.extend(ended.effects);
+            transition.completed_run = transition.completed_run.or(ended.completed_run);
+            Ok(transition)
+        });
+        AtomicResponse::new(Box::pin(commit.map(move |result, act: &mut TaskActor, _| {
+            // The handler of an external step only waits; once the step ended, stop it.
+            if act.step.as_ref().is_some_and(|s| s.order == step) && !act.is_current(step, attempt) {
+                act.stop_step();
+            }
+            result
+        })))
+    }
+}
+
+impl Handler<GetState> for TaskActor {
+    type Result = MessageResult<GetState>;
+    fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.state.stored.clone())
+    }
+}
+
+impl Handler<Recovered> for TaskActor {
+    type Result = ();
+    fn handle(&mut self, Recovered { seq }: Recovered, _: &mut Self::Context) {
+        self.state.stored.task.last_seq = self.state.stored.task.last_seq.max(seq);
+        let event = self.event(seq, self.shared.clock.now_ms(), EventKind::TaskRecovered);
+        self.shared.hub.do_send(event);
+    }
+}
+
+impl Handler<Shutdown> for TaskActor {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) {
+        self.stop_step();
+        ctx.stop();
+    }
+}
