@@ -12,15 +12,6 @@ use crate::DbError;
 
 const LIVE: [&str; 3] = ["running", "paused", "approval"];
 
-/// A held lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The task.
-    pub task_id: String,
-    /// The fencing token to send with every write.
-    pub token: i64,
-}
-
 /// Takes the lease on one task if nobody else holds it (free, expired, or already
 /// `owner`'s). Returns the new token, or `None` if another live server holds it.
 pub fn acquire_lease(
@@ -71,15 +62,6 @@ pub fn renew_leases(conn: &mut AnyConnection, owner: &str, ttl_ms: i64, now: i64
         .filter(tasks::status.eq_any(LIVE))
         .set(tasks::lease_expires_at.eq(now + ttl_ms))
         .execute(conn)?)
-}
-
-/// Gives a lease up (the task finished or failed), if `token` still holds it.
-pub fn release_lease(conn: &mut AnyConnection, task_id: &str, token: i64) -> Result<(), DbError> {
-    diesel::update(tasks::table.find(task_id))
-        .filter(tasks::lease_token.eq(token))
-        .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))
-        .execute(conn)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ mod queries;
 mod schema;
 
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
-pub use lease::{acquire_lease, acquire_live_tasks, release_lease, renew_leases, Lease};
+pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,

@@ -430,6 +430,8 @@ pub struct Commit<'a> {
     pub events: Vec<NewEvent>,
     /// A completed run for the estimator's history.
     pub step_run: Option<StepRunRecord>,
+    /// The task has ended: give its lease up in the same transaction.
+    pub release_lease: bool,
 }
 
 /// Writes a transition: the fenced task row, the changed steps, the events (with
@@ -463,6 +465,11 @@ pub fn commit(conn: &mut AnyConnection, change: &Commit<'_>) -> Result<i64, DbEr
                     step_runs::duration_ms.eq(run.duration_ms),
                     step_runs::finished_at.eq(run.finished_at),
                 ))
+                .execute(conn)?;
+        }
+        if change.release_lease {
+            diesel::update(tasks::table.find(change.task_id))
+                .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))
                 .execute(conn)?;
         }
         Ok(last_seq)
@@ -654,6 +661,10 @@ fn flush_task(
     lines: &[&LogLine],
     at: i64,
 ) -> Result<usize, DbError> {
+    // The task row first, as every transition does: one lock order, so PostgreSQL never
+    // deadlocks a flush against a commit. This also checks the fence and reserves log seqs.
+    let log_count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+    let (_, last_log_seq) = reserve(conn, task_id, token, at, 0, log_count)?;
     let mut applied = Vec::new();
     for update in updates {
         let changed = diesel::update(steps::table.find((task_id, to_i32(update.step))))
@@ -671,26 +682,26 @@ fn flush_task(
             });
         }
     }
-    let events = i64::try_from(applied.len()).unwrap_or(i64::MAX);
-    let log_count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
-    let (last_seq, last_log_seq) = reserve(conn, task_id, token, at, events, log_count)?;
-    append_events(conn, task_id, last_seq - events + 1, &applied, at)?;
-    let log_rows: Vec<LogRow> = (last_log_seq - log_count + 1..)
-        .zip(lines)
-        .map(|(seq, line)| LogRow {
-            task_id,
-            seq,
-            step_order: to_i32(line.step),
-            stream: line.stream.as_str(),
-            line: &line.line,
-            created_at: line.at,
-        })
-        .collect();
-    for row in &log_rows {
-        diesel::insert_into(step_logs::table).values(row).execute(conn)?;
+    let mut rows = 1 + lines.len();
+    if !applied.is_empty() {
+        let events = i64::try_from(applied.len()).unwrap_or(i64::MAX);
+        let (last_seq, _) = reserve(conn, task_id, token, at, events, 0)?;
+        append_events(conn, task_id, last_seq - events + 1, &applied, at)?;
+        // The step updates, their events and progress rows, and the task row again.
+        rows += applied.len() * 3 + 1;
     }
-    // The step updates, their events and progress rows, the task row, and the log lines.
-    Ok(applied.len() * 3 + 1 + lines.len())
+    let log_rows = (last_log_seq - log_count + 1..).zip(lines).map(|(seq, line)| LogRow {
+        task_id,
+        seq,
+        step_order: to_i32(line.step),
+        stream: line.stream.as_str(),
+        line: &line.line,
+        created_at: line.at,
+    });
+    for row in log_rows {
+        diesel::insert_into(step_logs::table).values(&row).execute(conn)?;
+    }
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -85,6 +85,9 @@ pub struct Runtime {
     recorder: Addr<ProgressRecorder>,
     stats: Arc<RecorderStats>,
     arbiters: Arc<Vec<ArbiterHandle>>,
+    /// The arbiter threads, joined at shutdown so a stopped runtime has let go of the
+    /// database (and, for SQLite, its lock).
+    threads: Arc<Mutex<Vec<Arbiter>>>,
     next_arbiter: Arc<AtomicUsize>,
     limits: PlanLimits,
 }
@@ -118,7 +121,8 @@ impl Runtime {
         hub.send(Subscribe { topic: Topic::All, subscriber: recorder.clone().recipient() })
             .await
             .map_err(|_| RuntimeError::ShuttingDown)?;
-        let arbiters = (0..options.task_threads.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let threads: Vec<Arbiter> = (0..options.task_threads.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters = threads.iter().map(Arbiter::handle).collect();
         let shared = Arc::new(Shared {
             db,
             hub,
@@ -134,6 +138,7 @@ impl Runtime {
             recorder,
             stats,
             arbiters: Arc::new(arbiters),
+            threads: Arc::new(Mutex::new(threads)),
             next_arbiter: Arc::new(AtomicUsize::new(0)),
             limits: options.limits,
         };
@@ -283,8 +288,25 @@ impl Runtime {
 
     /// Applies a person's command to `owner`'s task.
     pub async fn control(&self, owner: &str, task_id: &str, control: Control) -> Result<(), RuntimeError> {
-        let actor = self.actor_for(owner, task_id).await?;
-        actor.send(Command(control)).await.map_err(|_| RuntimeError::ShuttingDown)?
+        self.ask(owner, task_id, || Command(control.clone())).await
+    }
+
+    /// Sends a message to the task's actor. An actor that has just finished its task may
+    /// close its mailbox before the registry forgets it; then a fresh actor is loaded from
+    /// the database and asked instead (the message was never handled, so this is safe).
+    async fn ask<M>(&self, owner: &str, task_id: &str, message: impl Fn() -> M) -> Result<(), RuntimeError>
+    where
+        M: Message<Result = Result<(), RuntimeError>> + Send + 'static,
+        TaskActor: Handler<M>,
+    {
+        for _ in 0..3 {
+            let actor = self.actor_for(owner, task_id).await?;
+            match actor.send(message()).await {
+                Ok(result) => return result,
+                Err(_) => self.registry().retain(|id, (_, addr)| &**id != task_id || *addr != actor),
+            }
+        }
+        Err(RuntimeError::ShuttingDown)
     }
 
     /// "Cancel and start over": cancels the task if it has not ended and starts a fresh
@@ -305,8 +327,7 @@ impl Runtime {
         step: u32,
         report: ExternalReport,
     ) -> Result<(), RuntimeError> {
-        let actor = self.actor_for(owner, task_id).await?;
-        actor.send(Reported { step, report }).await.map_err(|_| RuntimeError::ShuttingDown)?
+        self.ask(owner, task_id, || Reported { step, report: report.clone() }).await
     }
 
     /// The current state of `owner`'s task.
@@ -325,16 +346,18 @@ impl Runtime {
     /// The task's actor, started from the database if the task has none.
     async fn actor_for(&self, owner: &str, task_id: &str) -> Result<Addr<TaskActor>, RuntimeError> {
         let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
+        let stale = live.clone();
         if let Some(addr) = live.filter(Addr::connected) {
-            let state = addr.send(GetState).await.map_err(|_| RuntimeError::ShuttingDown)?;
-            owned_by(state, owner, task_id)?;
-            return Ok(addr);
+            if let Ok(state) = addr.send(GetState).await {
+                owned_by(state, owner, task_id)?;
+                return Ok(addr);
+            }
         }
         let id = task_id.to_owned();
         let stored = blocking(&self.shared.db, move |conn| db::load_task(conn, &id)).await?;
         let stored = owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)?;
         let mut registry = self.registry();
-        if let Some((_, addr)) = registry.get(task_id).filter(|(_, a)| a.connected()) {
+        if let Some((_, addr)) = registry.get(task_id).filter(|(_, a)| a.connected() && stale.as_ref() != Some(a)) {
             return Ok(addr.clone());
         }
         let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
@@ -356,9 +379,12 @@ impl Runtime {
         let actors: Vec<_> = self.registry().values().map(|(_, addr)| addr.clone()).collect();
         join_all(actors.iter().map(|addr| addr.send(Shutdown))).await;
         self.flush().await;
-        for arbiter in self.arbiters.iter() {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        for arbiter in &threads {
             arbiter.stop();
         }
+        // Joining blocks, so it happens off the event loop.
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|a| drop(a.join()))).await;
     }
 }
 

@@ -198,6 +198,7 @@ impl TaskActor {
             })
         });
         let needs_lease = !self.holds_lease;
+        let release_lease = transition.effects.contains(&Effect::Finish);
         let (task_id, token, owner, ttl) =
             (self.task_id.to_string(), self.token(), self.shared.instance_id.clone(), self.shared.lease_ttl_ms);
         let work = blocking(&self.shared.db, move |conn| {
@@ -216,6 +217,7 @@ impl TaskActor {
                 steps: steps.iter().collect(),
                 events,
                 step_run,
+                release_lease,
             };
             db::commit(conn, &change).map(|seq| Some((seq, token)))
         });
@@ -300,17 +302,13 @@ impl TaskActor {
         }
     }
 
+    /// The task has ended and its lease was given up in the same commit: stop at once, so
+    /// no later command is handled here (those get a closed mailbox and go to a fresh
+    /// actor loaded from the database).
     fn finish(&mut self, ctx: &mut Context<Self>) {
         self.stop_step();
-        let (task_id, token) = (self.task_id.to_string(), self.token());
-        let release = blocking(&self.shared.db, move |conn| db::release_lease(conn, &task_id, token));
-        ctx.spawn(actix::fut::wrap_future(release).map(|result, act: &mut TaskActor, ctx| {
-            if let Err(error) = result {
-                tracing::warn!(task = %act.task_id, %error, "could not release the lease; it will expire");
-            }
-            act.holds_lease = false;
-            ctx.stop();
-        }));
+        self.holds_lease = false;
+        ctx.stop();
     }
 
     /// Runs a state-machine step on a copy of the state and commits it, holding the

@@ -1,0 +1,246 @@
+//! A task's life through the runtime's public API on a real database: steps in order,
+//! controls, approvals, failures, retries, skips, ownership, and what gets persisted.
+
+use std::sync::Arc;
+
+use runtime::{
+    Control, EventKind, ExternalReport, ManualClock, ReportOutcome, RuntimeError, StepPlan, StepStatus, TaskStatus,
+};
+use serde_json::json;
+
+use crate::on_both_backends;
+use crate::support::*;
+
+fn report_done() -> ExternalReport {
+    ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() }
+}
+
+fn report_failed(error: &str) -> ExternalReport {
+    ExternalReport { outcome: Some(ReportOutcome::Failed { error: error.into() }), ..ExternalReport::default() }
+}
+
+on_both_backends! {
+    async fn steps_run_in_order_and_every_transition_is_persisted(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let mut plan = external_plan("Ordered", 2);
+        plan.steps[0].substeps = vec!["first half".into(), "second half".into()];
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        let mut events = events_of(&rt, &id).await;
+
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!(task.task.status, TaskStatus::Running);
+        assert_eq!(task.steps[0].status, StepStatus::Running);
+        assert_eq!(task.steps[1].status, StepStatus::Pending);
+
+        let progress = ExternalReport { progress: Some(30), log: Some("working".into()), ..ExternalReport::default() };
+        rt.report("alice", &id, 1, progress).await.unwrap();
+        let half = ExternalReport { substep_done: Some("first half".into()), ..ExternalReport::default() };
+        rt.report("alice", &id, 1, half).await.unwrap();
+        assert_eq!(rt.task("alice", &id).await.unwrap().steps[0].progress, 50, "a substep lifts the percent");
+        rt.report("alice", &id, 1, report_done()).await.unwrap();
+        wait_for(&mut events, "step_started 2", |k| matches!(k, EventKind::StepStarted { step: 2, .. })).await;
+        rt.report("alice", &id, 2, report_done()).await.unwrap();
+        wait_for(&mut events, "task_complete", |k| *k == EventKind::TaskCompleted).await;
+
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!(task.task.status, TaskStatus::Completed);
+        assert!(task.steps.iter().all(|s| s.status == StepStatus::Completed && s.progress == 100));
+        assert!(task.steps[0].substeps.iter().all(|s| s.done));
+
+        rt.flush().await;
+        let database = Arc::clone(rt.db());
+        let mut conn = database.conn().unwrap();
+        let log = db::events_after(&mut conn, &id, 0, 1000).unwrap();
+        let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "the event log is gap-free");
+        let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).filter(|k| *k != "progress").collect();
+        assert_eq!(
+            kinds,
+            ["task_created", "task_started", "step_started", "substep_done", "step_complete", "step_started", "step_complete", "task_complete"]
+        );
+        let history = db::progress_history(&mut conn, &id).unwrap();
+        assert!(history.iter().any(|r| r.step == 1 && r.percent == 100 && r.status == StepStatus::Completed));
+        let logs = db::logs_after(&mut conn, &id, Some(1), 0, 100).unwrap();
+        assert_eq!(logs.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["working"]);
+        let runs = db::recent_step_runs(&mut conn, 10).unwrap();
+        assert_eq!(runs.iter().filter(|r| r.task_id == id).count(), 2, "completed runs feed the estimator");
+        assert_eq!(runs[0].step_key, "external:Step 1");
+    }
+
+    async fn pause_and_resume_continue_from_the_exact_point(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let mut plan = external_plan("Pausable", 1);
+        plan.steps[0].substeps = vec!["a".into(), "b".into()];
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        rt.report("alice", &id, 1, ExternalReport { substep_done: Some("a".into()), ..ExternalReport::default() })
+            .await
+            .unwrap();
+
+        rt.control("alice", &id, Control::Pause).await.unwrap();
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Paused, StepStatus::Paused));
+        let refused = rt.report("alice", &id, 1, report_done()).await.unwrap_err();
+        assert!(matches!(refused, RuntimeError::InvalidStepTransition { .. }), "{refused}");
+
+        rt.control("alice", &id, Control::Resume).await.unwrap();
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!(task.steps[0].status, StepStatus::Running);
+        assert!(task.steps[0].substeps[0].done, "done substeps stay done");
+        assert_eq!(task.steps[0].attempts, 1, "resuming is not a new attempt");
+        rt.report("alice", &id, 1, report_done()).await.unwrap();
+        assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
+    }
+
+    async fn invalid_transitions_are_refused_with_typed_errors(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let id = rt.create_task("alice", &external_plan("Strict", 1), true).await.unwrap();
+        let refusals = [
+            (Control::Resume, "cannot resume task", TaskStatus::Running),
+            (Control::Start, "cannot start task", TaskStatus::Running),
+            (Control::Approve { comment: None }, "cannot approve task", TaskStatus::Running),
+            (Control::Retry { step: 1 }, "cannot retry task", TaskStatus::Running),
+        ];
+        for (control, message, status) in refusals {
+            let error = rt.control("alice", &id, control).await.unwrap_err();
+            assert!(matches!(error, RuntimeError::InvalidTransition { status: s, .. } if s == status), "{error}");
+            assert!(error.to_string().starts_with(message), "{error}");
+        }
+        let error = rt.control("alice", &id, Control::Skip { step: 1 }).await.unwrap_err();
+        assert_eq!(error.to_string(), format!("cannot skip step 1 of task {id}: it is running"));
+        let error = rt.control("alice", &id, Control::Skip { step: 9 }).await.unwrap_err();
+        assert!(matches!(error, RuntimeError::StepNotFound { step: 9, .. }), "{error}");
+
+        rt.report("alice", &id, 1, report_done()).await.unwrap();
+        for control in [Control::Pause, Control::Resume, Control::Cancel] {
+            let error = rt.control("alice", &id, control).await.unwrap_err();
+            assert!(matches!(error, RuntimeError::InvalidTransition { status: TaskStatus::Completed, .. }), "{error}");
+        }
+        assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed, "refusals change nothing");
+    }
+
+    async fn approvals_gate_a_step_and_rejections_fail_or_skip_it(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let mut plan = external_plan("Gated", 2);
+        plan.steps[0].requires_approval = true;
+
+        let approved = rt.create_task("alice", &plan, true).await.unwrap();
+        let task = rt.task("alice", &approved).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Approval, StepStatus::Approval));
+        rt.control("alice", &approved, Control::Approve { comment: Some("go".into()) }).await.unwrap();
+        let task = rt.task("alice", &approved).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Running, StepStatus::Running));
+
+        let rejected = rt.create_task("alice", &plan, true).await.unwrap();
+        rt.control("alice", &rejected, Control::Reject { comment: Some("not now".into()) }).await.unwrap();
+        let task = rt.task("alice", &rejected).await.unwrap();
+        assert_eq!(task.task.status, TaskStatus::Failed);
+        assert_eq!(task.task.error.as_deref(), Some("step 1 failed: approval rejected: not now"));
+
+        plan.steps[0].skippable = true;
+        let skipped = rt.create_task("alice", &plan, true).await.unwrap();
+        rt.control("alice", &skipped, Control::Reject { comment: None }).await.unwrap();
+        let task = rt.task("alice", &skipped).await.unwrap();
+        assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Skipped, StepStatus::Running));
+    }
+
+    async fn failed_steps_can_be_retried_or_skipped(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let id = rt.create_task("alice", &external_plan("Flaky", 2), true).await.unwrap();
+        rt.report("alice", &id, 1, report_failed("disk full")).await.unwrap();
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!(task.task.status, TaskStatus::Failed);
+        assert_eq!(task.task.error.as_deref(), Some("step 1 failed: disk full"));
+        assert_eq!(task.steps[0].error.as_deref(), Some("disk full"));
+
+        rt.control("alice", &id, Control::Retry { step: 1 }).await.unwrap();
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status, task.steps[0].attempts), (TaskStatus::Running, StepStatus::Running, 2));
+
+        rt.report("alice", &id, 1, report_failed("still full")).await.unwrap();
+        rt.control("alice", &id, Control::Skip { step: 1 }).await.unwrap();
+        let task = rt.task("alice", &id).await.unwrap();
+        assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Skipped, StepStatus::Running));
+        rt.report("alice", &id, 2, report_done()).await.unwrap();
+        assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
+    }
+
+    async fn cancel_and_start_over_runs_the_same_plan_afresh(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let id = rt.create_task("alice", &external_plan("Again", 2), true).await.unwrap();
+        rt.report("alice", &id, 1, report_done()).await.unwrap();
+        let fresh = rt.restart("alice", &id).await.unwrap();
+        assert_ne!(fresh, id);
+        let old = rt.task("alice", &id).await.unwrap();
+        assert_eq!(old.task.status, TaskStatus::Cancelled);
+        assert_eq!(old.steps[1].error.as_deref(), Some("cancelled"));
+        let new = rt.task("alice", &fresh).await.unwrap();
+        assert_eq!(new.task.restarted_from.as_deref(), Some(id.as_str()));
+        assert_eq!(new.task.status, TaskStatus::Running);
+        assert_eq!(new.steps[0].status, StepStatus::Running, "a fresh run starts at step 1");
+        assert_eq!(new.steps.len(), 2);
+    }
+
+    async fn another_owners_task_reads_like_a_missing_one(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let id = rt.create_task("alice", &external_plan("Private", 1), true).await.unwrap();
+        let missing = rt.task("bob", "0000000000000000").await.unwrap_err().to_string();
+        let foreign = rt.task("bob", &id).await.unwrap_err().to_string();
+        assert_eq!(missing.replace("0000000000000000", "ID"), foreign.replace(&id, "ID"));
+        assert!(matches!(rt.control("bob", &id, Control::Cancel).await, Err(RuntimeError::TaskNotFound(_))));
+        assert!(matches!(rt.report("bob", &id, 1, report_done()).await, Err(RuntimeError::TaskNotFound(_))));
+        assert!(matches!(rt.restart("bob", &id).await, Err(RuntimeError::TaskNotFound(_))));
+        assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Running);
+    }
+
+    async fn a_panicking_handler_fails_only_its_own_step(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let bystander = rt.create_task("alice", &external_plan("Bystander", 1), true).await.unwrap();
+        let plan = runtime::TaskPlan {
+            title: "Doomed".into(),
+            complexity: 1,
+            steps: vec![StepPlan::new("Explode", "panics", json!({})), StepPlan::new("Never", "external", json!({}))],
+        };
+        let doomed = rt.create_task("alice", &plan, false).await.unwrap();
+        let mut events = events_of(&rt, &doomed).await;
+        rt.control("alice", &doomed, Control::Start).await.unwrap();
+        wait_for(&mut events, "task_failed", |k| matches!(k, EventKind::TaskFailed { .. })).await;
+        let task = rt.task("alice", &doomed).await.unwrap();
+        assert_eq!(task.steps[0].error.as_deref(), Some("step handler panicked: boom"));
+        assert_eq!(task.steps[1].status, StepStatus::Pending);
+
+        rt.report("alice", &bystander, 1, report_done()).await.unwrap();
+        assert_eq!(rt.task("alice", &bystander).await.unwrap().task.status, TaskStatus::Completed);
+        let another = rt.create_task("alice", &external_plan("After", 1), true).await.unwrap();
+        assert_eq!(rt.task("alice", &another).await.unwrap().task.status, TaskStatus::Running, "the runtime lives on");
+    }
+
+    async fn work_time_excludes_pauses_and_waiting(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "clocked", clock.clone()).await;
+        let mut plan = external_plan("Timed", 2);
+        plan.steps[1].requires_approval = true;
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        clock.advance(1_000);
+        rt.control("alice", &id, Control::Pause).await.unwrap();
+        clock.advance(60_000);
+        rt.control("alice", &id, Control::Resume).await.unwrap();
+        clock.advance(2_000);
+        rt.report("alice", &id, 1, report_done()).await.unwrap();
+        clock.advance(30_000);
+        rt.control("alice", &id, Control::Approve { comment: None }).await.unwrap();
+        clock.advance(4_000);
+        rt.report("alice", &id, 2, report_done()).await.unwrap();
+        let task = rt.task("alice", &id).await.unwrap();
+        let work: Vec<i64> = task.steps.iter().map(|s| s.work_ms).collect();
+        assert_eq!(work, [3_000, 4_000], "paused and approval time are not work time");
+    }
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary: the runtime over real databases, and the `stepwise` binary.
+//! Every runtime test runs twice, on SQLite (a file per test) and on PostgreSQL (a database
+//! per test), through the `on_both_backends!` macro.
+
+mod support;
+
+mod bad_input;
+mod binary;
+mod exec;
+mod lifecycle;
+mod recovery;

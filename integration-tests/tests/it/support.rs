@@ -1,0 +1,230 @@
+//! What the tests share: the two backends, a throwaway database per test, a runtime on it,
+//! and waiting for events (never sleeping and hoping).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runtime::{
+    Clock, EventKind, Handlers, PlanLimits, Runtime, RuntimeOptions, StepContext, StepError, StepHandler, StepPlan,
+    SystemClock, TaskEvent, TaskPlan, Topic,
+};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// How long a test waits for something that must happen before calling it a failure.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body once per backend, as `NAME::sqlite` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[actix::test]
+                async fn sqlite() {
+                    let $backend = $crate::support::Backend::Sqlite;
+                    $body
+                }
+
+                #[actix::test]
+                async fn postgres() {
+                    let $backend = $crate::support::Backend::Postgres;
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+/// A database that exists for one test: a SQLite file in a temporary directory, or a
+/// PostgreSQL database created on the server `STEPWISE_TEST_PG_URL` names and dropped after.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("stepwise.db").display());
+                TestDb { url, dir, postgres: None }
+            }
+            Backend::Postgres => {
+                let server = std::env::var("STEPWISE_TEST_PG_URL").expect(
+                    "STEPWISE_TEST_PG_URL is not set: run the suite with scripts/test, which starts PostgreSQL",
+                );
+                let name = format!("stepwise_test_{:016x}", random_u64());
+                psql(&server, &format!("CREATE DATABASE {name}"));
+                let url = match server.rsplit_once('/') {
+                    Some((base, _)) => format!("{base}/{name}"),
+                    None => panic!("STEPWISE_TEST_PG_URL needs a database path: {server}"),
+                };
+                TestDb { url, dir, postgres: Some((server, name)) }
+            }
+        }
+    }
+
+    /// Environment variables that point the `stepwise` binary at this database.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("STEPWISE_DATA_DIR".into(), self.dir.path().display().to_string()),
+            ("STEPWISE_DATABASE__URL".into(), self.url.clone()),
+            ("STEPWISE_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
+            ("STEPWISE_LOG__LEVEL".into(), "warn".into()),
+        ]
+    }
+
+    /// Opens the database directly (the server must not be running on SQLite).
+    pub fn open(&self) -> db::Database {
+        db::Database::open(&self.url, 2).expect("open the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = &self.postgres {
+            psql(server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn psql(server: &str, sql: &str) {
+    let status = Command::new("psql")
+        .args([server, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .status()
+        .expect("run psql (PostgreSQL's client) to manage test databases");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new().build_hasher().finish()
+}
+
+/// A step kind for tests whose handler panics.
+pub struct Panics;
+
+impl StepHandler for Panics {
+    fn validate(&self, _: &Value) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn run(&self, _: StepContext) -> futures_util::future::LocalBoxFuture<'static, Result<Option<String>, StepError>> {
+        Box::pin(async { panic!("boom") })
+    }
+}
+
+/// Options for a test runtime: fast flushes, a fixed instance id.
+pub fn options(instance: &str, clock: Arc<dyn Clock>) -> RuntimeOptions {
+    RuntimeOptions {
+        instance_id: instance.into(),
+        lease_ttl: Duration::from_secs(30),
+        flush_interval: Duration::from_millis(20),
+        limits: PlanLimits::default(),
+        clock,
+        task_threads: 2,
+    }
+}
+
+/// The built-in kinds plus `panics`.
+pub fn handlers() -> Handlers {
+    Handlers::builtin(5).with("panics", Panics)
+}
+
+/// Starts a runtime on `db` as instance `instance`.
+pub async fn start_on(db: &TestDb, instance: &str, clock: Arc<dyn Clock>) -> Runtime {
+    let database = Arc::new(db.open());
+    let (runtime, _) = Runtime::start(database, handlers(), options(instance, clock)).await.expect("runtime starts");
+    runtime
+}
+
+/// A runtime on a fresh database, with the system clock.
+pub async fn start(db: &TestDb) -> Runtime {
+    start_on(db, "test-server", Arc::new(SystemClock)).await
+}
+
+/// A plan of `n` external steps.
+pub fn external_plan(title: &str, n: usize) -> TaskPlan {
+    TaskPlan {
+        title: title.into(),
+        complexity: 2,
+        steps: (1..=n).map(|i| StepPlan::new(&format!("Step {i}"), "external", json!({}))).collect(),
+    }
+}
+
+/// A one-step plan running `script` with `sh -c`.
+pub fn shell_plan(script: &str, timeout_s: Option<f64>) -> TaskPlan {
+    let mut params = json!({"argv": ["sh", "-c", script]});
+    if let Some(timeout) = timeout_s {
+        params["timeout_s"] = json!(timeout);
+    }
+    TaskPlan { title: "Shell".into(), complexity: 1, steps: vec![StepPlan::new("Run script", "exec", params)] }
+}
+
+/// The events of one task.
+pub async fn events_of(runtime: &Runtime, task_id: &str) -> UnboundedReceiver<TaskEvent> {
+    runtime.events(Topic::Task(task_id.into())).await.expect("subscribe")
+}
+
+/// Waits for the first event matching `wanted`; panics with what was seen after PATIENCE.
+pub async fn wait_for(
+    events: &mut UnboundedReceiver<TaskEvent>,
+    what: &str,
+    wanted: impl Fn(&EventKind) -> bool,
+) -> TaskEvent {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(event) = events.recv().await {
+            if wanted(&event.kind) {
+                return Some(event);
+            }
+            seen.push(event.kind.name());
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        _ => panic!("no {what} event within {PATIENCE:?}; saw {seen:?}"),
+    }
+}
+
+/// Polls `condition` until it holds (for effects outside the runtime, like a process's
+/// state); panics after PATIENCE.
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not happen within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `stepwise` binary of this build: beside the test executable's `deps/` folder.
+/// Cargo only hands its own package's tests the path of a binary, so `scripts/test` builds
+/// it (`cargo build -p adapters --bin stepwise`) before the suite runs.
+pub fn stepwise_binary() -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = test_exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps");
+    let binary = profile_dir.join("stepwise");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p adapters --bin stepwise` (scripts/test does)",
+        binary.display()
+    );
+    binary
+}
