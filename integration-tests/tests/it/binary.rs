@@ -1,1 +1,110 @@
-//! (placeholder)
+//! The `stepwise` binary as a user runs it: serving, health checks, a clean stop, and the
+//! clear errors it gives for bad settings, databases and plans.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use crate::on_both_backends;
+use crate::support::*;
+
+/// A GET over a plain socket: the status code and the body.
+fn get(address: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to stepwise");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+on_both_backends! {
+    async fn serve_answers_health_checks_and_stops_cleanly_on_sigterm(backend: Backend) {
+        let db = TestDb::new(backend);
+        let mut server = Process::spawn(&["serve"], &db.env());
+        let url = server.wait_for_line("listening on http://");
+        let (status, body) = get(&url, "/healthz");
+        assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+        let (status, body) = get(&url, "/readyz");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(if backend == Backend::Sqlite { "sqlite" } else { "postgres" }), "{body}");
+        server.signal(libc::SIGTERM);
+        let (status, stderr) = server.wait();
+        assert!(status.success(), "{status}: {stderr}");
+    }
+
+    async fn a_plan_that_is_not_valid_is_refused_before_anything_runs(backend: Backend) {
+        let db = TestDb::new(backend);
+        let path = db.dir.path().join("plan.json");
+        let cases = [
+            (r#"{"title": "T", "steps": []}"#, "invalid plan: a task needs at least one step"),
+            (r#"{"title": "T", "steps": [{"name": "a", "kind": "wait"}], "extra": 1}"#, "unknown field `extra`"),
+            (r#"{"title": "T", "steps": [{"name": "a", "kind": "exec", "params": {"argv": []}}]}"#, "\"argv\" must name a program"),
+        ];
+        for (text, message) in cases {
+            std::fs::write(&path, text).unwrap();
+            let (status, _, stderr) = run_binary(&["run", &path.display().to_string()], &db.env());
+            assert_eq!(status.code(), Some(2), "{text}: {stderr}");
+            assert!(stderr.contains(message), "{text}: {stderr:?} lacks {message:?}");
+        }
+    }
+}
+
+#[test]
+fn a_second_server_on_the_same_sqlite_file_is_refused() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut first = Process::spawn(&["serve"], &db.env());
+    first.wait_for_line("listening on ");
+    let (status, _, stderr) = run_binary(&["serve"], &db.env());
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is in use by another Stepwise server"), "{stderr}");
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_is_named_in_the_error() {
+    let db = TestDb::new(Backend::Sqlite);
+    let cases = [
+        ("postgres://nobody@127.0.0.1:1/stepwise", "cannot open database postgres://nobody@127.0.0.1:1/stepwise"),
+        ("sqlite:///proc/stepwise/test.db", "cannot open database sqlite:///proc/stepwise/test.db"),
+        ("mysql://localhost/x", "unsupported scheme \"mysql\""),
+        (":memory:", "in-memory SQLite database"),
+    ];
+    for (url, message) in cases {
+        let mut env = db.env();
+        env.retain(|(k, _)| k != "STEPWISE_DATABASE__URL");
+        env.push(("STEPWISE_DATABASE__URL".into(), url.into()));
+        let (status, _, stderr) = run_binary(&["serve"], &env);
+        assert_eq!(status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains(message), "{url}: {stderr:?} lacks {message:?}");
+    }
+}
+
+#[test]
+fn a_setting_of_the_wrong_type_names_the_key_and_value() {
+    let db = TestDb::new(Backend::Sqlite);
+    let cases = [
+        (
+            "STEPWISE_DATABASE__POOL_SIZE",
+            "lots",
+            "invalid type for database.pool_size: expected an integer, got \"lots\"",
+        ),
+        ("STEPWISE_SERVER__LISTEN", "nowhere", "invalid value for server.listen: \"nowhere\""),
+        ("STEPWISE_SERVR__LISTEN", "127.0.0.1:0", "unknown key servr"),
+    ];
+    for (key, value, message) in cases {
+        let mut env = db.env();
+        env.push((key.into(), value.into()));
+        let (status, _, stderr) = run_binary(&["serve"], &env);
+        assert_eq!(status.code(), Some(2), "{key}: {stderr}");
+        assert!(stderr.contains(message), "{key}: {stderr:?} lacks {message:?}");
+    }
+}
+
+#[test]
+fn help_documents_every_command() {
+    let (status, stdout, _) = run_binary(&["--help"], &[]);
+    assert!(status.success());
+    for command in ["serve", "demo", "run", "watch", "--config"] {
+        assert!(stdout.contains(command), "--help lacks {command}: {stdout}");
+    }
+}

@@ -1,1 +1,93 @@
-//! (placeholder)
+//! Surviving restarts: a graceful stop and a `kill -9`, with the server picking every live
+//! task up where it stood.
+
+use std::sync::Arc;
+
+use runtime::{Control, ExternalReport, ReportOutcome, StepStatus, SystemClock, TaskStatus};
+use serde_json::json;
+
+use crate::on_both_backends;
+use crate::support::*;
+
+on_both_backends! {
+    async fn paused_waiting_and_running_tasks_survive_a_restart(backend: Backend) {
+        let db = Arc::new(TestDb::new(backend));
+        let (first, ids) = (Arc::clone(&db), Arc::new(std::sync::Mutex::new(Vec::new())));
+        let created = Arc::clone(&ids);
+        in_own_system(move || async move {
+            let rt = start(&first).await;
+            let paused = rt.create_task("alice", &external_plan("Paused", 1), true).await.unwrap();
+            rt.control("alice", &paused, Control::Pause).await.unwrap();
+            let mut plan = external_plan("Waiting", 1);
+            plan.steps[0].requires_approval = true;
+            let waiting = rt.create_task("alice", &plan, true).await.unwrap();
+            let mut plan = external_plan("Running", 1);
+            plan.steps[0].substeps = vec!["done before".into(), "after".into()];
+            let running = rt.create_task("alice", &plan, true).await.unwrap();
+            let tick = ExternalReport { substep_done: Some("done before".into()), ..ExternalReport::default() };
+            rt.report("alice", &running, 1, tick).await.unwrap();
+            rt.shutdown().await;
+            created.lock().unwrap().extend([paused, waiting, running]);
+        });
+        let [paused, waiting, running] = ids.lock().unwrap().clone().try_into().expect("three tasks");
+
+        let rt = start_on(&db, "test-server", Arc::new(SystemClock)).await;
+        let task = rt.task("alice", &paused).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Paused, StepStatus::Paused));
+        let task = rt.task("alice", &waiting).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Approval, StepStatus::Approval));
+        let task = rt.task("alice", &running).await.unwrap();
+        assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Running, StepStatus::Running));
+        assert!(task.steps[0].substeps[0].done && !task.steps[0].substeps[1].done, "the checkpoint survived");
+
+        rt.control("alice", &paused, Control::Resume).await.unwrap();
+        rt.control("alice", &waiting, Control::Approve { comment: None }).await.unwrap();
+        let done = ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() };
+        for id in [&paused, &waiting, &running] {
+            rt.report("alice", id, 1, done.clone()).await.unwrap();
+            assert_eq!(rt.task("alice", id).await.unwrap().task.status, TaskStatus::Completed, "{id}");
+        }
+        let database = Arc::clone(rt.db());
+        let mut conn = database.conn().unwrap();
+        let kinds: Vec<String> = db::events_after(&mut conn, &running, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&"task_recovered".to_owned()), "the history shows the interruption: {kinds:?}");
+    }
+
+    async fn a_killed_server_resumes_and_no_completed_step_runs_twice(backend: Backend) {
+        let db = TestDb::new(backend);
+        let dir = db.dir.path().display().to_string();
+        let step = |name: &str, script: String| json!({"name": name, "kind": "exec", "params": {"argv": ["sh", "-c", script]}});
+        let plan = json!({"title": "Interrupted", "complexity": 3, "steps": [
+            step("One", format!("echo one >> {dir}/side.log")),
+            step("Two", format!("echo two >> {dir}/side.log; while [ ! -f {dir}/go ]; do sleep 0.05; done")),
+            step("Three", format!("echo three >> {dir}/side.log")),
+        ]});
+        let plan_path = db.dir.path().join("plan.json");
+        std::fs::write(&plan_path, plan.to_string()).unwrap();
+        let side_log = db.dir.path().join("side.log");
+        let lines = move || std::fs::read_to_string(&side_log).unwrap_or_default().lines().map(str::to_owned).collect::<Vec<_>>();
+
+        let mut first = Process::spawn(&["run", &plan_path.display().to_string()], &db.env());
+        let task_id = first.wait_for_line("task ");
+        eventually("step two to start", || lines().contains(&"two".to_owned())).await;
+        first.child.kill().expect("kill -9 the server");
+        first.child.wait().unwrap();
+
+        let mut second = Process::spawn(&["watch", &task_id], &db.env());
+        second.wait_for_line("listening on ");
+        eventually("step two to run again", || lines().iter().filter(|l| *l == "two").count() == 2).await;
+        std::fs::write(db.dir.path().join("go"), "").unwrap();
+        let (status, stderr) = second.wait();
+        assert!(status.success(), "the resumed task completes: {status}; {stderr}");
+        assert_eq!(lines(), ["one", "two", "two", "three"], "completed steps never run twice");
+
+        let database = db.open();
+        let mut conn = database.conn().unwrap();
+        let kinds: Vec<String> = db::events_after(&mut conn, &task_id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
+        assert!(kinds.contains(&"task_recovered".to_owned()), "the history shows the interruption: {kinds:?}");
+        assert_eq!(kinds.last().map(String::as_str), Some("task_complete"));
+        let task = db::load_task(&mut conn, &task_id).unwrap().unwrap();
+        let attempts: Vec<u32> = task.steps.iter().map(|s| s.attempts).collect();
+        assert_eq!(attempts, [1, 1, 1], "an interrupted step continues its attempt");
+    }
+}

@@ -228,3 +228,117 @@ pub fn stepwise_binary() -> PathBuf {
     );
     binary
 }
+
+/// A `stepwise` process whose standard output is read line by line in the background.
+pub struct Process {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Process {
+    /// Starts `stepwise ARGS` with `env` added to a clean environment (PATH and HOME kept).
+    pub fn spawn(args: &[&str], env: &[(String, String)]) -> Process {
+        let mut command = Command::new(stepwise_binary());
+        command.args(args).env_clear().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        for key in ["PATH", "HOME"] {
+            if let Ok(value) = std::env::var(key) {
+                command.env(key, value);
+            }
+        }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = command.spawn().expect("start the stepwise binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits for a stdout line starting with `prefix` and returns the rest of it.
+    pub fn wait_for_line(&mut self, prefix: &str) -> String {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.trim().to_owned();
+                    }
+                }
+                Err(_) => {
+                    let stderr = self.stderr_now();
+                    panic!("no line starting {prefix:?} within {PATIENCE:?}; saw {:?}; stderr: {stderr}", self.seen)
+                }
+            }
+        }
+    }
+
+    fn stderr_now(&mut self) -> String {
+        if self.child.try_wait().ok().flatten().is_none() {
+            return "(still running)".into();
+        }
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = stderr.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// Waits for the process to exit; returns its status and standard error.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for stepwise") {
+                return (status, self.stderr_now());
+            }
+            assert!(std::time::Instant::now() < deadline, "stepwise did not exit within {PATIENCE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the process.
+    #[allow(unsafe_code)]
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits");
+        // SAFETY: kill only sends a signal to our own child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal} to stepwise");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `stepwise ARGS` to completion; returns its status, stdout and stderr.
+pub fn run_binary(args: &[&str], env: &[(String, String)]) -> (std::process::ExitStatus, String, String) {
+    let mut command = Command::new(stepwise_binary());
+    command.args(args).env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    command.envs(env.iter().map(|(k, v)| (k, v)));
+    let output = command.output().expect("run the stepwise binary");
+    (output.status, String::from_utf8_lossy(&output.stdout).into(), String::from_utf8_lossy(&output.stderr).into())
+}
+
+/// Runs `work` in an actix system of its own on another thread, and waits until that
+/// system is gone: a server's whole life, ended as if the process had stopped.
+pub fn in_own_system<F, Fut>(work: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    std::thread::spawn(move || actix::System::new().block_on(work())).join().expect("the server's thread");
+}
