@@ -113,12 +113,16 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
 }
 
 fn init_logging(settings: &Settings) {
+    use tracing_subscriber::prelude::*;
     let level: tracing::Level = settings.log.level.as_str().parse().unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
-        .with_max_level(level)
+    // Our crates at the configured level; actix's own start-up chatter only when it matters.
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_default(level.min(tracing::Level::WARN))
+        .with_targets(["runtime", "adapters", "stepwise", "db"].map(|t| (t, level)));
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(format).with(targets).init();
 }
 
 /// Starts the runtime and the HTTP server; with `fallback_port`, a taken port falls back to

@@ -93,7 +93,12 @@ fn status_line(task: &StoredTask, eta: Option<EtaView>) -> String {
         TaskStatus::Approval => "⚠ Waiting for your approval".into(),
         TaskStatus::Pending => "Not started".into(),
         TaskStatus::Running => match eta {
-            Some(eta) => format!("ETA: {} remaining", human_duration(eta.seconds)),
+            Some(eta) => format!(
+                "ETA: {} remaining ({}–{})",
+                human_duration(eta.seconds),
+                human_duration(eta.range.0),
+                human_duration(eta.range.1)
+            ),
             None => "ETA: estimating…".into(),
         },
     }
@@ -113,8 +118,8 @@ pub async fn follow(runtime: &Runtime, owner: &str, task_id: &str) -> Result<Sto
     let mut out = Screen::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        let task = runtime.task(owner, task_id).await?;
-        out.draw(&task);
+        let (task, eta) = runtime.task_view(owner, task_id).await?;
+        out.draw(&task, eta.map(|e| EtaView { seconds: e.seconds, range: e.range }));
         if matches!(task.task.status, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled) {
             return Ok(task);
         }
@@ -137,10 +142,10 @@ impl Screen {
         Screen { interactive: std::io::stdout().is_terminal(), drawn_lines: 0, last_summary: String::new() }
     }
 
-    fn draw(&mut self, task: &StoredTask) {
+    fn draw(&mut self, task: &StoredTask, eta: Option<EtaView>) {
         let mut stdout = std::io::stdout().lock();
         if self.interactive {
-            let view = render(task, now_ms(), None);
+            let view = render(task, now_ms(), eta);
             if self.drawn_lines > 0 {
                 // Up to the first line of the previous drawing, then clear to the end.
                 let _ = write!(stdout, "\x1b[{}A\r\x1b[J", self.drawn_lines);
@@ -233,7 +238,7 @@ mod tests {
                         Step 2 of 4: Generate application UI\n\
                         ├─ Customer list view ✓\n├─ Product list view ✓\n\
                         ├─ Sales form ◐ (in progress)\n└─ Repair board ○ (pending)\n\n\
-                        Started: 2 min ago\nETA: 3 min remaining";
+                        Started: 2 min ago\nETA: 3 min remaining (2 min–4 min)";
         assert_eq!(view, expected);
     }
 

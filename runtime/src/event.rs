@@ -1,11 +1,13 @@
 //! The events every subscriber of the hub sees. State transitions are committed to the
 //! database before they are published; `Progress` and `Log` are published first and
-//! persisted, coalesced, by the progress recorder.
+//! persisted, coalesced, by the progress recorder; `EtaUpdated` is derived and not stored.
 
 use std::sync::Arc;
 
 use actix::Message;
 use db::LogStream;
+
+use crate::eta::Eta;
 
 /// Something that happened to a task.
 #[derive(Debug, Clone, PartialEq, Message)]
@@ -123,6 +125,8 @@ pub enum EventKind {
     },
     /// The task was cancelled.
     TaskCancelled,
+    /// The estimate of the time remaining changed.
+    EtaUpdated(Eta),
 }
 
 impl EventKind {
@@ -145,6 +149,7 @@ impl EventKind {
             EventKind::TaskCompleted => "task_complete",
             EventKind::TaskFailed { .. } => "task_failed",
             EventKind::TaskCancelled => "task_cancelled",
+            EventKind::EtaUpdated(_) => "eta",
         }
     }
 

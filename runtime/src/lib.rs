@@ -9,6 +9,7 @@
 
 mod clock;
 mod error;
+mod eta;
 mod event;
 pub mod handlers;
 mod hub;
@@ -23,6 +24,7 @@ mod task;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{LogStream, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus};
 pub use error::RuntimeError;
+pub use eta::{step_key, Confidence, Eta};
 pub use event::{EventKind, TaskEvent};
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler};
 pub use hub::{Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};

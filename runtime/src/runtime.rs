@@ -12,13 +12,14 @@ use db::{Database, NewTask, StoredTask};
 use futures_util::future::join_all;
 
 use crate::clock::Clock;
+use crate::eta::{Eta, EtaModel};
 use crate::handlers::Handlers;
 use crate::hub::{ChannelSubscriber, Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};
 use crate::machine::Control;
 use crate::plan::{PlanLimits, TaskPlan};
 use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
 use crate::store::blocking;
-use crate::task::{Command, ExternalReport, GetState, Recovered, Reported, Shutdown, TaskActor};
+use crate::task::{Command, ExternalReport, GetState, GetView, Recovered, Reported, Shutdown, TaskActor};
 use crate::{RuntimeError, TaskEvent};
 
 /// How the runtime runs.
@@ -51,6 +52,9 @@ impl std::fmt::Debug for RuntimeOptions {
     }
 }
 
+/// Step runs the estimator learns from at start (the newest ones).
+const HISTORY_RUNS: usize = 20_000;
+
 /// The live task actors by task id, each with its generation (so a stopping actor never
 /// removes its successor).
 type Registry = HashMap<Arc<str>, (u64, Addr<TaskActor>)>;
@@ -63,6 +67,7 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub instance_id: String,
     pub lease_ttl_ms: i64,
+    pub eta: EtaModel,
     registry: Mutex<Registry>,
     generations: AtomicU64,
 }
@@ -130,6 +135,7 @@ impl Runtime {
             clock: options.clock,
             instance_id: options.instance_id,
             lease_ttl_ms: i64::try_from(options.lease_ttl.as_millis()).unwrap_or(i64::MAX),
+            eta: EtaModel::default(),
             registry: Mutex::new(HashMap::new()),
             generations: AtomicU64::new(0),
         });
@@ -144,6 +150,7 @@ impl Runtime {
         };
         let recovery = runtime.recover().await?;
         runtime.keep_leases(options.lease_ttl / 3);
+        runtime.learn_history();
         Ok((runtime, recovery))
     }
 
@@ -183,6 +190,23 @@ impl Runtime {
             });
         }
         Ok(Recovery { resumed, elapsed })
+    }
+
+    /// Trains the estimator on the persisted step runs, in the background: until it is done,
+    /// estimates are cold-start ones.
+    fn learn_history(&self) {
+        let shared = Arc::clone(&self.shared);
+        actix::spawn(async move {
+            let model = Arc::clone(&shared);
+            let trained = blocking(&shared.db, move |conn| {
+                let runs = db::recent_step_runs(conn, HISTORY_RUNS)?;
+                Ok(model.eta.train(&runs))
+            });
+            match trained.await {
+                Ok(tasks) => tracing::debug!(tasks, "estimator trained on history"),
+                Err(error) => tracing::warn!(%error, "could not load the estimator's history; ETAs start cold"),
+            }
+        });
     }
 
     fn keep_leases(&self, every: Duration) {
@@ -341,6 +365,17 @@ impl Runtime {
         let id = task_id.to_owned();
         let stored = blocking(&self.shared.db, move |conn| db::load_task(conn, &id)).await?;
         owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)
+    }
+
+    /// The current state of `owner`'s task and, while it is live, its ETA.
+    pub async fn task_view(&self, owner: &str, task_id: &str) -> Result<(StoredTask, Option<Eta>), RuntimeError> {
+        let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
+        if let Some(addr) = live {
+            if let Ok((state, eta)) = addr.send(GetView).await {
+                return Ok((owned_by(state, owner, task_id)?, eta));
+            }
+        }
+        Ok((self.task(owner, task_id).await?, None))
     }
 
     /// The task's actor, started from the database if the task has none.

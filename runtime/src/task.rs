@@ -8,9 +8,11 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use db::{Commit, LogStream, NewEvent, StepRunRecord, StepStatus, StoredTask};
+use db::{Commit, LogStream, NewEvent, StepRunRecord, StepStatus, StoredTask, TaskStatus};
+use estimator::ProgressSample;
 use tokio::sync::watch;
 
+use crate::eta::{step_key, Eta};
 use crate::event::{EventKind, TaskEvent};
 use crate::handlers::{StepContext, StepControl, StepError};
 use crate::machine::{Control, Effect, TaskState, Transition};
@@ -82,6 +84,17 @@ pub(crate) struct Reported {
 #[rtype(result = "StoredTask")]
 pub(crate) struct GetState;
 
+/// Asks for the task's current state and estimate.
+#[derive(Debug, Message)]
+#[rtype(result = "(StoredTask, Option<Eta>)")]
+pub(crate) struct GetView;
+
+/// How often a live task re-estimates its ETA from progress alone.
+const ETA_EVERY_MS: i64 = 1_000;
+
+/// Progress samples kept for the running step.
+const MAX_SAMPLES: usize = 32;
+
 /// The task's `task_recovered` event was committed with this seq: publish it.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -116,6 +129,10 @@ pub(crate) struct TaskActor {
     holds_lease: bool,
     /// Effects to apply once the actor has started (after a recovery).
     startup: Vec<Effect>,
+    /// The latest estimate, when it was made, and the running step's progress samples.
+    eta: Option<Eta>,
+    eta_at: i64,
+    samples: Vec<ProgressSample>,
 }
 
 impl TaskActor {
@@ -129,6 +146,9 @@ impl TaskActor {
             shared,
             step: None,
             startup: Vec::new(),
+            eta: None,
+            eta_at: i64::MIN,
+            samples: Vec::new(),
         }
     }
 
@@ -191,7 +211,7 @@ impl TaskActor {
                 task_id: self.task_id.to_string(),
                 step: order,
                 attempt: step.attempts,
-                step_key: format!("{}:{}", step.kind, step.name),
+                step_key: step_key(step),
                 complexity: next.stored.task.complexity,
                 duration_ms,
                 finished_at: at,
@@ -232,12 +252,20 @@ impl TaskActor {
             act.state.stored.task.last_seq = last_seq;
             act.state.stored.task.lease_token = token;
             let first_seq = last_seq - transition.events.len() as i64 + 1;
+            let step_started = transition.events.iter().any(|e| matches!(e, EventKind::StepStarted { .. }));
             for (seq, kind) in (first_seq..).zip(transition.events) {
                 act.shared.hub.do_send(act.event(seq, at, kind));
+            }
+            if step_started {
+                act.samples.clear();
+            }
+            if act.state.status() == TaskStatus::Completed {
+                act.shared.eta.learn(&act.state.stored);
             }
             for effect in transition.effects {
                 act.apply(effect, ctx);
             }
+            act.update_eta(true);
             Ok(())
         }))
     }
@@ -332,6 +360,49 @@ impl TaskActor {
             let task_percent = self.state.percent();
             let at = self.shared.clock.now_ms();
             self.publish(EventKind::Progress { step, attempt, percent, task_percent }, at);
+            let sample =
+                ProgressSample { elapsed_s: self.running_ms(at) as f64 / 1000.0, fraction: f64::from(percent) / 100.0 };
+            if self.samples.len() == MAX_SAMPLES {
+                // Keep the shape of the curve in bounded memory: drop every other old sample.
+                let mut index = 0;
+                self.samples.retain(|_| {
+                    index += 1;
+                    index % 2 == 0
+                });
+            }
+            self.samples.push(sample);
+            self.update_eta(false);
+        }
+    }
+
+    /// Work time of the running step so far.
+    fn running_ms(&self, now: i64) -> i64 {
+        let Some(step) = self.state.stored.steps.iter().find(|s| s.status == StepStatus::Running) else { return 0 };
+        step.work_ms + self.state.running_since.map_or(0, |since| (now - since).max(0))
+    }
+
+    /// Re-estimates the time remaining (at most once per ETA_EVERY_MS unless `force`) and
+    /// publishes it when it moved.
+    fn update_eta(&mut self, force: bool) {
+        let now = self.shared.clock.now_ms();
+        if !force && now.saturating_sub(self.eta_at) < ETA_EVERY_MS {
+            return;
+        }
+        let eta = match self.state.status() {
+            TaskStatus::Running | TaskStatus::Paused | TaskStatus::Approval => {
+                self.shared.eta.estimate(&self.state.stored, self.running_ms(now), &self.samples)
+            }
+            _ => None,
+        };
+        self.eta_at = now;
+        let moved = match (self.eta, eta) {
+            (Some(old), Some(new)) => (old.seconds - new.seconds).abs() >= 1.0 || old.confidence != new.confidence,
+            (None, None) => false,
+            _ => true,
+        };
+        self.eta = eta;
+        if let (true, Some(eta)) = (moved, eta) {
+            self.publish(EventKind::EtaUpdated(eta), now);
         }
     }
 
@@ -496,6 +567,14 @@ impl Handler<GetState> for TaskActor {
     type Result = MessageResult<GetState>;
     fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.state.stored.clone())
+    }
+}
+
+impl Handler<GetView> for TaskActor {
+    type Result = MessageResult<GetView>;
+    fn handle(&mut self, _: GetView, _: &mut Self::Context) -> Self::Result {
+        self.update_eta(false);
+        MessageResult((self.state.stored.clone(), self.eta))
     }
 }
 

@@ -243,4 +243,29 @@ on_both_backends! {
         let work: Vec<i64> = task.steps.iter().map(|s| s.work_ms).collect();
         assert_eq!(work, [3_000, 4_000], "paused and approval time are not work time");
     }
+
+    async fn etas_start_sensible_and_learn_from_completed_tasks(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "eta", clock.clone()).await;
+        let plan = external_plan("Learned", 2);
+        let mut first_eta = None;
+        for round in 0..3 {
+            let id = rt.create_task("alice", &plan, true).await.unwrap();
+            let (_, eta) = rt.task_view("alice", &id).await.unwrap();
+            let eta = eta.expect("an ETA from the very start");
+            assert!(eta.seconds > 0.0 && eta.range.0 <= eta.seconds && eta.seconds <= eta.range.1, "{eta:?}");
+            first_eta.get_or_insert(eta);
+            if round == 2 {
+                let error = (eta.seconds - 30.0).abs();
+                let cold = (first_eta.unwrap().seconds - 30.0).abs();
+                assert!(error < cold, "history makes it better: {eta:?} vs cold {first_eta:?}");
+                assert!(eta.range.0 <= 30.0 && 30.0 <= eta.range.1, "the range holds the usual 30 s: {eta:?}");
+            }
+            clock.advance(10_000);
+            rt.report("alice", &id, 1, report_done()).await.unwrap();
+            clock.advance(20_000);
+            rt.report("alice", &id, 2, report_done()).await.unwrap();
+        }
+    }
 }

@@ -90,4 +90,42 @@ on_both_backends! {
         let attempts: Vec<u32> = task.steps.iter().map(|s| s.attempts).collect();
         assert_eq!(attempts, [1, 1, 1], "an interrupted step continues its attempt");
     }
+
+    async fn an_interrupted_run_stops_its_programs_and_resumes_later(backend: Backend) {
+        let db = TestDb::new(backend);
+        let dir = db.dir.path().display().to_string();
+        let script = format!(
+            "echo $$ > {dir}/pid.$STEPWISE_ATTEMPT.$(date +%s%N); while [ ! -f {dir}/go ]; do sleep 0.05; done"
+        );
+        let plan = json!({"title": "Graceful", "steps": [{"name": "Wait", "kind": "exec", "params": {"argv": ["sh", "-c", script]}}]});
+        let plan_path = db.dir.path().join("plan.json");
+        std::fs::write(&plan_path, plan.to_string()).unwrap();
+        let pids = || -> Vec<i32> {
+            let mut found: Vec<i32> = std::fs::read_dir(db.dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pid."))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+                .collect();
+            found.sort();
+            found
+        };
+
+        let mut run = Process::spawn(&["run", &plan_path.display().to_string()], &db.env());
+        let task_id = run.wait_for_line("task ");
+        eventually("the program to start", || pids().len() == 1).await;
+        let program = pids()[0];
+        run.signal(libc::SIGINT);
+        let (status, stderr) = run.wait();
+        assert_eq!(status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("resumes on the next start"), "{stderr}");
+        eventually("the program to be stopped with the server", || !process_alive(program)).await;
+
+        let mut watch = Process::spawn(&["watch", &task_id], &db.env());
+        watch.wait_for_line("listening on ");
+        eventually("the step to run again", || pids().len() == 2).await;
+        std::fs::write(db.dir.path().join("go"), "").unwrap();
+        let (status, stderr) = watch.wait();
+        assert!(status.success(), "{status}: {stderr}");
+    }
 }

@@ -342,3 +342,53 @@ where
 {
     std::thread::spawn(move || actix::System::new().block_on(work())).join().expect("the server's thread");
 }
+
+/// Every event up to and including the first matching `wanted`; panics like [`wait_for`].
+pub async fn events_until(
+    events: &mut UnboundedReceiver<TaskEvent>,
+    what: &str,
+    wanted: impl Fn(&EventKind) -> bool,
+) -> Vec<EventKind> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(PATIENCE, async {
+        while let Some(event) = events.recv().await {
+            let last = wanted(&event.kind);
+            seen.push(event.kind);
+            if last {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    match found {
+        Ok(true) => seen,
+        _ => panic!(
+            "no {what} event within {PATIENCE:?}; saw {:?}",
+            seen.iter().map(EventKind::name).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// The state letter of process `pid` in `/proc` (`R`, `S`, `T` stopped, `Z` zombie), or
+/// `None` once it is gone.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may itself hold spaces or parentheses; the state
+    // follows the last closing one.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// The process id a test script wrote to `path` (with `echo $$ > FILE`).
+pub fn read_pid(path: &std::path::Path) -> i32 {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read the pid file {}: {e}", path.display()));
+    text.trim().parse().unwrap_or_else(|e| panic!("the pid file {} holds {text:?}: {e}", path.display()))
+}
+
+/// Whether a process exists and has not exited (a zombie counts as gone).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}

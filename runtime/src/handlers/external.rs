@@ -19,9 +19,17 @@ impl StepHandler for ExternalHandler {
         }
     }
 
-    fn run(&self, mut ctx: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>> {
+    fn run(&self, ctx: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>> {
+        // Keep only the control channel: an idle external step may wait for days, and there
+        // may be many thousands of them.
+        let mut control = ctx.control;
         Box::pin(async move {
-            while ctx.control_changed().await != StepControl::Cancel {}
+            // A closed channel means the task actor is gone: the same as a cancel.
+            while control.changed().await.is_ok() {
+                if *control.borrow_and_update() == StepControl::Cancel {
+                    break;
+                }
+            }
             Err(StepError::Cancelled)
         })
     }
