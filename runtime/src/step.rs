@@ -5,6 +5,7 @@
 use std::panic::AssertUnwindSafe;
 
 use actix::prelude::*;
+use actix::WeakRecipient;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 
@@ -32,7 +33,9 @@ pub(crate) struct StepActor {
     pub step: u32,
     pub attempt: u32,
     pub work: Option<LocalBoxFuture<'static, StepResult>>,
-    pub done: Recipient<StepFinished>,
+    /// Weak, so an idle step costs its task no extra sender and never keeps a stopped task
+    /// actor's mailbox open.
+    pub done: WeakRecipient<StepFinished>,
 }
 
 impl Actor for StepActor {
@@ -43,7 +46,9 @@ impl Actor for StepActor {
         let guarded = AssertUnwindSafe(work).catch_unwind();
         ctx.spawn(actix::fut::wrap_future(guarded).map(|outcome, act: &mut StepActor, ctx| {
             let result = outcome.unwrap_or_else(|panic| Err(StepError::Failed(panic_message(&panic))));
-            act.done.do_send(StepFinished { step: act.step, attempt: act.attempt, result });
+            if let Some(done) = act.done.upgrade() {
+                done.do_send(StepFinished { step: act.step, attempt: act.attempt, result });
+            }
             ctx.stop();
         }));
     }

@@ -312,7 +312,8 @@ impl TaskActor {
                 .unwrap_or_else(|panic| failed_now(panic_message(&panic))),
             None => failed_now(format!("no handler for step kind {:?} on this server", step.kind)),
         };
-        let actor = StepActor { step: order, attempt, work: Some(work), done: ctx.address().recipient() }.start();
+        let done = ctx.address().downgrade().recipient();
+        let actor = StepActor { step: order, attempt, work: Some(work), done }.start();
         self.step = Some(RunningStep { order, actor, control: sender });
     }
 
