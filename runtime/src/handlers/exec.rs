@@ -28,6 +28,9 @@ use tokio::time::Instant;
 
 use super::{StepContext, StepControl, StepError, StepHandler};
 
+/// The longest timeout a step may ask for: 30 days.
+const MAX_TIMEOUT_S: f64 = 30.0 * 86_400.0;
+
 /// Runs programs; keeps the last `stderr_tail_lines` of standard error for failure messages.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecHandler {
@@ -85,8 +88,12 @@ fn parse_params(params: &Value) -> Result<ExecParams, String> {
     let timeout = match object.get("timeout_s") {
         None => None,
         Some(v) => match v.as_f64() {
-            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
-            _ => return Err(format!("\"timeout_s\" must be a positive number of seconds, got {v}")),
+            Some(s) if s > 0.0 && s <= MAX_TIMEOUT_S => Some(Duration::from_secs_f64(s)),
+            _ => {
+                return Err(format!(
+                    "\"timeout_s\" must be a positive number of seconds up to {MAX_TIMEOUT_S} (30 days), got {v}"
+                ))
+            }
         },
     };
     Ok(ExecParams { argv, env, cwd, timeout })
@@ -205,7 +212,7 @@ async fn supervise(
 ) -> Result<Option<String>, StepError> {
     let mut tail = VecDeque::with_capacity(tail_lines);
     let (mut stdout_open, mut stderr_open) = (true, true);
-    let mut deadline = timeout.map(|t| Instant::now() + t);
+    let mut deadline = timeout.and_then(|t| Instant::now().checked_add(t));
     let mut paused_at: Option<Instant> = None;
     if ctx.control() == StepControl::Pause {
         group.signal(libc::SIGSTOP);
@@ -238,8 +245,8 @@ async fn supervise(
             }
             Wake::Control(StepControl::Run) => {
                 group.signal(libc::SIGCONT);
-                if let (Some(since), Some(d)) = (paused_at.take(), deadline.as_mut()) {
-                    *d += since.elapsed();
+                if let (Some(since), Some(d)) = (paused_at.take(), deadline) {
+                    deadline = d.checked_add(since.elapsed());
                 }
             }
             Wake::Control(StepControl::Cancel) => return Err(StepError::Cancelled),
@@ -315,6 +322,9 @@ mod tests {
             (json!({"argv": ["x"], "cwd": "rel"}), Some("absolute path")),
             (json!({"argv": ["x"], "timeout_s": 0}), Some("positive number")),
             (json!({"argv": ["x"], "timeout_s": "5"}), Some("positive number")),
+            (json!({"argv": ["x"], "timeout_s": 1e20}), Some("up to 2592000 (30 days), got 1e+20")),
+            (json!({"argv": ["x"], "timeout_s": 2592001}), Some("up to 2592000")),
+            (json!({"argv": ["x"], "timeout_s": 2592000}), None),
             (json!({"argv": ["x"], "tiemout_s": 5}), Some("unknown parameter \"tiemout_s\"")),
         ];
         for (params, expected) in cases {
