@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use runtime::{Control, ExternalReport, ReportOutcome, StepStatus, SystemClock, TaskStatus};
+use runtime::{Control, ExternalReport, ManualClock, ReportOutcome, RuntimeError, StepStatus, SystemClock, TaskStatus};
 use serde_json::json;
 
 use crate::on_both_backends;
@@ -128,4 +128,35 @@ on_both_backends! {
         let (status, stderr) = watch.wait();
         assert!(status.success(), "{status}: {stderr}");
     }
+}
+
+/// Two servers on one PostgreSQL database (SQLite allows one server per file): the second
+/// leaves the first's tasks alone while its lease lives, takes them over once it expires,
+/// and from then on the first's writes are fenced off.
+#[actix::test]
+async fn an_expired_lease_moves_the_task_and_fences_off_the_old_owner() {
+    let db = TestDb::new(Backend::Postgres);
+    let now = 1_000_000_000;
+    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(now))).await;
+    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
+
+    let early = start_on(&db, "server-b", Arc::new(ManualClock::new(now + 1_000))).await;
+    assert_eq!(early.live_tasks(), 0, "a live lease is left alone");
+
+    // The lease lasts 30 s; a server whose clock is past that takes the task.
+    let late = start_on(&db, "server-c", Arc::new(ManualClock::new(now + 31_000))).await;
+    assert_eq!(late.live_tasks(), 1, "an expired lease is taken over");
+
+    let done = ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() };
+    let fenced = first.report("alice", &id, 1, done.clone()).await.unwrap_err();
+    assert!(matches!(fenced, RuntimeError::Db(db::DbError::LeaseLost { .. })), "{fenced}");
+    assert_eq!(
+        late.task("alice", &id).await.unwrap().steps[0].status,
+        StepStatus::Running,
+        "the fenced write left no trace"
+    );
+
+    late.report("alice", &id, 1, done).await.unwrap();
+    let task = late.task("alice", &id).await.unwrap();
+    assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Completed, StepStatus::Running));
 }
