@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::calibration::{band, Calibration};
-use crate::combine::{excess_moments, fenton_wilkinson, lognormal_moments, scale_by_lognormal};
+use crate::combine::{excess_moments, fenton_wilkinson, lognormal_moments};
 use crate::combine::{Gauss, Moments};
 use crate::live::{observe_step, Running};
 use crate::prior::{regressor, KindStats, Prediction, Priors};
@@ -120,7 +120,7 @@ impl Estimator {
         let (x, ln_decay) = (regressor(task.complexity), self.config.ln_decay());
         for step in &task.steps {
             let stats = self.stats.entry(step.key.clone()).or_default();
-            stats.add(x, step.duration_s.ln(), self.tasks, ln_decay);
+            stats.add(Tier::of(task.complexity), x, step.duration_s.ln(), self.tasks, ln_decay);
         }
         self.tasks += 1;
         self.priors = Priors::fit(&self.stats, self.tasks, &self.config);
@@ -168,23 +168,23 @@ impl Estimator {
         }
         let elapsed_step = obs.running_elapsed_s;
         let p = predict(&plan.steps[running]);
-        let (speed, log_d) = Running::start(speed, p.mean, p.own_var(task_var))
-            .with_progress(&obs.progress, self.progress_noise.value())
-            .censor(elapsed_step);
-        let rest = excess_moments(log_d, elapsed_step);
+        let running_step = Running::start(speed, p.mean, p.own_var(task_var))
+            .with_progress(&obs.progress, self.progress_noise.value());
+        let (_, log_d) = running_step.censor(elapsed_step);
         let later: Vec<(&String, Prediction)> = plan.steps[running + 1..].iter().map(|k| (k, predict(k))).collect();
         let own = |p: &Prediction| Gauss { mean: p.mean, var: p.own_var(task_var) };
         let sum_later = later.iter().fold(Moments::default(), |acc, (_, p)| {
             let m = lognormal_moments(own(p));
             Moments { mean: acc.mean + m.mean, var: acc.var + m.var }
         });
-        let scaled = scale_by_lognormal(sum_later, speed);
-        let total = Moments { mean: rest.mean + scaled.mean, var: rest.var + scaled.var };
+        let (total, scale) = running_step.remaining(elapsed_step, sum_later);
+        let rest = excess_moments(log_d, elapsed_step);
         let mut steps = vec![StepEstimate { key: plan.steps[running].clone(), expected_s: rest.mean }];
-        steps.extend(later.iter().map(|(k, p)| StepEstimate {
-            key: (*k).clone(),
-            expected_s: scale_by_lognormal(lognormal_moments(own(p)), speed).mean,
-        }));
+        steps.extend(
+            later
+                .iter()
+                .map(|(k, p)| StepEstimate { key: (*k).clone(), expected_s: scale * lognormal_moments(own(p)).mean }),
+        );
         let unknown_kinds = p.runs <= 0.0 || later.iter().any(|(_, p)| p.runs <= 0.0);
         Some(Belief {
             log_remaining: fenton_wilkinson(total),

@@ -2,13 +2,18 @@
 //! filter in log space, and the running step's duration, updated by its in-step progress
 //! (a rate measurement) and by its elapsed time (censored evidence).
 
-use crate::combine::{truncate_below, Gauss};
+use crate::combine::{excess_moments, ln_upper_tail, scale_by_lognormal, truncate_below, Gauss, Moments};
 use crate::ProgressSample;
 
 /// Fractions this close to 1 are read as "almost done", not as an exact duration.
 const MAX_FRACTION: f64 = 0.999;
 /// Smallest variance of a progress-based duration measurement, whatever the fraction.
 const MIN_PROGRESS_VAR: f64 = 0.003;
+/// Points of the grid over the speed factor on which the running step is integrated.
+const GRID_POINTS: usize = 81;
+/// Half-width of that grid in posterior standard deviations of the speed factor: wide
+/// enough for the second moment of e^s (which weighs the upper tail) at a cold-start spread.
+const GRID_HALF_WIDTH: f64 = 8.0;
 
 /// Adds one completed step to the belief about the task's log speed factor.
 ///
@@ -30,12 +35,25 @@ pub(crate) struct Running {
     pub(crate) speed: Gauss,
     pub(crate) log_d: Gauss,
     cov: f64,
+    /// The speed factor before anything of the running step was seen.
+    prior: Gauss,
+    /// The step's mean log duration at zero speed factor and its own variance.
+    step: Gauss,
+    /// The progress measurement of ln d taken, if any, with its noise variance.
+    measured: Option<(f64, f64)>,
 }
 
 impl Running {
     /// The belief before anything is seen of the running step.
     pub(crate) fn start(speed: Gauss, step_mean: f64, own_var: f64) -> Running {
-        Running { speed, log_d: Gauss { mean: step_mean + speed.mean, var: speed.var + own_var }, cov: speed.var }
+        Running {
+            speed,
+            log_d: Gauss { mean: step_mean + speed.mean, var: speed.var + own_var },
+            cov: speed.var,
+            prior: speed,
+            step: Gauss { mean: step_mean, var: own_var },
+            measured: None,
+        }
     }
 
     /// Conditions on an exact measurement `z = u + noise`, noise ~ N(0, noise_var).
@@ -52,6 +70,8 @@ impl Running {
                 var: self.log_d.var * noise_var / s,
             },
             cov: self.cov * noise_var / s,
+            measured: Some((z, noise_var)),
+            ..self
         }
     }
 
@@ -68,6 +88,27 @@ impl Running {
         let f = p.fraction.min(MAX_FRACTION);
         let var = (noise * (1.0 - f) / f).max(MIN_PROGRESS_VAR);
         self.measure((p.elapsed_s / f).ln(), var)
+    }
+
+    /// The step's log duration given speed factor `s` (after the progress measurement, if
+    /// any) and the log-likelihood of that measurement.
+    fn step_given(&self, s: f64) -> (Gauss, f64) {
+        let prior = Gauss { mean: self.step.mean + s, var: self.step.var };
+        let Some((z, noise)) = self.measured else {
+            return (prior, 0.0);
+        };
+        let total = prior.var + noise;
+        let innovation = z - prior.mean;
+        let log_d = Gauss { mean: prior.mean + prior.var / total * innovation, var: prior.var * noise / total };
+        (log_d, -0.5 * innovation * innovation / total)
+    }
+
+    /// Moments of the remaining time given speed factor `s` and the step's log duration:
+    /// given s, the step's rest and the later steps are independent.
+    fn total_given(s: f64, log_d: Gauss, elapsed: f64, later: Moments) -> Moments {
+        let rest = excess_moments(log_d, elapsed);
+        let scaled = scale_by_lognormal(later, Gauss { mean: s, var: 0.0 });
+        Moments { mean: rest.mean + scaled.mean, var: rest.var + scaled.var }
     }
 
     /// Uses "the step has run `elapsed` seconds and is not done" as censored evidence:
@@ -88,6 +129,56 @@ impl Running {
             var: (self.speed.var - k * self.cov + k * k * truncated.var).max(0.0),
         };
         (speed, self.log_d)
+    }
+
+    /// The remaining time of the task, integrated over the speed factor: the running step's
+    /// rest (it has run `elapsed` seconds) plus `later`, the later steps' sum at speed factor
+    /// 0, which the speed scales. Also returns the posterior mean of e^s.
+    ///
+    /// Given s, the step's log duration is Gaussian (the progress measurement included) and
+    /// the censoring likelihood is its upper tail at ln(elapsed), so the posterior of s is
+    /// skewed and the step's rest and the later steps move together with s. Integrating on a
+    /// grid around the moment-matched posterior keeps both, where a Gaussian s and
+    /// independent parts would lose the correlation.
+    pub(crate) fn remaining(&self, elapsed: f64, later: Moments) -> (Moments, f64) {
+        let (centre, _) = self.censor(elapsed);
+        let sd = centre.var.sqrt();
+        if sd <= 1e-9 {
+            let (log_d, _) = self.step_given(centre.mean);
+            return (Running::total_given(centre.mean, log_d, elapsed, later), centre.mean.exp());
+        }
+        let spacing = 2.0 * GRID_HALF_WIDTH * sd / (GRID_POINTS - 1) as f64;
+        let nodes: Vec<(f64, f64, Gauss)> = (0..GRID_POINTS)
+            .map(|i| centre.mean - GRID_HALF_WIDTH * sd + spacing * i as f64)
+            .map(|s| {
+                let (ln_w, log_d) = self.ln_weight(s, elapsed);
+                (s, ln_w, log_d)
+            })
+            .collect();
+        let top = nodes.iter().map(|n| n.1).fold(f64::NEG_INFINITY, f64::max);
+        let (mut w_sum, mut mean, mut second, mut speed) = (0.0, 0.0, 0.0, 0.0);
+        for (s, ln_w, log_d) in nodes {
+            let w = (ln_w - top).exp();
+            let m = Running::total_given(s, log_d, elapsed, later);
+            w_sum += w;
+            mean += w * m.mean;
+            second += w * (m.var + m.mean * m.mean);
+            speed += w * s.exp();
+        }
+        let (mean, second) = (mean / w_sum, second / w_sum);
+        (Moments { mean, var: (second - mean * mean).max(0.0) }, speed / w_sum)
+    }
+
+    /// The unnormalised log posterior of speed factor `s` (prior, progress, censoring) and
+    /// the step's log duration given s before censoring.
+    fn ln_weight(&self, s: f64, elapsed: f64) -> (f64, Gauss) {
+        let (log_d, ln_progress) = self.step_given(s);
+        let ln_prior = -0.5 * (s - self.prior.mean).powi(2) / self.prior.var;
+        if elapsed <= 0.0 {
+            return (ln_prior + ln_progress, log_d);
+        }
+        let ln_censored = ln_upper_tail((elapsed.ln() - log_d.mean) / log_d.var.sqrt());
+        (ln_prior + ln_progress + ln_censored, log_d)
     }
 }
 
@@ -126,6 +217,55 @@ mod tests {
         let tiny = r.with_progress(&sample(1.0, 0.001), 0.3);
         assert!((tiny.log_d.mean - r.log_d.mean).abs() < 0.05);
         assert_eq!(r.with_progress(&sample(0.0, 0.0), 0.3), r);
+    }
+
+    /// Exact moments of e^s·(X + L) for s ~ `speed`, ln X ~ N(step_mean, own_var) and L with
+    /// moments `later`, all independent: the remaining time before anything is seen.
+    fn exact_fresh(speed: Gauss, step_mean: f64, own_var: f64, later: Moments) -> Moments {
+        let x1 = (step_mean + 0.5 * own_var).exp();
+        let x2 = (2.0 * step_mean + 2.0 * own_var).exp();
+        let mean = (speed.mean + 0.5 * speed.var).exp() * (x1 + later.mean);
+        let inner = x2 + 2.0 * x1 * later.mean + later.var + later.mean * later.mean;
+        let second = (2.0 * speed.mean + 2.0 * speed.var).exp() * inner;
+        Moments { mean, var: second - mean * mean }
+    }
+
+    #[test]
+    fn integrating_over_the_speed_matches_the_exact_moments_before_censoring() {
+        // (speed prior, step mean, own variance, later steps' moments at speed 0)
+        let cases = [
+            (PRIOR, 100f64.ln(), 0.09, Moments { mean: 300.0, var: 900.0 }),
+            (Gauss { mean: 0.3, var: 0.01 }, 10f64.ln(), 0.25, Moments { mean: 1000.0, var: 1e5 }),
+            (Gauss { mean: -0.5, var: 0.5 }, 1000f64.ln(), 0.04, Moments::default()),
+            (Gauss { mean: 0.0, var: 2.25 }, 60f64.ln(), 0.25, Moments { mean: 120.0, var: 3600.0 }),
+        ];
+        for (speed, step_mean, own_var, later) in cases {
+            let (got, scale) = Running::start(speed, step_mean, own_var).remaining(0.0, later);
+            let want = exact_fresh(speed, step_mean, own_var, later);
+            // The correlation through s makes the variance larger than independent parts would.
+            assert!((got.mean / want.mean - 1.0).abs() < 1e-6, "mean {got:?} {want:?}");
+            assert!((got.var / want.var - 1.0).abs() < 1e-4, "var {got:?} {want:?}");
+            assert!((scale / (speed.mean + 0.5 * speed.var).exp() - 1.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn integrated_overrun_pushes_the_end_and_the_pace_out() {
+        let later = Moments { mean: 300.0, var: 900.0 };
+        let r = Running::start(PRIOR, 100f64.ln(), 0.09);
+        // (elapsed seconds of the running step): the predicted end and e^s never fall.
+        let (mut last_end, mut last_scale) = (0.0, 0.0);
+        for elapsed in [0.0, 30.0, 100.0, 150.0, 300.0, 1e4, 1e8] {
+            let (m, scale) = r.remaining(elapsed, later);
+            assert!(m.mean > 0.0 && m.var > 0.0 && m.mean.is_finite(), "at {elapsed}: {m:?}");
+            assert!(elapsed + m.mean >= last_end && scale >= last_scale, "at {elapsed}");
+            (last_end, last_scale) = (elapsed + m.mean, scale);
+        }
+        // A known pace (no speed variance) is a point: later steps scale exactly.
+        let known = Running::start(Gauss { mean: 2f64.ln(), var: 0.0 }, 100f64.ln(), 0.09);
+        let (m, scale) = known.remaining(0.0, later);
+        assert!((scale - 2.0).abs() < 1e-12);
+        assert!((m.mean - (200.0 * 0.045f64.exp() + 600.0)).abs() < 1e-9, "{m:?}");
     }
 
     #[test]

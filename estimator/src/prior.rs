@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::combine::Z90;
-use crate::Config;
+use crate::{Config, Tier};
 
 /// Complexity at which the intercept is read: the middle of the medium tier, so the
 /// intercept and slope are nearly uncorrelated on typical histories.
@@ -17,6 +17,9 @@ const CENTRE_COMPLEXITY: f64 = 3.0;
 /// Pseudo-runs of the pooled noise variance added to every kind's variance estimate, so one
 /// or two runs never claim a near-zero spread.
 const NOISE_PRIOR_RUNS: f64 = 2.0;
+/// Pseudo-runs of the kind's whole spread in a tier's own spread: a tier needs a few dozen
+/// runs before its spread counts for more than the kind's.
+const TIER_NOISE_PRIOR_RUNS: f64 = 10.0;
 /// Pseudo-kinds at the cold-start spread added to the between-kind spread.
 const SPREAD_PRIOR_KINDS: f64 = 2.0;
 /// Weight (in units of Σw·x²) of the cold-start slope in the pooled slope.
@@ -45,6 +48,18 @@ pub(crate) struct Sums {
 }
 
 impl Sums {
+    /// The sums with one more run of full weight.
+    fn plus(self, x: f64, y: f64) -> Sums {
+        Sums {
+            w: self.w + 1.0,
+            wx: self.wx + x,
+            wxx: self.wxx + x * x,
+            wy: self.wy + y,
+            wxy: self.wxy + x * y,
+            wyy: self.wyy + y * y,
+        }
+    }
+
     fn scaled(self, f: f64) -> Sums {
         Sums {
             w: self.w * f,
@@ -69,31 +84,37 @@ impl Sums {
     }
 }
 
-/// One kind's decayed sums, stamped with the task count at which they were last decayed.
+/// One kind's decayed sums, in all and per tier, stamped with the task count at which they
+/// were last decayed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct KindStats {
     sums: Sums,
+    /// The same runs split by tier: the line is fitted to all of them, the spread per tier.
+    tiers: [Sums; 3],
     stamp: u64,
 }
 
 impl KindStats {
     /// The sums as seen after `now` recorded tasks.
     pub(crate) fn at(&self, now: u64, ln_decay: f64) -> Sums {
-        let age = now.saturating_sub(self.stamp) as f64;
-        self.sums.scaled((ln_decay * age).exp())
+        self.sums.scaled(self.decay(now, ln_decay))
     }
 
-    /// Adds one run with full weight.
-    pub(crate) fn add(&mut self, x: f64, y: f64, now: u64, ln_decay: f64) {
-        let s = self.at(now, ln_decay);
-        self.sums = Sums {
-            w: s.w + 1.0,
-            wx: s.wx + x,
-            wxx: s.wxx + x * x,
-            wy: s.wy + y,
-            wxy: s.wxy + x * y,
-            wyy: s.wyy + y * y,
-        };
+    /// The per-tier sums as seen after `now` recorded tasks.
+    fn tiers_at(&self, now: u64, ln_decay: f64) -> [Sums; 3] {
+        let f = self.decay(now, ln_decay);
+        self.tiers.map(|t| t.scaled(f))
+    }
+
+    fn decay(&self, now: u64, ln_decay: f64) -> f64 {
+        (ln_decay * now.saturating_sub(self.stamp) as f64).exp()
+    }
+
+    /// Adds one run of a task of tier `tier` with full weight.
+    pub(crate) fn add(&mut self, tier: Tier, x: f64, y: f64, now: u64, ln_decay: f64) {
+        self.sums = self.at(now, ln_decay).plus(x, y);
+        self.tiers = self.tiers_at(now, ln_decay);
+        self.tiers[tier.index()] = self.tiers[tier.index()].plus(x, y);
         self.stamp = now;
     }
 }
@@ -165,6 +186,8 @@ pub(crate) struct KindFit {
     /// Upper triangle (11, 12, 22) of the inverse of the regularised normal matrix.
     inverse: [f64; 3],
     noise_var: f64,
+    /// Residual variance around the line per tier: spread often grows with complexity.
+    tier_noise: [f64; 3],
     heavy_tail: f64,
     runs: f64,
 }
@@ -172,8 +195,9 @@ pub(crate) struct KindFit {
 impl KindFit {
     /// Bayesian line fit: the pooled intercept and slope act as pseudo-observations whose
     /// weight is the noise-to-prior variance ratio, so a kind with few runs stays near the
-    /// pool and one with many follows its own data.
-    pub(crate) fn fit(s: &Sums, pooled: &Pooled) -> KindFit {
+    /// pool and one with many follows its own data. The spread around the line is then
+    /// estimated per tier from `tiers`, shrunk towards the kind's whole spread.
+    pub(crate) fn fit(s: &Sums, tiers: &[Sums; 3], pooled: &Pooled) -> KindFit {
         let k_a = pooled.noise_var / pooled.kind_var;
         let k_b = pooled.noise_var / (SLOPE_PRIOR_SD * SLOPE_PRIOR_SD);
         let (a11, a12, a22) = (s.w + k_a, s.wx, s.wxx + k_b);
@@ -186,16 +210,18 @@ impl KindFit {
         let rss = s.rss(intercept, slope);
         let noise_var = (rss + NOISE_PRIOR_RUNS * pooled.noise_var) / (s.w + NOISE_PRIOR_RUNS);
         let dof = (s.w + NOISE_PRIOR_RUNS - 1.0).max(1.0);
-        KindFit { intercept, slope, inverse, noise_var, heavy_tail: heavy_tail_factor(dof), runs: s.w }
+        let k = TIER_NOISE_PRIOR_RUNS;
+        let tier_noise = tiers.map(|t| (t.rss(intercept, slope) + k * noise_var) / (t.w + k));
+        KindFit { intercept, slope, inverse, noise_var, tier_noise, heavy_tail: heavy_tail_factor(dof), runs: s.w }
     }
 
-    /// The predictive for log duration at regressor `x`.
-    pub(crate) fn predict(&self, x: f64) -> Prediction {
+    /// The predictive for log duration at regressor `x` of a task of tier `tier`.
+    pub(crate) fn predict(&self, tier: Tier, x: f64) -> Prediction {
         let [i11, i12, i22] = self.inverse;
         let leverage = i11 + 2.0 * i12 * x + i22 * x * x;
         Prediction {
             mean: self.intercept + self.slope * x,
-            noise_var: self.noise_var,
+            noise_var: self.tier_noise[tier.index()],
             param_var: self.noise_var * leverage,
             heavy_tail: self.heavy_tail,
             runs: self.runs,
@@ -254,7 +280,10 @@ impl Priors {
         let sums: Vec<(&String, Sums)> = stats.iter().map(|(k, s)| (k, s.at(now, ln_decay))).collect();
         let all: Vec<Sums> = sums.iter().map(|(_, s)| *s).collect();
         let pooled = Pooled::fit(&all, config);
-        let fits = sums.into_iter().map(|(k, s)| (k.clone(), KindFit::fit(&s, &pooled))).collect();
+        let fits = sums
+            .into_iter()
+            .map(|(k, s)| (k.clone(), KindFit::fit(&s, &stats[k].tiers_at(now, ln_decay), &pooled)))
+            .collect();
         Priors { pooled, fits }
     }
 
@@ -262,7 +291,7 @@ impl Priors {
     pub(crate) fn predict(&self, key: &str, complexity: u32) -> Prediction {
         let x = regressor(complexity);
         match self.fits.get(key) {
-            Some(fit) => fit.predict(x),
+            Some(fit) => fit.predict(Tier::of(complexity), x),
             None => self.pooled.predict(x),
         }
     }
@@ -275,7 +304,7 @@ mod tests {
     fn stats_of(runs: &[(u32, f64)]) -> KindStats {
         let mut k = KindStats::default();
         for &(c, d) in runs {
-            k.add(regressor(c), d.ln(), 0, 0.0);
+            k.add(Tier::of(c), regressor(c), d.ln(), 0, 0.0);
         }
         k
     }
@@ -315,6 +344,21 @@ mod tests {
     }
 
     #[test]
+    fn spread_is_estimated_per_tier() {
+        // Kind "a": simple runs alternate ±0.1 around the line, complex runs ±0.5.
+        let wobble =
+            |c: u32, sd: f64| (0..40).map(move |i| (c, 100.0 * (sd * if i % 2 == 0 { 1.0 } else { -1.0 }).exp()));
+        let runs: Vec<(u32, f64)> = wobble(1, 0.1).chain(wobble(8, 0.5)).collect();
+        let priors = prior_from(&[("a", &runs)]);
+        // (complexity asked, lower and upper bound of the predicted noise variance)
+        let cases = [(1, 0.005, 0.06), (2, 0.005, 0.06), (4, 0.09, 0.2), (8, 0.2, 0.3)];
+        for (c, lo, hi) in cases {
+            let v = priors.predict("a", c).noise_var;
+            assert!((lo..hi).contains(&v), "complexity {c}: {v}");
+        }
+    }
+
+    #[test]
     fn unknown_kind_uses_the_pool_with_wide_spread() {
         let priors = prior_from(&[("a", &[(3, 10.0); 20]), ("b", &[(3, 1000.0); 20])]);
         let p = priors.predict("c", 3);
@@ -333,8 +377,8 @@ mod tests {
     fn decay_fades_old_runs() {
         let mut k = KindStats::default();
         let ln_decay = 0.5f64.ln();
-        k.add(0.0, 1.0, 0, ln_decay);
-        k.add(0.0, 3.0, 1, ln_decay);
+        k.add(Tier::Medium, 0.0, 1.0, 0, ln_decay);
+        k.add(Tier::Medium, 0.0, 3.0, 1, ln_decay);
         let s = k.at(1, ln_decay);
         // Weights 0.5 and 1: the weighted mean is (0.5·1 + 3) / 1.5.
         assert!((s.wy / s.w - 3.5 / 1.5).abs() < 1e-12);
