@@ -318,14 +318,23 @@ pub fn load_tasks(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<Stored
 /// Loads the live tasks leased to `owner` (after [`crate::acquire_live_tasks`]).
 pub(crate) fn load_leased(conn: &mut AnyConnection, owner: &str) -> Result<Vec<StoredTask>, DbError> {
     let live = [TaskStatus::Running.as_str(), TaskStatus::Paused.as_str(), TaskStatus::Approval.as_str()];
-    let leased = || tasks::table.filter(tasks::lease_owner.eq(owner)).filter(tasks::status.eq_any(live));
-    let rows = leased().select(TaskRow::as_select()).load(conn)?;
+    let rows = tasks::table
+        .filter(tasks::lease_owner.eq(owner))
+        .filter(tasks::status.eq_any(live))
+        .select(TaskRow::as_select())
+        .load(conn)?;
+    // Joins rather than `IN (SELECT …)`: on SQLite the join is several times faster at
+    // 100,000 tasks, and a start resumes them all.
     let step_rows = steps::table
-        .filter(steps::task_id.eq_any(leased().select(tasks::id)))
+        .inner_join(tasks::table)
+        .filter(tasks::lease_owner.eq(owner))
+        .filter(tasks::status.eq_any(live))
         .select(StepRow::as_select())
         .load(conn)?;
     let substep_rows = substeps::table
-        .filter(substeps::task_id.eq_any(leased().select(tasks::id)))
+        .inner_join(tasks::table.on(tasks::id.eq(substeps::task_id)))
+        .filter(tasks::lease_owner.eq(owner))
+        .filter(tasks::status.eq_any(live))
         .select((substeps::task_id, substeps::step_order, substeps::position, substeps::name, substeps::done))
         .load::<(String, i32, i32, String, i32)>(conn)?;
     assemble(rows, step_rows, substep_rows)

@@ -98,4 +98,6 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(steps -> tasks (task_id));
+
 diesel::allow_tables_to_appear_in_same_query!(tasks, steps, substeps, step_logs, task_events, task_progress, step_runs);
