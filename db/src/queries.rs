@@ -22,7 +22,7 @@ const ID_CHUNK: usize = 500;
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = tasks)]
-struct TaskRow {
+pub(crate) struct TaskRow {
     id: String,
     owner: String,
     title: String,
@@ -61,7 +61,7 @@ impl TryFrom<TaskRow> for TaskRecord {
 
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = steps)]
-struct StepRow {
+pub(crate) struct StepRow {
     task_id: String,
     step_order: i32,
     name: String,
@@ -309,41 +309,50 @@ pub fn load_tasks(conn: &mut AnyConnection, ids: &[String]) -> Result<Vec<Stored
         let substep_rows = substeps::table
             .filter(substeps::task_id.eq_any(chunk))
             .select((substeps::task_id, substeps::step_order, substeps::position, substeps::name, substeps::done))
-            .load::<(String, i32, i32, String, i32)>(conn)?;
+            .load::<SubstepRow>(conn)?;
         loaded.extend(assemble(rows, step_rows, substep_rows)?);
     }
     Ok(loaded)
 }
 
-/// Loads the live tasks leased to `owner` (after [`crate::acquire_live_tasks`]).
-pub(crate) fn load_leased(conn: &mut AnyConnection, owner: &str) -> Result<Vec<StoredTask>, DbError> {
-    let live = [TaskStatus::Running.as_str(), TaskStatus::Paused.as_str(), TaskStatus::Approval.as_str()];
-    let rows = tasks::table
+/// The task rows of the live tasks leased to `owner`.
+pub(crate) fn leased_tasks(conn: &mut AnyConnection, owner: &str) -> Result<Vec<TaskRow>, DbError> {
+    Ok(tasks::table
         .filter(tasks::lease_owner.eq(owner))
-        .filter(tasks::status.eq_any(live))
+        .filter(tasks::status.eq_any(LIVE))
         .select(TaskRow::as_select())
-        .load(conn)?;
+        .load(conn)?)
+}
+
+/// The step and substep rows of the live tasks leased to `owner`.
+pub(crate) fn leased_steps(conn: &mut AnyConnection, owner: &str) -> Result<(Vec<StepRow>, Vec<SubstepRow>), DbError> {
     // Joins rather than `IN (SELECT …)`: on SQLite the join is several times faster at
     // 100,000 tasks, and a start resumes them all.
     let step_rows = steps::table
         .inner_join(tasks::table)
         .filter(tasks::lease_owner.eq(owner))
-        .filter(tasks::status.eq_any(live))
+        .filter(tasks::status.eq_any(LIVE))
         .select(StepRow::as_select())
         .load(conn)?;
     let substep_rows = substeps::table
         .inner_join(tasks::table.on(tasks::id.eq(substeps::task_id)))
         .filter(tasks::lease_owner.eq(owner))
-        .filter(tasks::status.eq_any(live))
+        .filter(tasks::status.eq_any(LIVE))
         .select((substeps::task_id, substeps::step_order, substeps::position, substeps::name, substeps::done))
-        .load::<(String, i32, i32, String, i32)>(conn)?;
-    assemble(rows, step_rows, substep_rows)
+        .load::<SubstepRow>(conn)?;
+    Ok((step_rows, substep_rows))
 }
 
-fn assemble(
+/// A substep row: task id, step order, position, name, done.
+pub(crate) type SubstepRow = (String, i32, i32, String, i32);
+
+/// Running, paused or waiting for approval: the statuses a server holds a lease for.
+pub(crate) const LIVE: [&str; 3] = ["running", "paused", "approval"];
+
+pub(crate) fn assemble(
     rows: Vec<TaskRow>,
     step_rows: Vec<StepRow>,
-    substep_rows: Vec<(String, i32, i32, String, i32)>,
+    substep_rows: Vec<SubstepRow>,
 ) -> Result<Vec<StoredTask>, DbError> {
     let mut subs: HashMap<(String, i32), Vec<(i32, SubstepRecord)>> = HashMap::new();
     for (task_id, order, position, name, done) in substep_rows {

@@ -157,7 +157,10 @@ impl Runtime {
     async fn recover(&self) -> Result<Recovery, RuntimeError> {
         let began = Instant::now();
         let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
-        let stored = blocking(&self.shared.db, move |conn| db::acquire_live_tasks(conn, &owner, ttl, now)).await?;
+        let database = Arc::clone(&self.shared.db);
+        let stored = tokio::task::spawn_blocking(move || db::acquire_live_tasks(&database, &owner, ttl, now))
+            .await
+            .map_err(|_| RuntimeError::ShuttingDown)??;
         let leases: Vec<(String, i64)> = stored.iter().map(|s| (s.task.id.clone(), s.task.lease_token)).collect();
         let resumed = stored.len();
         let mut actors = HashMap::with_capacity(resumed);
