@@ -15,7 +15,7 @@ use crate::handlers::StepError;
 pub(crate) type StepResult = Result<Option<String>, StepError>;
 
 /// Sent to the task actor when an attempt ends.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub(crate) struct StepFinished {
     pub step: u32,

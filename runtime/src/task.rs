@@ -92,6 +92,9 @@ pub(crate) struct GetView;
 /// How often a live task re-estimates its ETA from progress alone.
 const ETA_EVERY_MS: i64 = 1_000;
 
+/// How long to wait before trying again to record a step's end.
+const STEP_END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Progress samples kept for the running step.
 const MAX_SAMPLES: usize = 32;
 
@@ -495,6 +498,7 @@ impl Handler<StepFinished> for TaskActor {
         if self.step.as_ref().is_some_and(|s| s.order == msg.step) {
             self.step = None;
         }
+        let retry = msg.clone();
         let commit = self.transit(|state, now| {
             Ok(match msg.result {
                 Ok(output) => state.step_succeeded(msg.step, msg.attempt, output, now),
@@ -503,9 +507,13 @@ impl Handler<StepFinished> for TaskActor {
                 Err(StepError::Failed(error)) => state.step_failed(msg.step, msg.attempt, error, now),
             })
         });
-        ctx.wait(commit.map(|result, act: &mut TaskActor, _| {
-            if let Err(error) = result {
-                tracing::error!(task = %act.task_id, %error, "could not record the end of a step");
+        ctx.wait(commit.map(move |result, act: &mut TaskActor, ctx| match result {
+            Ok(()) | Err(RuntimeError::Db(db::DbError::LeaseLost { .. })) => {}
+            // The step's end must not be lost, or the task would wait forever for a step
+            // that has stopped: try again until the database answers.
+            Err(error) => {
+                tracing::error!(task = %act.task_id, %error, "could not record the end of a step; retrying");
+                ctx.notify_later(retry, STEP_END_RETRY);
             }
         }));
     }

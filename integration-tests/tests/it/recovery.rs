@@ -160,3 +160,32 @@ async fn an_expired_lease_moves_the_task_and_fences_off_the_old_owner() {
     let task = late.task("alice", &id).await.unwrap();
     assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Completed, StepStatus::Running));
 }
+
+/// A step's end that cannot be written (the database refuses it) is retried until it can
+/// be, so the task never waits forever for a step that has already stopped. PostgreSQL
+/// only: a trigger refuses the write and counts its refusals in a sequence (sequences are
+/// not rolled back).
+#[actix::test]
+async fn a_step_end_the_database_refused_is_retried_until_it_is_written() {
+    let db = TestDb::new(Backend::Postgres);
+    let rt = start(&db).await;
+    psql_on(
+        &db.url,
+        "CREATE SEQUENCE refusals;
+         CREATE FUNCTION refuse() RETURNS trigger AS $$
+           BEGIN PERFORM nextval('refusals'); RAISE EXCEPTION 'refused for the test'; END
+         $$ LANGUAGE plpgsql;
+         CREATE TRIGGER refuse_completion BEFORE UPDATE ON steps
+           FOR EACH ROW WHEN (NEW.status = 'completed') EXECUTE FUNCTION refuse();",
+    );
+    let id = rt.create_task("alice", &shell_plan("true", None), false).await.unwrap();
+    let mut events = events_of(&rt, &id).await;
+    rt.control("alice", &id, Control::Start).await.unwrap();
+    let refusals = || psql_on(&db.url, "SELECT last_value FROM refusals").parse::<i64>().unwrap_or(0);
+    eventually("the step's end to be refused and retried", || refusals() >= 2).await;
+    assert_eq!(rt.task("alice", &id).await.unwrap().steps[0].status, StepStatus::Running, "nothing was written");
+
+    psql_on(&db.url, "DROP TRIGGER refuse_completion ON steps");
+    wait_for(&mut events, "task_complete", |k| *k == runtime::EventKind::TaskCompleted).await;
+    assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
+}

@@ -103,6 +103,16 @@ impl Drop for TestDb {
     }
 }
 
+/// Runs SQL on the test's PostgreSQL database with psql; returns what it printed.
+pub fn psql_on(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([url, "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql (PostgreSQL's client)");
+    assert!(output.status.success(), "psql failed: {sql}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 fn psql(server: &str, sql: &str) {
     let status = Command::new("psql")
         .args([server, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
