@@ -17,6 +17,10 @@ use crate::DbError;
 /// Ids per `IN (…)` list: well under SQLite's limit on bound variables.
 const ID_CHUNK: usize = 500;
 
+/// Rows per multi-row INSERT: 6 columns × 1,000 rows stays under both backends' limits on
+/// bound variables.
+const INSERT_CHUNK: usize = 1_000;
+
 // ---------------------------------------------------------------------------------------
 // Rows as Diesel reads and writes them.
 
@@ -535,38 +539,71 @@ fn append_events(
     events: &[NewEvent],
     at: i64,
 ) -> Result<(), DbError> {
-    let mut event_rows = Vec::with_capacity(events.len());
-    let mut progress_rows = Vec::new();
+    let mut rows = Rows::default();
     for (seq, event) in (first_seq..).zip(events) {
-        let step_order = event.step.map(to_i32);
-        event_rows.push(EventRow {
-            task_id,
-            seq,
-            kind: event.kind,
-            step_order,
-            detail: event.detail.as_deref(),
-            created_at: at,
-        });
-        if let (Some(step), Some((percent, status))) = (step_order, event.progress) {
-            progress_rows.push(ProgressRow {
-                task_id,
-                seq,
-                step,
-                percent: percent.into(),
-                status: status.as_str(),
-                updated_at: at,
-            });
+        rows.event(task_id, seq, event.kind, event.step, event.detail.as_deref(), event.progress, at);
+    }
+    rows.insert(conn).map(drop)
+}
+
+/// Rows to insert, gathered so that each table gets multi-row statements.
+#[derive(Default)]
+struct Rows<'a> {
+    events: Vec<EventRow<'a>>,
+    progress: Vec<ProgressRow<'a>>,
+    logs: Vec<LogRow<'a>>,
+}
+
+/// Inserts `rows`. On PostgreSQL each statement is a round trip, so rows go in multi-row
+/// statements (on the concrete connection: `MultiConnection` has no portable multi-row
+/// INSERT). SQLite runs in-process, where one cached single-row statement per row is
+/// faster than preparing a fresh statement for every batch (measured: 0.80–0.91 M events/s
+/// persisted against 0.53–0.61 M with batches).
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {{
+        let mut written = 0;
+        match &mut *$conn {
+            AnyConnection::Postgresql(conn) => {
+                for chunk in $rows.chunks(INSERT_CHUNK) {
+                    written += diesel::insert_into($table).values(chunk).execute(conn)?;
+                }
+            }
+            AnyConnection::Sqlite(conn) => {
+                for row in &$rows {
+                    written += diesel::insert_into($table).values(row).execute(conn)?;
+                }
+            }
+        }
+        written
+    }};
+}
+
+impl<'a> Rows<'a> {
+    /// An event, and its `task_progress` row when it records a step's percent.
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        task_id: &'a str,
+        seq: i64,
+        kind: &'a str,
+        step: Option<u32>,
+        detail: Option<&'a str>,
+        progress: Option<(u8, StepStatus)>,
+        at: i64,
+    ) {
+        let step_order = step.map(to_i32);
+        self.events.push(EventRow { task_id, seq, kind, step_order, detail, created_at: at });
+        if let (Some(step), Some((percent, status))) = (step_order, progress) {
+            let (percent, status) = (percent.into(), status.as_str());
+            self.progress.push(ProgressRow { task_id, seq, step, percent, status, updated_at: at });
         }
     }
-    // One row per statement: MultiConnection has no portable multi-row INSERT, and inside
-    // one transaction the prepared-statement cache makes each row cheap.
-    for row in &event_rows {
-        diesel::insert_into(task_events::table).values(row).execute(conn)?;
+
+    fn insert(self, conn: &mut AnyConnection) -> Result<usize, DbError> {
+        Ok(insert_rows!(conn, task_events::table, self.events)
+            + insert_rows!(conn, task_progress::table, self.progress)
+            + insert_rows!(conn, step_logs::table, self.logs))
     }
-    for row in &progress_rows {
-        diesel::insert_into(task_progress::table).values(row).execute(conn)?;
-    }
-    Ok(())
 }
 
 /// Appends a `task_recovered` event to each task a restarted server took over, in one
@@ -658,26 +695,30 @@ pub fn record_progress(
     }
     conn.transaction(|conn| {
         let mut outcome = FlushOutcome::default();
+        let mut rows = Rows::default();
         for (task_id, (token, updates, lines)) in by_task {
-            // A savepoint per task, so one lost lease does not undo the others' rows.
-            let written = conn.transaction(|conn| flush_task(conn, task_id, token, &updates, &lines, at));
-            match written {
-                Ok(rows) => outcome.rows_written += rows,
+            match flush_task(conn, task_id, token, &updates, &lines, at, &mut rows) {
+                Ok(written) => outcome.rows_written += written,
                 Err(DbError::LeaseLost { .. }) => outcome.lost.push(task_id.to_owned()),
                 Err(other) => return Err(other),
             }
         }
+        outcome.rows_written += rows.insert(conn)?;
         Ok(outcome)
     })
 }
 
-fn flush_task(
+/// One task's part of a flush: updates the task and step rows and gathers the rows to
+/// insert. Its first statement checks the fence, so a lost lease fails it before it has
+/// written anything (no savepoint needed).
+fn flush_task<'a>(
     conn: &mut AnyConnection,
-    task_id: &str,
+    task_id: &'a str,
     token: i64,
     updates: &[&ProgressUpdate],
-    lines: &[&LogLine],
+    lines: &[&'a LogLine],
     at: i64,
+    rows: &mut Rows<'a>,
 ) -> Result<usize, DbError> {
     // The task row first, as every transition does: one lock order, so PostgreSQL never
     // deadlocks a flush against a commit. This also checks the fence and reserves log seqs.
@@ -692,34 +733,30 @@ fn flush_task(
             .set(steps::progress.eq(i32::from(update.percent)))
             .execute(conn)?;
         if changed > 0 {
-            applied.push(NewEvent {
-                kind: "progress",
-                step: Some(update.step),
-                detail: None,
-                progress: Some((update.percent, StepStatus::Running)),
-            });
+            applied.push((update.step, update.percent));
         }
     }
-    let mut rows = 1 + lines.len();
+    // The task row, and each applied step row.
+    let mut written = 1 + applied.len();
     if !applied.is_empty() {
         let events = i64::try_from(applied.len()).unwrap_or(i64::MAX);
         let (last_seq, _) = reserve(conn, task_id, token, at, events, 0)?;
-        append_events(conn, task_id, last_seq - events + 1, &applied, at)?;
-        // The step updates, their events and progress rows, and the task row again.
-        rows += applied.len() * 3 + 1;
+        written += 1;
+        for (seq, (step, percent)) in (last_seq - events + 1..).zip(applied) {
+            rows.event(task_id, seq, "progress", Some(step), None, Some((percent, StepStatus::Running)), at);
+        }
     }
-    let log_rows = (last_log_seq - log_count + 1..).zip(lines).map(|(seq, line)| LogRow {
-        task_id,
-        seq,
-        step_order: to_i32(line.step),
-        stream: line.stream.as_str(),
-        line: &line.line,
-        created_at: line.at,
-    });
-    for row in log_rows {
-        diesel::insert_into(step_logs::table).values(&row).execute(conn)?;
+    for (seq, line) in (last_log_seq - log_count + 1..).zip(lines) {
+        rows.logs.push(LogRow {
+            task_id,
+            seq,
+            step_order: to_i32(line.step),
+            stream: line.stream.as_str(),
+            line: &line.line,
+            created_at: line.at,
+        });
     }
-    Ok(rows)
+    Ok(written)
 }
 
 // ---------------------------------------------------------------------------------------
