@@ -105,10 +105,14 @@ fn status_line(task: &StoredTask, eta: Option<EtaView>) -> String {
 }
 
 /// A one-line summary, for output that is not a terminal.
-pub fn summary(task: &StoredTask) -> String {
+pub fn summary(task: &StoredTask, eta: Option<EtaView>) -> String {
     let step = task.steps.iter().find(|s| !s.status.is_done()).or_else(|| task.steps.last());
     let step = step.map(|s| format!(" step {}/{} {} {}", s.order, task.steps.len(), symbol(s.status), s.name));
-    format!("{} {}%{} [{}]", task.task.title, task_percent(task), step.unwrap_or_default(), task.task.status)
+    let eta = match (task.task.status, eta) {
+        (TaskStatus::Running, Some(eta)) => format!(" ETA {}", human_duration(eta.seconds)),
+        _ => String::new(),
+    };
+    format!("{} {}%{} [{}]{eta}", task.task.title, task_percent(task), step.unwrap_or_default(), task.task.status)
 }
 
 /// Follows `owner`'s task live until it completes, fails or is cancelled, drawing the view
@@ -153,7 +157,7 @@ impl Screen {
             let _ = writeln!(stdout, "{view}");
             self.drawn_lines = view.lines().count();
         } else {
-            let line = summary(task);
+            let line = summary(task, eta);
             if line != self.last_summary {
                 let _ = writeln!(stdout, "{line}");
                 self.last_summary = line;
@@ -284,6 +288,11 @@ mod tests {
 
     #[test]
     fn summary_is_one_line() {
-        assert_eq!(summary(&crm()), "Cellphone Store CRM 40% step 2/4 ◐ Generate application UI [running]");
+        assert_eq!(summary(&crm(), None), "Cellphone Store CRM 40% step 2/4 ◐ Generate application UI [running]");
+        let eta = Some(EtaView { seconds: 180.0, range: (120.0, 240.0) });
+        assert_eq!(
+            summary(&crm(), eta),
+            "Cellphone Store CRM 40% step 2/4 ◐ Generate application UI [running] ETA 3 min"
+        );
     }
 }
