@@ -48,6 +48,12 @@ pub struct Subscribe {
 #[rtype(result = "()")]
 pub struct Unsubscribe(pub SubscriptionId);
 
+/// Answered once every event published before it has been handed to the subscribers'
+/// mailboxes: what a flush waits for, so it never overtakes events still in the hub.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Barrier;
+
 /// Fans task events out to subscribers.
 #[derive(Default)]
 pub struct Hub {
@@ -74,6 +80,11 @@ impl Handler<Unsubscribe> for Hub {
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
         self.subscribers.retain(|(id, _, _)| *id != msg.0);
     }
+}
+
+impl Handler<Barrier> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: Barrier, _: &mut Self::Context) {}
 }
 
 impl Handler<TaskEvent> for Hub {

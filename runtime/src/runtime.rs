@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use crate::clock::Clock;
 use crate::eta::{Eta, EtaModel};
 use crate::handlers::Handlers;
-use crate::hub::{ChannelSubscriber, Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};
+use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};
 use crate::machine::Control;
 use crate::plan::{PlanLimits, TaskPlan};
 use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
@@ -405,9 +405,11 @@ impl Runtime {
         Ok(addr)
     }
 
-    /// Writes all pending progress and logs now.
+    /// Writes all pending progress and logs now, including every event published before
+    /// the call (they may still be on their way through the hub).
     pub async fn flush(&self) {
-        // Failing only if the recorder has stopped, when there is nothing left to write.
+        // Each fails only if its actor has stopped, when there is nothing left to pass on.
+        let _ = self.shared.hub.send(Barrier).await;
         let _ = self.recorder.send(Flush).await;
     }
 

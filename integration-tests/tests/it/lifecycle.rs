@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use runtime::{
-    Control, EventKind, ExternalReport, ManualClock, ReportOutcome, RuntimeError, StepPlan, StepStatus, TaskStatus,
+    Control, EventKind, ExternalReport, ManualClock, ReportOutcome, RuntimeError, RuntimeOptions, StepPlan, StepStatus,
+    TaskStatus,
 };
 use serde_json::json;
 
@@ -267,5 +268,29 @@ on_both_backends! {
             clock.advance(20_000);
             rt.report("alice", &id, 2, report_done()).await.unwrap();
         }
+    }
+
+    async fn percent_updates_are_coalesced_into_one_write_per_flush(backend: Backend) {
+        let db = TestDb::new(backend);
+        // No periodic flush during the test: the one flush is the test's own.
+        let options = RuntimeOptions { flush_interval: std::time::Duration::from_secs(3600), ..options("coalescing", Arc::new(runtime::SystemClock)) };
+        let rt = start_with(&db, options).await;
+        let id = rt.create_task("alice", &external_plan("Chatty", 1), true).await.unwrap();
+        for percent in 1..=100 {
+            rt.report("alice", &id, 1, ExternalReport { progress: Some(percent), ..ExternalReport::default() }).await.unwrap();
+        }
+        let stats = rt.recorder_stats();
+        let flushes = stats.flushes.load(std::sync::atomic::Ordering::Relaxed);
+        rt.flush().await;
+        assert_eq!(stats.flushes.load(std::sync::atomic::Ordering::Relaxed), flushes + 1, "one transaction");
+
+        let database = Arc::clone(rt.db());
+        let mut conn = database.conn().unwrap();
+        let progress: Vec<_> = db::events_after(&mut conn, &id, 0, 1000).unwrap().into_iter().filter(|e| e.kind == "progress").collect();
+        assert_eq!(progress.len(), 1, "a hundred updates, one progress event: {progress:?}");
+        let history = db::progress_history(&mut conn, &id).unwrap();
+        let running: Vec<u8> = history.iter().filter(|r| r.status == StepStatus::Running).map(|r| r.percent).collect();
+        assert_eq!(running, [0, 100], "the step's start, then only the latest percent");
+        assert_eq!(db::load_task(&mut conn, &id).unwrap().unwrap().steps[0].progress, 100);
     }
 }

@@ -158,8 +158,13 @@ pub fn handlers() -> Handlers {
 
 /// Starts a runtime on `db` as instance `instance`.
 pub async fn start_on(db: &TestDb, instance: &str, clock: Arc<dyn Clock>) -> Runtime {
+    start_with(db, options(instance, clock)).await
+}
+
+/// Starts a runtime on `db` with `options`.
+pub async fn start_with(db: &TestDb, options: RuntimeOptions) -> Runtime {
     let database = Arc::new(db.open());
-    let (runtime, _) = Runtime::start(database, handlers(), options(instance, clock)).await.expect("runtime starts");
+    let (runtime, _) = Runtime::start(database, handlers(), options).await.expect("runtime starts");
     runtime
 }
 
