@@ -21,9 +21,9 @@ pub use model::{
     SubstepRecord, TaskRecord, TaskStatus,
 };
 pub use queries::{
-    commit, count_rows, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, ping,
-    progress_history, recent_step_runs, record_progress, record_recovered, Commit, FlushOutcome, LogLine, NewEvent,
-    NewStep, NewTask, ProgressUpdate, TaskPage,
+    commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, ping, progress_history,
+    recent_step_runs, record_progress, record_recovered, Commit, FlushOutcome, LogLine, NewEvent, NewStep, NewTask,
+    ProgressUpdate, TaskPage,
 };
 
 use std::path::PathBuf;

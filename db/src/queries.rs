@@ -867,15 +867,3 @@ pub fn ping(conn: &mut AnyConnection) -> Result<(), DbError> {
     use diesel::connection::SimpleConnection;
     Ok(conn.batch_execute("SELECT 1")?)
 }
-
-/// Rows in each table, for tests and benchmarks.
-pub fn count_rows(conn: &mut AnyConnection) -> Result<Vec<(&'static str, i64)>, DbError> {
-    Ok(vec![
-        ("tasks", tasks::table.count().get_result(conn)?),
-        ("steps", steps::table.count().get_result(conn)?),
-        ("task_events", task_events::table.count().get_result(conn)?),
-        ("task_progress", task_progress::table.count().get_result(conn)?),
-        ("step_logs", step_logs::table.count().get_result(conn)?),
-        ("step_runs", step_runs::table.count().get_result(conn)?),
-    ])
-}
