@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use runtime::{Control, ExternalReport, ManualClock, ReportOutcome, RuntimeError, StepStatus, SystemClock, TaskStatus};
+use runtime::{
+    Control, ExternalReport, ManualClock, ReportOutcome, RuntimeError, RuntimeOptions, StepStatus, SystemClock,
+    TaskStatus,
+};
 use serde_json::json;
 
 use crate::on_both_backends;
@@ -188,4 +191,24 @@ async fn a_step_end_the_database_refused_is_retried_until_it_is_written() {
     psql_on(&db.url, "DROP TRIGGER refuse_completion ON steps");
     wait_for(&mut events, "task_complete", |k| *k == runtime::EventKind::TaskCompleted).await;
     assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
+}
+
+/// A live server keeps renewing its leases, so another server does not take its tasks.
+/// PostgreSQL only (two servers on one database; the expiry is read with psql).
+#[actix::test]
+async fn a_live_server_renews_its_leases() {
+    let db = TestDb::new(Backend::Postgres);
+    let start_ms = 1_000_000_000;
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let options = RuntimeOptions { lease_ttl: std::time::Duration::from_secs(3), ..options("renewing", clock.clone()) };
+    let rt = start_with(&db, options).await;
+    let id = rt.create_task("alice", &external_plan("Renewed", 1), true).await.unwrap();
+    let expiry = || psql_on(&db.url, &format!("SELECT lease_expires_at FROM tasks WHERE id = '{id}'")).parse::<i64>();
+    assert_eq!(expiry(), Ok(start_ms + 3_000));
+
+    clock.advance(60_000);
+    eventually("the lease to be renewed from the new time", || expiry() == Ok(start_ms + 63_000)).await;
+    let other = start_on(&db, "other", Arc::new(ManualClock::new(start_ms + 61_000))).await;
+    assert_eq!(other.live_tasks(), 0, "a renewed lease is not taken");
+    assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Running);
 }
