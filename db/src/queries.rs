@@ -696,16 +696,180 @@ pub fn record_progress(
     conn.transaction(|conn| {
         let mut outcome = FlushOutcome::default();
         let mut rows = Rows::default();
-        for (task_id, (token, updates, lines)) in by_task {
-            match flush_task(conn, task_id, token, &updates, &lines, at, &mut rows) {
-                Ok(written) => outcome.rows_written += written,
-                Err(DbError::LeaseLost { .. }) => outcome.lost.push(task_id.to_owned()),
-                Err(other) => return Err(other),
+        match &mut *conn {
+            // Each statement is a round trip: one statement per table for the whole batch.
+            AnyConnection::Postgresql(pg) => {
+                let batch: Vec<_> = by_task.into_iter().collect();
+                for chunk in batch.chunks(PG_FLUSH_CHUNK) {
+                    outcome.rows_written += flush_postgres(pg, chunk, at, &mut outcome.lost, &mut rows)?;
+                }
+            }
+            // In-process: simple statements per task are cheapest.
+            AnyConnection::Sqlite(_) => {
+                for (task_id, (token, updates, lines)) in by_task {
+                    match flush_task(conn, task_id, token, &updates, &lines, at, &mut rows) {
+                        Ok(written) => outcome.rows_written += written,
+                        Err(DbError::LeaseLost { .. }) => outcome.lost.push(task_id.to_owned()),
+                        Err(other) => return Err(other),
+                    }
+                }
             }
         }
         outcome.rows_written += rows.insert(conn)?;
         Ok(outcome)
     })
+}
+
+/// Tasks per PostgreSQL flush statement: 4 bound values per row stays well under
+/// PostgreSQL's 65,535.
+const PG_FLUSH_CHUNK: usize = 5_000;
+
+/// One task's share of a flush: its lease token, coalesced percents and log lines.
+type FlushBatch<'a> = (&'a str, (i64, Vec<&'a ProgressUpdate>, Vec<&'a LogLine>));
+
+/// A task row a flush statement touched: its id and the counter it reserved up to.
+#[derive(QueryableByName)]
+struct Reserved {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+}
+
+/// A step row whose percent a flush raised.
+#[derive(QueryableByName)]
+struct Raised {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    task_id: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    step_order: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    progress: i32,
+}
+
+/// `($1::text, $2::bigint), ($3::text, $4::bigint), …` for `rows` rows of `types`, numbering
+/// from `$first`.
+fn values_list(rows: usize, types: &[&str], first: usize) -> String {
+    let mut n = first;
+    let tuples: Vec<String> = (0..rows)
+        .map(|_| {
+            let cells: Vec<String> = types
+                .iter()
+                .map(|t| {
+                    n += 1;
+                    format!("${}::{t}", n - 1)
+                })
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    tuples.join(", ")
+}
+
+/// The PostgreSQL flush of up to PG_FLUSH_CHUNK tasks in three statements, with the same
+/// rules as [`flush_task`]: task rows first (fence, log seqs, locks), then the step rows
+/// still running the same attempt and only upwards, then the event seqs of those raised.
+fn flush_postgres<'a>(
+    conn: &mut diesel::PgConnection,
+    batch: &[FlushBatch<'a>],
+    at: i64,
+    lost: &mut Vec<String>,
+    rows: &mut Rows<'a>,
+) -> Result<usize, DbError> {
+    use diesel::sql_types::{BigInt, Integer, Text};
+    let by_id: HashMap<&str, &FlushBatch<'a>> = batch.iter().map(|entry| (entry.0, entry)).collect();
+
+    let sql = format!(
+        "UPDATE tasks AS t SET last_log_seq = t.last_log_seq + v.logs, updated_at = $1 \
+         FROM (VALUES {}) AS v(id, token, logs) \
+         WHERE t.id = v.id AND t.lease_token = v.token RETURNING t.id, t.last_log_seq AS seq",
+        values_list(batch.len(), &["text", "bigint", "bigint"], 2)
+    );
+    let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>().bind::<BigInt, _>(at);
+    for (id, (token, _, lines)) in batch {
+        let logs = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+        query = query.bind::<Text, _>(id.to_string()).bind::<BigInt, _>(*token).bind::<BigInt, _>(logs);
+    }
+    let reserved: Vec<Reserved> = query.load(conn)?;
+    let held: HashMap<&str, i64> =
+        reserved.iter().filter_map(|r| by_id.get(r.id.as_str()).map(|entry| (entry.0, r.seq))).collect();
+    lost.extend(batch.iter().filter(|(id, _)| !held.contains_key(id)).map(|(id, _)| (*id).to_owned()));
+    let mut written = held.len();
+
+    let updates: Vec<&ProgressUpdate> = batch
+        .iter()
+        .filter(|(id, _)| held.contains_key(id))
+        .flat_map(|(_, (_, updates, _))| updates.iter().copied())
+        .collect();
+    let mut raised: Vec<Raised> = Vec::new();
+    if !updates.is_empty() {
+        let sql = format!(
+            "UPDATE steps AS s SET progress = v.percent \
+             FROM (VALUES {}) AS v(task_id, step_order, attempt, percent) \
+             WHERE s.task_id = v.task_id AND s.step_order = v.step_order AND s.status = 'running' \
+               AND s.attempts = v.attempt AND s.progress < v.percent \
+             RETURNING s.task_id, s.step_order, s.progress",
+            values_list(updates.len(), &["text", "integer", "integer", "integer"], 1)
+        );
+        let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+        for update in &updates {
+            query = query
+                .bind::<Text, _>(update.task_id.clone())
+                .bind::<Integer, _>(to_i32(update.step))
+                .bind::<Integer, _>(to_i32(update.attempt))
+                .bind::<Integer, _>(i32::from(update.percent));
+        }
+        raised = query.load(conn)?;
+        written += raised.len();
+    }
+
+    let mut raised_of: BTreeMap<&str, Vec<(u32, u8)>> = BTreeMap::new();
+    for row in &raised {
+        if let Some(entry) = by_id.get(row.task_id.as_str()) {
+            let step = to_u32(row.step_order, "steps.step_order")?;
+            let percent = u8::try_from(row.progress.clamp(0, 100)).unwrap_or(100);
+            raised_of.entry(entry.0).or_default().push((step, percent));
+        }
+    }
+    if !raised_of.is_empty() {
+        let sql = format!(
+            "UPDATE tasks AS t SET last_seq = t.last_seq + v.events FROM (VALUES {}) AS v(id, events) \
+             WHERE t.id = v.id RETURNING t.id, t.last_seq AS seq",
+            values_list(raised_of.len(), &["text", "bigint"], 1)
+        );
+        let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
+        for (id, steps) in &raised_of {
+            query =
+                query.bind::<Text, _>(id.to_string()).bind::<BigInt, _>(i64::try_from(steps.len()).unwrap_or(i64::MAX));
+        }
+        let sequenced: Vec<Reserved> = query.load(conn)?;
+        written += sequenced.len();
+        for row in sequenced {
+            let Some((id, steps)) = raised_of.get_key_value(row.id.as_str()) else { continue };
+            let mut steps = steps.clone();
+            steps.sort_unstable();
+            let first = row.seq - i64::try_from(steps.len()).unwrap_or(i64::MAX) + 1;
+            for (seq, (step, percent)) in (first..).zip(steps) {
+                rows.event(id, seq, "progress", Some(step), None, Some((percent, StepStatus::Running)), at);
+            }
+        }
+    }
+
+    for (id, (_, _, lines)) in batch {
+        let Some(last_log_seq) = held.get(id) else { continue };
+        let first = last_log_seq - i64::try_from(lines.len()).unwrap_or(i64::MAX) + 1;
+        for (seq, line) in (first..).zip(lines) {
+            rows.logs.push(LogRow {
+                task_id: id,
+                seq,
+                step_order: to_i32(line.step),
+                stream: line.stream.as_str(),
+                line: &line.line,
+                created_at: line.at,
+            });
+        }
+    }
+    Ok(written)
 }
 
 /// One task's part of a flush: updates the task and step rows and gathers the rows to
