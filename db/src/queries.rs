@@ -599,6 +599,29 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// `progress` events for the raised steps, with the seqs that end at `last_seq`.
+    fn progress_events(&mut self, task_id: &'a str, last_seq: i64, raised: &[(u32, u8)], at: i64) {
+        let first = last_seq - i64::try_from(raised.len()).unwrap_or(i64::MAX) + 1;
+        for (seq, &(step, percent)) in (first..).zip(raised) {
+            self.event(task_id, seq, "progress", Some(step), None, Some((percent, StepStatus::Running)), at);
+        }
+    }
+
+    /// Log rows for `lines`, with the seqs that end at `last_log_seq`.
+    fn log_lines(&mut self, task_id: &'a str, last_log_seq: i64, lines: &[&'a LogLine]) {
+        let first = last_log_seq - i64::try_from(lines.len()).unwrap_or(i64::MAX) + 1;
+        for (seq, line) in (first..).zip(lines) {
+            self.logs.push(LogRow {
+                task_id,
+                seq,
+                step_order: to_i32(line.step),
+                stream: line.stream.as_str(),
+                line: &line.line,
+                created_at: line.at,
+            });
+        }
+    }
+
     fn insert(self, conn: &mut AnyConnection) -> Result<usize, DbError> {
         Ok(insert_rows!(conn, task_events::table, self.events)
             + insert_rows!(conn, task_progress::table, self.progress)
@@ -848,25 +871,13 @@ fn flush_postgres<'a>(
             let Some((id, steps)) = raised_of.get_key_value(row.id.as_str()) else { continue };
             let mut steps = steps.clone();
             steps.sort_unstable();
-            let first = row.seq - i64::try_from(steps.len()).unwrap_or(i64::MAX) + 1;
-            for (seq, (step, percent)) in (first..).zip(steps) {
-                rows.event(id, seq, "progress", Some(step), None, Some((percent, StepStatus::Running)), at);
-            }
+            rows.progress_events(id, row.seq, &steps, at);
         }
     }
 
     for (id, (_, _, lines)) in batch {
-        let Some(last_log_seq) = held.get(id) else { continue };
-        let first = last_log_seq - i64::try_from(lines.len()).unwrap_or(i64::MAX) + 1;
-        for (seq, line) in (first..).zip(lines) {
-            rows.logs.push(LogRow {
-                task_id: id,
-                seq,
-                step_order: to_i32(line.step),
-                stream: line.stream.as_str(),
-                line: &line.line,
-                created_at: line.at,
-            });
+        if let Some(&last_log_seq) = held.get(id) {
+            rows.log_lines(id, last_log_seq, lines);
         }
     }
     Ok(written)
@@ -906,20 +917,9 @@ fn flush_task<'a>(
         let events = i64::try_from(applied.len()).unwrap_or(i64::MAX);
         let (last_seq, _) = reserve(conn, task_id, token, at, events, 0)?;
         written += 1;
-        for (seq, (step, percent)) in (last_seq - events + 1..).zip(applied) {
-            rows.event(task_id, seq, "progress", Some(step), None, Some((percent, StepStatus::Running)), at);
-        }
+        rows.progress_events(task_id, last_seq, &applied, at);
     }
-    for (seq, line) in (last_log_seq - log_count + 1..).zip(lines) {
-        rows.logs.push(LogRow {
-            task_id,
-            seq,
-            step_order: to_i32(line.step),
-            stream: line.stream.as_str(),
-            line: &line.line,
-            created_at: line.at,
-        });
-    }
+    rows.log_lines(task_id, last_log_seq, lines);
     Ok(written)
 }
 
