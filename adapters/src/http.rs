@@ -8,6 +8,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use runtime::Runtime;
 use serde_json::json;
 
+/// How long `/readyz` waits for a database connection before answering 503.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
 /// graceful-shutdown timeout; it stops on SIGINT or SIGTERM.
 pub fn server(listener: TcpListener, runtime: Runtime, shutdown_timeout: Duration) -> std::io::Result<Server> {
@@ -29,7 +32,7 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(runtime: web::Data<Runtime>) -> HttpResponse {
     let db = std::sync::Arc::clone(runtime.db());
-    let checked = web::block(move || db.conn().and_then(|mut conn| db::ping(&mut conn))).await;
+    let checked = web::block(move || db.check(READY_CHECK_TIMEOUT)).await;
     match checked {
         Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "database": db_name(&runtime)})),
         Ok(Err(error)) => HttpResponse::ServiceUnavailable()

@@ -155,6 +155,13 @@ impl Database {
         Ok(self.pool.get()?)
     }
 
+    /// Checks that the database answers, waiting at most `within` for a connection (a
+    /// health check must answer quickly, not after the pool's 30 s timeout).
+    pub fn check(&self, within: Duration) -> Result<(), DbError> {
+        let mut conn = self.pool.get_timeout(within)?;
+        Ok(conn.batch_execute("SELECT 1")?)
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> &Backend {
         &self.backend

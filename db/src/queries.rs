@@ -1025,9 +1025,3 @@ pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<St
         })
         .collect()
 }
-
-/// Checks that the database answers.
-pub fn ping(conn: &mut AnyConnection) -> Result<(), DbError> {
-    use diesel::connection::SimpleConnection;
-    Ok(conn.batch_execute("SELECT 1")?)
-}

@@ -108,3 +108,33 @@ fn help_documents_every_command() {
         assert!(stdout.contains(command), "--help lacks {command}: {stdout}");
     }
 }
+
+/// `/readyz` tells when the database stops answering, and recovers with it. PostgreSQL only:
+/// the test refuses new connections to the test database and ends the open ones.
+#[test]
+fn readyz_reports_an_unreachable_database_and_recovers() {
+    let db = TestDb::new(Backend::Postgres);
+    let name = db.url.rsplit('/').next().expect("a database name").to_owned();
+    let mut server = Process::spawn(&["serve"], &db.env());
+    let url = server.wait_for_line("listening on http://");
+    assert_eq!(get(&url, "/readyz").0, 200);
+
+    let admin = std::env::var("STEPWISE_TEST_PG_URL").expect("STEPWISE_TEST_PG_URL");
+    psql_on(
+        &admin,
+        &format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"
+        ),
+    );
+    let (status, body) = get(&url, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""code":"database_unavailable""#), "{body}");
+
+    psql_on(&admin, &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while get(&url, "/readyz").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "/readyz did not recover within {PATIENCE:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
