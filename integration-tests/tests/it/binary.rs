@@ -138,3 +138,38 @@ fn readyz_reports_an_unreachable_database_and_recovers() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_demo_runs_the_seeds_task_to_completion() {
+    let db = TestDb::new(Backend::Sqlite);
+    // The embedded default: a SQLite file in the data directory.
+    let env: Vec<_> = db.env().into_iter().filter(|(k, _)| k != "STEPWISE_DATABASE__URL").collect();
+    let (status, stdout, stderr) = run_binary(&["demo", "--speed", "30"], &env);
+    assert!(status.success(), "{status}: {stderr}");
+    for step in ["Create database tables", "Generate application UI", "Add search and filters", "Configure workflows"] {
+        assert!(stdout.contains(step), "the view shows {step:?}: {stdout}");
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    assert_eq!(last, "Cellphone Store CRM 100% step 4/4 ✓ Configure workflows [completed]");
+    assert!(db.dir.path().join("stepwise.db").exists(), "the default database lives in the data directory");
+}
+
+#[test]
+fn settings_come_from_the_config_file_given_by_flag_or_variable() {
+    let db = TestDb::new(Backend::Sqlite);
+    for by_flag in [true, false] {
+        let data = db.dir.path().join(format!("data-{by_flag}"));
+        let file = db.dir.path().join(format!("stepwise-{by_flag}.toml"));
+        let toml = format!("data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n", data.display().to_string());
+        std::fs::write(&file, toml).unwrap();
+        let path = file.display().to_string();
+        let (args, env) = match by_flag {
+            true => (vec!["--config", path.as_str(), "serve"], vec![]),
+            false => (vec!["serve"], vec![("STEPWISE_CONFIG".to_owned(), path.clone())]),
+        };
+        let mut server = Process::spawn(&args, &env);
+        let url = server.wait_for_line("listening on http://");
+        assert_eq!(get(&url, "/healthz").0, 200);
+        assert!(data.join("stepwise.db").exists(), "data_dir comes from the file ({args:?})");
+    }
+}
