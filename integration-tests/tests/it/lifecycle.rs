@@ -293,4 +293,21 @@ on_both_backends! {
         assert_eq!(running, [0, 100], "the step's start, then only the latest percent");
         assert_eq!(db::load_task(&mut conn, &id).unwrap().unwrap().steps[0].progress, 100);
     }
+
+    async fn an_owner_subscription_sees_only_that_owners_tasks(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let mut alices = rt.events(runtime::Topic::Owner("alice".into())).await.unwrap();
+        let bobs_task = rt.create_task("bob", &external_plan("Bob's", 1), true).await.unwrap();
+        let alices_task = rt.create_task("alice", &external_plan("Alice's", 1), true).await.unwrap();
+        // The hub delivers in order, so bob's earlier events would come before alice's start.
+        loop {
+            let event = tokio::time::timeout(PATIENCE, alices.recv()).await.expect("alice's events").expect("open");
+            assert_eq!(&*event.owner, "alice", "bob's task {bobs_task} leaked: {event:?}");
+            if event.kind == EventKind::TaskStarted {
+                assert_eq!(&*event.task_id, alices_task.as_str());
+                break;
+            }
+        }
+    }
 }
