@@ -55,9 +55,17 @@ impl std::fmt::Debug for RuntimeOptions {
 /// Step runs the estimator learns from at start (the newest ones).
 const HISTORY_RUNS: usize = 20_000;
 
-/// The live task actors by task id, each with its generation (so a stopping actor never
-/// removes its successor).
-type Registry = HashMap<Arc<str>, (u64, Addr<TaskActor>)>;
+/// A live task actor, with what commands need without asking it.
+struct Entry {
+    /// So a stopping actor never removes its successor.
+    generation: u64,
+    /// Checked before a command is sent: another user's task reads as missing.
+    owner: Arc<str>,
+    addr: Addr<TaskActor>,
+}
+
+/// The live task actors by task id.
+type Registry = HashMap<Arc<str>, Entry>;
 
 /// What the runtime's actors share.
 pub(crate) struct Shared {
@@ -76,7 +84,7 @@ impl Shared {
     /// Removes a stopped actor's registry entry, unless a newer actor has replaced it.
     pub fn forget(&self, task_id: &str, generation: u64) {
         let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        if registry.get(task_id).is_some_and(|(g, _)| *g == generation) {
+        if registry.get(task_id).is_some_and(|entry| entry.generation == generation) {
             registry.remove(task_id);
         }
     }
@@ -166,12 +174,13 @@ impl Runtime {
         let mut actors = HashMap::with_capacity(resumed);
         for task in stored {
             let id: Arc<str> = task.task.id.as_str().into();
+            let owner: Arc<str> = task.task.owner.as_str().into();
             let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
             let shared = Arc::clone(&self.shared);
             let addr =
                 TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::recovering(task, generation, shared));
             actors.insert(Arc::clone(&id), addr.clone());
-            self.registry().insert(id, (generation, addr));
+            self.registry().insert(id, Entry { generation, owner, addr });
         }
         let elapsed = began.elapsed();
         if resumed > 0 {
@@ -330,7 +339,7 @@ impl Runtime {
             let actor = self.actor_for(owner, task_id).await?;
             match actor.send(message()).await {
                 Ok(result) => return result,
-                Err(_) => self.registry().retain(|id, (_, addr)| &**id != task_id || *addr != actor),
+                Err(_) => self.registry().retain(|id, entry| &**id != task_id || entry.addr != actor),
             }
         }
         Err(RuntimeError::ShuttingDown)
@@ -359,7 +368,7 @@ impl Runtime {
 
     /// The current state of `owner`'s task.
     pub async fn task(&self, owner: &str, task_id: &str) -> Result<StoredTask, RuntimeError> {
-        let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
+        let live = self.registry().get(task_id).map(|entry| entry.addr.clone());
         if let Some(addr) = live {
             if let Ok(state) = addr.send(GetState).await {
                 return owned_by(state, owner, task_id);
@@ -372,7 +381,7 @@ impl Runtime {
 
     /// The current state of `owner`'s task and, while it is live, its ETA.
     pub async fn task_view(&self, owner: &str, task_id: &str) -> Result<(StoredTask, Option<Eta>), RuntimeError> {
-        let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
+        let live = self.registry().get(task_id).map(|entry| entry.addr.clone());
         if let Some(addr) = live {
             if let Ok((state, eta)) = addr.send(GetView).await {
                 return Ok((owned_by(state, owner, task_id)?, eta));
@@ -383,25 +392,27 @@ impl Runtime {
 
     /// The task's actor, started from the database if the task has none.
     async fn actor_for(&self, owner: &str, task_id: &str) -> Result<Addr<TaskActor>, RuntimeError> {
-        let live = self.registry().get(task_id).map(|(_, addr)| addr.clone());
-        let stale = live.clone();
-        if let Some(addr) = live.filter(Addr::connected) {
-            if let Ok(state) = addr.send(GetState).await {
-                owned_by(state, owner, task_id)?;
-                return Ok(addr);
+        let live = self.registry().get(task_id).map(|entry| (Arc::clone(&entry.owner), entry.addr.clone()));
+        let stale = live.as_ref().map(|(_, addr)| addr.clone());
+        if let Some((owned_by_whom, addr)) = live.filter(|(_, addr)| addr.connected()) {
+            // Another user's task reads exactly like a missing one.
+            if &*owned_by_whom != owner {
+                return Err(RuntimeError::TaskNotFound(task_id.to_owned()));
             }
+            return Ok(addr);
         }
         let id = task_id.to_owned();
         let stored = blocking(&self.shared.db, move |conn| db::load_task(conn, &id)).await?;
         let stored = owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)?;
         let mut registry = self.registry();
-        if let Some((_, addr)) = registry.get(task_id).filter(|(_, a)| a.connected() && stale.as_ref() != Some(a)) {
-            return Ok(addr.clone());
+        if let Some(entry) = registry.get(task_id).filter(|e| e.addr.connected() && stale.as_ref() != Some(&e.addr)) {
+            return Ok(entry.addr.clone());
         }
         let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&self.shared);
+        let owner: Arc<str> = stored.task.owner.as_str().into();
         let addr = TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::new(stored, generation, shared));
-        registry.insert(task_id.into(), (generation, addr.clone()));
+        registry.insert(task_id.into(), Entry { generation, owner, addr: addr.clone() });
         Ok(addr)
     }
 
@@ -416,7 +427,7 @@ impl Runtime {
     /// Stops every task's running step (killing `exec` programs) without changing the
     /// tasks' stored state, then writes pending progress: the next start resumes them.
     pub async fn shutdown(&self) {
-        let actors: Vec<_> = self.registry().values().map(|(_, addr)| addr.clone()).collect();
+        let actors: Vec<_> = self.registry().values().map(|entry| entry.addr.clone()).collect();
         join_all(actors.iter().map(|addr| addr.send(Shutdown))).await;
         self.flush().await;
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
