@@ -1,6 +1,6 @@
 //! Opening the database: the backend is chosen from the URL scheme, SQLite gets its
-//! pragmas and an exclusive lock file, migrations run, and an r2d2 pool hands out
-//! connections.
+//! pragmas and (for a server, not for admin commands beside it) an exclusive lock file,
+//! migrations run, and an r2d2 pool hands out connections.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::DbError;
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 /// How long a connection waits for SQLite's write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
@@ -93,7 +93,7 @@ impl ManageConnection for Manager {
     }
 }
 
-fn establish(backend: &Backend) -> Result<AnyConnection, diesel::ConnectionError> {
+pub(crate) fn establish(backend: &Backend) -> Result<AnyConnection, diesel::ConnectionError> {
     match backend {
         Backend::Postgres(url) => PgConnection::establish(url).map(AnyConnection::Postgresql),
         Backend::Sqlite(path) => {
@@ -139,6 +139,25 @@ impl Database {
             Backend::Sqlite(path) => Some(lock_sqlite_file(url, path)?),
             Backend::Postgres(_) => None,
         };
+        Database::connect(url, backend, pool_size, lock)
+    }
+
+    /// Opens the database at `url` like [`Database::open`], but beside a server that may be
+    /// running on it: the SQLite lock file is not taken. The lock keeps a second *server* away
+    /// (two would both resume the same tasks); a short-lived admin command such as
+    /// `stepwise token create` touches no task and must work while the server runs, which
+    /// SQLite's WAL mode and busy timeout allow across processes. Never run tasks on a
+    /// database opened this way.
+    pub fn open_beside_server(url: &str, pool_size: u32) -> Result<Database, DbError> {
+        let backend = Backend::from_url(url)?;
+        if let Backend::Sqlite(path) = &backend {
+            create_parent_dir(url, path)?;
+        }
+        Database::connect(url, backend, pool_size, None)
+    }
+
+    /// Runs the migrations and builds the pool: what both ways of opening share.
+    fn connect(url: &str, backend: Backend, pool_size: u32, lock: Option<File>) -> Result<Database, DbError> {
         // Fail fast with the backend's own message rather than r2d2's timeout.
         let mut first = establish(&backend).map_err(|e| DbError::Open { url: redact(url), reason: e.to_string() })?;
         first.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
@@ -168,13 +187,19 @@ impl Database {
     }
 }
 
-fn lock_sqlite_file(url: &str, path: &Path) -> Result<File, DbError> {
+/// Creates the directory a SQLite file goes in: SQLite creates the file, not its directory.
+fn create_parent_dir(url: &str, path: &Path) -> Result<(), DbError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DbError::Open {
             url: url.to_owned(),
             reason: format!("cannot create directory {}: {e}", dir.display()),
         })?;
     }
+    Ok(())
+}
+
+fn lock_sqlite_file(url: &str, path: &Path) -> Result<File, DbError> {
+    create_parent_dir(url, path)?;
     let lock_path = PathBuf::from(format!("{}.lock", path.display()));
     let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| {
         DbError::Open { url: url.to_owned(), reason: format!("cannot open lock file {}: {e}", lock_path.display()) }

@@ -1,19 +1,26 @@
 //! Stepwise's persistence, and the only crate that speaks SQL. [`Database::open`] picks
 //! SQLite (the embedded default, WAL mode, one server per file) or PostgreSQL from the URL,
 //! runs the embedded migrations (one portable set for both) and pools connections with
-//! r2d2. Queries are plain functions taking the connection first: [`insert_task`] and
+//! r2d2; [`Database::open_beside_server`] does the same for admin commands while a server
+//! runs. Queries are plain functions taking the connection first: [`insert_task`] and
 //! [`load_task`] for plans, [`commit`] for a state transition (every write is fenced by the
-//! task's lease token and appends to the per-task event log), [`record_progress`] for the
-//! coalesced percent and log batches, the `lease` functions for ownership, and the history
-//! readers for the API and the estimator. All functions are blocking: call them off the
+//! task's lease token; the transition's events, and only transitions, go to the per-task
+//! event log), [`record_progress`] for the coalesced percent and log batches (percents are
+//! checkpointed in `task_progress`, not in the event log), the `lease` functions for
+//! ownership, the history readers for the API and the estimator, and the `accounts`
+//! functions for users and their API tokens. All functions are blocking: call them off the
 //! actor event loops.
 
+mod accounts;
 mod connection;
 mod lease;
 mod model;
 mod queries;
 mod schema;
+#[cfg(test)]
+mod testing;
 
+pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{

@@ -230,12 +230,19 @@ pub struct EventRecord {
     pub created_at: i64,
 }
 
-/// A row of the seed's `task_progress` history.
+/// A row of the seed's `task_progress` history: a step's percent and status at a point in
+/// time, written by a transition or by a coalesced progress flush.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressRecord {
     /// The task.
     pub task_id: String,
-    /// The event that recorded it.
+    /// The row's position in the task's progress history, increasing in the order rows
+    /// were written; consecutive for rows written since ids exist (older rows took the seq
+    /// of the event that recorded them).
+    pub id: i64,
+    /// The seq of the newest event in the task's event log when the row was written: the
+    /// transition's own event for a row a transition wrote, else the last one before the
+    /// flush. Several rows may share it.
     pub seq: i64,
     /// The step's order.
     pub step: u32,

@@ -1,6 +1,8 @@
 //! Queries as plain functions taking the connection first. Every write that concerns a
 //! running task is fenced: it goes through only while the task's lease token is the one
-//! the writer holds, and it appends to the task's gap-free event log.
+//! the writer holds. Transitions append to the task's gap-free event log; coalesced
+//! percents are checkpointed in `task_progress` only, so the log holds exactly the events
+//! the runtime publishes with seqs.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -163,6 +165,7 @@ struct EventRow<'a> {
 #[diesel(table_name = task_progress)]
 struct ProgressRow<'a> {
     task_id: &'a str,
+    id: i64,
     seq: i64,
     step: i32,
     percent: i32,
@@ -187,6 +190,10 @@ fn to_u32(value: i32, column: &str) -> Result<u32, DbError> {
 
 fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+fn to_i64(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -431,7 +438,7 @@ pub struct NewEvent {
     pub step: Option<u32>,
     /// Details as JSON text.
     pub detail: Option<String>,
-    /// The step's percent and status, also recorded in `task_progress`.
+    /// The step's percent and status, also recorded in `task_progress` (when `step` is set).
     pub progress: Option<(u8, StepStatus)>,
 }
 
@@ -457,11 +464,12 @@ pub struct Commit<'a> {
 }
 
 /// Writes a transition: the fenced task row, the changed steps, the events (with
-/// consecutive seqs) and their `task_progress` rows. Returns the seq of the last event.
+/// consecutive seqs) and the `task_progress` rows of those that carry a percent (with
+/// consecutive ids). Returns the seq of the last event.
 pub fn commit(conn: &mut AnyConnection, change: &Commit<'_>) -> Result<i64, DbError> {
     conn.transaction(|conn| {
-        let events = i64::try_from(change.events.len()).unwrap_or(i64::MAX);
-        let last_seq = reserve(conn, change.task_id, change.lease_token, change.at, events, 0)?.0;
+        let counts = Reserve { events: to_i64(change.events.len()), progress: progress_rows(&change.events), logs: 0 };
+        let counters = reserve(conn, change.task_id, change.lease_token, change.at, counts)?;
         if let Some(task) = change.task {
             diesel::update(tasks::table.find(change.task_id))
                 .set(TaskChanges {
@@ -475,7 +483,7 @@ pub fn commit(conn: &mut AnyConnection, change: &Commit<'_>) -> Result<i64, DbEr
         for step in &change.steps {
             write_step(conn, change.task_id, step)?;
         }
-        append_events(conn, change.task_id, last_seq - events + 1, &change.events, change.at)?;
+        append_events(conn, change.task_id, &counters, &change.events, change.at)?;
         if let Some(run) = &change.step_run {
             diesel::insert_into(step_runs::table)
                 .values((
@@ -494,30 +502,49 @@ pub fn commit(conn: &mut AnyConnection, change: &Commit<'_>) -> Result<i64, DbEr
                 .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))
                 .execute(conn)?;
         }
-        Ok(last_seq)
+        Ok(counters.last_seq)
     })
 }
 
-/// Checks the fence and reserves `events` event seqs and `logs` log seqs; returns the new
-/// (last_seq, last_log_seq).
-fn reserve(
-    conn: &mut AnyConnection,
-    task_id: &str,
-    token: i64,
-    at: i64,
+/// How many numbers of each of a task's counters a write takes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Reserve {
+    /// Event seqs (`last_seq`).
     events: i64,
+    /// `task_progress` ids (`last_progress_seq`).
+    progress: i64,
+    /// Log line seqs (`last_log_seq`).
     logs: i64,
-) -> Result<(i64, i64), DbError> {
+}
+
+/// A task's counters after a reservation: the last number of each that was taken.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    last_seq: i64,
+    last_progress_seq: i64,
+    last_log_seq: i64,
+}
+
+/// Checks the fence and reserves `counts`; returns the new counters. One statement does
+/// all three on the task row, which callers lock this way before any step row.
+fn reserve(conn: &mut AnyConnection, task_id: &str, token: i64, at: i64, counts: Reserve) -> Result<Counters, DbError> {
     diesel::update(tasks::table.filter(tasks::id.eq(task_id)).filter(tasks::lease_token.eq(token)))
         .set((
-            tasks::last_seq.eq(tasks::last_seq + events),
-            tasks::last_log_seq.eq(tasks::last_log_seq + logs),
+            tasks::last_seq.eq(tasks::last_seq + counts.events),
+            tasks::last_progress_seq.eq(tasks::last_progress_seq + counts.progress),
+            tasks::last_log_seq.eq(tasks::last_log_seq + counts.logs),
             tasks::updated_at.eq(at),
         ))
-        .returning((tasks::last_seq, tasks::last_log_seq))
+        .returning((tasks::last_seq, tasks::last_progress_seq, tasks::last_log_seq))
         .get_result(conn)
         .optional()?
+        .map(|(last_seq, last_progress_seq, last_log_seq)| Counters { last_seq, last_progress_seq, last_log_seq })
         .ok_or_else(|| DbError::LeaseLost { task_id: task_id.to_owned(), token })
+}
+
+/// How many of `events` carry a step's percent, and so get a `task_progress` row.
+fn progress_rows(events: &[NewEvent]) -> i64 {
+    to_i64(events.iter().filter(|event| event.step.is_some() && event.progress.is_some()).count())
 }
 
 fn write_step(conn: &mut AnyConnection, task_id: &str, step: &StepRecord) -> Result<(), DbError> {
@@ -532,16 +559,33 @@ fn write_step(conn: &mut AnyConnection, task_id: &str, step: &StepRecord) -> Res
     Ok(())
 }
 
+/// Inserts `events` with the seqs that end at `counters.last_seq`, and the `task_progress`
+/// rows of those carrying a percent with the ids that end at `counters.last_progress_seq`.
 fn append_events(
     conn: &mut AnyConnection,
     task_id: &str,
-    first_seq: i64,
+    counters: &Counters,
     events: &[NewEvent],
     at: i64,
 ) -> Result<(), DbError> {
     let mut rows = Rows::default();
+    let mut next_id = counters.last_progress_seq - progress_rows(events) + 1;
+    let first_seq = counters.last_seq - to_i64(events.len()) + 1;
     for (seq, event) in (first_seq..).zip(events) {
-        rows.event(task_id, seq, event.kind, event.step, event.detail.as_deref(), event.progress, at);
+        let step_order = event.step.map(to_i32);
+        rows.events.push(EventRow {
+            task_id,
+            seq,
+            kind: event.kind,
+            step_order,
+            detail: event.detail.as_deref(),
+            created_at: at,
+        });
+        if let (Some(step), Some((percent, status))) = (step_order, event.progress) {
+            let (id, percent, status) = (next_id, percent.into(), status.as_str());
+            rows.progress.push(ProgressRow { task_id, id, seq, step, percent, status, updated_at: at });
+            next_id += 1;
+        }
     }
     rows.insert(conn).map(drop)
 }
@@ -579,37 +623,19 @@ macro_rules! insert_rows {
 }
 
 impl<'a> Rows<'a> {
-    /// An event, and its `task_progress` row when it records a step's percent.
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &mut self,
-        task_id: &'a str,
-        seq: i64,
-        kind: &'a str,
-        step: Option<u32>,
-        detail: Option<&'a str>,
-        progress: Option<(u8, StepStatus)>,
-        at: i64,
-    ) {
-        let step_order = step.map(to_i32);
-        self.events.push(EventRow { task_id, seq, kind, step_order, detail, created_at: at });
-        if let (Some(step), Some((percent, status))) = (step_order, progress) {
-            let (percent, status) = (percent.into(), status.as_str());
-            self.progress.push(ProgressRow { task_id, seq, step, percent, status, updated_at: at });
-        }
-    }
-
-    /// `progress` events for the raised steps, with the seqs that end at `last_seq`.
-    fn progress_events(&mut self, task_id: &'a str, last_seq: i64, raised: &[(u32, u8)], at: i64) {
-        let first = last_seq - i64::try_from(raised.len()).unwrap_or(i64::MAX) + 1;
-        for (seq, &(step, percent)) in (first..).zip(raised) {
-            self.event(task_id, seq, "progress", Some(step), None, Some((percent, StepStatus::Running)), at);
+    /// `task_progress` rows for the steps a flush raised, still running: the ids that end
+    /// at `last_progress_seq`, all at `seq`, the task's current `last_seq`.
+    fn raised_steps(&mut self, task_id: &'a str, seq: i64, last_progress_seq: i64, raised: &[(u32, u8)], at: i64) {
+        let first = last_progress_seq - to_i64(raised.len()) + 1;
+        for (id, &(step, percent)) in (first..).zip(raised) {
+            let (step, percent, status) = (to_i32(step), percent.into(), StepStatus::Running.as_str());
+            self.progress.push(ProgressRow { task_id, id, seq, step, percent, status, updated_at: at });
         }
     }
 
     /// Log rows for `lines`, with the seqs that end at `last_log_seq`.
     fn log_lines(&mut self, task_id: &'a str, last_log_seq: i64, lines: &[&'a LogLine]) {
-        let first = last_log_seq - i64::try_from(lines.len()).unwrap_or(i64::MAX) + 1;
+        let first = last_log_seq - to_i64(lines.len()) + 1;
         for (seq, line) in (first..).zip(lines) {
             self.logs.push(LogRow {
                 task_id,
@@ -640,10 +666,10 @@ pub fn record_recovered(
     conn.transaction(|conn| {
         let mut recorded = Vec::with_capacity(leases.len());
         for (task_id, token) in leases {
-            match reserve(conn, task_id, *token, at, 1, 0) {
-                Ok((seq, _)) => {
-                    append_events(conn, task_id, seq, &event, at)?;
-                    recorded.push((task_id.clone(), seq));
+            match reserve(conn, task_id, *token, at, Reserve { events: 1, ..Reserve::default() }) {
+                Ok(counters) => {
+                    append_events(conn, task_id, &counters, &event, at)?;
+                    recorded.push((task_id.clone(), counters.last_seq));
                 }
                 Err(DbError::LeaseLost { .. }) => {}
                 Err(other) => return Err(other),
@@ -700,7 +726,9 @@ pub struct FlushOutcome {
 /// Writes a batch of coalesced percents and log lines in one transaction. A percent is
 /// written only while its step is still running the same attempt and only upwards, so a
 /// late flush never overwrites a transition committed meanwhile; each applied percent
-/// appends a `progress` event and a `task_progress` row.
+/// adds a `task_progress` row (the next id of the task's progress history, the task's
+/// current event seq). Percents are not transitions: the event log and `last_seq` are left
+/// alone, so the log holds exactly what the runtime published with seqs.
 pub fn record_progress(
     conn: &mut AnyConnection,
     updates: &[ProgressUpdate],
@@ -759,6 +787,17 @@ struct Reserved {
     seq: i64,
 }
 
+/// A task row whose progress ids a flush statement reserved.
+#[derive(QueryableByName)]
+struct ProgressIds {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_seq: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_progress_seq: i64,
+}
+
 /// A step row whose percent a flush raised.
 #[derive(QueryableByName)]
 struct Raised {
@@ -791,7 +830,7 @@ fn values_list(rows: usize, types: &[&str], first: usize) -> String {
 
 /// The PostgreSQL flush of up to PG_FLUSH_CHUNK tasks in three statements, with the same
 /// rules as [`flush_task`]: task rows first (fence, log seqs, locks), then the step rows
-/// still running the same attempt and only upwards, then the event seqs of those raised.
+/// still running the same attempt and only upwards, then the progress ids of those raised.
 fn flush_postgres<'a>(
     conn: &mut diesel::PgConnection,
     batch: &[FlushBatch<'a>],
@@ -810,7 +849,7 @@ fn flush_postgres<'a>(
     );
     let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>().bind::<BigInt, _>(at);
     for (id, (token, _, lines)) in batch {
-        let logs = i64::try_from(lines.len()).unwrap_or(i64::MAX);
+        let logs = to_i64(lines.len());
         query = query.bind::<Text, _>(id.to_string()).bind::<BigInt, _>(*token).bind::<BigInt, _>(logs);
     }
     let reserved: Vec<Reserved> = query.load(conn)?;
@@ -856,22 +895,22 @@ fn flush_postgres<'a>(
     }
     if !raised_of.is_empty() {
         let sql = format!(
-            "UPDATE tasks AS t SET last_seq = t.last_seq + v.events FROM (VALUES {}) AS v(id, events) \
-             WHERE t.id = v.id RETURNING t.id, t.last_seq AS seq",
+            "UPDATE tasks AS t SET last_progress_seq = t.last_progress_seq + v.progress \
+             FROM (VALUES {}) AS v(id, progress) \
+             WHERE t.id = v.id RETURNING t.id, t.last_seq, t.last_progress_seq",
             values_list(raised_of.len(), &["text", "bigint"], 1)
         );
         let mut query = diesel::sql_query(sql).into_boxed::<diesel::pg::Pg>();
         for (id, steps) in &raised_of {
-            query =
-                query.bind::<Text, _>(id.to_string()).bind::<BigInt, _>(i64::try_from(steps.len()).unwrap_or(i64::MAX));
+            query = query.bind::<Text, _>(id.to_string()).bind::<BigInt, _>(to_i64(steps.len()));
         }
-        let sequenced: Vec<Reserved> = query.load(conn)?;
-        written += sequenced.len();
-        for row in sequenced {
+        let numbered: Vec<ProgressIds> = query.load(conn)?;
+        written += numbered.len();
+        for row in numbered {
             let Some((id, steps)) = raised_of.get_key_value(row.id.as_str()) else { continue };
             let mut steps = steps.clone();
             steps.sort_unstable();
-            rows.progress_events(id, row.seq, &steps, at);
+            rows.raised_steps(id, row.last_seq, row.last_progress_seq, &steps, at);
         }
     }
 
@@ -897,8 +936,7 @@ fn flush_task<'a>(
 ) -> Result<usize, DbError> {
     // The task row first, as every transition does: one lock order, so PostgreSQL never
     // deadlocks a flush against a commit. This also checks the fence and reserves log seqs.
-    let log_count = i64::try_from(lines.len()).unwrap_or(i64::MAX);
-    let (_, last_log_seq) = reserve(conn, task_id, token, at, 0, log_count)?;
+    let fenced = reserve(conn, task_id, token, at, Reserve { logs: to_i64(lines.len()), ..Reserve::default() })?;
     let mut applied = Vec::new();
     for update in updates {
         let changed = diesel::update(steps::table.find((task_id, to_i32(update.step))))
@@ -914,12 +952,12 @@ fn flush_task<'a>(
     // The task row, and each applied step row.
     let mut written = 1 + applied.len();
     if !applied.is_empty() {
-        let events = i64::try_from(applied.len()).unwrap_or(i64::MAX);
-        let (last_seq, _) = reserve(conn, task_id, token, at, events, 0)?;
+        let counts = Reserve { progress: to_i64(applied.len()), ..Reserve::default() };
+        let counters = reserve(conn, task_id, token, at, counts)?;
         written += 1;
-        rows.progress_events(task_id, last_seq, &applied, at);
+        rows.raised_steps(task_id, counters.last_seq, counters.last_progress_seq, &applied, at);
     }
-    rows.log_lines(task_id, last_log_seq, lines);
+    rows.log_lines(task_id, fenced.last_log_seq, lines);
     Ok(written)
 }
 
@@ -953,16 +991,15 @@ pub fn events_after(
         .collect()
 }
 
-/// The task's `task_progress` rows, oldest first.
+/// The task's `task_progress` rows, oldest first (by id).
 pub fn progress_history(conn: &mut AnyConnection, task_id: &str) -> Result<Vec<ProgressRecord>, DbError> {
-    let rows = task_progress::table
-        .filter(task_progress::task_id.eq(task_id))
-        .order(task_progress::seq.asc())
-        .load::<(String, i64, i32, i32, String, i64)>(conn)?;
+    let rows: Vec<(String, i64, i64, i32, i32, String, i64)> =
+        task_progress::table.filter(task_progress::task_id.eq(task_id)).order(task_progress::id.asc()).load(conn)?;
     rows.into_iter()
-        .map(|(task_id, seq, step, percent, status, updated_at)| {
+        .map(|(task_id, id, seq, step, percent, status, updated_at)| {
             Ok(ProgressRecord {
                 task_id,
+                id,
                 seq,
                 step: to_u32(step, "task_progress.step")?,
                 percent: u8::try_from(percent.clamp(0, 100)).unwrap_or(100),
@@ -1024,4 +1061,236 @@ pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<St
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel_migrations::MigrationHarness;
+
+    use super::*;
+    use crate::connection::{establish, MIGRATIONS};
+    use crate::testing::TestDb;
+    use crate::{acquire_lease, Backend};
+
+    fn plan(id: &str) -> NewTask {
+        let step = |order: u32| NewStep {
+            order,
+            name: format!("Step {order}"),
+            kind: "external".into(),
+            params: "{}".into(),
+            requires_approval: false,
+            skippable: false,
+            substeps: vec![],
+        };
+        NewTask {
+            id: id.into(),
+            owner: "alice".into(),
+            title: "Test".into(),
+            complexity: 1,
+            restarted_from: None,
+            created_at: 1,
+            steps: vec![step(1), step(2)],
+        }
+    }
+
+    fn event(kind: &'static str, step: Option<u32>, progress: Option<(u8, StepStatus)>) -> NewEvent {
+        NewEvent { kind, step, detail: None, progress }
+    }
+
+    /// Commits `events` with the task and step rows given; returns the last seq.
+    fn commit_events(
+        conn: &mut AnyConnection,
+        id: &str,
+        token: i64,
+        task: Option<&TaskRecord>,
+        steps: Vec<&StepRecord>,
+        events: Vec<NewEvent>,
+    ) -> i64 {
+        let change = Commit {
+            task_id: id,
+            lease_token: token,
+            at: 3,
+            task,
+            steps,
+            events,
+            step_run: None,
+            release_lease: false,
+        };
+        commit(conn, &change).unwrap()
+    }
+
+    /// Creates a task, leases it and starts its first step (seqs 1–3, progress row 1);
+    /// returns the lease token.
+    fn started(conn: &mut AnyConnection, id: &str) -> i64 {
+        insert_task(conn, &plan(id)).unwrap();
+        let token = acquire_lease(conn, id, "test", 60_000, 2).unwrap().expect("a free lease");
+        let stored = load_task(conn, id).unwrap().unwrap();
+        let mut task = stored.task.clone();
+        task.status = TaskStatus::Running;
+        let mut step = stored.steps[0].clone();
+        step.status = StepStatus::Running;
+        step.attempts = 1;
+        let events =
+            vec![event("task_started", None, None), event("step_started", Some(1), Some((0, StepStatus::Running)))];
+        assert_eq!(commit_events(conn, id, token, Some(&task), vec![&step], events), 3);
+        token
+    }
+
+    fn percent(task_id: &str, token: i64, step: u32, percent: u8) -> ProgressUpdate {
+        ProgressUpdate { task_id: task_id.into(), lease_token: token, step, attempt: 1, percent }
+    }
+
+    /// (id, seq, step, percent, status) of each progress row.
+    fn history(conn: &mut AnyConnection, id: &str) -> Vec<(i64, i64, u32, u8, StepStatus)> {
+        progress_history(conn, id).unwrap().into_iter().map(|r| (r.id, r.seq, r.step, r.percent, r.status)).collect()
+    }
+
+    fn event_kinds(conn: &mut AnyConnection, id: &str) -> Vec<String> {
+        events_after(conn, id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect()
+    }
+
+    const RUNNING: StepStatus = StepStatus::Running;
+
+    /// A flush writes `task_progress` rows only: no event, `last_seq` unchanged, the fence
+    /// and the "same attempt, only upwards" rule kept. On SQLite (per-task path) and, when
+    /// `STEPWISE_TEST_PG_URL` is set (skipped silently otherwise), PostgreSQL (set-based).
+    #[test]
+    fn record_progress_checkpoints_outside_the_event_log() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            let a = started(conn, "a");
+            let b = started(conn, "b");
+            let line = LogLine {
+                task_id: "a".into(),
+                lease_token: a,
+                step: 1,
+                stream: LogStream::Stdout,
+                line: "working".into(),
+                at: 5,
+            };
+
+            // Step 2 of a is not running: its percent is dropped.
+            let updates = [percent("a", a, 1, 40), percent("a", a, 2, 10), percent("b", b, 1, 30)];
+            let outcome = record_progress(conn, &updates, &[line], 5).unwrap();
+            assert!(outcome.lost.is_empty(), "{backend}: {outcome:?}");
+            for id in ["a", "b"] {
+                assert_eq!(event_kinds(conn, id), ["task_created", "task_started", "step_started"], "{backend}");
+                assert_eq!(load_task(conn, id).unwrap().unwrap().task.last_seq, 3, "{backend}: last_seq untouched");
+            }
+            assert_eq!(history(conn, "a"), [(1, 3, 1, 0, RUNNING), (2, 3, 1, 40, RUNNING)], "{backend}");
+            assert_eq!(history(conn, "b"), [(1, 3, 1, 0, RUNNING), (2, 3, 1, 30, RUNNING)], "{backend}");
+            assert_eq!(load_task(conn, "a").unwrap().unwrap().steps[0].progress, 40, "{backend}");
+            assert_eq!(logs_after(conn, "a", None, 0, 10).unwrap()[0].line, "working", "{backend}");
+
+            // Only upwards, only the same attempt, only with the current lease.
+            let stale = ProgressUpdate { attempt: 2, ..percent("a", a, 1, 90) };
+            let outcome = record_progress(conn, &[percent("a", a, 1, 20), stale], &[], 6).unwrap();
+            assert!(outcome.lost.is_empty(), "{backend}");
+            let outcome = record_progress(conn, &[percent("b", b + 1, 1, 80)], &[], 6).unwrap();
+            assert_eq!(outcome.lost, ["b"], "{backend}");
+            assert_eq!(history(conn, "a").len(), 2, "{backend}: nothing written");
+            assert_eq!(history(conn, "b").len(), 2, "{backend}: nothing written");
+
+            // Progress ids continue across flushes and commits; seqs follow the event log.
+            record_progress(conn, &[percent("a", a, 1, 60)], &[], 7).unwrap();
+            let mut step = load_task(conn, "a").unwrap().unwrap().steps[0].clone();
+            step.status = StepStatus::Completed;
+            step.progress = 100;
+            let done = event("step_completed", Some(1), Some((100, StepStatus::Completed)));
+            assert_eq!(commit_events(conn, "a", a, None, vec![&step], vec![done]), 4, "{backend}");
+            record_progress(conn, &[percent("a", a, 1, 100)], &[], 8).unwrap();
+            assert_eq!(
+                history(conn, "a"),
+                [
+                    (1, 3, 1, 0, RUNNING),
+                    (2, 3, 1, 40, RUNNING),
+                    (3, 3, 1, 60, RUNNING),
+                    (4, 4, 1, 100, StepStatus::Completed)
+                ],
+                "{backend}: a completed step takes no more percents"
+            );
+        }
+    }
+
+    /// A commit's progress rows take consecutive ids, each with its own event's seq; events
+    /// without a percent (and recovery events) take none. On SQLite and, when
+    /// `STEPWISE_TEST_PG_URL` is set (skipped silently otherwise), PostgreSQL.
+    #[test]
+    fn commit_numbers_its_progress_rows_consecutively() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            let token = started(conn, "t");
+            let events = vec![
+                event("substep_done", Some(1), Some((50, RUNNING))),
+                event("note", None, Some((50, RUNNING))),
+                event("step_completed", Some(1), Some((100, StepStatus::Completed))),
+                event("step_started", Some(2), Some((0, RUNNING))),
+            ];
+            assert_eq!(commit_events(conn, "t", token, None, vec![], events), 7, "{backend}");
+            assert_eq!(record_recovered(conn, &[("t".into(), token)], 4).unwrap(), [("t".into(), 8)], "{backend}");
+            assert_eq!(
+                history(conn, "t"),
+                [
+                    (1, 3, 1, 0, RUNNING),
+                    (2, 4, 1, 50, RUNNING),
+                    (3, 6, 1, 100, StepStatus::Completed),
+                    (4, 7, 2, 0, RUNNING)
+                ],
+                "{backend}"
+            );
+            let counter: i64 = tasks::table.find("t").select(tasks::last_progress_seq).first(conn).unwrap();
+            assert_eq!(counter, 4, "{backend}");
+        }
+    }
+
+    /// The second migration keeps the progress rows written under the first (id = their
+    /// old event seq, the counter continuing after them), and its down.sql runs and can be
+    /// applied again. On SQLite and, when `STEPWISE_TEST_PG_URL` is set (skipped silently
+    /// otherwise), PostgreSQL.
+    #[test]
+    fn the_progress_migration_keeps_old_rows() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let connect = || establish(&Backend::from_url(&test_db.url).unwrap()).unwrap();
+            let mut conn = connect();
+            conn.run_next_migration(MIGRATIONS).unwrap();
+            // Written the way the first schema's code wrote them: a progress event and a
+            // row keyed by its seq for each percent.
+            insert_task(&mut conn, &plan("old")).unwrap();
+            insert_task(&mut conn, &plan("quiet")).unwrap();
+            conn.batch_execute(
+                "UPDATE tasks SET status = 'running', last_seq = 4, lease_token = 1 WHERE id = 'old';
+                 UPDATE steps SET status = 'running', attempts = 1 WHERE task_id = 'old' AND step_order = 1;
+                 INSERT INTO task_events (task_id, seq, kind, step_order, created_at) VALUES
+                     ('old', 2, 'step_started', 1, 2), ('old', 3, 'progress', 1, 3), ('old', 4, 'progress', 1, 4);
+                 INSERT INTO task_progress (task_id, seq, step, percent, status, updated_at) VALUES
+                     ('old', 2, 1, 0, 'running', 2), ('old', 3, 1, 40, 'running', 3), ('old', 4, 1, 70, 'running', 4);
+                 UPDATE tasks SET status = 'running', lease_token = 1 WHERE id = 'quiet';
+                 UPDATE steps SET status = 'running', attempts = 1 WHERE task_id = 'quiet' AND step_order = 1;",
+            )
+            .unwrap();
+            drop(conn);
+
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            let old = [(2, 2, 1, 0, RUNNING), (3, 3, 1, 40, RUNNING), (4, 4, 1, 70, RUNNING)];
+            assert_eq!(history(conn, "old"), old, "{backend}");
+            record_progress(conn, &[percent("old", 1, 1, 90), percent("quiet", 1, 1, 10)], &[], 5).unwrap();
+            assert_eq!(history(conn, "old")[3], (5, 4, 1, 90, RUNNING), "{backend}: ids continue after the old seqs");
+            assert_eq!(history(conn, "quiet"), [(1, 1, 1, 10, RUNNING)], "{backend}: a task without rows starts at 1");
+            drop(database);
+
+            let mut conn = connect();
+            conn.revert_last_migration(MIGRATIONS).unwrap();
+            conn.run_pending_migrations(MIGRATIONS).unwrap();
+            // Down keeps one row per seq (the newest); up then keys them by seq again.
+            let round_trip = [(2, 2, 1, 0, RUNNING), (3, 3, 1, 40, RUNNING), (4, 4, 1, 90, RUNNING)];
+            assert_eq!(history(&mut conn, "old"), round_trip, "{backend}");
+        }
+    }
 }

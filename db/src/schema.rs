@@ -19,6 +19,7 @@ diesel::table! {
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<BigInt>,
         lease_token -> BigInt,
+        last_progress_seq -> BigInt,
     }
 }
 
@@ -76,8 +77,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    task_progress (task_id, seq) {
+    task_progress (task_id, id) {
         task_id -> Text,
+        id -> BigInt,
         seq -> BigInt,
         step -> Integer,
         percent -> Integer,
@@ -98,6 +100,33 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    users (name) {
+        name -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        user_name -> Text,
+        secret_hash -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
-diesel::allow_tables_to_appear_in_same_query!(tasks, steps, substeps, step_logs, task_events, task_progress, step_runs);
+diesel::allow_tables_to_appear_in_same_query!(
+    tasks,
+    steps,
+    substeps,
+    step_logs,
+    task_events,
+    task_progress,
+    step_runs,
+    users,
+    api_tokens
+);
