@@ -56,11 +56,22 @@ fn random_u64() -> u64 {
 /// Opens the database the settings name (creating the data directory for the default
 /// SQLite file). Blocking: call before the server starts.
 pub fn open_database(settings: &Settings) -> Result<Database, StartError> {
+    create_default_data_dir(settings)?;
+    Ok(Database::open(&settings.database_url(), settings.database.pool_size)?)
+}
+
+fn create_default_data_dir(settings: &Settings) -> Result<(), StartError> {
     if settings.database.url.is_none() {
         std::fs::create_dir_all(&settings.data_dir)
             .map_err(|cause| StartError::DataDir { path: settings.data_dir.display().to_string(), cause })?;
     }
-    Ok(Database::open(&settings.database_url(), settings.database.pool_size)?)
+    Ok(())
+}
+
+/// Opens the database for an admin command that may run while a server holds it.
+pub fn open_database_beside_server(settings: &Settings) -> Result<Database, StartError> {
+    create_default_data_dir(settings)?;
+    Ok(Database::open_beside_server(&settings.database_url(), 1)?)
 }
 
 /// The runtime's options from the settings.
@@ -69,9 +80,19 @@ pub fn runtime_options(settings: &Settings, instance_id: String) -> RuntimeOptio
         instance_id,
         lease_ttl: Duration::from_secs(settings.runtime.lease_ttl_s),
         flush_interval: Duration::from_millis(settings.runtime.progress_flush_ms),
-        limits: PlanLimits::default(),
+        limits: plan_limits(&settings.api),
         clock: Arc::new(SystemClock),
         task_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    }
+}
+
+/// The limits on plans that the `[api]` settings set.
+pub fn plan_limits(api: &config::ApiSettings) -> PlanLimits {
+    PlanLimits {
+        max_title_chars: api.max_title_chars,
+        max_steps: api.max_steps,
+        max_substeps: api.max_substeps,
+        ..PlanLimits::default()
     }
 }
 

@@ -1,25 +1,36 @@
-//! The HTTP server. For now it serves health checks; the task API builds on it.
+//! The HTTP server: health checks, the API ([`crate::api`]) and JSON errors for anything
+//! else.
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use config::ApiSettings;
 use runtime::Runtime;
 use serde_json::json;
+
+use crate::api::{self, ApiState};
 
 /// How long `/readyz` waits for a database connection before answering 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
 /// graceful-shutdown timeout; it stops on SIGINT or SIGTERM.
-pub fn server(listener: TcpListener, runtime: Runtime, shutdown_timeout: Duration) -> std::io::Result<Server> {
-    let runtime = web::Data::new(runtime);
+pub fn server(
+    listener: TcpListener,
+    runtime: Runtime,
+    api: ApiSettings,
+    shutdown_timeout: Duration,
+) -> std::io::Result<Server> {
+    let state = web::Data::new(ApiState::new(runtime, api));
     Ok(HttpServer::new(move || {
         App::new()
-            .app_data(runtime.clone())
+            .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .configure(api::configure)
+            .default_service(web::to(api::no_route))
     })
     .listen(listener)?
     .shutdown_timeout(shutdown_timeout.as_secs())
@@ -30,18 +41,16 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(runtime: web::Data<Runtime>) -> HttpResponse {
-    let db = std::sync::Arc::clone(runtime.db());
+async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
+    let db = std::sync::Arc::clone(state.runtime.db());
     let checked = web::block(move || db.check(READY_CHECK_TIMEOUT)).await;
     match checked {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready", "database": db_name(&runtime)})),
+        Ok(Ok(())) => {
+            HttpResponse::Ok().json(json!({"status": "ready", "database": state.runtime.db().backend().name()}))
+        }
         Ok(Err(error)) => HttpResponse::ServiceUnavailable()
             .json(json!({"error": {"code": "database_unavailable", "message": error.to_string()}})),
         Err(_) => HttpResponse::ServiceUnavailable()
             .json(json!({"error": {"code": "shutting_down", "message": "the server is shutting down"}})),
     }
-}
-
-fn db_name(runtime: &Runtime) -> &'static str {
-    runtime.db().backend().name()
 }

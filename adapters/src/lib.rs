@@ -1,10 +1,11 @@
 //! Stepwise's edges, and the crate that wires everything together: [`app`] turns
 //! [`config::Settings`] into an opened database and a started [`runtime::Runtime`], [`http`]
-//! serves the HTTP endpoints with actix-web, [`terminal`] draws the live progress view the
+//! serves health checks and the [`api`] (REST and WebSocket) with actix-web, [`terminal`] draws the live progress view the
 //! `stepwise demo`, `run` and `watch` commands show, and [`plans`] reads plan files and holds
 //! the seed's demo task. The `stepwise` binary (`src/main.rs`) is a thin command line over
 //! these; it is the only place that uses `anyhow`.
 
+pub mod api;
 pub mod app;
 pub mod http;
 pub mod plans;

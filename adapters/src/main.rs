@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use adapters::api::auth::NewToken;
 use adapters::{app, http, plans, terminal};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use config::Settings;
-use runtime::{Runtime, TaskStatus};
+use runtime::{Clock as _, Runtime, TaskStatus};
 
 /// Stepwise runs long, multi-step tasks and always tells you where they are.
 ///
@@ -56,6 +57,13 @@ enum Command {
         #[arg(long, default_value = "local")]
         owner: String,
     },
+    /// Create, list and revoke the API tokens people and programs authenticate with.
+    ///
+    /// Works while a server runs on the same database.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Start (resuming unfinished tasks) and follow one task live until it ends.
     Watch {
         /// The task's id.
@@ -63,6 +71,33 @@ enum Command {
         /// Whose task it is.
         #[arg(long, default_value = "local")]
         owner: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Make a token for a user (created on first use) and print it, alone on its line.
+    ///
+    /// The token is shown once: only its hash is stored. Its id goes to stderr.
+    Create {
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+    },
+    /// Revoke one token by id, or every token of a user.
+    Revoke {
+        /// The token's id (from `token create` or `token list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<String>,
+        /// Revoke all of this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// List tokens (ids, users, when made, whether revoked); never the secrets.
+    List {
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -87,6 +122,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
     init_logging(&settings);
+    if let Command::Token { action } = &cli.command {
+        return token(&settings, action);
+    }
     let system = actix::System::new();
     system.block_on(async move {
         match cli.command {
@@ -101,8 +139,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let plan = plans::parse_plan(&text).with_context(|| format!("invalid plan {}", plan.display()))?;
                 run_plan(&settings, &owner, &plan, false).await
             }
+            Command::Token { .. } => unreachable!("handled before the actix system starts"),
             Command::Watch { task_id, owner } => {
-                let (runtime, server) = start(&settings, false).await?;
+                let (runtime, server, _) = start(&settings, false).await?;
                 let server = in_background(server);
                 let code = follow(&runtime, &owner, &task_id).await;
                 stop(runtime, server).await;
@@ -127,17 +166,21 @@ fn init_logging(settings: &Settings) {
 
 /// Starts the runtime and the HTTP server; with `fallback_port`, a taken port falls back to
 /// any free one rather than failing (the demo should just work).
-async fn start(settings: &Settings, fallback_port: bool) -> anyhow::Result<(Runtime, actix_web::dev::Server)> {
+async fn start(
+    settings: &Settings,
+    fallback_port: bool,
+) -> anyhow::Result<(Runtime, actix_web::dev::Server, SocketAddr)> {
     let (runtime, recovery) = app::start(settings).await?;
     if recovery.resumed > 0 {
         eprintln!("resumed {} unfinished task(s) in {:?}", recovery.resumed, recovery.elapsed);
     }
     let listener = bind(settings.server.listen, fallback_port)?;
     let address = listener.local_addr()?;
-    let server = http::server(listener, runtime.clone(), Duration::from_secs(settings.server.shutdown_timeout_s))?;
+    let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
+    let server = http::server(listener, runtime.clone(), settings.api.clone(), shutdown_timeout)?;
     println!("listening on http://{address}");
     std::io::stdout().flush()?;
-    Ok((runtime, server))
+    Ok((runtime, server, address))
 }
 
 /// Serves HTTP in the background while the command follows a task.
@@ -158,13 +201,71 @@ fn bind(address: SocketAddr, fallback_port: bool) -> anyhow::Result<TcpListener>
     }
 }
 
+/// A fresh API token for the `demo` user, so the demo's task can be watched over HTTP.
+async fn demo_token(runtime: &Runtime) -> anyhow::Result<String> {
+    let database = std::sync::Arc::clone(runtime.db());
+    let now = runtime.clock().now_ms();
+    let token = NewToken::generate();
+    let (id, hash) = (token.id.clone(), token.hash.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut conn = database.conn()?;
+        db::insert_token(&mut conn, &id, "demo", &hash, now)
+    })
+    .await?
+    .context("cannot create the demo user's token")?;
+    Ok(token.secret)
+}
+
+fn token(settings: &Settings, action: &TokenAction) -> anyhow::Result<std::process::ExitCode> {
+    let database = app::open_database_beside_server(settings)?;
+    let mut conn = database.conn()?;
+    let now = runtime::SystemClock.now_ms();
+    match action {
+        TokenAction::Create { user } => {
+            let user = user.trim();
+            if user.is_empty() || user.len() > 100 {
+                bail!("a user name is 1 to 100 characters");
+            }
+            let token = NewToken::generate();
+            db::insert_token(&mut conn, &token.id, user, &token.hash, now)?;
+            eprintln!(
+                "token {} for user {user} (shown once; revoke with `stepwise token revoke {}`)",
+                token.id, token.id
+            );
+            println!("{}", token.secret);
+        }
+        TokenAction::Revoke { id, user } => {
+            let which = match (id, user) {
+                (Some(id), _) => db::TokenSelector::Id(id),
+                (None, Some(user)) => db::TokenSelector::User(user),
+                (None, None) => bail!("name a token id or --user"),
+            };
+            let revoked = db::revoke_tokens(&mut conn, which, now)?;
+            if revoked == 0 {
+                bail!("no unrevoked token matched");
+            }
+            eprintln!("revoked {revoked} token(s); servers stop accepting them within api.token_cache_s seconds");
+        }
+        TokenAction::List { user } => {
+            for token in db::list_tokens(&mut conn, user.as_deref())? {
+                let state = match token.revoked_at {
+                    Some(at) => format!("revoked {}", adapters::api::wire::rfc3339(at)),
+                    None => "active".to_owned(),
+                };
+                println!("{}\t{}\t{}\t{state}", token.id, token.user, adapters::api::wire::rfc3339(token.created_at));
+            }
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 async fn stop(runtime: Runtime, server: ServerHandle) {
     server.stop(true).await;
     runtime.shutdown().await;
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
-    let (runtime, server) = start(settings, false).await?;
+    let (runtime, server, _) = start(settings, false).await?;
     // actix-web stops on SIGINT/SIGTERM; then the steps are stopped and progress written.
     server.await?;
     runtime.shutdown().await;
@@ -177,8 +278,18 @@ async fn run_plan(
     plan: &runtime::TaskPlan,
     demo: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let (runtime, server) = start(settings, demo).await?;
+    let (runtime, server, address) = start(settings, demo).await?;
     let server = in_background(server);
+    let demo_token = match demo {
+        true => match demo_token(&runtime).await {
+            Ok(token) => Some(token),
+            Err(error) => {
+                stop(runtime, server).await;
+                return Err(error);
+            }
+        },
+        false => None,
+    };
     let task_id = match runtime.create_task(owner, plan, true).await {
         Ok(id) => id,
         Err(error) => {
@@ -187,6 +298,11 @@ async fn run_plan(
         }
     };
     println!("task {task_id}");
+    if let Some(token) = demo_token {
+        println!("token {token}");
+        println!("  curl -H 'Authorization: Bearer {token}' http://{address}/api/tasks/{task_id}/progress");
+    }
+    std::io::stdout().flush()?;
     let code = follow(&runtime, owner, &task_id).await;
     stop(runtime, server).await;
     code

@@ -25,6 +25,18 @@
 //! | `runtime.lease_ttl_s` | `30` | `STEPWISE_RUNTIME__LEASE_TTL_S` | seconds, at least 3 |
 //! | `runtime.progress_flush_ms` | `250` | `STEPWISE_RUNTIME__PROGRESS_FLUSH_MS` | milliseconds, 10 to 10000 |
 //! | `runtime.stderr_tail_lines` | `20` | `STEPWISE_RUNTIME__STDERR_TAIL_LINES` | lines |
+//! | `api.allowed_origins` | `[]`: the server's own origin only | `STEPWISE_API__ALLOWED_ORIGINS` | origins or `*`; comma-separated in the variable |
+//! | `api.max_body_bytes` | `1048576` | `STEPWISE_API__MAX_BODY_BYTES` | 1024 to 67108864 |
+//! | `api.max_frame_bytes` | `65536` | `STEPWISE_API__MAX_FRAME_BYTES` | 1024 to 16777216 |
+//! | `api.max_steps` | `1000` | `STEPWISE_API__MAX_STEPS` | at least 1 |
+//! | `api.max_substeps` | `256` | `STEPWISE_API__MAX_SUBSTEPS` | count |
+//! | `api.max_title_chars` | `200` | `STEPWISE_API__MAX_TITLE_CHARS` | at least 1 |
+//! | `api.requests_per_second` | `50` | `STEPWISE_API__REQUESTS_PER_SECOND` | per token, at least 1 |
+//! | `api.request_burst` | `100` | `STEPWISE_API__REQUEST_BURST` | requests above the rate |
+//! | `api.ws_queue_events` | `256` | `STEPWISE_API__WS_QUEUE_EVENTS` | events, at least 8 |
+//! | `api.ws_heartbeat_s` | `15` | `STEPWISE_API__WS_HEARTBEAT_S` | seconds, at least 1 |
+//! | `api.ws_client_timeout_s` | `45` | `STEPWISE_API__WS_CLIENT_TIMEOUT_S` | seconds, more than the heartbeat |
+//! | `api.token_cache_s` | `10` | `STEPWISE_API__TOKEN_CACHE_S` | seconds |
 //!
 //! A file setting all of them:
 //!
@@ -47,6 +59,20 @@
 //! lease_ttl_s = 30
 //! progress_flush_ms = 250
 //! stderr_tail_lines = 20
+//!
+//! [api]
+//! allowed_origins = ["https://tasks.example.com"]
+//! max_body_bytes = 1048576
+//! max_frame_bytes = 65536
+//! max_steps = 1000
+//! max_substeps = 256
+//! max_title_chars = 200
+//! requests_per_second = 50
+//! request_burst = 100
+//! ws_queue_events = 256
+//! ws_heartbeat_s = 15
+//! ws_client_timeout_s = 45
+//! token_cache_s = 10
 //! ```
 //!
 //! # Errors
@@ -62,5 +88,5 @@ mod settings;
 
 pub use error::{ConfigError, Origin};
 pub use settings::{
-    default_data_dir, DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings, Settings,
+    default_data_dir, ApiSettings, DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings, Settings,
 };

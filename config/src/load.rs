@@ -152,7 +152,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::{DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings};
+    use crate::{ApiSettings, DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings};
 
     /// Loads `file` (TOML text, written to a temporary file) and `env` with `HOME=/home/ada`;
     /// an error comes back as its message, the file's path replaced by `{file}`.
@@ -180,6 +180,20 @@ mod tests {
                 lease_ttl_s: 30,
                 progress_flush_ms: 250,
                 stderr_tail_lines: 20,
+            },
+            api: ApiSettings {
+                allowed_origins: vec![],
+                max_body_bytes: 1_048_576,
+                max_frame_bytes: 65_536,
+                max_steps: 1000,
+                max_substeps: 256,
+                max_title_chars: 200,
+                requests_per_second: 50,
+                request_burst: 100,
+                ws_queue_events: 256,
+                ws_heartbeat_s: 15,
+                ws_client_timeout_s: 45,
+                token_cache_s: 10,
             },
         }
     }
@@ -217,6 +231,19 @@ mod tests {
             lease_ttl_s = 60
             progress_flush_ms = 100
             stderr_tail_lines = 5
+            [api]
+            allowed_origins = ["https://a.example", "http://127.0.0.1:3000"]
+            max_body_bytes = 2048
+            max_frame_bytes = 4096
+            max_steps = 10
+            max_substeps = 3
+            max_title_chars = 20
+            requests_per_second = 5
+            request_burst = 0
+            ws_queue_events = 8
+            ws_heartbeat_s = 2
+            ws_client_timeout_s = 5
+            token_cache_s = 0
         "#;
         let expected = Settings {
             data_dir: PathBuf::from("/srv/stepwise"),
@@ -228,6 +255,20 @@ mod tests {
                 lease_ttl_s: 60,
                 progress_flush_ms: 100,
                 stderr_tail_lines: 5,
+            },
+            api: ApiSettings {
+                allowed_origins: vec!["https://a.example".to_owned(), "http://127.0.0.1:3000".to_owned()],
+                max_body_bytes: 2048,
+                max_frame_bytes: 4096,
+                max_steps: 10,
+                max_substeps: 3,
+                max_title_chars: 20,
+                requests_per_second: 5,
+                request_burst: 0,
+                ws_queue_events: 8,
+                ws_heartbeat_s: 2,
+                ws_client_timeout_s: 5,
+                token_cache_s: 0,
             },
         };
         assert_eq!(load(Some(file), &[]), Ok(expected));
@@ -259,6 +300,10 @@ mod tests {
             (None, &[("STEPWISE_RUNTIME__LEASE_TTL_S", "3")], |s| s.runtime.lease_ttl_s = 3),
             (None, &[("STEPWISE_RUNTIME__PROGRESS_FLUSH_MS", "10000")], |s| s.runtime.progress_flush_ms = 10_000),
             (None, &[("STEPWISE_RUNTIME__STDERR_TAIL_LINES", "0")], |s| s.runtime.stderr_tail_lines = 0),
+            (None, &[("STEPWISE_API__ALLOWED_ORIGINS", "https://a.example, *")], |s| {
+                s.api.allowed_origins = vec!["https://a.example".to_owned(), "*".to_owned()]
+            }),
+            (None, &[("STEPWISE_API__REQUESTS_PER_SECOND", "7")], |s| s.api.requests_per_second = 7),
             (None, &[("STEPWISE_SERVER__SHUTDOWN_TIMEOUT_S", "+7")], |s| s.server.shutdown_timeout_s = 7),
             (None, &[("XDG_DATA_HOME", "/data")], |s| s.data_dir = PathBuf::from("/data/stepwise")),
             // Lower-case variable names map the same way.
@@ -346,12 +391,12 @@ mod tests {
             (
                 Some("[notifications]\nemail = \"ops@example.com\""),
                 &[],
-                "unknown key notifications (from {file}), expected one of: data_dir, log, server, database, runtime",
+                "unknown key notifications (from {file}), expected one of: data_dir, log, server, database, runtime, api",
             ),
             (
                 None,
                 &[("STEPWISE_FOO", "1")],
-                "unknown key foo (from STEPWISE_FOO), expected one of: data_dir, log, server, database, runtime",
+                "unknown key foo (from STEPWISE_FOO), expected one of: data_dir, log, server, database, runtime, api",
             ),
             (
                 None,
@@ -361,12 +406,12 @@ mod tests {
             (
                 None,
                 &[("STEPWISE_SERVER_LISTEN", "127.0.0.1:1")],
-                "unknown key server_listen (from STEPWISE_SERVER_LISTEN), expected one of: data_dir, log, server, database, runtime",
+                "unknown key server_listen (from STEPWISE_SERVER_LISTEN), expected one of: data_dir, log, server, database, runtime, api",
             ),
             (
                 None,
                 &[("STEPWISE_LIMITS__MAX_TASKS", "3")],
-                "unknown key limits (from STEPWISE_LIMITS__MAX_TASKS), expected one of: data_dir, log, server, database, runtime",
+                "unknown key limits (from STEPWISE_LIMITS__MAX_TASKS), expected one of: data_dir, log, server, database, runtime, api",
             ),
             (
                 None,
@@ -419,6 +464,16 @@ mod tests {
                 None,
                 &[("STEPWISE_DATA_DIR", "data")],
                 r#"invalid value for data_dir: "data" (expected an absolute path) (from STEPWISE_DATA_DIR)"#,
+            ),
+                    (
+                None,
+                &[("STEPWISE_API__ALLOWED_ORIGINS", "example.com")],
+                r#"invalid value for api.allowed_origins: "example.com" (expected an origin like https://app.example.com or *) (from STEPWISE_API__ALLOWED_ORIGINS)"#,
+            ),
+            (
+                Some("[api]\nws_heartbeat_s = 30\nws_client_timeout_s = 30"),
+                &[],
+                "invalid value for api.ws_client_timeout_s: 30 (expected at least 31) (from {file})",
             ),
         ];
         check_errors(cases);

@@ -30,6 +30,9 @@ pub struct Settings {
     /// Running tasks.
     #[serde(default)]
     pub runtime: RuntimeSettings,
+    /// The HTTP and WebSocket API.
+    #[serde(default)]
+    pub api: ApiSettings,
 }
 
 /// The `[log]` section.
@@ -140,6 +143,86 @@ impl RuntimeSettings {
     }
 }
 
+/// The `[api]` section: who may connect and how much they may ask.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Origins (`scheme://host[:port]`) whose pages may open WebSockets besides the
+    /// server's own; `*` allows any. A list in the file, comma-separated in the variable.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, in bytes, 1024 to 67108864.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame a client may send, in bytes, 1024 to 16777216.
+    pub max_frame_bytes: usize,
+    /// Steps per task, at least 1.
+    pub max_steps: usize,
+    /// Substeps per step.
+    pub max_substeps: usize,
+    /// Characters in a title or a step or substep name, at least 1.
+    pub max_title_chars: usize,
+    /// Requests per second each token may make, sustained, at least 1.
+    pub requests_per_second: u32,
+    /// Requests a token may make at once above the sustained rate.
+    pub request_burst: u32,
+    /// Events a WebSocket client may fall behind before the rest are dropped and it gets a
+    /// fresh snapshot, at least 8.
+    pub ws_queue_events: usize,
+    /// Seconds between WebSocket pings, at least 1.
+    pub ws_heartbeat_s: u64,
+    /// Seconds without any frame from a WebSocket client before it is disconnected; more
+    /// than `ws_heartbeat_s`.
+    pub ws_client_timeout_s: u64,
+    /// Seconds a checked token is trusted without asking the database again: the longest a
+    /// revocation takes to apply.
+    pub token_cache_s: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            allowed_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            max_frame_bytes: 64 * 1024,
+            max_steps: 1000,
+            max_substeps: 256,
+            max_title_chars: 200,
+            requests_per_second: 50,
+            request_burst: 100,
+            ws_queue_events: 256,
+            ws_heartbeat_s: 15,
+            ws_client_timeout_s: 45,
+            token_cache_s: 10,
+        }
+    }
+}
+
+impl ApiSettings {
+    fn validate(&self) -> Result<(), Violation> {
+        in_range("api.max_body_bytes", self.max_body_bytes, 1024, Some(64 * 1024 * 1024))?;
+        in_range("api.max_frame_bytes", self.max_frame_bytes, 1024, Some(16 * 1024 * 1024))?;
+        in_range("api.max_steps", self.max_steps, 1, None)?;
+        in_range("api.max_title_chars", self.max_title_chars, 1, None)?;
+        in_range("api.requests_per_second", self.requests_per_second, 1, None)?;
+        in_range("api.ws_queue_events", self.ws_queue_events, 8, None)?;
+        in_range("api.ws_heartbeat_s", self.ws_heartbeat_s, 1, None)?;
+        in_range("api.ws_client_timeout_s", self.ws_client_timeout_s, self.ws_heartbeat_s + 1, None)?;
+        for origin in &self.allowed_origins {
+            let well_formed = origin == "*"
+                || (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.trim_end_matches('/').split_once("://").is_some_and(|(_, host)| host.contains('/'));
+            if !well_formed {
+                return Err(Violation {
+                    key: "api.allowed_origins",
+                    value: format!("{origin:?}"),
+                    reason: "expected an origin like https://app.example.com or *".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Settings {
     /// The database URL to use: `database.url`, or else `sqlite://{data_dir}/stepwise.db`.
     pub fn database_url(&self) -> String {
@@ -161,7 +244,8 @@ impl Settings {
             });
         }
         self.database.validate()?;
-        self.runtime.validate()
+        self.runtime.validate()?;
+        self.api.validate()
     }
 }
 
@@ -191,6 +275,23 @@ fn in_range<T: PartialOrd + Display>(key: &'static str, value: T, min: T, max: O
 fn socket_addr<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     text.parse().map_err(|_| D::Error::invalid_value(Unexpected::Str(&text), &"an address like 127.0.0.1:8080"))
+}
+
+/// A list from a TOML array, or from comma-separated text (how an environment variable
+/// carries one).
+fn list_or_comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrText {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match ListOrText::deserialize(deserializer)? {
+        ListOrText::List(items) => items,
+        ListOrText::Text(text) => {
+            text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+        }
+    })
 }
 
 /// The data directory used when neither the file nor `STEPWISE_DATA_DIR` sets one.
@@ -250,6 +351,7 @@ mod tests {
                 server: ServerSettings::default(),
                 database: DatabaseSettings { url: url.map(str::to_owned), ..DatabaseSettings::default() },
                 runtime: RuntimeSettings::default(),
+                api: ApiSettings::default(),
             };
             assert_eq!(settings.database_url(), expected);
         }

@@ -2,9 +2,11 @@
 //! (the progress recorder now; WebSocket sessions, notifiers and the estimator later). It
 //! holds `Recipient`s only, so it never names a subscriber's type.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::mpsc;
 
 use crate::event::TaskEvent;
 
@@ -43,6 +45,21 @@ pub struct Subscribe {
     pub subscriber: Recipient<TaskEvent>,
 }
 
+/// Starts delivering the events of `topic` into a bounded channel. When the channel is
+/// full the event is dropped for this subscriber and `lagged` is set, so a consumer that
+/// falls behind (a slow WebSocket client) never slows the hub or grows its memory; it
+/// resynchronises from the database when it sees the flag.
+#[derive(Message)]
+#[rtype(result = "SubscriptionId")]
+pub struct SubscribeBounded {
+    /// What to deliver.
+    pub topic: Topic,
+    /// Where to deliver.
+    pub sender: mpsc::Sender<TaskEvent>,
+    /// Set when an event was dropped because the channel was full.
+    pub lagged: Arc<AtomicBool>,
+}
+
 /// Ends a subscription.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -54,11 +71,54 @@ pub struct Unsubscribe(pub SubscriptionId);
 #[rtype(result = "()")]
 pub struct Barrier;
 
+/// Where a subscription's events go.
+enum Sink {
+    Actor(Recipient<TaskEvent>),
+    Bounded { sender: mpsc::Sender<TaskEvent>, lagged: Arc<AtomicBool> },
+}
+
+impl Sink {
+    /// Hands the event over; false once the subscriber is gone.
+    fn deliver(&self, event: &TaskEvent) -> bool {
+        match self {
+            // do_send never drops while the subscriber lives (actix mailboxes grow).
+            Sink::Actor(recipient) => {
+                recipient.do_send(event.clone());
+                true
+            }
+            Sink::Bounded { sender, lagged } => match sender.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    lagged.store(true, Ordering::Release);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            },
+        }
+    }
+
+    fn connected(&self) -> bool {
+        match self {
+            Sink::Actor(recipient) => recipient.connected(),
+            Sink::Bounded { sender, .. } => !sender.is_closed(),
+        }
+    }
+}
+
 /// Fans task events out to subscribers.
 #[derive(Default)]
 pub struct Hub {
     next_id: u64,
-    subscribers: Vec<(SubscriptionId, Topic, Recipient<TaskEvent>)>,
+    subscribers: Vec<(SubscriptionId, Topic, Sink)>,
+}
+
+impl Hub {
+    fn add(&mut self, topic: Topic, sink: Sink) -> SubscriptionId {
+        self.next_id += 1;
+        let id = SubscriptionId(self.next_id);
+        self.subscribers.push((id, topic, sink));
+        id
+    }
 }
 
 impl Actor for Hub {
@@ -68,10 +128,14 @@ impl Actor for Hub {
 impl Handler<Subscribe> for Hub {
     type Result = MessageResult<Subscribe>;
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) -> Self::Result {
-        self.next_id += 1;
-        let id = SubscriptionId(self.next_id);
-        self.subscribers.push((id, msg.topic, msg.subscriber));
-        MessageResult(id)
+        MessageResult(self.add(msg.topic, Sink::Actor(msg.subscriber)))
+    }
+}
+
+impl Handler<SubscribeBounded> for Hub {
+    type Result = MessageResult<SubscribeBounded>;
+    fn handle(&mut self, msg: SubscribeBounded, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.add(msg.topic, Sink::Bounded { sender: msg.sender, lagged: msg.lagged }))
     }
 }
 
@@ -90,17 +154,12 @@ impl Handler<Barrier> for Hub {
 impl Handler<TaskEvent> for Hub {
     type Result = ();
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
-        // do_send never drops while the subscriber lives (actix mailboxes grow); a subscriber
-        // that must bound its memory (a slow WebSocket) does so in its own queue. Subscribers
-        // that have stopped are forgotten here.
-        self.subscribers.retain(|(_, topic, subscriber)| {
-            if !subscriber.connected() {
+        // Subscribers that have stopped are forgotten here.
+        self.subscribers.retain(|(_, topic, sink)| {
+            if !sink.connected() {
                 return false;
             }
-            if topic.matches(&event) {
-                subscriber.do_send(event.clone());
-            }
-            true
+            !topic.matches(&event) || sink.deliver(&event)
         });
     }
 }

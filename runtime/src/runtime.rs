@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use crate::clock::Clock;
 use crate::eta::{Eta, EtaModel};
 use crate::handlers::Handlers;
-use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscriptionId, Topic, Unsubscribe};
+use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
 use crate::machine::Control;
 use crate::plan::{PlanLimits, TaskPlan};
 use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
@@ -103,6 +103,18 @@ pub struct Runtime {
     threads: Arc<Mutex<Vec<Arbiter>>>,
     next_arbiter: Arc<AtomicUsize>,
     limits: PlanLimits,
+}
+
+/// A bounded subscription (see [`Runtime::bounded_events`]).
+#[derive(Debug)]
+pub struct BoundedEvents {
+    /// The events, in the order the hub saw them.
+    pub receiver: tokio::sync::mpsc::Receiver<TaskEvent>,
+    /// Set by the hub when it dropped an event because the channel was full; the consumer
+    /// clears it when it has caught up another way.
+    pub lagged: Arc<std::sync::atomic::AtomicBool>,
+    /// The subscription, to end it early.
+    pub id: SubscriptionId,
 }
 
 /// What a start found and resumed.
@@ -249,6 +261,11 @@ impl Runtime {
         &self.shared.hub
     }
 
+    /// Where the runtime's time comes from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
     /// The database.
     pub fn db(&self) -> &Arc<Database> {
         &self.shared.db
@@ -284,6 +301,17 @@ impl Runtime {
         let subscriber = ChannelSubscriber(sender).start();
         self.subscribe(topic, subscriber.recipient()).await?;
         Ok(receiver)
+    }
+
+    /// The events of `topic` in a channel of `capacity` events. A consumer that falls
+    /// behind loses events rather than slowing anyone: the hub drops what does not fit and
+    /// sets [`BoundedEvents::lagged`]. Dropping the receiver ends the subscription.
+    pub async fn bounded_events(&self, topic: Topic, capacity: usize) -> Result<BoundedEvents, RuntimeError> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        let lagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let subscribe = SubscribeBounded { topic, sender, lagged: Arc::clone(&lagged) };
+        let id = self.shared.hub.send(subscribe).await.map_err(|_| RuntimeError::ShuttingDown)?;
+        Ok(BoundedEvents { receiver, lagged, id })
     }
 
     /// Ends a subscription.
@@ -379,7 +407,8 @@ impl Runtime {
         owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)
     }
 
-    /// The current state of `owner`'s task and, while it is live, its ETA.
+    /// The current state of `owner`'s task (a running step's work time counted up to now)
+    /// and, while it is live, its ETA.
     pub async fn task_view(&self, owner: &str, task_id: &str) -> Result<(StoredTask, Option<Eta>), RuntimeError> {
         let live = self.registry().get(task_id).map(|entry| entry.addr.clone());
         if let Some(addr) = live {

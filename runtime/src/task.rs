@@ -583,7 +583,13 @@ impl Handler<GetView> for TaskActor {
     type Result = MessageResult<GetView>;
     fn handle(&mut self, _: GetView, _: &mut Self::Context) -> Self::Result {
         self.update_eta(false);
-        MessageResult((self.state.stored.clone(), self.eta))
+        let mut view = self.state.stored.clone();
+        // A view shows the running step's work time up to now, not up to its last commit.
+        let running_ms = self.running_ms(self.shared.clock.now_ms());
+        if let Some(step) = view.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
+            step.work_ms = running_ms;
+        }
+        MessageResult((view, self.eta))
     }
 }
 

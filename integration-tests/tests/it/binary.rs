@@ -18,7 +18,49 @@ fn get(address: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// GET with a bearer token.
+fn get_as(address: &str, path: &str, token: &str) -> u16 {
+    let mut stream = TcpStream::connect(address).expect("connect to stepwise");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line")
+}
+
 on_both_backends! {
+    async fn tokens_are_made_listed_and_revoked_beside_a_running_server(backend: Backend) {
+        let db = TestDb::new(backend);
+        let env: Vec<_> = db.env().into_iter().chain([("STEPWISE_API__TOKEN_CACHE_S".to_owned(), "0".to_owned())]).collect();
+        let mut server = Process::spawn(&["serve"], &env);
+        let url = server.wait_for_line("listening on http://");
+
+        let (status, stdout, stderr) = run_binary(&["token", "create", "--user", "ada"], &env);
+        assert!(status.success(), "{status}: {stderr}");
+        let token = stdout.trim_end_matches('\n');
+        assert!(!token.contains('\n') && token.starts_with("sw_"), "the token alone on stdout: {stdout:?}");
+        let id = stderr.split_whitespace().nth(1).expect("the token's id on stderr").to_owned();
+        assert!(token.contains(&id), "{stderr}");
+        assert_eq!(get_as(&url, "/api/tasks", token), 200);
+
+        let (_, listed, _) = run_binary(&["token", "list"], &env);
+        assert!(listed.starts_with(&format!("{id}\tada\t")) && listed.contains("active"), "{listed}");
+        assert!(!listed.contains(token), "list never shows a secret");
+
+        let (status, _, stderr) = run_binary(&["token", "revoke", &id], &env);
+        assert!(status.success(), "{stderr}");
+        assert_eq!(get_as(&url, "/api/tasks", token), 401, "a revoked token is refused");
+        let (status, _, stderr) = run_binary(&["token", "revoke", &id], &env);
+        assert!(!status.success() && stderr.contains("no unrevoked token"), "{stderr}");
+        let (status, _, stderr) = run_binary(&["token", "create", "--user", " "], &env);
+        assert!(!status.success() && stderr.contains("user name"), "{stderr}");
+        server.signal(libc::SIGTERM);
+        assert!(server.wait().0.success());
+    }
+
     async fn serve_answers_health_checks_and_stops_cleanly_on_sigterm(backend: Backend) {
         let db = TestDb::new(backend);
         let mut server = Process::spawn(&["serve"], &db.env());
@@ -149,6 +191,9 @@ fn the_demo_runs_the_seeds_task_to_completion() {
     for step in ["Create database tables", "Generate application UI", "Add search and filters", "Configure workflows"] {
         assert!(stdout.contains(step), "the view shows {step:?}: {stdout}");
     }
+    let token = stdout.lines().find_map(|l| l.strip_prefix("token ")).expect("the demo prints its user's token");
+    assert!(token.starts_with("sw_"), "{token}");
+    assert!(stdout.contains(&format!("curl -H 'Authorization: Bearer {token}'")), "{stdout}");
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(last, "Cellphone Store CRM 100% step 4/4 ✓ Configure workflows [completed]");
     assert!(db.dir.path().join("stepwise.db").exists(), "the default database lives in the data directory");

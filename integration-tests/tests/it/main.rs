@@ -2,8 +2,10 @@
 //! Every runtime test runs twice, on SQLite (a file per test) and on PostgreSQL (a database
 //! per test), through the `on_both_backends!` macro.
 
+mod api_support;
 mod support;
 
+mod api;
 mod bad_input;
 mod binary;
 mod exec;

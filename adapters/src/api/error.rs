@@ -1,0 +1,147 @@
+//! The API's one error type: every failure becomes `{"error": {"code", "message"}}` with
+//! the status its code stands for, so clients branch on `code` and show `message`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use runtime::RuntimeError;
+use serde_json::json;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON, or a path or query value does not parse.
+    #[error("{0}")]
+    Malformed(String),
+    /// The body is JSON but not of the expected shape (wrong type, unknown or missing field).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No token, or one that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The request is refused whoever makes it (e.g. a WebSocket from a foreign origin).
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such task or step, or not the caller's.
+    #[error("{0}")]
+    NotFound(String),
+    /// No such route.
+    #[error("no route {0}")]
+    NoRoute(String),
+    /// The route exists but not with this method.
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The path.
+        path: String,
+    },
+    /// Not allowed in the task's or step's current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is larger than the limit.
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// The body is not sent as `application/json`.
+    #[error("send the body as application/json")]
+    UnsupportedMediaType,
+    /// The plan or report is well-formed but not acceptable.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The token made too many requests.
+    #[error("too many requests; try again in {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until a request is allowed again.
+        retry_after_s: u64,
+    },
+    /// The task is run by another server.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed on our side; the details are in the server's log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable, machine-readable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Malformed(_) => "malformed",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::NoRoute(_) => "no_route",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unprocessable(_) => "invalid_plan",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Malformed(_) | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::RateLimited { retry_after_s } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
+        }
+        response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(error: RuntimeError) -> ApiError {
+        match error {
+            RuntimeError::TaskNotFound(_) | RuntimeError::StepNotFound { .. } => ApiError::NotFound(error.to_string()),
+            RuntimeError::InvalidTransition { .. } | RuntimeError::InvalidStepTransition { .. } => {
+                ApiError::Conflict(error.to_string())
+            }
+            RuntimeError::InvalidPlan(_) | RuntimeError::InvalidReport(_) => ApiError::Unprocessable(error.to_string()),
+            RuntimeError::HeldElsewhere(_) | RuntimeError::ShuttingDown => ApiError::Unavailable(error.to_string()),
+            RuntimeError::Db(db::DbError::Pool(_)) => {
+                tracing::warn!(%error, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; try again shortly".to_owned())
+            }
+            RuntimeError::Db(db) => db_error(db),
+        }
+    }
+}
+
+/// A database failure, logged in full and reported without internals.
+pub fn db_error(error: db::DbError) -> ApiError {
+    tracing::error!(%error, "database error while answering a request");
+    match error {
+        db::DbError::Pool(_) => ApiError::Unavailable("the database is unavailable; try again shortly".to_owned()),
+        _ => ApiError::Internal("a database error; the server's log has the details".to_owned()),
+    }
+}

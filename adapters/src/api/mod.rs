@@ -1,0 +1,130 @@
+//! The HTTP and WebSocket API (documented in `openapi.json`, served at
+//! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
+//! sessions in [`ws`], bearer tokens and rates in [`auth`], the JSON shapes in [`wire`].
+//! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
+//! and methods included.
+
+pub mod auth;
+mod body;
+pub mod error;
+mod tasks;
+pub mod wire;
+pub mod ws;
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use config::ApiSettings;
+use runtime::Runtime;
+
+use self::auth::Authenticator;
+use self::error::ApiError;
+
+/// The OpenAPI 3 document of every route, kept true by a test that holds the routes
+/// against it.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What the API's handlers share.
+pub struct ApiState {
+    /// The task runtime.
+    pub runtime: Runtime,
+    /// Tokens and rates.
+    pub auth: Authenticator,
+    /// Sizes, origins and timings from the `[api]` settings.
+    pub limits: ApiSettings,
+}
+
+impl ApiState {
+    /// The API over `runtime` with the `[api]` settings.
+    pub fn new(runtime: Runtime, limits: ApiSettings) -> ApiState {
+        let auth = Authenticator::new(
+            Arc::clone(runtime.db()),
+            Arc::clone(runtime.clock()),
+            limits.token_cache_s,
+            limits.requests_per_second,
+            limits.request_burst,
+        );
+        ApiState { runtime, auth, limits }
+    }
+}
+
+/// Every API route, as `(method, path)`: what [`configure`] registers and what the test of
+/// the OpenAPI document holds it against.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/tasks"),
+    ("POST", "/api/tasks"),
+    ("GET", "/api/tasks/{task_id}/progress"),
+    ("GET", "/api/tasks/{task_id}/history"),
+    ("GET", "/api/tasks/{task_id}/logs"),
+    ("POST", "/api/tasks/{task_id}/start"),
+    ("POST", "/api/tasks/{task_id}/pause"),
+    ("POST", "/api/tasks/{task_id}/resume"),
+    ("POST", "/api/tasks/{task_id}/cancel"),
+    ("POST", "/api/tasks/{task_id}/restart"),
+    ("POST", "/api/tasks/{task_id}/approve"),
+    ("POST", "/api/tasks/{task_id}/reject"),
+    ("POST", "/api/tasks/{task_id}/steps/{order}/retry"),
+    ("POST", "/api/tasks/{task_id}/steps/{order}/skip"),
+    ("POST", "/api/tasks/{task_id}/steps/{order}/report"),
+    ("GET", "/ws/tasks"),
+    ("GET", "/ws/tasks/{task_id}"),
+];
+
+/// The handler of a route in [`ROUTES`].
+fn route(method: &str, path: &str) -> Option<actix_web::Route> {
+    Some(match (method, path) {
+        ("GET", "/api/openapi.json") => web::get().to(openapi),
+        ("GET", "/api/tasks") => web::get().to(tasks::list),
+        ("POST", "/api/tasks") => web::post().to(tasks::create),
+        ("GET", "/api/tasks/{task_id}/progress") => web::get().to(tasks::progress),
+        ("GET", "/api/tasks/{task_id}/history") => web::get().to(tasks::history),
+        ("GET", "/api/tasks/{task_id}/logs") => web::get().to(tasks::logs),
+        ("POST", "/api/tasks/{task_id}/start") => web::post().to(tasks::start),
+        ("POST", "/api/tasks/{task_id}/pause") => web::post().to(tasks::pause),
+        ("POST", "/api/tasks/{task_id}/resume") => web::post().to(tasks::resume),
+        ("POST", "/api/tasks/{task_id}/cancel") => web::post().to(tasks::cancel),
+        ("POST", "/api/tasks/{task_id}/restart") => web::post().to(tasks::restart),
+        ("POST", "/api/tasks/{task_id}/approve") => web::post().to(tasks::approve),
+        ("POST", "/api/tasks/{task_id}/reject") => web::post().to(tasks::reject),
+        ("POST", "/api/tasks/{task_id}/steps/{order}/retry") => web::post().to(tasks::retry),
+        ("POST", "/api/tasks/{task_id}/steps/{order}/skip") => web::post().to(tasks::skip),
+        ("POST", "/api/tasks/{task_id}/steps/{order}/report") => web::post().to(tasks::report),
+        ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
+        ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
+        _ => return None,
+    })
+}
+
+/// Registers every route of [`ROUTES`]; each path answers 405 (in JSON) to the methods it
+/// lacks.
+pub fn configure(config: &mut web::ServiceConfig) {
+    let mut paths: Vec<&str> = Vec::new();
+    for (_, path) in ROUTES {
+        if !paths.contains(path) {
+            paths.push(path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        for (method, _) in ROUTES.iter().filter(|(_, p)| *p == path) {
+            if let Some(route) = route(method, path) {
+                resource = resource.route(route);
+            }
+        }
+        config.service(resource);
+    }
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_owned() })
+}
+
+/// What unknown paths answer.
+pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NoRoute(req.path().to_owned()))
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}

@@ -1,0 +1,374 @@
+//! The REST routes on tasks: create and list, the progress document, history and logs,
+//! the controls, and reports from outside workers on `external` steps.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use runtime::{Control, ExternalReport, ReportOutcome, TaskPlan, TaskStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::Caller;
+use super::error::{db_error, ApiError};
+use super::wire::{rfc3339, ProgressDocument};
+use super::{body, ApiState};
+use crate::plans::{PlanDocument, StepDocument};
+
+/// Tasks per page of `GET /api/tasks` unless `limit` says otherwise, and the most allowed.
+const PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+/// Log lines per page unless `limit` says otherwise, and the most allowed.
+const LOG_PAGE: usize = 500;
+const MAX_LOG_PAGE: usize = 5000;
+
+/// `POST /api/tasks`: a plan, and whether to start it at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTask {
+    title: String,
+    #[serde(default = "default_complexity")]
+    complexity: u32,
+    #[serde(default = "default_start")]
+    start: bool,
+    steps: Vec<StepDocument>,
+}
+
+fn default_complexity() -> u32 {
+    1
+}
+
+fn default_start() -> bool {
+    true
+}
+
+/// `{"comment"?}` of approve and reject.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    comment: Option<String>,
+}
+
+/// What an outside worker reports on an `external` step.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    progress: Option<u8>,
+    substep_done: Option<String>,
+    log: Option<String>,
+    status: Option<ReportStatus>,
+    error: Option<String>,
+    output: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ReportStatus {
+    Completed,
+    Failed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    step: Option<u32>,
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::Malformed(format!("invalid query string: {e}")))
+}
+
+fn step_order(text: &str) -> Result<u32, ApiError> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|order| *order > 0)
+        .ok_or_else(|| ApiError::Malformed(format!("a step order is a positive integer, got {text:?}")))
+}
+
+/// The caller's task as a progress document.
+async fn document(state: &ApiState, caller: &Caller, task_id: &str) -> Result<Value, ApiError> {
+    let (task, eta) = state.runtime.task_view(&caller.user, task_id).await?;
+    serde_json::to_value(ProgressDocument::new(&task, eta)).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// `POST /api/tasks`
+pub async fn create(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let request: CreateTask = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    let start = request.start;
+    let plan =
+        TaskPlan::from(PlanDocument { title: request.title, complexity: request.complexity, steps: request.steps });
+    let task_id = state.runtime.create_task(&caller.user, &plan, start).await?;
+    created(&state, &caller, &task_id).await
+}
+
+async fn created(state: &ApiState, caller: &Caller, task_id: &str) -> Result<HttpResponse, ApiError> {
+    let document = document(state, caller, task_id).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/tasks/{task_id}/progress")))
+        .json(document))
+}
+
+/// `GET /api/tasks`
+pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query: ListQuery = query(&req)?;
+    let status = match &query.status {
+        None => None,
+        Some(text) => Some(TaskStatus::ALL.iter().copied().find(|s| s.as_str() == text).ok_or_else(|| {
+            let known: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::Malformed(format!("unknown status {text:?}; expected one of {}", known.join(", ")))
+        })?),
+    };
+    let limit = query.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
+    }
+    let before = query.cursor.as_deref().map(parse_cursor).transpose()?;
+    let (db, owner) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string());
+    let page = web::block(move || {
+        let mut conn = db.conn()?;
+        db::list_tasks(&mut conn, &owner, status, before, limit)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    let mut tasks = Vec::with_capacity(page.tasks.len());
+    for record in &page.tasks {
+        match document(&state, &caller, &record.id).await {
+            Ok(document) => tasks.push(document),
+            // Deleted between the page and the view: leave it out.
+            Err(ApiError::NotFound(_)) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let next_cursor = page.next.map(|(created_at, id)| format!("{created_at}.{id}"));
+    Ok(HttpResponse::Ok().json(json!({"tasks": tasks, "next_cursor": next_cursor})))
+}
+
+fn parse_cursor(text: &str) -> Result<(i64, String), ApiError> {
+    let bad = || ApiError::Malformed(format!("invalid cursor {text:?}; pass next_cursor from the previous page"));
+    let (created_at, id) = text.split_once('.').ok_or_else(bad)?;
+    Ok((created_at.parse().map_err(|_| bad())?, id.to_owned()))
+}
+
+/// `GET /api/tasks/{task_id}/progress`
+pub async fn progress(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(document(&state, &caller, &task_id).await?))
+}
+
+/// `GET /api/tasks/{task_id}/history`
+pub async fn history(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.runtime.task(&caller.user, &task_id).await?;
+    let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
+    let rows = web::block(move || {
+        let mut conn = db.conn()?;
+        db::progress_history(&mut conn, &id)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({"id": r.id, "seq": r.seq, "step": r.step, "percent": r.percent, "status": r.status.as_str(),
+                   "updated_at": rfc3339(r.updated_at)})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"task_id": &*task_id, "rows": rows})))
+}
+
+/// `GET /api/tasks/{task_id}/logs`
+pub async fn logs(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query: LogQuery = query(&req)?;
+    let limit = query.limit.unwrap_or(LOG_PAGE);
+    if !(1..=MAX_LOG_PAGE).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_LOG_PAGE}, got {limit}")));
+    }
+    let task = state.runtime.task(&caller.user, &task_id).await?;
+    if let Some(step) = query.step.filter(|step| !task.steps.iter().any(|s| s.order == *step)) {
+        return Err(ApiError::NotFound(format!("task {} has no step {step}", &*task_id)));
+    }
+    let after = query.after.unwrap_or(0);
+    let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
+    let lines = web::block(move || {
+        let mut conn = db.conn()?;
+        db::logs_after(&mut conn, &id, query.step, after, limit)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    let next_after = lines.last().map_or(after, |line| line.seq);
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| json!({"seq": l.seq, "step": l.step, "stream": l.stream.as_str(), "line": l.line, "at": rfc3339(l.created_at)}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"task_id": &*task_id, "lines": lines, "next_after": next_after})))
+}
+
+/// Applies a control to the caller's task and answers with the document after it.
+async fn apply(state: &ApiState, caller: &Caller, task_id: &str, control: Control) -> Result<HttpResponse, ApiError> {
+    state.runtime.control(&caller.user, task_id, control).await?;
+    Ok(HttpResponse::Ok().json(document(state, caller, task_id).await?))
+}
+
+/// `POST /api/tasks/{task_id}/start`
+pub async fn start(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &caller, &task_id, Control::Start).await
+}
+
+/// `POST /api/tasks/{task_id}/pause`
+pub async fn pause(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &caller, &task_id, Control::Pause).await
+}
+
+/// `POST /api/tasks/{task_id}/resume`
+pub async fn resume(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &caller, &task_id, Control::Resume).await
+}
+
+/// `POST /api/tasks/{task_id}/cancel`
+pub async fn cancel(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    apply(&state, &caller, &task_id, Control::Cancel).await
+}
+
+/// `POST /api/tasks/{task_id}/approve`
+pub async fn approve(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
+    apply(&state, &caller, &task_id, Control::Approve { comment: decision.comment }).await
+}
+
+/// `POST /api/tasks/{task_id}/reject`
+pub async fn reject(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
+    apply(&state, &caller, &task_id, Control::Reject { comment: decision.comment }).await
+}
+
+/// `POST /api/tasks/{task_id}/restart`: cancels the task if it is not over and creates a
+/// fresh run of the same plan (201 with the new task's document).
+pub async fn restart(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let new_id = state.runtime.restart(&caller.user, &task_id).await?;
+    created(&state, &caller, &new_id).await
+}
+
+/// `POST /api/tasks/{task_id}/steps/{order}/retry`
+pub async fn retry(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (task_id, order) = path.into_inner();
+    apply(&state, &caller, &task_id, Control::Retry { step: step_order(&order)? }).await
+}
+
+/// `POST /api/tasks/{task_id}/steps/{order}/skip`
+pub async fn skip(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (task_id, order) = path.into_inner();
+    apply(&state, &caller, &task_id, Control::Skip { step: step_order(&order)? }).await
+}
+
+/// `POST /api/tasks/{task_id}/steps/{order}/report`
+pub async fn report(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (task_id, order) = path.into_inner();
+    let step = step_order(&order)?;
+    let report: Report = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    let report = external_report(report)?;
+    state.runtime.report(&caller.user, &task_id, step, report).await?;
+    Ok(HttpResponse::Ok().json(document(&state, &caller, &task_id).await?))
+}
+
+fn external_report(report: Report) -> Result<ExternalReport, ApiError> {
+    if report.progress.is_some_and(|p| p > 100) {
+        return Err(ApiError::Unprocessable("progress is a percent, 0 to 100".to_owned()));
+    }
+    let outcome = match (report.status, report.error, report.output) {
+        (None, None, None) => None,
+        (Some(ReportStatus::Completed), None, output) => Some(ReportOutcome::Completed { output }),
+        (Some(ReportStatus::Failed), error, None) => {
+            Some(ReportOutcome::Failed { error: error.unwrap_or_else(|| "the worker reported a failure".to_owned()) })
+        }
+        (Some(ReportStatus::Completed), Some(_), _) => {
+            return Err(ApiError::Unprocessable("error goes with status \"failed\", not \"completed\"".to_owned()))
+        }
+        (Some(ReportStatus::Failed), _, Some(_)) => {
+            return Err(ApiError::Unprocessable("output goes with status \"completed\", not \"failed\"".to_owned()))
+        }
+        (None, _, _) => {
+            return Err(ApiError::Unprocessable(
+                "error and output need a status (\"failed\" or \"completed\")".to_owned(),
+            ))
+        }
+    };
+    if report.progress.is_none() && report.substep_done.is_none() && report.log.is_none() && outcome.is_none() {
+        return Err(ApiError::Unprocessable("an empty report; send progress, substep_done, log or status".to_owned()));
+    }
+    Ok(ExternalReport { progress: report.progress, substep_done: report.substep_done, log: report.log, outcome })
+}

@@ -1,0 +1,254 @@
+//! The JSON the API speaks: the seed's progress document (its fields exactly, plus fields
+//! clients need, never renamed) and the WebSocket messages made from runtime events.
+
+use runtime::{task_percent, Confidence, Eta, EventKind, StepRecord, StepStatus, StoredTask, TaskEvent, TaskStatus};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// `GET /api/tasks/{task_id}/progress`: the seed's document and more.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressDocument<'a> {
+    /// The task's id.
+    pub task_id: &'a str,
+    /// Its title.
+    pub title: &'a str,
+    /// `pending`, `running`, `paused`, `approval`, `completed`, `failed` or `cancelled`.
+    pub status: &'static str,
+    /// The task's percent, 0–100.
+    pub progress: u8,
+    /// The order of the step the task is at (the first not yet done, else the last).
+    pub current_step: Option<u32>,
+    /// How many steps there are.
+    pub total_steps: usize,
+    /// When it first started, RFC 3339, or null.
+    pub started_at: Option<String>,
+    /// Seconds of work most likely remaining (the median), or null when there is no
+    /// estimate (the task is not live); 0 once completed.
+    pub eta_seconds: Option<u64>,
+    /// The steps in order.
+    pub steps: Vec<StepDocument<'a>>,
+    /// The 80% range of `eta_seconds`: [p10, p90], or null.
+    pub eta_range: Option<[u64; 2]>,
+    /// `low`, `medium` or `high`, or null.
+    pub eta_confidence: Option<&'static str>,
+    /// What the task waits on, if anything: `{"kind": "approval" | "resume" | "retry", "step"}`.
+    pub waiting_on: Option<Value>,
+    /// Why the task failed or was cancelled.
+    pub error: Option<&'a str>,
+    /// Units of work.
+    pub complexity: u32,
+    /// The task this one restarted, if any.
+    pub restarted_from: Option<&'a str>,
+    /// When it was created, RFC 3339.
+    pub created_at: String,
+    /// When it last changed, RFC 3339.
+    pub updated_at: String,
+    /// When it ended, RFC 3339, or null.
+    pub finished_at: Option<String>,
+    /// The seq of the newest event in the task's log: resume a WebSocket after it.
+    pub seq: i64,
+}
+
+/// A step in the [`ProgressDocument`].
+#[derive(Debug, Clone, Serialize)]
+pub struct StepDocument<'a> {
+    /// 1-based position.
+    pub order: u32,
+    /// Its name.
+    pub name: &'a str,
+    /// One of the seed's seven states.
+    pub status: &'static str,
+    /// The step's percent, 0–100.
+    pub progress: u8,
+    /// Work time of the current attempt so far, ms (pauses and approval waits excluded).
+    pub duration_ms: i64,
+    /// Its substeps.
+    pub substeps: Vec<SubstepDocument<'a>>,
+    /// The step's kind.
+    pub kind: &'a str,
+    /// How many times it has started.
+    pub attempts: u32,
+    /// Whether it waits for approval before running.
+    pub requires_approval: bool,
+    /// Why it failed.
+    pub error: Option<&'a str>,
+}
+
+/// A substep in a [`StepDocument`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SubstepDocument<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Whether it is done.
+    pub done: bool,
+}
+
+/// RFC 3339 in UTC to the second, as the seed writes times.
+pub fn rfc3339(ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn confidence(confidence: Confidence) -> &'static str {
+    match confidence {
+        Confidence::Low => "low",
+        Confidence::Medium => "medium",
+        Confidence::High => "high",
+    }
+}
+
+fn whole_seconds(seconds: f64) -> u64 {
+    seconds.max(0.0).round() as u64
+}
+
+/// The step a task is at: the first not yet done, else the last.
+fn current_step(task: &StoredTask) -> Option<&StepRecord> {
+    task.steps.iter().find(|s| !s.status.is_done()).or_else(|| task.steps.last())
+}
+
+fn waiting_on(task: &StoredTask) -> Option<Value> {
+    let step = current_step(task)?.order;
+    let kind = match task.task.status {
+        TaskStatus::Approval => "approval",
+        TaskStatus::Paused => "resume",
+        TaskStatus::Failed => "retry",
+        _ => return None,
+    };
+    Some(json!({"kind": kind, "step": step}))
+}
+
+impl<'a> ProgressDocument<'a> {
+    /// The document of `task` with its ETA, if it has one.
+    pub fn new(task: &'a StoredTask, eta: Option<Eta>) -> ProgressDocument<'a> {
+        let record = &task.task;
+        let completed = record.status == TaskStatus::Completed;
+        ProgressDocument {
+            task_id: &record.id,
+            title: &record.title,
+            status: record.status.as_str(),
+            progress: task_percent(task),
+            current_step: current_step(task).map(|s| s.order),
+            total_steps: task.steps.len(),
+            started_at: record.started_at.map(rfc3339),
+            eta_seconds: if completed { Some(0) } else { eta.map(|e| whole_seconds(e.seconds)) },
+            steps: task.steps.iter().map(StepDocument::new).collect(),
+            eta_range: eta.filter(|_| !completed).map(|e| [whole_seconds(e.range.0), whole_seconds(e.range.1)]),
+            eta_confidence: eta.filter(|_| !completed).map(|e| confidence(e.confidence)),
+            waiting_on: waiting_on(task),
+            error: record.error.as_deref(),
+            complexity: record.complexity,
+            restarted_from: record.restarted_from.as_deref(),
+            created_at: rfc3339(record.created_at),
+            updated_at: rfc3339(record.updated_at),
+            finished_at: record.finished_at.map(rfc3339),
+            seq: record.last_seq,
+        }
+    }
+}
+
+impl<'a> StepDocument<'a> {
+    fn new(step: &'a StepRecord) -> StepDocument<'a> {
+        StepDocument {
+            order: step.order,
+            name: &step.name,
+            status: step.status.as_str(),
+            progress: if step.status == StepStatus::Completed { 100 } else { step.progress },
+            duration_ms: step.work_ms,
+            substeps: step.substeps.iter().map(|s| SubstepDocument { name: &s.name, done: s.done }).collect(),
+            kind: &step.kind,
+            attempts: step.attempts,
+            requires_approval: step.requires_approval,
+            error: step.error.as_deref(),
+        }
+    }
+}
+
+/// Whether the event is in the task's persisted log (and so carries its own seq), rather
+/// than a transient `progress`, `log` or `eta` message between two logged events.
+pub fn is_logged(kind: &EventKind) -> bool {
+    !matches!(kind, EventKind::Progress { .. } | EventKind::Log { .. } | EventKind::EtaUpdated(_))
+}
+
+/// The WebSocket message for a live event.
+pub fn event_message(event: &TaskEvent) -> Value {
+    let mut message =
+        json!({"type": event.kind.name(), "task_id": &*event.task_id, "seq": event.seq, "at": rfc3339(event.at)});
+    let fields = match &event.kind {
+        EventKind::TaskStarted
+        | EventKind::TaskRecovered
+        | EventKind::TaskPaused
+        | EventKind::TaskResumed
+        | EventKind::TaskCancelled => json!({}),
+        EventKind::StepStarted { step, name, attempt } => json!({"step": step, "name": &**name, "attempt": attempt}),
+        EventKind::Progress { step, percent, task_percent, .. } => {
+            json!({"step": step, "percent": task_percent, "step_percent": percent})
+        }
+        EventKind::SubstepDone { step, index, name } => json!({"step": step, "index": index, "name": &**name}),
+        EventKind::Log { step, stream, line } => json!({"step": step, "stream": stream.as_str(), "line": &**line}),
+        EventKind::StepCompleted { step, name, duration_ms } => {
+            json!({"step": step, "name": &**name, "duration_ms": duration_ms})
+        }
+        EventKind::StepFailed { step, error } => json!({"step": step, "error": &**error}),
+        EventKind::StepSkipped { step } => json!({"step": step}),
+        EventKind::ApprovalNeeded { step, name } => {
+            json!({"step": step, "approval": {"step": step, "name": &**name, "question": format!("Approve step {step}: {name}?")}})
+        }
+        EventKind::ApprovalGiven { step, approved, comment } => {
+            json!({"step": step, "approved": approved, "comment": comment.as_deref()})
+        }
+        EventKind::TaskCompleted => json!({"result": "completed"}),
+        EventKind::TaskFailed { step, error } => json!({"step": step, "error": &**error}),
+        EventKind::EtaUpdated(eta) => eta_fields(eta),
+    };
+    merge(&mut message, fields);
+    message
+}
+
+fn eta_fields(eta: &Eta) -> Value {
+    json!({
+        "eta_seconds": whole_seconds(eta.seconds),
+        "eta_range": [whole_seconds(eta.range.0), whole_seconds(eta.range.1)],
+        "eta_confidence": confidence(eta.confidence),
+    })
+}
+
+/// The WebSocket message for an event read back from the persisted log: the same shape as
+/// the live one, from the stored kind and details.
+pub fn logged_message(event: &db::EventRecord) -> Value {
+    let mut message =
+        json!({"type": event.kind, "task_id": event.task_id, "seq": event.seq, "at": rfc3339(event.created_at)});
+    if let Some(step) = event.step {
+        merge(&mut message, json!({"step": step}));
+    }
+    let detail: Value = event.detail.as_deref().and_then(|d| serde_json::from_str(d).ok()).unwrap_or(Value::Null);
+    match event.kind.as_str() {
+        "approval_needed" => {
+            let name = detail.get("name").cloned().unwrap_or(Value::Null);
+            let step = event.step.unwrap_or(0);
+            let question = format!("Approve step {step}: {}?", name.as_str().unwrap_or(""));
+            merge(
+                &mut message,
+                json!({"name": name.clone(), "approval": {"step": step, "name": name, "question": question}}),
+            );
+        }
+        "task_complete" => merge(&mut message, json!({"result": "completed"})),
+        _ => merge(&mut message, detail),
+    }
+    message
+}
+
+/// The `snapshot` message: the progress document of one task.
+pub fn snapshot_message(task: &StoredTask, eta: Option<Eta>) -> Value {
+    json!({
+        "type": "snapshot",
+        "task_id": task.task.id,
+        "seq": task.task.last_seq,
+        "task": ProgressDocument::new(task, eta),
+    })
+}
+
+fn merge(into: &mut Value, fields: Value) {
+    if let (Value::Object(into), Value::Object(fields)) = (into, fields) {
+        into.extend(fields);
+    }
+}

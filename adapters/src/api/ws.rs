@@ -1,0 +1,516 @@
+//! `WS /ws/tasks` and `WS /ws/tasks/{task_id}`: a session actor per connection that sends
+//! a `snapshot` per task (or, with `?after_seq=N`, every logged event after N from the
+//! database), then live events, with no gap and no duplicate among logged events.
+//!
+//! A session reads the hub through a bounded channel. The actor only runs while its socket
+//! takes data, so a client that stops reading fills the channel and the hub drops its
+//! events and flags it as lagged; when the client reads again the session throws its stale
+//! deltas away and sends fresh snapshots. Its memory stays bounded and nobody else waits.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{request_token, Caller, WS_BEARER_PREFIX};
+use super::error::{db_error, ApiError};
+use super::wire::{event_message, is_logged, logged_message, snapshot_message};
+use super::ApiState;
+
+/// The subprotocol the server speaks; a browser that sends its token as a subprotocol
+/// offers this one too, and the server selects it (it never echoes the token).
+pub const SUBPROTOCOL: &str = "stepwise.v1";
+
+/// Logged events read from the database per query when replaying.
+const REPLAY_PAGE: usize = 1000;
+
+/// Snapshots `/ws/tasks` sends on connect: the caller's newest tasks.
+const SNAPSHOT_TASKS: usize = 50;
+
+/// Close codes the server uses (RFC 6455 and the private range).
+pub mod close_code {
+    /// The client sent nothing, not even a pong, for `api.ws_client_timeout_s`.
+    pub const TIMED_OUT: u16 = 4008;
+    /// The client sent a frame over `api.max_frame_bytes` (1009 "message too big").
+    pub const TOO_BIG: u16 = 1009;
+    /// The server is shutting down or could not read the database.
+    pub const UNAVAILABLE: u16 = 1011;
+}
+
+/// `GET /ws/tasks`
+pub async fn all_tasks(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, protocol) = authorize(&req, &state).await?;
+    if !req.query_string().is_empty() {
+        return Err(ApiError::Malformed(
+            "/ws/tasks takes no query parameters; to resume, send {\"type\": \"resume\", \"after_seq\": {...}}"
+                .to_owned(),
+        ));
+    }
+    let topic = Topic::Owner(Arc::clone(&caller.user));
+    open(req, stream, state, caller, protocol, Scope::All, None, topic).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OneTaskQuery {
+    after_seq: Option<i64>,
+}
+
+/// `GET /ws/tasks/{task_id}`
+pub async fn one_task(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<ApiState>,
+    task_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (caller, protocol) = authorize(&req, &state).await?;
+    let query = web::Query::<OneTaskQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Malformed(format!("invalid query string: {e}")))?;
+    if query.after_seq.is_some_and(|n| n < 0) {
+        return Err(ApiError::Malformed("after_seq is a seq, 0 or more".to_owned()));
+    }
+    // Another user's task answers 404 before any upgrade, exactly like a missing one.
+    let task = state.runtime.task(&caller.user, &task_id).await?;
+    if let Some(after) = query.after_seq {
+        check_after(after, task.task.last_seq)?;
+    }
+    let task_id: Arc<str> = task.task.id.into();
+    let topic = Topic::Task(Arc::clone(&task_id));
+    open(req, stream, state, caller, protocol, Scope::One(task_id), query.after_seq, topic).await
+}
+
+/// A client cannot have seen events the task has not had yet: trusting such a seq would
+/// hide the events up to it.
+fn check_after(after: i64, last_seq: i64) -> Result<(), ApiError> {
+    match after <= last_seq {
+        true => Ok(()),
+        false => Err(ApiError::Malformed(format!("after_seq {after} is past the task's newest seq {last_seq}"))),
+    }
+}
+
+/// Checks the origin and the token; returns the caller and the subprotocol to select.
+async fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(Caller, Option<&'static str>), ApiError> {
+    check_origin(req, &state.limits.allowed_origins)?;
+    let caller = state.auth.authenticate(&request_token(req, true)?).await?;
+    state.auth.admit(&caller)?;
+    let offered: Vec<&str> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let protocol = match (offered.is_empty(), offered.contains(&SUBPROTOCOL)) {
+        (true, _) => None,
+        (false, true) => Some(SUBPROTOCOL),
+        // A browser fails a connection whose offered subprotocols are all ignored; say why
+        // here instead.
+        (false, false) => {
+            return Err(ApiError::Malformed(format!(
+                "offer the subprotocol {SUBPROTOCOL:?} (with `{WS_BEARER_PREFIX}<token>` if the token travels that way)"
+            )))
+        }
+    };
+    Ok((caller, protocol))
+}
+
+/// A browser page may open a WebSocket only from the server's own origin or a configured
+/// one; clients that are not browsers send no `Origin` and are not limited.
+fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
+    let Some(origin) = req.headers().get(header::ORIGIN) else { return Ok(()) };
+    let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let same_origin = origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host));
+    let listed = allowed.iter().any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin));
+    if same_origin || listed {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "origin {origin:?} may not open WebSockets here; add it to api.allowed_origins"
+        )))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn open(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<ApiState>,
+    caller: Caller,
+    protocol: Option<&'static str>,
+    scope: Scope,
+    after_seq: Option<i64>,
+    topic: Topic,
+) -> Result<HttpResponse, ApiError> {
+    // Subscribed before anything is read from the database, so no event falls between the
+    // snapshot and the live stream.
+    let events = state.runtime.bounded_events(topic, state.limits.ws_queue_events).await?;
+    let protocols: Vec<&str> = protocol.into_iter().collect();
+    let mut response = ws::handshake_with_protocols(&req, &protocols)
+        .map_err(|e| ApiError::Malformed(format!("not a WebSocket upgrade: {e}")))?;
+    let codec = actix_http::ws::Codec::new().max_size(state.limits.max_frame_bytes);
+    let session = Session::new(state.clone().into_inner(), caller, scope, after_seq, events);
+    Ok(response.streaming(ws::WebsocketContext::with_codec(session, stream, codec)))
+}
+
+/// Which tasks a session follows.
+#[derive(Debug, Clone)]
+enum Scope {
+    All,
+    One(Arc<str>),
+}
+
+/// Whether live events go straight out or wait for a database read to finish.
+#[derive(Debug)]
+enum Phase {
+    /// Snapshots or a replay are being read: live events wait here.
+    Loading(Vec<TaskEvent>),
+    Live,
+}
+
+/// One WebSocket connection.
+pub struct Session {
+    state: Arc<ApiState>,
+    caller: Caller,
+    scope: Scope,
+    after_seq: Option<i64>,
+    events: Option<tokio::sync::mpsc::Receiver<TaskEvent>>,
+    lagged: Arc<std::sync::atomic::AtomicBool>,
+    subscription: SubscriptionId,
+    /// Per task, the seq of the newest logged event this client has (from a snapshot, a
+    /// replay or a live event).
+    delivered: HashMap<Arc<str>, i64>,
+    phase: Phase,
+    last_heard: Instant,
+}
+
+impl Session {
+    fn new(
+        state: Arc<ApiState>,
+        caller: Caller,
+        scope: Scope,
+        after_seq: Option<i64>,
+        events: BoundedEvents,
+    ) -> Session {
+        Session {
+            state,
+            caller,
+            scope,
+            after_seq,
+            events: Some(events.receiver),
+            lagged: events.lagged,
+            subscription: events.id,
+            delivered: HashMap::new(),
+            phase: Phase::Loading(Vec::new()),
+            last_heard: Instant::now(),
+        }
+    }
+
+    fn send(ctx: &mut ws::WebsocketContext<Self>, message: &Value) {
+        ctx.text(message.to_string());
+    }
+
+    /// Reads snapshots of the scope (or for `One` with `after_seq`, the replay), then sends
+    /// what was read and whatever arrived meanwhile.
+    fn load(&mut self, ctx: &mut ws::WebsocketContext<Self>, replay_after: Option<i64>) {
+        if matches!(self.phase, Phase::Live) {
+            self.phase = Phase::Loading(Vec::new());
+        }
+        if let (Scope::One(task_id), Some(after)) = (&self.scope, replay_after) {
+            // The client has everything up to `after`, whether or not the replay finds more.
+            self.delivered.insert(Arc::clone(task_id), after);
+        }
+        let (state, caller, scope) = (Arc::clone(&self.state), self.caller.clone(), self.scope.clone());
+        let read = async move {
+            match (scope, replay_after) {
+                (Scope::One(task_id), Some(after)) => {
+                    replay(&state, &caller, &task_id, after).await.map(Loaded::Replay)
+                }
+                (Scope::One(task_id), None) => snapshots(&state, &caller, &[task_id.to_string()]).await,
+                (Scope::All, _) => {
+                    let ids = newest_tasks(&state, &caller).await?;
+                    snapshots(&state, &caller, &ids).await
+                }
+            }
+        };
+        ctx.spawn(read.into_actor(self).map(|loaded, session, ctx| match loaded {
+            Ok(loaded) => session.loaded(loaded, ctx),
+            Err(error) => {
+                tracing::warn!(%error, "a WebSocket session could not read its tasks");
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Other(close_code::UNAVAILABLE),
+                    description: Some(error.to_string()),
+                }));
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn loaded(&mut self, loaded: Loaded, ctx: &mut ws::WebsocketContext<Self>) {
+        match loaded {
+            Loaded::Snapshots(snapshots) => {
+                for (task_id, seq, message) in snapshots {
+                    Self::send(ctx, &message);
+                    self.delivered.insert(task_id, seq);
+                }
+            }
+            Loaded::Replay(events) => {
+                for (task_id, seq, message) in events {
+                    Self::send(ctx, &message);
+                    self.delivered.insert(task_id, seq);
+                }
+            }
+        }
+        let Phase::Loading(waiting) = std::mem::replace(&mut self.phase, Phase::Live) else { return };
+        for event in waiting {
+            self.forward(event, ctx);
+        }
+    }
+
+    /// Sends a live event unless the client already has it; a logged event past a gap
+    /// (published out of order) first brings the missing ones from the database.
+    fn forward(&mut self, event: TaskEvent, ctx: &mut ws::WebsocketContext<Self>) {
+        if let Phase::Loading(waiting) = &mut self.phase {
+            waiting.push(event);
+            return;
+        }
+        let known = self.delivered.get(&event.task_id).copied();
+        if !is_logged(&event.kind) {
+            // Transient: drop it only if it is older than what the client has.
+            if known.is_none_or(|seq| event.seq >= seq) {
+                Self::send(ctx, &event_message(&event));
+            }
+            return;
+        }
+        match known {
+            Some(seq) if event.seq <= seq => {}
+            Some(seq) if event.seq > seq + 1 => {
+                let (task_id, after) = (Arc::clone(&event.task_id), seq);
+                self.phase = Phase::Loading(vec![event]);
+                self.fill(task_id, after, ctx);
+            }
+            _ => {
+                self.delivered.insert(Arc::clone(&event.task_id), event.seq);
+                Self::send(ctx, &event_message(&event));
+            }
+        }
+    }
+
+    /// Sends one task's logged events after `after` from the database, then goes live.
+    fn fill(&mut self, task_id: Arc<str>, after: i64, ctx: &mut ws::WebsocketContext<Self>) {
+        if matches!(self.phase, Phase::Live) {
+            self.phase = Phase::Loading(Vec::new());
+        }
+        let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
+        let read = async move { replay(&state, &caller, &task_id, after).await };
+        ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
+            Ok(events) => session.loaded(Loaded::Replay(events), ctx),
+            Err(error) => {
+                Self::send(ctx, &error_message(&error));
+                session.loaded(Loaded::Replay(Vec::new()), ctx);
+            }
+        }));
+    }
+
+    fn client_message(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        let message: ClientMessage = match super::body::parse(text.as_bytes()) {
+            Ok(message) => message,
+            Err(error) => return Self::send(ctx, &error_message(&error)),
+        };
+        match message {
+            ClientMessage::Resume { after_seq } => {
+                for (task_id, after) in after_seq {
+                    if after < 0 {
+                        Self::send(ctx, &error_message(&ApiError::Malformed("after_seq is 0 or more".to_owned())));
+                        continue;
+                    }
+                    if let Scope::One(own) = &self.scope {
+                        if **own != *task_id {
+                            let missing = ApiError::NotFound(format!("no task {task_id} on this connection"));
+                            Self::send(ctx, &error_message(&missing));
+                            continue;
+                        }
+                    }
+                    let task_id: Arc<str> = task_id.into();
+                    self.delivered.insert(Arc::clone(&task_id), after);
+                    self.fill(task_id, after, ctx);
+                }
+            }
+            ClientMessage::Ping => Self::send(ctx, &json!({"type": "pong"})),
+        }
+    }
+}
+
+/// What a session asks of the server.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    /// Replay each task's logged events after the given seq.
+    Resume { after_seq: HashMap<String, i64> },
+    /// An application-level ping; answered with `{"type": "pong"}`.
+    Ping,
+}
+
+fn error_message(error: &ApiError) -> Value {
+    json!({"type": "error", "error": {"code": error.code(), "message": error.to_string()}})
+}
+
+/// Messages read for a session, each with its task and seq.
+enum Loaded {
+    Snapshots(Vec<(Arc<str>, i64, Value)>),
+    Replay(Vec<(Arc<str>, i64, Value)>),
+}
+
+async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
+    let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
+    let page = web::block(move || {
+        let mut conn = db.conn()?;
+        db::list_tasks(&mut conn, &owner, None, None, SNAPSHOT_TASKS)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    Ok(page.tasks.into_iter().map(|t| t.id).collect())
+}
+
+async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<Loaded, ApiError> {
+    let mut snapshots = Vec::with_capacity(ids.len());
+    for id in ids {
+        match state.runtime.task_view(&caller.user, id).await {
+            Ok((task, eta)) => {
+                snapshots.push((Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(&task, eta)))
+            }
+            Err(runtime::RuntimeError::TaskNotFound(_)) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(Loaded::Snapshots(snapshots))
+}
+
+/// The task's logged events after `after`, read page by page up to the newest.
+async fn replay(
+    state: &ApiState,
+    caller: &Caller,
+    task_id: &str,
+    after: i64,
+) -> Result<Vec<(Arc<str>, i64, Value)>, ApiError> {
+    // Ownership first: another user's task reads as missing.
+    let task = state.runtime.task(&caller.user, task_id).await?;
+    check_after(after, task.task.last_seq)?;
+    let id: Arc<str> = task_id.into();
+    let mut messages = Vec::new();
+    let mut from = after;
+    loop {
+        let (db, task) = (Arc::clone(state.runtime.db()), task_id.to_owned());
+        let page = web::block(move || {
+            let mut conn = db.conn()?;
+            db::events_after(&mut conn, &task, from, REPLAY_PAGE)
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+        .map_err(db_error)?;
+        let full = page.len() == REPLAY_PAGE;
+        for event in &page {
+            from = event.seq;
+            messages.push((Arc::clone(&id), event.seq, logged_message(event)));
+        }
+        if !full {
+            return Ok(messages);
+        }
+    }
+}
+
+impl Actor for Session {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(receiver) = self.events.take() {
+            ctx.add_stream(futures_util::stream::unfold(receiver, |mut receiver| async move {
+                receiver.recv().await.map(|event| (event, receiver))
+            }));
+        }
+        let heartbeat = Duration::from_secs(self.state.limits.ws_heartbeat_s);
+        let timeout = Duration::from_secs(self.state.limits.ws_client_timeout_s);
+        ctx.run_interval(heartbeat, move |session, ctx| {
+            if session.last_heard.elapsed() > timeout {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Other(close_code::TIMED_OUT),
+                    description: Some("no pong from the client".to_owned()),
+                }));
+                ctx.stop();
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        self.load(ctx, self.after_seq);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.state.runtime.unsubscribe(self.subscription);
+    }
+}
+
+impl StreamHandler<TaskEvent> for Session {
+    fn handle(&mut self, event: TaskEvent, ctx: &mut Self::Context) {
+        if self.lagged.swap(false, Ordering::AcqRel) {
+            // Events were dropped for this client: whatever is still queued is stale too.
+            // Fresh snapshots replace it all.
+            self.phase = Phase::Loading(Vec::new());
+            self.load(ctx, None);
+            return;
+        }
+        self.forward(event, ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The hub is gone: the server is stopping.
+        ctx.close(Some(ws::CloseReason { code: ws::CloseCode::Away, description: None }));
+        ctx.stop();
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
+    fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match message {
+            Ok(ws::Message::Text(text)) => self.client_message(&text, ctx),
+            Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
+            Ok(ws::Message::Pong(_)) => {}
+            Ok(ws::Message::Binary(_)) => {
+                let error = ApiError::Malformed("send JSON text frames, not binary ones".to_owned());
+                Self::send(ctx, &error_message(&error));
+            }
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Continuation(_) | ws::Message::Nop) => {}
+            Err(ws::ProtocolError::Overflow) => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Other(close_code::TOO_BIG),
+                    description: Some(format!("frames are limited to {} bytes", self.state.limits.max_frame_bytes)),
+                }));
+                ctx.stop();
+            }
+            Err(error) => {
+                ctx.close(Some(ws::CloseReason {
+                    code: ws::CloseCode::Protocol,
+                    description: Some(error.to_string()),
+                }));
+                ctx.stop();
+            }
+        }
+    }
+}
