@@ -26,6 +26,7 @@
 //! | `runtime.progress_flush_ms` | `250` | `STEPWISE_RUNTIME__PROGRESS_FLUSH_MS` | milliseconds, 10 to 10000 |
 //! | `runtime.stderr_tail_lines` | `20` | `STEPWISE_RUNTIME__STDERR_TAIL_LINES` | lines |
 //! | `api.allowed_origins` | `[]`: the server's own origin only | `STEPWISE_API__ALLOWED_ORIGINS` | origins or `*`; comma-separated in the variable |
+//! | `api.step_kinds` | `["external", "wait"]` | `STEPWISE_API__STEP_KINDS` | kinds a plan sent over the API may use (`exec` runs programs on the server: add it deliberately); comma-separated in the variable |
 //! | `api.max_body_bytes` | `1048576` | `STEPWISE_API__MAX_BODY_BYTES` | 1024 to 67108864 |
 //! | `api.max_frame_bytes` | `65536` | `STEPWISE_API__MAX_FRAME_BYTES` | 1024 to 16777216 |
 //! | `api.max_steps` | `1000` | `STEPWISE_API__MAX_STEPS` | at least 1 |
@@ -62,6 +63,7 @@
 //!
 //! [api]
 //! allowed_origins = ["https://tasks.example.com"]
+//! step_kinds = ["external", "wait", "exec"]
 //! max_body_bytes = 1048576
 //! max_frame_bytes = 65536
 //! max_steps = 1000

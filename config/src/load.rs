@@ -183,6 +183,7 @@ mod tests {
             },
             api: ApiSettings {
                 allowed_origins: vec![],
+                step_kinds: vec!["external".to_owned(), "wait".to_owned()],
                 max_body_bytes: 1_048_576,
                 max_frame_bytes: 65_536,
                 max_steps: 1000,
@@ -233,6 +234,7 @@ mod tests {
             stderr_tail_lines = 5
             [api]
             allowed_origins = ["https://a.example", "http://127.0.0.1:3000"]
+            step_kinds = ["exec"]
             max_body_bytes = 2048
             max_frame_bytes = 4096
             max_steps = 10
@@ -258,6 +260,7 @@ mod tests {
             },
             api: ApiSettings {
                 allowed_origins: vec!["https://a.example".to_owned(), "http://127.0.0.1:3000".to_owned()],
+                step_kinds: vec!["exec".to_owned()],
                 max_body_bytes: 2048,
                 max_frame_bytes: 4096,
                 max_steps: 10,

@@ -151,6 +151,10 @@ pub struct ApiSettings {
     /// server's own; `*` allows any. A list in the file, comma-separated in the variable.
     #[serde(deserialize_with = "list_or_comma_separated")]
     pub allowed_origins: Vec<String>,
+    /// The step kinds a plan sent over the API may use. `exec` runs programs on the server,
+    /// so it is left out unless the operator adds it.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub step_kinds: Vec<String>,
     /// Largest request body, in bytes, 1024 to 67108864.
     pub max_body_bytes: usize,
     /// Largest WebSocket frame a client may send, in bytes, 1024 to 16777216.
@@ -182,6 +186,7 @@ impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             allowed_origins: Vec::new(),
+            step_kinds: vec!["external".to_owned(), "wait".to_owned()],
             max_body_bytes: 1024 * 1024,
             max_frame_bytes: 64 * 1024,
             max_steps: 1000,

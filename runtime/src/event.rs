@@ -31,6 +31,8 @@ pub struct TaskEvent {
 /// What happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
+    /// The task was created (seq 1 of every task's log).
+    TaskCreated,
     /// The task began running.
     TaskStarted,
     /// The task was resumed after this server (or another) stopped while it ran.
@@ -133,6 +135,7 @@ impl EventKind {
     /// The name of the event in the event log and on the wire.
     pub fn name(&self) -> &'static str {
         match self {
+            EventKind::TaskCreated => "task_created",
             EventKind::TaskStarted => "task_started",
             EventKind::TaskRecovered => "task_recovered",
             EventKind::StepStarted { .. } => "step_started",

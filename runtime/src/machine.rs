@@ -387,11 +387,7 @@ impl TaskState {
         let mut out = Transition::default();
         let Some(step) = self.current_attempt(order, attempt) else { return Ok(out) };
         let Some(index) = step.substeps.iter().position(|s| s.name == name) else {
-            let known: Vec<&str> = step.substeps.iter().map(|s| s.name.as_str()).collect();
-            return Err(RuntimeError::InvalidReport(format!(
-                "step {order} has no substep {name:?} (its substeps: {})",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-            )));
+            return Err(unknown_substep(step, name));
         };
         if step.substeps[index].done {
             return Ok(out);
@@ -453,6 +449,16 @@ fn substep_percent(step: &StepRecord) -> u8 {
     }
     let done = step.substeps.iter().filter(|s| s.done).count();
     u8::try_from(done * 100 / step.substeps.len()).unwrap_or(100)
+}
+
+/// The error for a substep name the step does not have, listing the ones it has.
+pub(crate) fn unknown_substep(step: &StepRecord, name: &str) -> RuntimeError {
+    let known: Vec<&str> = step.substeps.iter().map(|s| s.name.as_str()).collect();
+    RuntimeError::InvalidReport(format!(
+        "step {} has no substep {name:?} (its substeps: {})",
+        step.order,
+        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+    ))
 }
 
 #[cfg(test)]

@@ -342,8 +342,17 @@ impl Runtime {
             created_at: self.shared.clock.now_ms(),
             steps,
         };
-        let id = task.id.clone();
+        let (id, created_at) = (task.id.clone(), task.created_at);
         blocking(&self.shared.db, move |conn| db::insert_task(conn, &task)).await?;
+        // Committed as seq 1 by insert_task; published so followers of the owner see it.
+        self.shared.hub.do_send(TaskEvent {
+            task_id: id.as_str().into(),
+            owner: owner.into(),
+            seq: 1,
+            lease_token: 0,
+            at: created_at,
+            kind: crate::EventKind::TaskCreated,
+        });
         if start {
             self.control(owner, &id, Control::Start).await?;
         }

@@ -540,6 +540,11 @@ impl Handler<Reported> for TaskActor {
                 record.kind
             )));
         }
+        // A report is taken whole or not at all: refuse an unknown substep before its log
+        // line and percent are applied.
+        if let Some(name) = report.substep_done.as_deref().filter(|n| !record.substeps.iter().any(|s| s.name == *n)) {
+            return refuse(crate::machine::unknown_substep(record, name));
+        }
         let attempt = record.attempts;
         if let Some(line) = &report.log {
             self.log(step, LogStream::Stdout, line);

@@ -47,9 +47,12 @@ pub enum ApiError {
     /// The body is not sent as `application/json`.
     #[error("send the body as application/json")]
     UnsupportedMediaType,
-    /// The plan or report is well-formed but not acceptable.
+    /// The plan is well-formed but not acceptable.
     #[error("{0}")]
-    Unprocessable(String),
+    InvalidPlan(String),
+    /// A worker's report is well-formed but not acceptable.
+    #[error("{0}")]
+    InvalidReport(String),
     /// The token made too many requests.
     #[error("too many requests; try again in {retry_after_s} s")]
     RateLimited {
@@ -78,7 +81,8 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Unprocessable(_) => "invalid_plan",
+            ApiError::InvalidPlan(_) => "invalid_plan",
+            ApiError::InvalidReport(_) => "invalid_report",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -97,7 +101,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidPlan(_) | ApiError::InvalidReport(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -126,7 +130,8 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::InvalidTransition { .. } | RuntimeError::InvalidStepTransition { .. } => {
                 ApiError::Conflict(error.to_string())
             }
-            RuntimeError::InvalidPlan(_) | RuntimeError::InvalidReport(_) => ApiError::Unprocessable(error.to_string()),
+            RuntimeError::InvalidPlan(_) => ApiError::InvalidPlan(error.to_string()),
+            RuntimeError::InvalidReport(_) => ApiError::InvalidReport(error.to_string()),
             RuntimeError::HeldElsewhere(_) | RuntimeError::ShuttingDown => ApiError::Unavailable(error.to_string()),
             RuntimeError::Db(db::DbError::Pool(_)) => {
                 tracing::warn!(%error, "database unavailable");

@@ -110,6 +110,14 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let request: CreateTask = body::json(&req, payload, state.limits.max_body_bytes).await?;
     let start = request.start;
+    let allowed = &state.limits.step_kinds;
+    if let Some(step) = request.steps.iter().find(|s| !allowed.contains(&s.kind)) {
+        return Err(ApiError::InvalidPlan(format!(
+            "invalid plan: step kind {:?} is not allowed over the API (allowed: {}; the server's api.step_kinds setting)",
+            step.kind,
+            allowed.join(", ")
+        )));
+    }
     let plan =
         TaskPlan::from(PlanDocument { title: request.title, complexity: request.complexity, steps: request.steps });
     let task_id = state.runtime.create_task(&caller.user, &plan, start).await?;
@@ -347,7 +355,7 @@ pub async fn report(
 
 fn external_report(report: Report) -> Result<ExternalReport, ApiError> {
     if report.progress.is_some_and(|p| p > 100) {
-        return Err(ApiError::Unprocessable("progress is a percent, 0 to 100".to_owned()));
+        return Err(ApiError::InvalidReport("progress is a percent, 0 to 100".to_owned()));
     }
     let outcome = match (report.status, report.error, report.output) {
         (None, None, None) => None,
@@ -356,19 +364,19 @@ fn external_report(report: Report) -> Result<ExternalReport, ApiError> {
             Some(ReportOutcome::Failed { error: error.unwrap_or_else(|| "the worker reported a failure".to_owned()) })
         }
         (Some(ReportStatus::Completed), Some(_), _) => {
-            return Err(ApiError::Unprocessable("error goes with status \"failed\", not \"completed\"".to_owned()))
+            return Err(ApiError::InvalidReport("error goes with status \"failed\", not \"completed\"".to_owned()))
         }
         (Some(ReportStatus::Failed), _, Some(_)) => {
-            return Err(ApiError::Unprocessable("output goes with status \"completed\", not \"failed\"".to_owned()))
+            return Err(ApiError::InvalidReport("output goes with status \"completed\", not \"failed\"".to_owned()))
         }
         (None, _, _) => {
-            return Err(ApiError::Unprocessable(
+            return Err(ApiError::InvalidReport(
                 "error and output need a status (\"failed\" or \"completed\")".to_owned(),
             ))
         }
     };
     if report.progress.is_none() && report.substep_done.is_none() && report.log.is_none() && outcome.is_none() {
-        return Err(ApiError::Unprocessable("an empty report; send progress, substep_done, log or status".to_owned()));
+        return Err(ApiError::InvalidReport("an empty report; send progress, substep_done, log or status".to_owned()));
     }
     Ok(ExternalReport { progress: report.progress, substep_done: report.substep_done, log: report.log, outcome })
 }

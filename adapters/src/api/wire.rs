@@ -174,7 +174,8 @@ pub fn event_message(event: &TaskEvent) -> Value {
     let mut message =
         json!({"type": event.kind.name(), "task_id": &*event.task_id, "seq": event.seq, "at": rfc3339(event.at)});
     let fields = match &event.kind {
-        EventKind::TaskStarted
+        EventKind::TaskCreated
+        | EventKind::TaskStarted
         | EventKind::TaskRecovered
         | EventKind::TaskPaused
         | EventKind::TaskResumed
@@ -191,7 +192,7 @@ pub fn event_message(event: &TaskEvent) -> Value {
         EventKind::StepFailed { step, error } => json!({"step": step, "error": &**error}),
         EventKind::StepSkipped { step } => json!({"step": step}),
         EventKind::ApprovalNeeded { step, name } => {
-            json!({"step": step, "approval": {"step": step, "name": &**name, "question": format!("Approve step {step}: {name}?")}})
+            json!({"step": step, "name": &**name, "approval": {"step": step, "name": &**name, "question": format!("Approve step {step}: {name}?")}})
         }
         EventKind::ApprovalGiven { step, approved, comment } => {
             json!({"step": step, "approved": approved, "comment": comment.as_deref()})

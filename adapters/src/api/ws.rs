@@ -41,7 +41,7 @@ pub mod close_code {
     pub const TIMED_OUT: u16 = 4008;
     /// The client sent a frame over `api.max_frame_bytes` (1009 "message too big").
     pub const TOO_BIG: u16 = 1009;
-    /// The server is shutting down or could not read the database.
+    /// The session could not read its snapshots or replay from the database.
     pub const UNAVAILABLE: u16 = 1011;
 }
 
@@ -154,12 +154,12 @@ async fn open(
     after_seq: Option<i64>,
     topic: Topic,
 ) -> Result<HttpResponse, ApiError> {
-    // Subscribed before anything is read from the database, so no event falls between the
-    // snapshot and the live stream.
-    let events = state.runtime.bounded_events(topic, state.limits.ws_queue_events).await?;
     let protocols: Vec<&str> = protocol.into_iter().collect();
     let mut response = ws::handshake_with_protocols(&req, &protocols)
         .map_err(|e| ApiError::Malformed(format!("not a WebSocket upgrade: {e}")))?;
+    // Subscribed before anything is read from the database, so no event falls between the
+    // snapshot and the live stream.
+    let events = state.runtime.bounded_events(topic, state.limits.ws_queue_events).await?;
     let codec = actix_http::ws::Codec::new().max_size(state.limits.max_frame_bytes);
     let session = Session::new(state.clone().into_inner(), caller, scope, after_seq, events);
     Ok(response.streaming(ws::WebsocketContext::with_codec(session, stream, codec)))

@@ -184,6 +184,7 @@ on_both_backends! {
             ("POST", "/api/tasks".into(), Some(r#"{"steps": []}"#.into()), 400, "invalid_request", "missing field `title`"),
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": []}"#.into()), 422, "invalid_plan", "at least one step"),
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "teleport"}]}"#.into()), 422, "invalid_plan", "teleport"),
+            ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "exec", "params": {"argv": ["true"]}}]}"#.into()), 422, "invalid_plan", "api.step_kinds"),
             ("POST", "/api/tasks".into(), Some(format!(r#"{{"title": "T", "steps": [{}]}}"#, [r#"{"name": "a", "kind": "wait"}"#; 4].join(","))), 422, "invalid_plan", "limit of 3"),
             ("POST", "/api/tasks".into(), Some(format!(r#"{{"title": "{}", "steps": []}}"#, "x".repeat(5000))), 413, "too_large", "4096"),
             ("GET", "/api/tasks/nope/progress".into(), None, 404, "not_found", "no task nope"),
@@ -195,9 +196,9 @@ on_both_backends! {
             ("GET", "/api/tasks?colour=red".into(), None, 400, "malformed", "colour"),
             ("POST", format!("/api/tasks/{id}/steps/x/retry"), None, 400, "malformed", "positive integer"),
             ("POST", format!("/api/tasks/{id}/steps/7/skip"), None, 404, "not_found", "no step 7"),
-            ("POST", format!("/api/tasks/{id}/steps/1/report"), Some(r#"{"progress": 101}"#.into()), 422, "invalid_plan", "0 to 100"),
+            ("POST", format!("/api/tasks/{id}/steps/1/report"), Some(r#"{"progress": 101}"#.into()), 422, "invalid_report", "0 to 100"),
             ("POST", format!("/api/tasks/{id}/steps/1/report"), Some(r#"{"status": "done"}"#.into()), 400, "invalid_request", "at status"),
-            ("POST", format!("/api/tasks/{id}/steps/1/report"), Some("{}".into()), 422, "invalid_plan", "empty report"),
+            ("POST", format!("/api/tasks/{id}/steps/1/report"), Some("{}".into()), 422, "invalid_report", "empty report"),
             ("POST", format!("/api/tasks/{id}/approve"), Some(r#"{"comment": 3}"#.into()), 400, "invalid_request", "at comment"),
             ("DELETE", format!("/api/tasks/{id}/progress"), None, 405, "method_not_allowed", "DELETE"),
             ("GET", "/api/everything".into(), None, 404, "no_route", "/api/everything"),
@@ -212,6 +213,30 @@ on_both_backends! {
         let headers = [("Authorization".to_owned(), format!("Bearer {token}"))];
         let untyped = server.raw("POST", "/api/tasks", &headers, Some(PLAN.as_bytes())).await;
         assert_eq!((untyped.status, untyped.code()), (415, "unsupported_media_type"));
+        server.stop().await;
+    }
+
+    async fn exec_steps_come_over_the_api_only_when_the_operator_allows_them(backend: Backend) {
+        let plan = r#"{"title": "Shell", "start": false, "steps": [{"name": "Say hi", "kind": "exec", "params": {"argv": ["sh", "-c", "echo hi"]}}]}"#;
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+        let token = server.token("alice").await;
+        let refused = server.post("/api/tasks", &token, plan).await;
+        assert_eq!((refused.status, refused.code()), (422, "invalid_plan"));
+        assert_eq!(server.get("/api/tasks", &token).await.body["tasks"], json!([]), "nothing was stored");
+        server.stop().await;
+
+        let db = TestDb::new(backend);
+        let api = ApiSettings { step_kinds: vec!["exec".into()], ..ApiSettings::default() };
+        let server = ApiServer::start(&db, Arc::new(SystemClock), api).await;
+        let token = server.token("alice").await;
+        let id = create(&server, &token, plan).await;
+        let mut feed = server.websocket(&format!("/ws/tasks/{id}"), &[("Authorization", &format!("Bearer {token}"))]).await.unwrap();
+        assert_eq!(feed.next().await["type"], "snapshot");
+        assert_eq!(server.post(&format!("/api/tasks/{id}/start"), &token, "").await.status, 200);
+        let line = feed.next_matching("the program's output", |m| m["type"] == "log").await;
+        assert_eq!(line["line"], "hi");
+        feed.next_matching("task_complete", |m| m["type"] == "task_complete").await;
         server.stop().await;
     }
 

@@ -10,4 +10,5 @@ mod bad_input;
 mod binary;
 mod exec;
 mod lifecycle;
+mod openapi;
 mod recovery;
