@@ -116,8 +116,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
     }
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_owned() })
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let error = ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_owned() };
+    let pattern = req.match_pattern().unwrap_or_default();
+    let allowed: Vec<&str> = ROUTES.iter().filter(|(_, path)| *path == pattern).map(|(method, _)| *method).collect();
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
+        response.headers_mut().insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 /// What unknown paths answer.

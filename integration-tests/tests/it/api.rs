@@ -210,6 +210,8 @@ on_both_backends! {
             assert!(message.contains(says), "{method} {path}: {message:?} should mention {says:?}");
         }
 
+        let not_allowed = server.call("PUT", "/api/tasks", Some(&token), None).await;
+        assert_eq!((not_allowed.status, not_allowed.header("allow")), (405, Some("GET, POST")), "405 says what is allowed");
         let headers = [("Authorization".to_owned(), format!("Bearer {token}"))];
         let untyped = server.raw("POST", "/api/tasks", &headers, Some(PLAN.as_bytes())).await;
         assert_eq!((untyped.status, untyped.code()), (415, "unsupported_media_type"));
