@@ -28,7 +28,7 @@ pub use model::{
     SubstepRecord, TaskRecord, TaskStatus,
 };
 pub use queries::{
-    commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history,
+    commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history, recent_logs,
     recent_step_runs, record_progress, record_recovered, Commit, FlushOutcome, LogLine, NewEvent, NewStep, NewTask,
     ProgressUpdate, TaskPage,
 };

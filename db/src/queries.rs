@@ -1041,6 +1041,28 @@ pub fn logs_after(
         .collect()
 }
 
+/// The newest `limit` log lines of a task (optionally of one step), oldest first.
+pub fn recent_logs(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    step: Option<u32>,
+    limit: usize,
+) -> Result<Vec<LogRecord>, DbError> {
+    let mut query = step_logs::table.filter(step_logs::task_id.eq(task_id)).into_boxed();
+    if let Some(step) = step {
+        query = query.filter(step_logs::step_order.eq(to_i32(step)));
+    }
+    let newest = query
+        .order(step_logs::seq.desc())
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .select(step_logs::seq)
+        .load::<i64>(conn)?;
+    match newest.last() {
+        Some(&oldest) => logs_after(conn, task_id, step, oldest - 1, limit),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// The newest `limit` completed step runs, oldest first (the estimator's history).
 pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<StepRunRecord>, DbError> {
     let mut rows = step_runs::table

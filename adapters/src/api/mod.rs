@@ -1,9 +1,10 @@
 //! The HTTP and WebSocket API (documented in `openapi.json`, served at
 //! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
-//! sessions in [`ws`], bearer tokens and rates in [`auth`], the JSON shapes in [`wire`].
+//! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, bearer tokens and rates in [`auth`], the JSON shapes in [`wire`].
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
 
+mod ask;
 pub mod auth;
 mod body;
 pub mod error;
@@ -32,6 +33,8 @@ pub struct ApiState {
     pub auth: Authenticator,
     /// Sizes, origins and timings from the `[api]` settings.
     pub limits: ApiSettings,
+    /// The bot's conversations, by user.
+    pub conversations: ask::Conversations,
 }
 
 impl ApiState {
@@ -44,7 +47,7 @@ impl ApiState {
             limits.requests_per_second,
             limits.request_burst,
         );
-        ApiState { runtime, auth, limits }
+        ApiState { runtime, auth, limits, conversations: ask::Conversations::default() }
     }
 }
 
@@ -67,6 +70,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tasks/{task_id}/steps/{order}/retry"),
     ("POST", "/api/tasks/{task_id}/steps/{order}/skip"),
     ("POST", "/api/tasks/{task_id}/steps/{order}/report"),
+    ("POST", "/api/chat"),
     ("GET", "/ws/tasks"),
     ("GET", "/ws/tasks/{task_id}"),
 ];
@@ -90,6 +94,7 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/tasks/{task_id}/steps/{order}/retry") => web::post().to(tasks::retry),
         ("POST", "/api/tasks/{task_id}/steps/{order}/skip") => web::post().to(tasks::skip),
         ("POST", "/api/tasks/{task_id}/steps/{order}/report") => web::post().to(tasks::report),
+        ("POST", "/api/chat") => web::post().to(ask::ask),
         ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
         ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
         _ => return None,

@@ -102,7 +102,7 @@ fn whole_seconds(seconds: f64) -> u64 {
 }
 
 /// The step a task is at: the first not yet done, else the last.
-fn current_step(task: &StoredTask) -> Option<&StepRecord> {
+pub(crate) fn current_step(task: &StoredTask) -> Option<&StepRecord> {
     task.steps.iter().find(|s| !s.status.is_done()).or_else(|| task.steps.last())
 }
 

@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod bad_input;
 mod binary;
+mod chat;
 mod exec;
 mod lifecycle;
 mod openapi;

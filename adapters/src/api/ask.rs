@@ -1,0 +1,208 @@
+//! `POST /api/chat`: the bot. The pure [`crate::chat`] core decides what a message asks for;
+//! this handler keeps one conversation per user (forgotten after [`IDLE_MS`] of silence, so
+//! an old "Cancel X?" cannot be answered by a much later "yes"), fetches what the answer
+//! needs and does what the user confirmed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use runtime::{task_percent, Control, StepStatus, StoredTask};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Caller;
+use super::error::{db_error, ApiError};
+use super::{body, ApiState};
+use crate::chat::intent::StepRef;
+use crate::chat::reply::{self, StepView, SubstepView, TaskView};
+use crate::chat::resolve::{step_order, TaskSummary};
+use crate::chat::{Action, Conversation, Decision, View};
+
+/// How long a conversation is remembered without a message.
+pub const IDLE_MS: i64 = 10 * 60 * 1000;
+
+/// Tasks the bot considers: the user's newest.
+const CANDIDATES: usize = 100;
+
+/// Log lines a reply shows: the newest.
+const LOG_LINES: usize = 20;
+
+/// Characters in a message.
+const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// The conversations, by user, with when each last heard from its user.
+#[derive(Default)]
+pub struct Conversations(Mutex<HashMap<Arc<str>, (Conversation, i64)>>);
+
+impl Conversations {
+    /// Runs `f` on the user's conversation (a fresh one if it was idle too long).
+    fn with<T>(&self, user: &Arc<str>, now: i64, f: impl FnOnce(&mut Conversation) -> T) -> T {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|_, (_, heard)| now - *heard < IDLE_MS);
+        let (conversation, heard) = all.entry(Arc::clone(user)).or_default();
+        *heard = now;
+        f(conversation)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Message {
+    message: String,
+}
+
+/// `POST /api/chat`: `{"message"}` → `{"reply", "task_id"?, "action"?}`.
+pub async fn ask(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let message: Message = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    let chars = message.message.chars().count();
+    if message.message.trim().is_empty() || chars > MAX_MESSAGE_CHARS {
+        return Err(ApiError::InvalidRequest(format!("a message is 1 to {MAX_MESSAGE_CHARS} characters, got {chars}")));
+    }
+    let tasks = summaries(&state, &caller).await?;
+    let now = state.runtime.clock().now_ms();
+    let decision = state.conversations.with(&caller.user, now, |c| c.handle(&message.message, &tasks));
+    let answer = match decision {
+        Decision::Reply(text) | Decision::Ask(text) => json!({"reply": text}),
+        Decision::Show { task_id, view } => {
+            let text = show(&state, &caller, &task_id, view).await?;
+            json!({"reply": text, "task_id": task_id})
+        }
+        Decision::Act { task_id, action } => act(&state, &caller, &task_id, action).await?,
+    };
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn summaries(state: &ApiState, caller: &Caller) -> Result<Vec<TaskSummary>, ApiError> {
+    let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
+    let page = web::block(move || {
+        let mut conn = db.conn()?;
+        db::list_tasks(&mut conn, &owner, None, None, CANDIDATES)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    Ok(page
+        .tasks
+        .into_iter()
+        .map(|t| TaskSummary {
+            id: t.id,
+            title: t.title,
+            created_at: t.created_at,
+            status: t.status.as_str().to_owned(),
+        })
+        .collect())
+}
+
+async fn show(state: &ApiState, caller: &Caller, task_id: &str, view: View) -> Result<String, ApiError> {
+    let (task, eta) = state.runtime.task_view(&caller.user, task_id).await?;
+    match view {
+        View::Status => Ok(reply::status(&TaskView {
+            title: task.task.title.clone(),
+            percent: task_percent(&task),
+            status: task.task.status.as_str().to_owned(),
+            steps: task
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    name: s.name.clone(),
+                    status: s.status.as_str().to_owned(),
+                    error: s.error.clone(),
+                    substeps: s.substeps.iter().map(|u| SubstepView { name: u.name.clone(), done: u.done }).collect(),
+                })
+                .collect(),
+            current_step: super::wire::current_step(&task).map(|s| s.order),
+            eta_seconds: eta.map(|e| e.seconds),
+        })),
+        View::Logs { step } => {
+            let step = match step {
+                Some(step) => Some(resolve_step(&task, &step)?),
+                None => None,
+            };
+            let (db, id) = (Arc::clone(state.runtime.db()), task_id.to_owned());
+            let order = step.map(|(order, _)| order);
+            let lines = web::block(move || {
+                let mut conn = db.conn()?;
+                db::recent_logs(&mut conn, &id, order, LOG_LINES)
+            })
+            .await
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+            .map_err(db_error)?;
+            let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+            Ok(reply::logs(&task.task.title, step, &lines))
+        }
+    }
+}
+
+/// The order and name of the step a message named.
+fn resolve_step<'a>(task: &'a StoredTask, step: &StepRef) -> Result<(u32, &'a str), ApiError> {
+    let names: Vec<&str> = task.steps.iter().map(|s| s.name.as_str()).collect();
+    let order = step_order(step, &names)
+        .ok_or_else(|| ApiError::NotFound(format!("{} has no such step: {step:?}", task.task.title)))?;
+    Ok((order, names[order as usize - 1]))
+}
+
+/// The step a retry or skip means when the message named none: the failed one, or for a
+/// skip the current one.
+fn default_step(task: &StoredTask, skipping: bool) -> Option<u32> {
+    let failed = task.steps.iter().find(|s| s.status == StepStatus::Failed);
+    let current = || task.steps.iter().find(|s| !s.status.is_done());
+    failed.or_else(|| if skipping { current() } else { None }).map(|s| s.order)
+}
+
+async fn act(state: &ApiState, caller: &Caller, task_id: &str, action: Action) -> Result<serde_json::Value, ApiError> {
+    let task = state.runtime.task(&caller.user, task_id).await?;
+    let title = task.task.title.clone();
+    let chosen = |step: &Option<StepRef>, skipping: bool| -> Result<Option<u32>, ApiError> {
+        match step {
+            Some(step) => Ok(Some(resolve_step(&task, step)?.0)),
+            None => Ok(default_step(&task, skipping)),
+        }
+    };
+    // The reply names the step the bot chose.
+    let (action, control) = match action {
+        Action::Pause => (Action::Pause, Some(Control::Pause)),
+        Action::Resume => (Action::Resume, Some(Control::Resume)),
+        Action::Cancel => (Action::Cancel, Some(Control::Cancel)),
+        Action::Approve => (Action::Approve, Some(Control::Approve { comment: None })),
+        Action::Reject => (Action::Reject, Some(Control::Reject { comment: None })),
+        Action::Restart => (Action::Restart, None),
+        Action::Retry { step } => match chosen(&step, false)? {
+            Some(n) => (Action::Retry { step: Some(StepRef::Number(n)) }, Some(Control::Retry { step: n })),
+            None => {
+                return Ok(
+                    json!({"reply": reply::refused(&Action::Retry { step }, &title, "no step has failed"), "task_id": task_id}),
+                )
+            }
+        },
+        Action::Skip { step } => match chosen(&step, true)? {
+            Some(n) => (Action::Skip { step: Some(StepRef::Number(n)) }, Some(Control::Skip { step: n })),
+            None => {
+                return Ok(
+                    json!({"reply": reply::refused(&Action::Skip { step }, &title, "every step is done"), "task_id": task_id}),
+                )
+            }
+        },
+    };
+    let done = match control {
+        Some(control) => state.runtime.control(&caller.user, task_id, control).await.map(|()| task_id.to_owned()),
+        None => state.runtime.restart(&caller.user, task_id).await,
+    };
+    let now = state.runtime.clock().now_ms();
+    match done {
+        Ok(acted_on) => {
+            state.conversations.with(&caller.user, now, |c| c.discussed(&acted_on));
+            Ok(json!({"reply": reply::acted(&action, &title), "task_id": acted_on, "action": action.verb()}))
+        }
+        Err(
+            error @ (runtime::RuntimeError::InvalidTransition { .. }
+            | runtime::RuntimeError::InvalidStepTransition { .. }),
+        ) => Ok(json!({"reply": reply::refused(&action, &title, &error.to_string()), "task_id": task_id})),
+        Err(other) => Err(other.into()),
+    }
+}
