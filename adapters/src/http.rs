@@ -1,5 +1,5 @@
-//! The HTTP server: health checks, the API ([`crate::api`]) and JSON errors for anything
-//! else.
+//! The HTTP server: health checks, the API ([`crate::api`]), the web pages
+//! ([`crate::web`]) and JSON errors for anything else.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -30,6 +30,7 @@ pub fn server(
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .configure(api::configure)
+            .configure(crate::web::configure)
             .default_service(web::to(api::no_route))
     })
     .listen(listener)?

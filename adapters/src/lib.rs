@@ -11,3 +11,4 @@ pub mod chat;
 pub mod http;
 pub mod plans;
 pub mod terminal;
+pub mod web;

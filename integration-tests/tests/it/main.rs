@@ -13,3 +13,4 @@ mod exec;
 mod lifecycle;
 mod openapi;
 mod recovery;
+mod web;

@@ -1,0 +1,1009 @@
+//! The web progress view in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, never a downloaded browser), driven over WebDriver by the small
+//! client below (HTTP/1.1 over a TCP socket, JSON bodies). The server runs in this process
+//! ([`ApiServer`]); tasks advance through explicit reports on `external` steps, and every
+//! wait polls the page's DOM with a deadline. Screenshots of the list and a task's page,
+//! at desktop and phone sizes, go to `target/screenshots/`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::SystemClock;
+use serde_json::{json, Value};
+
+use crate::api_support::*;
+use crate::on_both_backends;
+use crate::support::*;
+
+/// The seed's task: four external steps, the second with the seed's substeps, the third
+/// waiting for approval.
+const PLAN: &str = r#"{"title": "Cellphone Store CRM", "complexity": 4, "steps": [
+    {"name": "Create database tables", "kind": "external"},
+    {"name": "Generate application UI", "kind": "external",
+     "substeps": ["Customer list view", "Product list view", "Sales form", "Repair board"]},
+    {"name": "Add search and filters", "kind": "external", "requires_approval": true},
+    {"name": "Configure workflows", "kind": "external"}
+]}"#;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// How long one WebDriver command may take (a navigation waits for the page to load).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The task page as a person sees it: what the tests wait on and compare.
+const TASK_STATE_JS: &str = r##"
+const $ = (s, root = document) => root.querySelector(s);
+const shown = (e) => !!e && e.offsetParent !== null;
+const text = (e) => (e ? e.textContent.trim() : null);
+const bar = $("#bar");
+return {
+  path: location.pathname,
+  hash: location.hash,
+  connection: $("#connection") && $("#connection").dataset.state,
+  loaded: shown($("#task")),
+  title: text($("#task-title")),
+  valuenow: bar && bar.getAttribute("aria-valuenow"),
+  role: bar && bar.getAttribute("role"),
+  percent: text($("#percent")),
+  step_line: text($("#step-line")),
+  started: text($("#started")),
+  eta: shown($("#eta")) ? text($("#eta")) : null,
+  eta_title: $("#eta") && $("#eta").getAttribute("title"),
+  status_line: shown($("#status-line")) ? text($("#status-line")) : null,
+  error: shown($("#error")) ? text($("#error")) : null,
+  pause: shown($("#pause")),
+  resume: shown($("#resume")),
+  cancel: shown($("#cancel")),
+  restart: text($("#restart")),
+  approval: shown($("#approval")) ? text($("#approval-question")) : null,
+  steps: [...document.querySelectorAll("#steps > li")].map((li) => ({
+    order: Number(li.dataset.order),
+    status: li.dataset.status,
+    symbol: text($(".step-row > .symbol", li)),
+    text: text($(".step-status", li)),
+    error: shown($(".step-error", li)) ? text($(".step-error", li)) : null,
+    retry: shown($(".retry", li)),
+    skip: shown($(".skip", li)),
+    logs: shown($(".logs", li)) ? text($(".log-lines", li)) : null,
+    substeps: [...li.querySelectorAll(".substep")].map((s) => text(s).replace(/\s+/g, " ")),
+  })),
+  notifications: (window.stepwise && window.stepwise.notifications) || [],
+  connections: (window.stepwise && window.stepwise.connections) || [],
+  events: (window.stepwise && window.stepwise.events) || [],
+  errors: (window.stepwise && window.stepwise.errors) || [],
+};
+"##;
+
+/// The list page: each task's card.
+const LIST_STATE_JS: &str = r##"
+const text = (e) => (e ? e.textContent.trim() : null);
+return {
+  path: location.pathname,
+  connection: document.querySelector("#connection") && document.querySelector("#connection").dataset.state,
+  tasks: [...document.querySelectorAll("#tasks > li")].map((li) => ({
+    id: li.dataset.taskId,
+    status: li.dataset.status,
+    title: text(li.querySelector(".task-link")),
+    href: li.querySelector(".task-link").getAttribute("href"),
+    symbol: text(li.querySelector(".symbol")),
+    words: text(li.querySelector(".task-status")),
+    valuenow: li.querySelector("[role=progressbar]").getAttribute("aria-valuenow"),
+    percent: text(li.querySelector(".percent")),
+    step: text(li.querySelector(".task-step")),
+    eta: text(li.querySelector(".task-eta")),
+  })),
+  errors: (window.stepwise && window.stepwise.errors) || [],
+};
+"##;
+
+// ------------------------------------------------------------------ the WebDriver client
+
+/// Chromium's and chromedriver's paths (`STEPWISE_TEST_CHROMIUM`/`_CHROMEDRIVER` override
+/// Debian's); a missing one fails the test, saying how to install it.
+fn browser_paths() -> (PathBuf, PathBuf) {
+    let chromium = PathBuf::from(std::env::var("STEPWISE_TEST_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned()));
+    let driver = PathBuf::from(std::env::var("STEPWISE_TEST_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.to_owned()));
+    for path in [&chromium, &driver] {
+        assert!(
+            path.exists(),
+            "{} is missing: the web view's tests need a headless Chromium and its WebDriver; install them with \
+             `apt-get install -y chromium chromium-driver` (.ci/run does)",
+            path.display()
+        );
+    }
+    (chromium, driver)
+}
+
+/// A WebDriver error answer.
+#[derive(Debug)]
+struct DriverError {
+    status: u16,
+    value: Value,
+}
+
+/// One headless Chromium session behind its own chromedriver on a free port.
+struct Browser {
+    driver: Child,
+    address: SocketAddr,
+    session: String,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a session with a fresh profile and a window of `width` ×
+    /// `height`.
+    fn start(width: u32, height: u32) -> Browser {
+        let (chromium, chromedriver) = browser_paths();
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let profile = tempfile::tempdir().expect("a temporary profile directory");
+            let port = free_port();
+            let address: SocketAddr = ([127, 0, 0, 1], port).into();
+            let log = profile.path().join("chromedriver.log");
+            let child = Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
+            let mut browser = Browser { driver: child, address, session: String::new(), profile };
+            match browser.wait_ready() {
+                Ok(()) => {
+                    browser.create_session(&chromium, width, height);
+                    return browser;
+                }
+                // Another process took the port first: try another (dropping kills this one).
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("chromedriver did not start: {last_error}");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(Some(status)) = self.driver.try_wait() {
+                return Err(format!("chromedriver exited with {status}"));
+            }
+            if let Ok(value) = self.request("GET", "/status", None) {
+                if value["ready"] == true {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready within {PATIENCE:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn create_session(&mut self, chromium: &Path, width: u32, height: u32) {
+        let user_data = self.profile.path().join("chromium");
+        let args = [
+            "--headless=new".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--no-first-run".to_owned(),
+            "--lang=en-US".to_owned(),
+            format!("--user-data-dir={}", user_data.display()),
+            format!("--window-size={width},{height}"),
+        ];
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        }}});
+        let created = self.request("POST", "/session", Some(&capabilities)).unwrap_or_else(|e| {
+            panic!("chromedriver could not start {}: {e:?}", chromium.display());
+        });
+        self.session = created["sessionId"].as_str().expect("a session id").to_owned();
+        self.viewport(width, height, false);
+    }
+
+    /// Sends one WebDriver command; answers its `value`.
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, DriverError> {
+        let failed = |message: String| DriverError { status: 0, value: json!({"message": message}) };
+        let mut stream =
+            TcpStream::connect_timeout(&self.address, Duration::from_secs(5)).map_err(|e| failed(e.to_string()))?;
+        stream.set_read_timeout(Some(COMMAND_TIMEOUT)).unwrap();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json; \
+             charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+            self.address,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).map_err(|e| failed(e.to_string()))?;
+        // chromedriver may keep the connection open: read the head, then Content-Length bytes.
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let split = loop {
+            if let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+                break split;
+            }
+            let read = stream.read(&mut chunk).map_err(|e| failed(e.to_string()))?;
+            if read == 0 {
+                return Err(failed("the connection closed before the response's head".into()));
+            }
+            response.extend_from_slice(&chunk[..read]);
+        };
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (key, value) = l.split_once(':')?;
+                key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_ascii_lowercase())
+            })
+        };
+        let mut body = response[split + 4..].to_vec();
+        match header("content-length").and_then(|l| l.parse::<usize>().ok()) {
+            Some(length) => {
+                while body.len() < length {
+                    let read = stream.read(&mut chunk).map_err(|e| failed(e.to_string()))?;
+                    if read == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..read]);
+                }
+                body.truncate(length);
+            }
+            None => {
+                stream.read_to_end(&mut body).map_err(|e| failed(e.to_string()))?;
+                if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                    body = dechunk(&body);
+                }
+            }
+        }
+        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let value: Value = serde_json::from_slice(&body).map_err(|e| failed(format!("{e}: {head}")))?;
+        let value = value.get("value").cloned().unwrap_or(value);
+        if status == 200 {
+            Ok(value)
+        } else {
+            Err(DriverError { status, value })
+        }
+    }
+
+    /// A command of this session; panics on an error answer.
+    fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let full = format!("/session/{}{path}", self.session);
+        self.request(method, &full, body.as_ref())
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path} failed ({}): {}", e.status, e.value))
+    }
+
+    fn goto(&self, url: &str) {
+        self.command("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn refresh(&self) {
+        self.command("POST", "/refresh", Some(json!({})));
+    }
+
+    /// Runs `script` (a function body) in the page; answers what it returns.
+    fn js(&self, script: &str) -> Value {
+        self.command("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
+    }
+
+    /// Clicks the element `css` selects, as a person would (a trusted event).
+    fn click(&self, css: &str) {
+        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        let id = element_id(&found);
+        self.command("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    /// Types `text` into the element `css` selects.
+    fn type_into(&self, css: &str, text: &str) {
+        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        let id = element_id(&found);
+        self.command("POST", &format!("/element/{id}/clear"), Some(json!({})));
+        self.command("POST", &format!("/element/{id}/value"), Some(json!({"text": text})));
+    }
+
+    /// Lets the page show desktop notifications without asking.
+    fn grant_notifications(&self) {
+        self.command(
+            "POST",
+            "/permissions",
+            Some(json!({"descriptor": {"name": "notifications"}, "state": "granted"})),
+        );
+    }
+
+    /// Sets the viewport to `width` × `height` CSS pixels (`mobile` as a phone would).
+    fn viewport(&self, width: u32, height: u32, mobile: bool) {
+        let params = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile});
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params})),
+        );
+    }
+
+    /// Asks the pages for no motion, as a person who set `prefers-reduced-motion` would.
+    fn reduce_motion(&self) {
+        let params = json!({"features": [{"name": "prefers-reduced-motion", "value": "reduce"}]});
+        self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": params})));
+    }
+
+    /// Saves a PNG of the whole page (beyond the viewport too) to `path`.
+    fn screenshot(&self, path: &Path) {
+        let metrics =
+            self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "Page.getLayoutMetrics", "params": {}})));
+        let size = &metrics["cssContentSize"];
+        let viewport = &metrics["cssLayoutViewport"];
+        let width = size["width"].as_f64().unwrap_or(0.0).max(viewport["clientWidth"].as_f64().unwrap_or(0.0));
+        let height = size["height"].as_f64().unwrap_or(0.0).max(viewport["clientHeight"].as_f64().unwrap_or(0.0));
+        let params = json!({"format": "png", "captureBeyondViewport": true,
+                            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}});
+        let shot =
+            self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "Page.captureScreenshot", "params": params})));
+        let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
+        std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// The browser console, for failure messages.
+    fn console(&self) -> String {
+        let full = format!("/session/{}/se/log", self.session);
+        match self.request("POST", &full, Some(&json!({"type": "browser"}))) {
+            Ok(Value::Array(entries)) => {
+                entries.iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>().join("\n")
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Polls `script` until `wanted` holds for what it returns; panics after PATIENCE with
+    /// the last answer, the page's text and the console.
+    fn wait(&self, what: &str, script: &str, wanted: &dyn Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let value = self.js(script);
+            if wanted(&value) {
+                return value;
+            }
+            if Instant::now() > deadline {
+                let text = self.js("return document.body ? document.body.innerText : ''");
+                panic!(
+                    "{what}: not within {PATIENCE:?}.\nlast state: {value:#}\npage text: {}\nconsole: {}",
+                    text.as_str().unwrap_or(""),
+                    self.console()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self.request("DELETE", &format!("/session/{}", self.session), None);
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn element_id(found: &Value) -> String {
+    found["element-6066-11e4-a52e-4f735466cecf"].as_str().expect("a WebDriver element reference").to_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(end) = body.windows(2).position(|w| w == b"\r\n") else { return out };
+        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            return out;
+        }
+        let start = end + 2;
+        out.extend_from_slice(&body[start..(start + size).min(body.len())]);
+        body = &body[(start + size + 2).min(body.len())..];
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut bits, mut count) = (0u32, 0);
+    for sextet in text.bytes().filter_map(value) {
+        bits = (bits << 6) | u32::from(sextet);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+/// Where screenshots go: `screenshots/` in the target directory this test was built in.
+fn screenshot_dir() -> PathBuf {
+    let test_exe = std::env::current_exe().expect("the test executable's path");
+    let target = test_exe.parent().and_then(Path::parent).and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = target.join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+// ------------------------------------------------------------------ the page, from async tests
+
+/// A browser driven from the actix test thread: every WebDriver call runs on the blocking
+/// pool, so the server (on this thread) keeps serving the page meanwhile.
+#[derive(Clone)]
+struct Page {
+    browser: Arc<Browser>,
+    base: String,
+}
+
+impl Page {
+    async fn open(server: &ApiServer, width: u32, height: u32) -> Page {
+        let browser =
+            tokio::task::spawn_blocking(move || Browser::start(width, height)).await.expect("start a browser");
+        Page { browser: Arc::new(browser), base: format!("http://{}", server.address) }
+    }
+
+    async fn run<R: Send + 'static>(&self, work: impl FnOnce(&Browser) -> R + Send + 'static) -> R {
+        let browser = Arc::clone(&self.browser);
+        tokio::task::spawn_blocking(move || work(&browser)).await.expect("the WebDriver thread")
+    }
+
+    async fn goto(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.run(move |b| b.goto(&url)).await;
+    }
+
+    /// Signs in through `/login#token=…` and lands on `next`.
+    async fn sign_in(&self, token: &str, next: &str) {
+        let fragment = format!("/login#token={token}&next={next}");
+        self.goto(&fragment).await;
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        let script = script.to_owned();
+        self.run(move |b| b.js(&script)).await
+    }
+
+    async fn click(&self, css: &str) {
+        let css = css.to_owned();
+        self.run(move |b| b.click(&css)).await;
+    }
+
+    async fn wait_on(
+        &self,
+        script: &'static str,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool + Send + 'static,
+    ) -> Value {
+        let what = what.to_owned();
+        self.run(move |b| b.wait(&what, script, &wanted)).await
+    }
+
+    /// Waits until the task page's state satisfies `wanted`; answers that state.
+    async fn task(&self, what: &str, wanted: impl Fn(&Value) -> bool + Send + 'static) -> Value {
+        self.wait_on(TASK_STATE_JS, what, wanted).await
+    }
+
+    /// Waits until the list page's state satisfies `wanted`.
+    async fn list(&self, what: &str, wanted: impl Fn(&Value) -> bool + Send + 'static) -> Value {
+        self.wait_on(LIST_STATE_JS, what, wanted).await
+    }
+
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let path = screenshot_dir().join(name);
+        let target = path.clone();
+        self.run(move |b| b.screenshot(&target)).await;
+        println!("screenshot: {}", path.display());
+        path
+    }
+
+    async fn close(self) {
+        let browser = self.browser;
+        tokio::task::spawn_blocking(move || drop(browser)).await.expect("close the browser");
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+async fn create(server: &ApiServer, token: &str, plan: &str) -> String {
+    let created = server.post("/api/tasks", token, plan).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["task_id"].as_str().unwrap().to_owned()
+}
+
+async fn report(server: &ApiServer, token: &str, id: &str, step: u32, body: Value) {
+    let answer = server.post(&format!("/api/tasks/{id}/steps/{step}/report"), token, &body.to_string()).await;
+    assert_eq!(answer.status, 200, "report {body} on step {step}: {:?}", answer.body);
+}
+
+async fn progress(server: &ApiServer, token: &str, id: &str) -> Value {
+    let answer = server.get(&format!("/api/tasks/{id}/progress"), token).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.body
+}
+
+fn step(state: &Value, order: usize) -> &Value {
+    &state["steps"][order - 1]
+}
+
+fn symbols(state: &Value) -> String {
+    state["steps"]
+        .as_array()
+        .map(|s| s.iter().map(|s| s["symbol"].as_str().unwrap_or("?")).collect())
+        .unwrap_or_default()
+}
+
+/// Desktop notifications: granted by the browser, switched on with a click.
+async fn notifications_on(page: &Page) {
+    page.run(Browser::grant_notifications).await;
+    page.click("#notify").await;
+    let pressed = "return document.querySelector('#notify').getAttribute('aria-pressed')";
+    page.wait_on(pressed, "notifications on", |v| v == "true").await;
+}
+
+/// Whether the list `key` of a page's state has `n` entries or more.
+fn at_least(state: &Value, key: &str, n: usize) -> bool {
+    state[key].as_array().is_some_and(|list| list.len() >= n)
+}
+
+fn live(state: &Value) -> bool {
+    state["loaded"] == true && state["connection"] == "live"
+}
+
+// ------------------------------------------------------------------ the tests
+
+on_both_backends! {
+    async fn the_task_page_follows_a_running_task_live(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+        let token = server.token("ada").await;
+        let id = create(&server, &token, PLAN).await;
+        let page = Page::open(&server, 1280, 800).await;
+
+        page.sign_in(&token, &format!("/tasks/{id}")).await;
+        let state = page.task("the task page, signed in and live", live).await;
+        let expected_path = format!("/tasks/{id}");
+        assert_eq!(state["path"], expected_path.as_str());
+        assert_eq!(state["hash"], "", "the token leaves the address bar");
+        assert_eq!(state["title"], "Cellphone Store CRM");
+        assert_eq!(state["role"], "progressbar");
+        assert_eq!(state["valuenow"], "0");
+        assert_eq!(state["step_line"], "Step 1 of 4: Create database tables");
+        assert_eq!(symbols(&state), "◐○○○");
+        assert_eq!(step(&state, 1)["text"], "in progress");
+        assert_eq!(step(&state, 2)["text"], "pending");
+        assert_eq!(step(&state, 3)["text"], "pending");
+        assert!(state["started"].as_str().unwrap().starts_with("Started: "), "{state:#}");
+        assert!(state["started"].as_str().unwrap().ends_with(" ago"), "{state:#}");
+        assert!(state["eta"].as_str().unwrap().starts_with("ETA: "), "{state:#}");
+        assert!(state["pause"] == true && state["resume"] == false && state["cancel"] == true, "{state:#}");
+        assert_eq!(state["restart"], "Cancel and start over");
+        let stored = page.js("return localStorage.getItem('stepwise.token')").await;
+        assert_eq!(stored, token.as_str());
+
+        notifications_on(&page).await;
+
+        report(&server, &token, &id, 1, json!({"progress": 50, "log": "created 12 tables"})).await;
+        let state = page.task("the bar at 12%", |s| s["valuenow"] == "12").await;
+        assert_eq!(state["percent"], "12%");
+        assert_eq!(step(&state, 1)["text"], "in progress, 50%");
+        if state["eta"] != "ETA: estimating…" {
+            assert!(state["eta_title"].as_str().is_some_and(|t| t.starts_with("likely ")), "{state:#}");
+        }
+
+        // A step's logs on click, then live.
+        page.click("[data-order='1'] .logs-toggle").await;
+        page.task("step 1's logs", |s| s["steps"][0]["logs"] == "created 12 tables").await;
+        report(&server, &token, &id, 1, json!({"log": "indexed customers"})).await;
+        page.task("a live log line", |s| s["steps"][0]["logs"] == "created 12 tables\nindexed customers").await;
+
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+        let state = page.task("step 1 completed", |s| s["step_line"] == "Step 2 of 4: Generate application UI").await;
+        assert_eq!(state["valuenow"], "25");
+        assert_eq!(symbols(&state), "✓◐○○");
+        assert!(step(&state, 1)["text"].as_str().unwrap().starts_with("completed"), "{state:#}");
+        assert_eq!(
+            step(&state, 2)["substeps"],
+            json!([
+                "├─ Customer list view ◐ (in progress)",
+                "├─ Product list view ○ (pending)",
+                "├─ Sales form ○ (pending)",
+                "└─ Repair board ○ (pending)"
+            ])
+        );
+
+        report(&server, &token, &id, 2, json!({"substep_done": "Customer list view"})).await;
+        report(&server, &token, &id, 2, json!({"substep_done": "Product list view"})).await;
+        report(&server, &token, &id, 2, json!({"progress": 65})).await;
+        let state = page.task("two substeps done", |s| s["valuenow"] == "41").await;
+        assert_eq!(
+            step(&state, 2)["substeps"],
+            json!([
+                "├─ Customer list view ✓ (done)",
+                "├─ Product list view ✓ (done)",
+                "├─ Sales form ◐ (in progress)",
+                "└─ Repair board ○ (pending)"
+            ])
+        );
+        assert_eq!(step(&state, 2)["text"], "in progress, 65%");
+
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
+        let state = page.task("step 3 waits for approval", |s| s["approval"].is_string()).await;
+        assert_eq!(symbols(&state), "✓✓⚠○");
+        assert_eq!(state["step_line"], "Step 3 of 4: Add search and filters (waiting for your approval)");
+        assert_eq!(state["approval"], "⚠ Approve step 3: Add search and filters?");
+        assert_eq!(state["status_line"], "⚠ Waiting for your approval");
+        assert_eq!(step(&state, 3)["text"], "needs your approval");
+        assert_eq!(state["valuenow"], "50");
+
+        let approved = server.post(&format!("/api/tasks/{id}/approve"), &token, "{}").await;
+        assert_eq!(approved.status, 200, "{:?}", approved.body);
+        report(&server, &token, &id, 3, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 4, json!({"status": "completed"})).await;
+        let state = page.task("the task completed", |s| s["valuenow"] == "100" && s["status_line"].is_string()).await;
+        assert_eq!(symbols(&state), "✓✓✓✓");
+        assert!(state["status_line"].as_str().unwrap().starts_with("✓ Completed in "), "{state:#}");
+        assert_eq!(state["eta"], Value::Null);
+        assert!(state["pause"] == false && state["cancel"] == false, "{state:#}");
+        assert_eq!(state["restart"], "Start over");
+        let state = page.task("every notification", |s| at_least(s, "notifications", 6)).await;
+        assert_eq!(
+            state["notifications"],
+            json!([
+                "Step 1 complete: Create database tables",
+                "Step 2 complete: Generate application UI",
+                "⚠️ Approval required for Step 3",
+                "Step 3 complete: Add search and filters",
+                "Step 4 complete: Configure workflows",
+                "✓ Cellphone Store CRM is complete"
+            ])
+        );
+        assert_eq!(state["errors"], json!([]), "no script errors");
+        page.close().await;
+        server.stop().await;
+    }
+
+    async fn the_page_pauses_resumes_approves_retries_and_starts_over(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+        let token = server.token("ada").await;
+        let id = create(&server, &token, PLAN).await;
+        let page = Page::open(&server, 1280, 800).await;
+        page.sign_in(&token, &format!("/tasks/{id}")).await;
+        page.task("the task page", live).await;
+        notifications_on(&page).await;
+
+        page.click("#pause").await;
+        let state = page.task("paused", |s| s["status_line"] == "⏸ Paused").await;
+        assert_eq!(symbols(&state), "⏸○○○");
+        assert_eq!(state["step_line"], "Step 1 of 4: Create database tables (paused)");
+        assert!(state["resume"] == true && state["pause"] == false, "{state:#}");
+        let document = progress(&server, &token, &id).await;
+        assert_eq!(document["status"], "paused");
+        assert_eq!(document["steps"][0]["status"], "paused");
+        let focused = "return document.activeElement && document.activeElement.id";
+        page.wait_on(focused, "keyboard focus on Resume, where Pause was", |v| v == "resume").await;
+
+        page.click("#resume").await;
+        let state = page.task("running again", |s| s["pause"] == true).await;
+        assert_eq!(symbols(&state), "◐○○○");
+        assert_eq!(progress(&server, &token, &id).await["status"], "running");
+
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
+        page.task("the approval box", |s| s["approval"] == "⚠ Approve step 3: Add search and filters?").await;
+        page.run(|b| b.type_into("#approval-comment", "looks good")).await;
+        page.click("#approve").await;
+        let state = page.task("step 3 running", |s| s["steps"][2]["status"] == "running").await;
+        assert_eq!(state["approval"], Value::Null);
+        let document = progress(&server, &token, &id).await;
+        assert_eq!(document["status"], "running");
+        assert_eq!(document["steps"][2]["status"], "running");
+
+        report(&server, &token, &id, 3, json!({"status": "failed", "error": "search index unavailable"})).await;
+        let state = page.task("step 3 failed", |s| s["steps"][2]["retry"] == true).await;
+        assert_eq!(symbols(&state), "✓✓✗○");
+        assert_eq!(step(&state, 3)["text"], "failed");
+        assert_eq!(step(&state, 3)["error"], "✗ search index unavailable");
+        assert_eq!(step(&state, 3)["skip"], true);
+        assert_eq!(state["status_line"], "✗ Failed: step 3 failed: search index unavailable");
+        assert_eq!(state["pause"], false);
+        let state = page.task("the failure's notification", |s| at_least(s, "notifications", 4)).await;
+        assert_eq!(
+            state["notifications"],
+            json!([
+                "Step 1 complete: Create database tables",
+                "Step 2 complete: Generate application UI",
+                "⚠️ Approval required for Step 3",
+                "✗ Task failed at Step 3"
+            ])
+        );
+
+        page.click("[data-order='3'] .retry").await;
+        let state = page.task("step 3 retried", |s| s["steps"][2]["status"] == "running").await;
+        assert_eq!(step(&state, 3)["text"], "in progress, attempt 2");
+        assert_eq!(state["status_line"], Value::Null);
+        let document = progress(&server, &token, &id).await;
+        assert_eq!(document["status"], "running");
+        assert_eq!(document["steps"][2]["attempts"], 2);
+
+        // Cancel and start over: a confirmation, then the new task's page.
+        page.click("#restart").await;
+        page.wait_on("return !document.querySelector('#confirm').hidden", "the confirmation", |v| v == true).await;
+        page.click("#confirm-yes").await;
+        let expected = format!("/tasks/{id}");
+        let state = page.task("the new run's page", move |s| live(s) && s["path"] != expected.as_str()).await;
+        assert_eq!(state["step_line"], "Step 1 of 4: Create database tables");
+        assert_eq!(symbols(&state), "◐○○○");
+        assert_eq!(progress(&server, &token, &id).await["status"], "cancelled");
+        let new_id = state["path"].as_str().unwrap().trim_start_matches("/tasks/").to_owned();
+        assert_eq!(progress(&server, &token, &new_id).await["restarted_from"], id.as_str());
+        let earlier = page.js("return document.querySelector('#restarted-link').getAttribute('href')").await;
+        assert_eq!(earlier, format!("/tasks/{id}").as_str(), "the new run links to the one it replaced");
+
+        page.click("#cancel").await;
+        page.click("#confirm-yes").await;
+        let state = page.task("cancelled", |s| s["status_line"] == "Cancelled").await;
+        assert_eq!(step(&state, 1)["error"], "✗ cancelled");
+        assert_eq!(progress(&server, &token, &new_id).await["status"], "cancelled");
+        assert_eq!(state["errors"], json!([]));
+        page.close().await;
+        server.stop().await;
+    }
+
+    async fn the_page_survives_a_reload_and_a_dropped_socket(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+        let token = server.token("ada").await;
+        let id = create(&server, &token, PLAN).await;
+        report(&server, &token, &id, 1, json!({"progress": 40})).await;
+        let page = Page::open(&server, 1280, 800).await;
+        page.sign_in(&token, &format!("/tasks/{id}")).await;
+        let before = page.task("the task page at 10%", |s| live(s) && s["valuenow"] == "10").await;
+
+        // Reload in the middle of the task: the same state.
+        page.run(Browser::refresh).await;
+        let after = page.task("the reloaded page", |s| live(s) && at_least(s, "connections", 1)).await;
+        for key in ["title", "valuenow", "percent", "step_line", "steps", "pause", "resume", "approval"] {
+            assert_eq!(before[key], after[key], "{key} after a reload");
+        }
+
+        // Drop the WebSocket and hold the reconnection, as if the network were down…
+        let seq = progress(&server, &token, &id).await["seq"].as_i64().unwrap();
+        page.js("window.stepwise.offline = true; window.stepwise.socket.close(); return true").await;
+        page.task("disconnected", |s| s["connection"] == "offline").await;
+        // …while step 1 completes and step 2 gets going.
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 2, json!({"substep_done": "Customer list view"})).await;
+        let missed = page.js(TASK_STATE_JS).await;
+        assert_eq!(symbols(&missed), "◐○○○", "nothing arrives while disconnected");
+
+        page.js("window.stepwise.reconnectNow(); return true").await;
+        let state = page.task("reconnected with the missed step", |s| {
+            live(s) && s["step_line"] == "Step 2 of 4: Generate application UI" && s["steps"][1]["substeps"][0]
+                .as_str()
+                .is_some_and(|t| t.contains('✓'))
+        })
+        .await;
+        assert_eq!(symbols(&state), "✓◐○○");
+        assert_eq!(state["valuenow"], "31");
+        let connections = state["connections"].as_array().unwrap();
+        assert_eq!(connections.last().unwrap(), &json!(format!("/ws/tasks/{id}?after_seq={seq}")));
+        let replayed: Vec<&str> =
+            state["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(replayed, ["step_complete", "step_started", "substep_done"], "the replay, once each, in order");
+        assert_eq!(state["errors"], json!([]));
+
+        // And it keeps following.
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
+        page.task("live after the reconnection", |s| s["approval"].is_string()).await;
+        page.close().await;
+        server.stop().await;
+    }
+}
+
+#[actix::test]
+async fn screenshots_of_the_list_and_the_task_page() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+    let token = server.token("ada").await;
+    // A few tasks in different states for the list, oldest first.
+    let done =
+        create(&server, &token, r#"{"title": "Nightly import", "steps": [{"name": "Fetch", "kind": "external"}]}"#)
+            .await;
+    report(&server, &token, &done, 1, json!({"status": "completed"})).await;
+    let failed =
+        create(&server, &token, r#"{"title": "Resize photos", "steps": [{"name": "Resize", "kind": "external"}]}"#)
+            .await;
+    report(&server, &token, &failed, 1, json!({"status": "failed", "error": "disk full"})).await;
+    let waiting = create(
+        &server,
+        &token,
+        r#"{"title": "Publish catalogue", "steps": [{"name": "Build", "kind": "external"},
+            {"name": "Publish", "kind": "external", "requires_approval": true}]}"#,
+    )
+    .await;
+    report(&server, &token, &waiting, 1, json!({"status": "completed"})).await;
+    let paused = create(
+        &server,
+        &token,
+        r#"{"title": "Backfill reports", "steps": [{"name": "Backfill", "kind": "external"}]}"#,
+    )
+    .await;
+    report(&server, &token, &paused, 1, json!({"progress": 30})).await;
+    assert_eq!(server.post(&format!("/api/tasks/{paused}/pause"), &token, "{}").await.status, 200);
+    // The seed's drawing: step 2 of 4 with two substeps done.
+    let crm = create(&server, &token, PLAN).await;
+    report(&server, &token, &crm, 1, json!({"log": "created tables customers, products, sales, repairs"})).await;
+    report(&server, &token, &crm, 1, json!({"status": "completed"})).await;
+    report(&server, &token, &crm, 2, json!({"substep_done": "Customer list view"})).await;
+    report(&server, &token, &crm, 2, json!({"substep_done": "Product list view"})).await;
+    report(&server, &token, &crm, 2, json!({"progress": 60})).await;
+
+    let page = Page::open(&server, 1280, 800).await;
+    page.sign_in(&token, "/").await;
+    let state = page
+        .list("the list with five tasks", |s| {
+            s["connection"] == "live" && s["tasks"].as_array().is_some_and(|t| t.len() == 5)
+        })
+        .await;
+    // Bars jump rather than glide, so the screenshots show where they are (the setting
+    // lasts for the page it is made on).
+    page.run(Browser::reduce_motion).await;
+    let cards = state["tasks"].as_array().unwrap();
+    let titles: Vec<&str> = cards.iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(
+        titles,
+        ["Cellphone Store CRM", "Backfill reports", "Publish catalogue", "Resize photos", "Nightly import"]
+    );
+    let marks: Vec<&str> = cards.iter().map(|t| t["symbol"].as_str().unwrap()).collect();
+    assert_eq!(marks, ["◐", "⏸", "⚠", "✗", "✓"]);
+    assert_eq!(cards[0]["valuenow"], "40");
+    assert_eq!(cards[0]["step"], "Step 2 of 4: Generate application UI");
+    assert_eq!(cards[0]["href"], format!("/tasks/{crm}").as_str());
+    assert_eq!(cards[2]["words"], "waiting for your approval");
+    assert_eq!(cards[3]["eta"], "✗ Failed: step 1 failed: disk full");
+
+    // The list is live too, and tells of a new task.
+    notifications_on(&page).await;
+    report(&server, &token, &crm, 2, json!({"progress": 80})).await;
+    page.list("the CRM at 45% on the list", |s| s["tasks"][0]["valuenow"] == "45").await;
+    let fresh =
+        create(&server, &token, r#"{"title": "Send invoices", "steps": [{"name": "Send", "kind": "external"}]}"#).await;
+    let state = page.list("a new task on the list", |s| s["tasks"][0]["title"] == "Send invoices").await;
+    assert_eq!(state["tasks"][0]["id"], fresh.as_str());
+    report(&server, &token, &fresh, 1, json!({"status": "completed"})).await;
+    page.list("the new task completed", |s| s["tasks"][0]["symbol"] == "✓").await;
+    let told = page.js("return window.stepwise.notifications").await;
+    assert_eq!(
+        told,
+        json!(["Your Send invoices task has started", "Step 1 complete: Send", "✓ Send invoices is complete"])
+    );
+    let motion = page.js("return getComputedStyle(document.querySelector('.bar-fill')).transitionDuration").await;
+    assert_eq!(motion, "0s", "no motion for those who ask for none");
+    let list_desktop = page.screenshot("list-desktop.png").await;
+
+    page.goto(&format!("/tasks/{crm}")).await;
+    page.task("the CRM task page", |s| live(s) && s["valuenow"] == "45").await;
+    page.run(Browser::reduce_motion).await;
+    page.click("[data-order='1'] .logs-toggle").await;
+    page.task("step 1's logs", |s| s["steps"][0]["logs"].as_str().is_some_and(|l| l.contains("created tables"))).await;
+    let task_desktop = page.screenshot("task-desktop.png").await;
+
+    page.run(|b| b.viewport(390, 844, true)).await;
+    let width = page.js("return [window.innerWidth, document.documentElement.scrollWidth]").await;
+    assert_eq!(width, json!([390, 390]), "the task page fits a phone's width without scrolling sideways");
+    let task_phone = page.screenshot("task-phone.png").await;
+    page.goto("/").await;
+    page.run(Browser::reduce_motion).await;
+    page.list("the list on a phone", |s| {
+        s["connection"] == "live" && s["tasks"].as_array().is_some_and(|t| t.len() == 6)
+    })
+    .await;
+    let width = page.js("return [window.innerWidth, document.documentElement.scrollWidth]").await;
+    assert_eq!(width, json!([390, 390]), "the list fits a phone's width without scrolling sideways");
+    let list_phone = page.screenshot("list-phone.png").await;
+    page.goto(&format!("/tasks/{waiting}")).await;
+    page.run(Browser::reduce_motion).await;
+    page.task("a task waiting for approval", |s| live(s) && s["approval"].is_string()).await;
+    let approval_phone = page.screenshot("task-approval-phone.png").await;
+
+    for path in [list_desktop, task_desktop, task_phone, list_phone, approval_phone] {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 5_000, "{} is a PNG", path.display());
+    }
+    page.close().await;
+    server.stop().await;
+}
+
+#[actix::test]
+async fn sign_in_and_out_and_the_page_routes() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+    let token = server.token("ada").await;
+
+    // Pages load without a token; assets are compiled in; unknown paths stay JSON 404s.
+    for path in ["/", "/tasks/anything", "/login"] {
+        let page = server.call("GET", path, None, None).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"), "{path}");
+        assert!(page.header("content-security-policy").is_some_and(|p| p.contains("script-src 'self'")), "{path}");
+        assert!(page.body.as_str().is_some_and(|b| b.starts_with("<!doctype html>")), "{path}");
+    }
+    let script = server.call("GET", "/assets/task.js", None, None).await;
+    assert_eq!(script.status, 200);
+    assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
+    let etag = script.header("etag").expect("an ETag").to_owned();
+    let headers = [("If-None-Match".to_owned(), etag)];
+    assert_eq!(server.raw("GET", "/assets/task.js", &headers, None).await.status, 304);
+    for path in ["/assets/nope.js", "/nope", "/tasks/a/b"] {
+        let missing = server.call("GET", path, None, None).await;
+        assert_eq!((missing.status, missing.code()), (404, "no_route"), "{path}");
+    }
+    let wrong = server.call("POST", "/", None, Some("{}")).await;
+    assert_eq!((wrong.status, wrong.code()), (405, "method_not_allowed"));
+    assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
+    let head = server.call("HEAD", "/login", None, None).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.body, "", "HEAD answers with the head only");
+
+    let page = Page::open(&server, 1280, 800).await;
+    // Without a token, a page sends the visitor to sign in, and back after.
+    page.goto("/").await;
+    page.wait_on("return location.pathname + location.search", "the sign-in page", |v| v == "/login?next=%2F").await;
+    page.run(|b| b.type_into("#token", "sw_000000000000_nope")).await;
+    page.click("#sign-in button[type=submit]").await;
+    let error = page
+        .wait_on(
+            "const e = document.querySelector('#login-error'); return e.hidden ? null : e.textContent",
+            "refused",
+            |v| v.is_string(),
+        )
+        .await;
+    assert_eq!(error, "That token was not accepted: it is unknown or revoked.");
+    let token_typed = token.clone();
+    page.run(move |b| b.type_into("#token", &token_typed)).await;
+    page.click("#sign-in button[type=submit]").await;
+    page.list("the list after signing in", |s| s["path"] == "/" && s["connection"] == "live").await;
+
+    page.click("#sign-out").await;
+    page.wait_on("return location.pathname + location.search", "signed out", |v| v == "/login?reason=signed-out").await;
+    assert_eq!(page.js("return localStorage.getItem('stepwise.token')").await, Value::Null);
+    let message = page.js("return document.querySelector('#message').textContent").await;
+    assert_eq!(message, "You are signed out. The token was removed from this browser.");
+
+    // A task that is not the visitor's reads as missing.
+    let other = server.token("grace").await;
+    let theirs = create(&server, &other, PLAN).await;
+    page.sign_in(&token, &format!("/tasks/{theirs}")).await;
+    let error = page
+        .wait_on(
+            "const e = document.querySelector('#error'); return e.hidden ? null : e.textContent",
+            "not found",
+            |v| v.is_string(),
+        )
+        .await;
+    assert_eq!(error, format!("There is no task {theirs}, or it is not yours.").as_str());
+    page.close().await;
+    server.stop().await;
+}
