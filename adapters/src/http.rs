@@ -6,24 +6,40 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use config::ApiSettings;
+use config::{ApiSettings, NotificationSettings};
 use runtime::Runtime;
 use serde_json::json;
 
 use crate::api::{self, ApiState};
+use crate::notify::{Notifier, NotifyConfig};
 
 /// How long `/readyz` waits for a database connection before answering 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
-/// graceful-shutdown timeout; it stops on SIGINT or SIGTERM.
+/// graceful-shutdown timeout, and the notifier with the default `[notifications]` settings;
+/// it stops on SIGINT or SIGTERM.
 pub fn server(
     listener: TcpListener,
     runtime: Runtime,
     api: ApiSettings,
     shutdown_timeout: Duration,
 ) -> std::io::Result<Server> {
-    let state = web::Data::new(ApiState::new(runtime, api));
+    server_with_notifications(listener, runtime, api, NotificationSettings::default(), shutdown_timeout)
+}
+
+/// [`server`] with these `[notifications]` settings. Starts the [`Notifier`] on the
+/// current arbiter: call it inside the actix system.
+pub fn server_with_notifications(
+    listener: TcpListener,
+    runtime: Runtime,
+    api: ApiSettings,
+    notifications: NotificationSettings,
+    shutdown_timeout: Duration,
+) -> std::io::Result<Server> {
+    let notifications = NotifyConfig::new(notifications);
+    Notifier::start(&runtime, notifications.clone());
+    let state = web::Data::new(ApiState { notifications, ..ApiState::new(runtime, api) });
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -33,6 +49,8 @@ pub fn server(
             .configure(crate::web::configure)
             .default_service(web::to(api::no_route))
     })
+    // Progress frames are small and often follow each other closely: send each at once.
+    .tcp_nodelay(true)
     .listen(listener)?
     .shutdown_timeout(shutdown_timeout.as_secs())
     .run())

@@ -177,7 +177,13 @@ async fn start(
     let listener = bind(settings.server.listen, fallback_port)?;
     let address = listener.local_addr()?;
     let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
-    let server = http::server(listener, runtime.clone(), settings.api.clone(), shutdown_timeout)?;
+    let server = http::server_with_notifications(
+        listener,
+        runtime.clone(),
+        settings.api.clone(),
+        settings.notifications.clone(),
+        shutdown_timeout,
+    )?;
     println!("listening on http://{address}");
     std::io::stdout().flush()?;
     Ok((runtime, server, address))
@@ -300,6 +306,7 @@ async fn run_plan(
     println!("task {task_id}");
     if let Some(token) = demo_token {
         println!("token {token}");
+        println!("  open http://{address}/login#token={token}&next=/tasks/{task_id}");
         println!("  curl -H 'Authorization: Bearer {token}' http://{address}/api/tasks/{task_id}/progress");
     }
     std::io::stdout().flush()?;

@@ -38,6 +38,14 @@
 //! | `api.ws_heartbeat_s` | `15` | `STEPWISE_API__WS_HEARTBEAT_S` | seconds, at least 1 |
 //! | `api.ws_client_timeout_s` | `45` | `STEPWISE_API__WS_CLIENT_TIMEOUT_S` | seconds, more than the heartbeat |
 //! | `api.token_cache_s` | `10` | `STEPWISE_API__TOKEN_CACHE_S` | seconds |
+//! | `notifications.allow_private_endpoints` | `false` | `STEPWISE_NOTIFICATIONS__ALLOW_PRIVATE_ENDPOINTS` | `true` lets chat webhooks and push endpoints be `http` and on loopback or private addresses (checked on the address connected to) |
+//! | `notifications.timeout_s` | `10` | `STEPWISE_NOTIFICATIONS__TIMEOUT_S` | seconds per delivery attempt, 1 to 300 |
+//! | `notifications.max_attempts` | `3` | `STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS` | 1 to 10 |
+//! | `notifications.retry_backoff_ms` | `1000` | `STEPWISE_NOTIFICATIONS__RETRY_BACKOFF_MS` | milliseconds before the first retry (doubling), 1 to 600000 |
+//! | `notifications.burst` | `10` | `STEPWISE_NOTIFICATIONS__BURST` | messages per user and channel per window before a digest, at least 1 |
+//! | `notifications.digest_window_s` | `60` | `STEPWISE_NOTIFICATIONS__DIGEST_WINDOW_S` | seconds, at least 1 |
+//! | `notifications.push_ttl_s` | `86400` | `STEPWISE_NOTIFICATIONS__PUSH_TTL_S` | seconds a push service keeps a message for an offline device, up to 2419200 |
+//! | `notifications.vapid_subject` | `"mailto:stepwise@localhost"` | `STEPWISE_NOTIFICATIONS__VAPID_SUBJECT` | contact for push services: a `mailto:` or `https:` URL |
 //!
 //! A file setting all of them:
 //!
@@ -75,6 +83,16 @@
 //! ws_heartbeat_s = 15
 //! ws_client_timeout_s = 45
 //! token_cache_s = 10
+//!
+//! [notifications]
+//! allow_private_endpoints = false
+//! timeout_s = 10
+//! max_attempts = 3
+//! retry_backoff_ms = 1000
+//! burst = 10
+//! digest_window_s = 60
+//! push_ttl_s = 86400
+//! vapid_subject = "mailto:ops@example.com"
 //! ```
 //!
 //! # Errors
@@ -90,5 +108,6 @@ mod settings;
 
 pub use error::{ConfigError, Origin};
 pub use settings::{
-    default_data_dir, ApiSettings, DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings, Settings,
+    default_data_dir, ApiSettings, DatabaseSettings, LogLevel, LogSettings, NotificationSettings, RuntimeSettings,
+    ServerSettings, Settings,
 };

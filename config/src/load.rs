@@ -152,7 +152,9 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::{ApiSettings, DatabaseSettings, LogLevel, LogSettings, RuntimeSettings, ServerSettings};
+    use crate::{
+        ApiSettings, DatabaseSettings, LogLevel, LogSettings, NotificationSettings, RuntimeSettings, ServerSettings,
+    };
 
     /// Loads `file` (TOML text, written to a temporary file) and `env` with `HOME=/home/ada`;
     /// an error comes back as its message, the file's path replaced by `{file}`.
@@ -195,6 +197,16 @@ mod tests {
                 ws_heartbeat_s: 15,
                 ws_client_timeout_s: 45,
                 token_cache_s: 10,
+            },
+            notifications: NotificationSettings {
+                allow_private_endpoints: false,
+                timeout_s: 10,
+                max_attempts: 3,
+                retry_backoff_ms: 1000,
+                burst: 10,
+                digest_window_s: 60,
+                push_ttl_s: 86_400,
+                vapid_subject: "mailto:stepwise@localhost".to_owned(),
             },
         }
     }
@@ -246,6 +258,15 @@ mod tests {
             ws_heartbeat_s = 2
             ws_client_timeout_s = 5
             token_cache_s = 0
+            [notifications]
+            allow_private_endpoints = true
+            timeout_s = 2
+            max_attempts = 5
+            retry_backoff_ms = 50
+            burst = 3
+            digest_window_s = 30
+            push_ttl_s = 0
+            vapid_subject = "https://ops.example.com"
         "#;
         let expected = Settings {
             data_dir: PathBuf::from("/srv/stepwise"),
@@ -272,6 +293,16 @@ mod tests {
                 ws_heartbeat_s: 2,
                 ws_client_timeout_s: 5,
                 token_cache_s: 0,
+            },
+            notifications: NotificationSettings {
+                allow_private_endpoints: true,
+                timeout_s: 2,
+                max_attempts: 5,
+                retry_backoff_ms: 50,
+                burst: 3,
+                digest_window_s: 30,
+                push_ttl_s: 0,
+                vapid_subject: "https://ops.example.com".to_owned(),
             },
         };
         assert_eq!(load(Some(file), &[]), Ok(expected));
@@ -307,6 +338,10 @@ mod tests {
                 s.api.allowed_origins = vec!["https://a.example".to_owned(), "*".to_owned()]
             }),
             (None, &[("STEPWISE_API__REQUESTS_PER_SECOND", "7")], |s| s.api.requests_per_second = 7),
+            (None, &[("STEPWISE_NOTIFICATIONS__ALLOW_PRIVATE_ENDPOINTS", "true")], |s| {
+                s.notifications.allow_private_endpoints = true
+            }),
+            (None, &[("STEPWISE_NOTIFICATIONS__BURST", "2")], |s| s.notifications.burst = 2),
             (None, &[("STEPWISE_SERVER__SHUTDOWN_TIMEOUT_S", "+7")], |s| s.server.shutdown_timeout_s = 7),
             (None, &[("XDG_DATA_HOME", "/data")], |s| s.data_dir = PathBuf::from("/data/stepwise")),
             // Lower-case variable names map the same way.
@@ -394,12 +429,12 @@ mod tests {
             (
                 Some("[notifications]\nemail = \"ops@example.com\""),
                 &[],
-                "unknown key notifications (from {file}), expected one of: data_dir, log, server, database, runtime, api",
+                "unknown key notifications.email (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject",
             ),
             (
                 None,
                 &[("STEPWISE_FOO", "1")],
-                "unknown key foo (from STEPWISE_FOO), expected one of: data_dir, log, server, database, runtime, api",
+                "unknown key foo (from STEPWISE_FOO), expected one of: data_dir, log, server, database, runtime, api, notifications",
             ),
             (
                 None,
@@ -409,12 +444,12 @@ mod tests {
             (
                 None,
                 &[("STEPWISE_SERVER_LISTEN", "127.0.0.1:1")],
-                "unknown key server_listen (from STEPWISE_SERVER_LISTEN), expected one of: data_dir, log, server, database, runtime, api",
+                "unknown key server_listen (from STEPWISE_SERVER_LISTEN), expected one of: data_dir, log, server, database, runtime, api, notifications",
             ),
             (
                 None,
                 &[("STEPWISE_LIMITS__MAX_TASKS", "3")],
-                "unknown key limits (from STEPWISE_LIMITS__MAX_TASKS), expected one of: data_dir, log, server, database, runtime, api",
+                "unknown key limits (from STEPWISE_LIMITS__MAX_TASKS), expected one of: data_dir, log, server, database, runtime, api, notifications",
             ),
             (
                 None,
@@ -477,6 +512,16 @@ mod tests {
                 Some("[api]\nws_heartbeat_s = 30\nws_client_timeout_s = 30"),
                 &[],
                 "invalid value for api.ws_client_timeout_s: 30 (expected at least 31) (from {file})",
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS", "0")],
+                "invalid value for notifications.max_attempts: 0 (expected 1 to 10) (from STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS)",
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__VAPID_SUBJECT", "ops@example.com")],
+                r#"invalid value for notifications.vapid_subject: "ops@example.com" (expected a mailto: or https: URL) (from STEPWISE_NOTIFICATIONS__VAPID_SUBJECT)"#,
             ),
         ];
         check_errors(cases);

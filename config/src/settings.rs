@@ -33,6 +33,9 @@ pub struct Settings {
     /// The HTTP and WebSocket API.
     #[serde(default)]
     pub api: ApiSettings,
+    /// Notifying people of their tasks' progress.
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 /// The `[log]` section.
@@ -228,6 +231,67 @@ impl ApiSettings {
     }
 }
 
+/// The `[notifications]` section: how the notifier delivers to the endpoints users give
+/// (chat webhooks) and how many messages a user gets before the rest become a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationSettings {
+    /// Lets endpoints be plain `http` and on loopback, private or link-local addresses.
+    /// Off by default: otherwise any user could make the server call into its own network.
+    pub allow_private_endpoints: bool,
+    /// Seconds one delivery attempt may take (connecting included), 1 to 300.
+    pub timeout_s: u64,
+    /// Attempts per message before giving up, 1 to 10.
+    pub max_attempts: u32,
+    /// Milliseconds before the first retry; each later retry waits twice as long. 1 to 600000.
+    pub retry_backoff_ms: u64,
+    /// Messages a user gets on one channel within `digest_window_s` before the rest are held
+    /// and sent as one digest, at least 1.
+    pub burst: u32,
+    /// The throttling window, in seconds, at least 1.
+    pub digest_window_s: u64,
+    /// How long a push service keeps a message for a device that is offline, in seconds,
+    /// up to 2419200 (4 weeks).
+    pub push_ttl_s: u64,
+    /// Who runs this server, for push services (the VAPID `sub` claim): `mailto:` or
+    /// `https:`.
+    pub vapid_subject: String,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings {
+            allow_private_endpoints: false,
+            timeout_s: 10,
+            max_attempts: 3,
+            retry_backoff_ms: 1000,
+            burst: 10,
+            digest_window_s: 60,
+            push_ttl_s: 86_400,
+            vapid_subject: "mailto:stepwise@localhost".to_owned(),
+        }
+    }
+}
+
+impl NotificationSettings {
+    fn validate(&self) -> Result<(), Violation> {
+        in_range("notifications.timeout_s", self.timeout_s, 1, Some(300))?;
+        in_range("notifications.max_attempts", self.max_attempts, 1, Some(10))?;
+        in_range("notifications.retry_backoff_ms", self.retry_backoff_ms, 1, Some(600_000))?;
+        in_range("notifications.burst", self.burst, 1, None)?;
+        in_range("notifications.digest_window_s", self.digest_window_s, 1, None)?;
+        in_range("notifications.push_ttl_s", self.push_ttl_s, 0, Some(2_419_200))?;
+        if !(self.vapid_subject.starts_with("mailto:") || self.vapid_subject.starts_with("https://")) {
+            return Err(Violation {
+                key: "notifications.vapid_subject",
+                value: format!("{:?}", self.vapid_subject),
+                reason: "expected a mailto: or https: URL".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Settings {
     /// The database URL to use: `database.url`, or else `sqlite://{data_dir}/stepwise.db`.
     pub fn database_url(&self) -> String {
@@ -250,7 +314,8 @@ impl Settings {
         }
         self.database.validate()?;
         self.runtime.validate()?;
-        self.api.validate()
+        self.api.validate()?;
+        self.notifications.validate()
     }
 }
 
@@ -357,6 +422,7 @@ mod tests {
                 database: DatabaseSettings { url: url.map(str::to_owned), ..DatabaseSettings::default() },
                 runtime: RuntimeSettings::default(),
                 api: ApiSettings::default(),
+                notifications: NotificationSettings::default(),
             };
             assert_eq!(settings.database_url(), expected);
         }

@@ -8,13 +8,16 @@
 //! event log), [`record_progress`] for the coalesced percent and log batches (percents are
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
 //! ownership, the history readers for the API and the estimator, and the `accounts`
-//! functions for users and their API tokens. All functions are blocking: call them off the
+//! functions for users and their API tokens, and the `notifications` functions for each
+//! user's notification preferences, the log of delivery attempts, push subscriptions and the
+//! server's VAPID key. All functions are blocking: call them off the
 //! actor event loops.
 
 mod accounts;
 mod connection;
 mod lease;
 mod model;
+mod notifications;
 mod queries;
 mod schema;
 #[cfg(test)]
@@ -26,6 +29,11 @@ pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,
+};
+pub use notifications::{
+    delete_push_subscription, insert_notification, list_notifications, notification_preferences, push_subscriptions,
+    save_notification_preferences, save_push_subscription, vapid_private_key, NotificationRecord,
+    PushSubscriptionRecord,
 };
 pub use queries::{
     commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history, recent_logs,

@@ -117,6 +117,49 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    notification_preferences (user_name) {
+        user_name -> Text,
+        document -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Text,
+        user_name -> Text,
+        task_id -> Text,
+        event -> Text,
+        channel -> Text,
+        target -> Text,
+        message -> Text,
+        attempt -> Integer,
+        outcome -> Text,
+        detail -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    push_subscriptions (id) {
+        id -> Text,
+        user_name -> Text,
+        endpoint -> Text,
+        p256dh -> Text,
+        auth -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    vapid_keys (id) {
+        id -> Integer,
+        private_key -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -128,5 +171,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     task_progress,
     step_runs,
     users,
-    api_tokens
+    api_tokens,
+    notification_preferences,
+    notifications,
+    push_subscriptions,
+    vapid_keys
 );

@@ -1,12 +1,13 @@
 //! The HTTP and WebSocket API (documented in `openapi.json`, served at
 //! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
-//! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, bearer tokens and rates in [`auth`], the JSON shapes in [`wire`].
+//! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, bearer tokens and rates in [`auth`], the JSON shapes in [`wire`];
+//! the notification and web push routes live in [`crate::notify::api`].
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
 
 mod ask;
 pub mod auth;
-mod body;
+pub(crate) mod body;
 pub mod error;
 mod tasks;
 pub mod wire;
@@ -15,11 +16,12 @@ pub mod ws;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use config::ApiSettings;
+use config::{ApiSettings, NotificationSettings};
 use runtime::Runtime;
 
 use self::auth::Authenticator;
 use self::error::ApiError;
+use crate::notify::NotifyConfig;
 
 /// The OpenAPI 3 document of every route, kept true by a test that holds the routes
 /// against it.
@@ -35,6 +37,8 @@ pub struct ApiState {
     pub limits: ApiSettings,
     /// The bot's conversations, by user.
     pub conversations: ask::Conversations,
+    /// The `[notifications]` settings and the VAPID key pair.
+    pub notifications: NotifyConfig,
 }
 
 impl ApiState {
@@ -47,7 +51,13 @@ impl ApiState {
             limits.requests_per_second,
             limits.request_burst,
         );
-        ApiState { runtime, auth, limits, conversations: ask::Conversations::default() }
+        ApiState {
+            runtime,
+            auth,
+            limits,
+            conversations: ask::Conversations::default(),
+            notifications: NotifyConfig::new(NotificationSettings::default()),
+        }
     }
 }
 
@@ -71,6 +81,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tasks/{task_id}/steps/{order}/skip"),
     ("POST", "/api/tasks/{task_id}/steps/{order}/report"),
     ("POST", "/api/chat"),
+    ("GET", "/api/notifications"),
+    ("GET", "/api/notifications/preferences"),
+    ("PUT", "/api/notifications/preferences"),
+    ("GET", "/api/push/vapid-public-key"),
+    ("POST", "/api/push/subscriptions"),
+    ("DELETE", "/api/push/subscriptions/{subscription_id}"),
     ("GET", "/ws/tasks"),
     ("GET", "/ws/tasks/{task_id}"),
 ];
@@ -95,6 +111,12 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/tasks/{task_id}/steps/{order}/skip") => web::post().to(tasks::skip),
         ("POST", "/api/tasks/{task_id}/steps/{order}/report") => web::post().to(tasks::report),
         ("POST", "/api/chat") => web::post().to(ask::ask),
+        ("GET", "/api/notifications") => web::get().to(crate::notify::api::list),
+        ("GET", "/api/notifications/preferences") => web::get().to(crate::notify::api::preferences),
+        ("PUT", "/api/notifications/preferences") => web::put().to(crate::notify::api::set_preferences),
+        ("GET", "/api/push/vapid-public-key") => web::get().to(crate::notify::api::vapid_public_key),
+        ("POST", "/api/push/subscriptions") => web::post().to(crate::notify::api::subscribe),
+        ("DELETE", "/api/push/subscriptions/{subscription_id}") => web::delete().to(crate::notify::api::unsubscribe),
         ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
         ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
         _ => return None,

@@ -194,6 +194,10 @@ fn the_demo_runs_the_seeds_task_to_completion() {
     let token = stdout.lines().find_map(|l| l.strip_prefix("token ")).expect("the demo prints its user's token");
     assert!(token.starts_with("sw_"), "{token}");
     assert!(stdout.contains(&format!("curl -H 'Authorization: Bearer {token}'")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("/login#token={token}&next=/tasks/")),
+        "a link that opens the task page signed in: {stdout}"
+    );
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(last, "Cellphone Store CRM 100% step 4/4 ✓ Configure workflows [completed]");
     assert!(db.dir.path().join("stepwise.db").exists(), "the default database lives in the data directory");

@@ -11,6 +11,8 @@ mod binary;
 mod chat;
 mod exec;
 mod lifecycle;
+mod notify;
+mod notify_push;
 mod openapi;
 mod recovery;
 mod web;

@@ -1,0 +1,162 @@
+//! The notification routes: `GET /api/notifications` (the caller's delivery log),
+//! `GET` / `PUT /api/notifications/preferences`, and web push: `GET
+//! /api/push/vapid-public-key`, `POST /api/push/subscriptions`, `DELETE
+//! /api/push/subscriptions/{subscription_id}`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::prefs::{self, Preferences, PrefsError};
+use super::push::{PushError, PushSubscriptionJson};
+use crate::api::auth::Caller;
+use crate::api::error::{db_error, ApiError};
+use crate::api::wire::rfc3339;
+use crate::api::{body, ApiState};
+
+/// Log entries per page unless `limit` says otherwise, and the most allowed.
+const PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+fn prefs_error(error: PrefsError) -> ApiError {
+    match error {
+        PrefsError::Db(error) => db_error(error),
+        PrefsError::ShuttingDown => ApiError::Unavailable("the server is shutting down".to_owned()),
+    }
+}
+
+/// `GET /api/notifications`: the caller's newest delivery attempts first.
+pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Malformed(format!("invalid query string: {e}")))?;
+    let limit = query.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
+    }
+    let (db, user) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string());
+    let records = web::block(move || {
+        let mut conn = db.conn()?;
+        db::list_notifications(&mut conn, &user, limit)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    let notifications: Vec<_> = records
+        .into_iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "task_id": r.task_id,
+                "event": r.event,
+                "channel": r.channel,
+                "target": r.target,
+                "message": r.message,
+                "attempt": r.attempt,
+                "outcome": r.outcome,
+                "detail": r.detail,
+                "at": rfc3339(r.created_at),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "notifications": notifications })))
+}
+
+/// `GET /api/notifications/preferences`
+pub async fn preferences(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let preferences = prefs::load(state.runtime.db(), &caller.user).await.map_err(prefs_error)?;
+    Ok(HttpResponse::Ok().json(preferences))
+}
+
+/// `PUT /api/notifications/preferences`: replaces the caller's preferences.
+pub async fn set_preferences(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let sent: Preferences = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    let preferences =
+        sent.validated(state.notifications.settings.allow_private_endpoints).map_err(ApiError::InvalidRequest)?;
+    let now = state.runtime.clock().now_ms();
+    prefs::save(state.runtime.db(), &caller.user, &preferences, now).await.map_err(prefs_error)?;
+    Ok(HttpResponse::Ok().json(preferences))
+}
+
+fn push_error(error: PushError) -> ApiError {
+    match error {
+        PushError::Db(error) => db_error(error),
+        PushError::ShuttingDown => ApiError::Unavailable("the server is shutting down".to_owned()),
+        PushError::BadKey => {
+            tracing::error!(%error, "web push is unavailable");
+            ApiError::Internal(error.to_string())
+        }
+    }
+}
+
+/// `GET /api/push/vapid-public-key`: what a page passes to `PushManager.subscribe` as
+/// `applicationServerKey`.
+pub async fn vapid_public_key(state: web::Data<ApiState>, _caller: Caller) -> Result<HttpResponse, ApiError> {
+    let now = state.runtime.clock().now_ms();
+    let vapid = state.notifications.vapid(state.runtime.db(), now).await.map_err(push_error)?;
+    Ok(HttpResponse::Ok().json(json!({ "public_key": vapid.public_key })))
+}
+
+/// `POST /api/push/subscriptions`: the browser's `PushSubscription` JSON.
+pub async fn subscribe(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let sent: PushSubscriptionJson = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    sent.validate(state.notifications.settings.allow_private_endpoints).map_err(ApiError::InvalidRequest)?;
+    let record = db::PushSubscriptionRecord {
+        id: format!("{:016x}", rand::random::<u64>()),
+        user: caller.user.to_string(),
+        endpoint: sent.endpoint,
+        // Stored without padding, the form web-push decodes.
+        p256dh: sent.keys.p256dh.trim_end_matches('=').to_owned(),
+        auth: sent.keys.auth.trim_end_matches('=').to_owned(),
+        created_at: state.runtime.clock().now_ms(),
+    };
+    let db = std::sync::Arc::clone(state.runtime.db());
+    let stored = web::block(move || {
+        let mut conn = db.conn()?;
+        db::save_push_subscription(&mut conn, &record)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    Ok(HttpResponse::Created().json(json!({
+        "id": stored.id,
+        "endpoint": stored.endpoint,
+        "created_at": rfc3339(stored.created_at),
+    })))
+}
+
+/// `DELETE /api/push/subscriptions/{subscription_id}`: only the caller's own.
+pub async fn unsubscribe(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (db, user, wanted) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), id.clone());
+    let deleted = web::block(move || {
+        let mut conn = db.conn()?;
+        db::delete_push_subscription(&mut conn, &user, &wanted)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)?;
+    if deleted {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!("no push subscription {id}")))
+    }
+}

@@ -1,0 +1,251 @@
+//! What every channel that calls out shares: throttling a user's messages into digests, one
+//! HTTP attempt through the checked client, retrying with backoff (`429` waits as
+//! `Retry-After` says), and logging every attempt in the `notifications` table.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper::header::RETRY_AFTER;
+use hyper::{Body, Request, StatusCode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{endpoint, next_or_idle, Notice, Shared};
+
+/// The longest `Retry-After` honoured; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Numbers this process's log entries, so that entries written in the same millisecond
+/// still list in the order they were made.
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// At most `notifications.burst` messages per `notifications.digest_window_s` for one user
+/// on one channel.
+pub(crate) struct Throttle {
+    sent: VecDeque<Instant>,
+    window: Duration,
+    burst: usize,
+}
+
+impl Throttle {
+    pub(crate) fn new(shared: &Shared) -> Throttle {
+        Throttle {
+            sent: VecDeque::new(),
+            window: Duration::from_secs(shared.settings().digest_window_s),
+            burst: usize::try_from(shared.settings().burst).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The next message's worth of the queue: one item while under the rate; over it,
+    /// everything that comes until the window frees a slot. `None` when the worker should end.
+    pub(crate) async fn next<T>(&mut self, queue: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+        let first = next_or_idle(queue).await?;
+        let mut held = vec![first];
+        self.prune();
+        if self.sent.len() >= self.burst {
+            let free_at = self.sent[0] + self.window;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(free_at) => break,
+                    next = queue.recv() => match next {
+                        Some(item) => held.push(item),
+                        None => break,
+                    },
+                }
+            }
+            self.prune();
+        }
+        self.sent.push_back(Instant::now());
+        Some(held)
+    }
+
+    fn prune(&mut self) {
+        while self.sent.front().is_some_and(|at| at.elapsed() >= self.window) {
+            self.sent.pop_front();
+        }
+    }
+}
+
+/// One message for `held` (never empty): itself if alone, else a digest of their texts
+/// about the newest one's task.
+pub(crate) fn digest(mut held: Vec<Notice>) -> Notice {
+    if held.len() == 1 {
+        return held.remove(0);
+    }
+    let lines: Vec<String> = held.iter().map(|notice| format!("• {}", notice.text)).collect();
+    let count = held.len();
+    let task_id = held.pop().map(|last| last.task_id).unwrap_or_default();
+    Notice { task_id, event: "digest", text: format!("{count} updates:\n{}", lines.join("\n")) }
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The endpoint took it.
+    Delivered,
+    /// The endpoint says it no longer exists (`404` or `410`).
+    Gone,
+    /// Refused, given up, or out of attempts.
+    Failed,
+}
+
+/// How one attempt went.
+enum Attempt {
+    Delivered(StatusCode),
+    Gone(StatusCode),
+    /// Worth trying again after the given wait (or the backoff).
+    Retry {
+        detail: String,
+        after: Option<Duration>,
+    },
+    /// Not worth trying again.
+    GiveUp {
+        outcome: &'static str,
+        detail: String,
+    },
+}
+
+/// Where a message goes, for the log.
+pub(crate) struct Target<'a> {
+    /// Who it is for.
+    pub(crate) owner: &'a str,
+    /// The channel's name.
+    pub(crate) channel: &'static str,
+    /// What the log shows of the endpoint (its origin).
+    pub(crate) shown: &'a str,
+}
+
+/// Sends `notice` with the requests `request` builds (afresh for each attempt), retrying
+/// until `notifications.max_attempts`, and logs every attempt. `404` and `410` end it as
+/// [`Delivery::Gone`] when `gone_on_404` (push services say so of dead subscriptions); any
+/// other `4xx` but `408` and `429` is not retried: asking again would not help.
+pub(crate) async fn with_retries(
+    shared: &Shared,
+    target: &Target<'_>,
+    notice: &Notice,
+    gone_on_404: bool,
+    mut request: impl FnMut() -> Result<Request<Body>, String>,
+) -> Delivery {
+    let settings = shared.settings();
+    let mut backoff = Duration::from_millis(settings.retry_backoff_ms);
+    for attempt in 1..=settings.max_attempts {
+        let outcome = match request() {
+            Ok(request) => send(shared, request, gone_on_404).await,
+            Err(detail) => Attempt::GiveUp { outcome: "failed", detail },
+        };
+        let (detail, wait) = match outcome {
+            Attempt::Delivered(status) => {
+                record(shared, target, notice, attempt, "delivered", Some(status.to_string())).await;
+                return Delivery::Delivered;
+            }
+            Attempt::Gone(status) => {
+                let detail = format!("{status}; the subscription is removed");
+                record(shared, target, notice, attempt, "failed", Some(detail)).await;
+                return Delivery::Gone;
+            }
+            Attempt::GiveUp { outcome, detail } => {
+                tracing::warn!(
+                    user = target.owner,
+                    channel = target.channel,
+                    target = target.shown,
+                    detail,
+                    "notification refused; not retrying"
+                );
+                record(shared, target, notice, attempt, outcome, Some(detail)).await;
+                return Delivery::Failed;
+            }
+            Attempt::Retry { detail, after } => (detail, after.unwrap_or(backoff)),
+        };
+        record(shared, target, notice, attempt, "failed", Some(detail.clone())).await;
+        if attempt == settings.max_attempts {
+            tracing::warn!(
+                user = target.owner,
+                channel = target.channel,
+                target = target.shown,
+                attempts = attempt,
+                last_error = detail,
+                "giving up on a notification"
+            );
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        backoff = backoff.saturating_mul(2);
+    }
+    Delivery::Failed
+}
+
+async fn send(shared: &Shared, request: Request<Body>, gone_on_404: bool) -> Attempt {
+    let timeout = Duration::from_secs(shared.settings().timeout_s);
+    let response = match tokio::time::timeout(timeout, shared.client.request(request)).await {
+        Err(_) => return Attempt::Retry { detail: format!("no answer within {timeout:?}"), after: None },
+        Ok(Err(error)) => {
+            if let Some(refused) = endpoint::refusal(&error) {
+                return Attempt::GiveUp { outcome: "refused", detail: refused };
+            }
+            return Attempt::Retry { detail: format!("cannot reach the endpoint: {error}"), after: None };
+        }
+        Ok(Ok(response)) => response,
+    };
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    // The answer's body is not needed; dropping the response closes the connection.
+    drop(response);
+    if status.is_success() {
+        Attempt::Delivered(status)
+    } else if gone_on_404 && matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+        Attempt::Gone(status)
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        Attempt::Retry { detail: status.to_string(), after: retry_after }
+    } else if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {
+        Attempt::GiveUp { outcome: "failed", detail: status.to_string() }
+    } else {
+        Attempt::Retry { detail: status.to_string(), after: None }
+    }
+}
+
+/// Logs one attempt in the `notifications` table (and, if that fails, in the server log).
+pub(crate) async fn record(
+    shared: &Shared,
+    target: &Target<'_>,
+    notice: &Notice,
+    attempt: u32,
+    outcome: &'static str,
+    detail: Option<String>,
+) {
+    let now = shared.clock.now_ms();
+    let record = db::NotificationRecord {
+        // Time, then this process's sequence, so ids sort like the log; the random part keeps
+        // them unique across servers sharing a database.
+        id: format!("{now:013}-{:012}-{:08x}", SEQUENCE.fetch_add(1, Ordering::Relaxed), rand::random::<u32>()),
+        user: target.owner.to_owned(),
+        task_id: notice.task_id.clone(),
+        event: notice.event.to_owned(),
+        channel: target.channel.to_owned(),
+        target: target.shown.to_owned(),
+        message: notice.text.clone(),
+        attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+        outcome: outcome.to_owned(),
+        detail,
+        created_at: now,
+    };
+    let Some(db) = shared.db() else {
+        tracing::warn!(user = target.owner, "cannot log a notification attempt: the database is closed");
+        return;
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        let mut conn = db.conn()?;
+        db::insert_notification(&mut conn, &record)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, user = target.owner, "cannot log a notification attempt"),
+        Err(_) => tracing::warn!(user = target.owner, "cannot log a notification attempt: the server is stopping"),
+    }
+}

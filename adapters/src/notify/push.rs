@@ -1,0 +1,257 @@
+//! Web push (what phones and closed browser tabs get): the server's VAPID key pair, made on
+//! first start and kept in the database so every server sharing it signs with the key
+//! browsers subscribed with; subscriptions from the browser's `PushSubscription`; and
+//! delivery with the `web-push` crate — the payload encrypted (aes128gcm) and under 4 KB,
+//! with a TTL and an urgency, signed with a VAPID token whose audience is the endpoint's
+//! origin, port included (RFC 8292; the crate's default drops the port). A `404` or `410`
+//! from the push service removes the subscription.
+
+use std::sync::Arc;
+
+use db::Database;
+use hyper::{Body, Request, Uri};
+use jwt_simple::prelude::{Base64UrlSafeNoPadding, ES256KeyPair};
+use jwt_simple::reexports::ct_codecs::{Decoder as _, Encoder as _};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use web_push::{
+    ContentEncoding, PartialVapidSignatureBuilder, SubscriptionInfo, Urgency, VapidSignatureBuilder,
+    WebPushMessageBuilder,
+};
+
+use super::deliver::{self, Delivery, Target, Throttle};
+use super::{endpoint, Notice, Shared};
+
+/// The largest plaintext payload: what `web-push` accepts, so that with the encryption's
+/// overhead (about 100 bytes) a message stays under the 4 KB push services take.
+const MAX_PAYLOAD_BYTES: usize = 3800;
+
+/// Why push could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    /// The stored key does not decode.
+    #[error("the stored VAPID key is not a P-256 private key")]
+    BadKey,
+    /// The blocking pool is gone (the server is stopping).
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The server's VAPID key pair.
+#[derive(Clone)]
+pub struct Vapid {
+    signer: PartialVapidSignatureBuilder,
+    /// The public key, base64url (what `PushManager.subscribe` takes as
+    /// `applicationServerKey`).
+    pub public_key: String,
+}
+
+impl Vapid {
+    /// The stored key pair, or a new one stored now (the first server to store wins).
+    pub async fn load_or_create(db: &Arc<Database>, now: i64) -> Result<Vapid, PushError> {
+        let fresh = Base64UrlSafeNoPadding::encode_to_string(ES256KeyPair::generate().to_bytes())
+            .map_err(|_| PushError::BadKey)?;
+        let db = Arc::clone(db);
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            db::vapid_private_key(&mut conn, &fresh, now)
+        })
+        .await
+        .map_err(|_| PushError::ShuttingDown)??;
+        let signer = VapidSignatureBuilder::from_base64_no_sub(&stored).map_err(|_| PushError::BadKey)?;
+        let public_key =
+            Base64UrlSafeNoPadding::encode_to_string(signer.get_public_key()).map_err(|_| PushError::BadKey)?;
+        Ok(Vapid { signer, public_key })
+    }
+}
+
+/// A browser's `PushSubscription` as `JSON.stringify` gives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PushSubscriptionJson {
+    /// The push service's URL for this browser.
+    pub endpoint: String,
+    /// When the push service will end it (ms since the epoch), if it says.
+    #[serde(default)]
+    pub expiration_time: Option<f64>,
+    /// The browser's keys.
+    pub keys: PushKeys,
+}
+
+/// The keys of a `PushSubscription`, base64url.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushKeys {
+    /// The browser's P-256 public key (65 bytes, uncompressed).
+    pub p256dh: String,
+    /// The shared authentication secret (16 bytes).
+    pub auth: String,
+}
+
+impl PushSubscriptionJson {
+    /// Checks that the keys decode to what they must be and that the endpoint may be used.
+    pub fn validate(&self, allow_private: bool) -> Result<(), String> {
+        endpoint::check_url(&self.endpoint, allow_private).map_err(|refused| format!("endpoint: {refused}"))?;
+        let decode = |text: &str| Base64UrlSafeNoPadding::decode_to_vec(text.trim_end_matches('='), None).ok();
+        match decode(&self.keys.p256dh) {
+            Some(key) if key.len() == 65 && key[0] == 4 => {}
+            _ => return Err("keys.p256dh: expected an uncompressed P-256 public key (65 bytes), base64url".to_owned()),
+        }
+        match decode(&self.keys.auth) {
+            Some(auth) if auth.len() == 16 => Ok(()),
+            _ => Err("keys.auth: expected a 16-byte secret, base64url".to_owned()),
+        }
+    }
+}
+
+/// The urgency (RFC 8030) of each event: what needs a person now goes first.
+fn urgency(event: &str) -> Urgency {
+    match event {
+        "approval_needed" | "task_failed" => Urgency::High,
+        "task_complete" | "digest" => Urgency::Normal,
+        _ => Urgency::Low,
+    }
+}
+
+/// The decrypted payload the service worker reads: `title`, `body`, the task, its progress
+/// page, and the event. A body too long for [`MAX_PAYLOAD_BYTES`] (a long digest) is cut,
+/// with an ellipsis.
+pub fn payload(notice: &Notice) -> Vec<u8> {
+    let mut text = notice.text.clone();
+    loop {
+        let json = serde_json::json!({
+            "title": "Stepwise",
+            "body": text,
+            "event": notice.event,
+            "task_id": notice.task_id,
+            "url": format!("/tasks/{}", notice.task_id),
+        })
+        .to_string();
+        if json.len() <= MAX_PAYLOAD_BYTES || text.is_empty() {
+            return json.into_bytes();
+        }
+        // Escaping can make the JSON longer than the text, so cut by what is over and check
+        // again.
+        let over = json.len() - MAX_PAYLOAD_BYTES;
+        let mut end = text.trim_end_matches('…').len().saturating_sub(over + '…'.len_utf8());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+}
+
+/// One user's push messages in order, each to all their subscriptions at once.
+pub(crate) async fn worker(
+    shared: Arc<Shared>,
+    vapid: Vapid,
+    owner: Arc<str>,
+    mut queue: mpsc::UnboundedReceiver<Notice>,
+) {
+    let mut throttle = Throttle::new(&shared);
+    while let Some(held) = throttle.next(&mut queue).await {
+        let notice = deliver::digest(held);
+        let Some(db) = shared.db() else { return };
+        let user = owner.to_string();
+        let subscriptions = tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            db::push_subscriptions(&mut conn, &user)
+        })
+        .await;
+        let subscriptions = match subscriptions {
+            Ok(Ok(subscriptions)) => subscriptions,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, user = %owner, "cannot read push subscriptions");
+                continue;
+            }
+            Err(_) => return,
+        };
+        let sends = subscriptions.iter().map(|subscription| send(&shared, &vapid, &owner, &notice, subscription));
+        futures_util::future::join_all(sends).await;
+    }
+}
+
+async fn send(shared: &Shared, vapid: &Vapid, owner: &str, notice: &Notice, subscription: &db::PushSubscriptionRecord) {
+    let shown =
+        subscription.endpoint.parse::<Uri>().map_or_else(|_| "an invalid URL".to_owned(), |uri| endpoint::origin(&uri));
+    let target = Target { owner, channel: "push", shown: &shown };
+    let uri = match endpoint::check_url(&subscription.endpoint, shared.settings().allow_private_endpoints) {
+        Ok(uri) => uri,
+        Err(refused) => {
+            deliver::record(shared, &target, notice, 1, "refused", Some(refused.0)).await;
+            return;
+        }
+    };
+    let info = SubscriptionInfo::new(&subscription.endpoint, &subscription.p256dh, &subscription.auth);
+    let content = payload(notice);
+    let ttl = u32::try_from(shared.settings().push_ttl_s).unwrap_or(u32::MAX);
+    let request = || -> Result<Request<Body>, String> {
+        let mut signature = vapid.signer.clone().add_sub_info(&info);
+        // RFC 8292: the audience is the endpoint's origin, port included.
+        signature.add_claim("aud", endpoint::origin(&uri));
+        signature.add_claim("sub", shared.settings().vapid_subject.as_str());
+        let signature = signature.build().map_err(|e| format!("cannot sign the VAPID token: {e}"))?;
+        let mut message = WebPushMessageBuilder::new(&info);
+        message.set_payload(ContentEncoding::Aes128Gcm, &content);
+        message.set_ttl(ttl);
+        message.set_urgency(urgency(notice.event));
+        message.set_vapid_signature(signature);
+        let message = message.build().map_err(|e| format!("cannot encrypt the message: {e}"))?;
+        Ok(web_push::request_builder::build_request::<Body>(message))
+    };
+    if deliver::with_retries(shared, &target, notice, true, request).await == Delivery::Gone {
+        let Some(db) = shared.db() else { return };
+        let (user, id) = (owner.to_owned(), subscription.id.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut conn = db.conn()?;
+            db::delete_push_subscription(&mut conn, &user, &id)
+        })
+        .await;
+        if let Ok(Err(error)) = removed {
+            tracing::warn!(%error, user = owner, "cannot remove a push subscription the push service says is gone");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_stay_under_the_limit_and_keys_are_checked() {
+        let short =
+            Notice { task_id: "t1".to_owned(), event: "task_started", text: "Your CRM task has started".to_owned() };
+        let parsed: serde_json::Value = serde_json::from_slice(&payload(&short)).unwrap();
+        assert_eq!(parsed["body"], "Your CRM task has started");
+        assert_eq!(parsed["url"], "/tasks/t1");
+        for text in ["é\"".repeat(3000), "\u{1}".repeat(5000), "✅".repeat(2000)] {
+            let long = Notice { task_id: "t1".to_owned(), event: "digest", text };
+            let bytes = payload(&long);
+            assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert!(parsed["body"].as_str().unwrap().ends_with('…'));
+        }
+
+        let keys = PushKeys {
+            p256dh: "BLMbF9ffKBiWQLCKvTHb6LO8Nb6dcUh6TItC455vu2kElga6PQvUmaFyCdykxY2nOSSL3yKgfbmFLRTUaGv4yV8"
+                .to_owned(),
+            auth: "xS03Fi5ErfTNH_l9WHE9Ig".to_owned(),
+        };
+        let subscription = |endpoint: &str, keys: PushKeys| PushSubscriptionJson {
+            endpoint: endpoint.to_owned(),
+            expiration_time: None,
+            keys,
+        };
+        assert!(subscription("https://push.example.com/x", keys.clone()).validate(false).is_ok());
+        assert!(subscription("http://127.0.0.1:9/x", keys.clone()).validate(false).is_err());
+        assert!(subscription("http://127.0.0.1:9/x", keys.clone()).validate(true).is_ok());
+        let short_key = PushKeys { p256dh: "AAAA".to_owned(), ..keys.clone() };
+        assert!(subscription("https://push.example.com/x", short_key).validate(false).is_err());
+        let long_auth = PushKeys { auth: "xS03Fi5ErfTNH_l9WHE9IgAA".to_owned(), ..keys };
+        assert!(subscription("https://push.example.com/x", long_auth).validate(false).is_err());
+    }
+}
