@@ -1,7 +1,9 @@
 //! The `Hub`: every task event passes through it and is fanned out to the subscribers
-//! (the progress recorder now; WebSocket sessions, notifiers and the estimator later). It
-//! holds `Recipient`s only, so it never names a subscriber's type.
+//! (the progress recorder, WebSocket sessions, notifiers). It holds `Recipient`s and
+//! channels only, so it never names a subscriber's type. Subscribers are indexed by topic,
+//! so an event costs only the subscribers that want it, however many follow other tasks.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -25,16 +27,6 @@ pub enum Topic {
     Task(Arc<str>),
 }
 
-impl Topic {
-    fn matches(&self, event: &TaskEvent) -> bool {
-        match self {
-            Topic::All => true,
-            Topic::Owner(owner) => *owner == event.owner,
-            Topic::Task(task) => *task == event.task_id,
-        }
-    }
-}
-
 /// Starts delivering the events of `topic` to `subscriber`.
 #[derive(Message)]
 #[rtype(result = "SubscriptionId")]
@@ -54,8 +46,9 @@ pub struct Subscribe {
 pub struct SubscribeBounded {
     /// What to deliver.
     pub topic: Topic,
-    /// Where to deliver.
-    pub sender: mpsc::Sender<TaskEvent>,
+    /// Where to deliver; the event is shared, not copied, between such subscribers (a
+    /// consumer may cache work per event by its address).
+    pub sender: mpsc::Sender<Arc<TaskEvent>>,
     /// Set when an event was dropped because the channel was full.
     pub lagged: Arc<AtomicBool>,
 }
@@ -74,19 +67,20 @@ pub struct Barrier;
 /// Where a subscription's events go.
 enum Sink {
     Actor(Recipient<TaskEvent>),
-    Bounded { sender: mpsc::Sender<TaskEvent>, lagged: Arc<AtomicBool> },
+    Bounded { sender: mpsc::Sender<Arc<TaskEvent>>, lagged: Arc<AtomicBool> },
 }
 
 impl Sink {
     /// Hands the event over; false once the subscriber is gone.
-    fn deliver(&self, event: &TaskEvent) -> bool {
+    fn deliver(&self, event: &Arc<TaskEvent>) -> bool {
         match self {
             // do_send never drops while the subscriber lives (actix mailboxes grow).
-            Sink::Actor(recipient) => {
-                recipient.do_send(event.clone());
+            Sink::Actor(recipient) if recipient.connected() => {
+                recipient.do_send(TaskEvent::clone(event));
                 true
             }
-            Sink::Bounded { sender, lagged } => match sender.try_send(event.clone()) {
+            Sink::Actor(_) => false,
+            Sink::Bounded { sender, lagged } => match sender.try_send(Arc::clone(event)) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     lagged.store(true, Ordering::Release);
@@ -96,29 +90,60 @@ impl Sink {
             },
         }
     }
-
-    fn connected(&self) -> bool {
-        match self {
-            Sink::Actor(recipient) => recipient.connected(),
-            Sink::Bounded { sender, .. } => !sender.is_closed(),
-        }
-    }
 }
+
+/// The subscribers of one topic.
+type Subscribers = Vec<(SubscriptionId, Sink)>;
 
 /// Fans task events out to subscribers.
 #[derive(Default)]
 pub struct Hub {
     next_id: u64,
-    subscribers: Vec<(SubscriptionId, Topic, Sink)>,
+    everything: Subscribers,
+    by_owner: HashMap<Arc<str>, Subscribers>,
+    by_task: HashMap<Arc<str>, Subscribers>,
+    /// Each subscription's topic, to find it again when it ends.
+    topics: HashMap<SubscriptionId, Topic>,
 }
 
 impl Hub {
     fn add(&mut self, topic: Topic, sink: Sink) -> SubscriptionId {
         self.next_id += 1;
         let id = SubscriptionId(self.next_id);
-        self.subscribers.push((id, topic, sink));
+        match &topic {
+            Topic::All => self.everything.push((id, sink)),
+            Topic::Owner(owner) => self.by_owner.entry(Arc::clone(owner)).or_default().push((id, sink)),
+            Topic::Task(task) => self.by_task.entry(Arc::clone(task)).or_default().push((id, sink)),
+        }
+        self.topics.insert(id, topic);
         id
     }
+
+    fn remove(&mut self, id: SubscriptionId) {
+        let Some(topic) = self.topics.remove(&id) else { return };
+        let (map, key) = match &topic {
+            Topic::All => return self.everything.retain(|(i, _)| *i != id),
+            Topic::Owner(owner) => (&mut self.by_owner, owner),
+            Topic::Task(task) => (&mut self.by_task, task),
+        };
+        if let Some(list) = map.get_mut(key) {
+            list.retain(|(i, _)| *i != id);
+            if list.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+/// Delivers `event` to each of `list`, forgetting (into `gone`) those that have stopped.
+fn fan_out(list: &mut Subscribers, event: &Arc<TaskEvent>, gone: &mut Vec<SubscriptionId>) {
+    list.retain(|(id, sink)| {
+        let alive = sink.deliver(event);
+        if !alive {
+            gone.push(*id);
+        }
+        alive
+    });
 }
 
 impl Actor for Hub {
@@ -142,7 +167,7 @@ impl Handler<SubscribeBounded> for Hub {
 impl Handler<Unsubscribe> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Unsubscribe, _: &mut Self::Context) {
-        self.subscribers.retain(|(id, _, _)| *id != msg.0);
+        self.remove(msg.0);
     }
 }
 
@@ -154,13 +179,19 @@ impl Handler<Barrier> for Hub {
 impl Handler<TaskEvent> for Hub {
     type Result = ();
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
+        let event = Arc::new(event);
+        let mut gone = Vec::new();
+        fan_out(&mut self.everything, &event, &mut gone);
+        if let Some(list) = self.by_owner.get_mut(&event.owner) {
+            fan_out(list, &event, &mut gone);
+        }
+        if let Some(list) = self.by_task.get_mut(&event.task_id) {
+            fan_out(list, &event, &mut gone);
+        }
         // Subscribers that have stopped are forgotten here.
-        self.subscribers.retain(|(_, topic, sink)| {
-            if !sink.connected() {
-                return false;
-            }
-            !topic.matches(&event) || sink.deliver(&event)
-        });
+        for id in gone {
+            self.remove(id);
+        }
     }
 }
 

@@ -108,8 +108,8 @@ pub struct Runtime {
 /// A bounded subscription (see [`Runtime::bounded_events`]).
 #[derive(Debug)]
 pub struct BoundedEvents {
-    /// The events, in the order the hub saw them.
-    pub receiver: tokio::sync::mpsc::Receiver<TaskEvent>,
+    /// The events, in the order the hub saw them, each shared by every bounded subscriber.
+    pub receiver: tokio::sync::mpsc::Receiver<Arc<TaskEvent>>,
     /// Set by the hub when it dropped an event because the channel was full; the consumer
     /// clears it when it has caught up another way.
     pub lagged: Arc<std::sync::atomic::AtomicBool>,

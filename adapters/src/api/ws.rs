@@ -7,6 +7,7 @@
 //! events and flags it as lagged; when the client reads again the session throws its stale
 //! deltas away and sends fresh snapshots. Its memory stays bounded and nobody else waits.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use actix::prelude::*;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
+use bytestring::ByteString;
 use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -176,7 +178,7 @@ enum Scope {
 #[derive(Debug)]
 enum Phase {
     /// Snapshots or a replay are being read: live events wait here.
-    Loading(Vec<TaskEvent>),
+    Loading(Vec<Arc<TaskEvent>>),
     Live,
 }
 
@@ -186,7 +188,7 @@ pub struct Session {
     caller: Caller,
     scope: Scope,
     after_seq: Option<i64>,
-    events: Option<tokio::sync::mpsc::Receiver<TaskEvent>>,
+    events: Option<tokio::sync::mpsc::Receiver<Arc<TaskEvent>>>,
     lagged: Arc<std::sync::atomic::AtomicBool>,
     subscription: SubscriptionId,
     /// Per task, the seq of the newest logged event this client has (from a snapshot, a
@@ -281,7 +283,7 @@ impl Session {
 
     /// Sends a live event unless the client already has it; a logged event past a gap
     /// (published out of order) first brings the missing ones from the database.
-    fn forward(&mut self, event: TaskEvent, ctx: &mut ws::WebsocketContext<Self>) {
+    fn forward(&mut self, event: Arc<TaskEvent>, ctx: &mut ws::WebsocketContext<Self>) {
         if let Phase::Loading(waiting) = &mut self.phase {
             waiting.push(event);
             return;
@@ -290,7 +292,7 @@ impl Session {
         if !is_logged(&event.kind) {
             // Transient: drop it only if it is older than what the client has.
             if known.is_none_or(|seq| event.seq >= seq) {
-                Self::send(ctx, &event_message(&event));
+                ctx.text(encoded(&event));
             }
             return;
         }
@@ -303,7 +305,7 @@ impl Session {
             }
             _ => {
                 self.delivered.insert(Arc::clone(&event.task_id), event.seq);
-                Self::send(ctx, &event_message(&event));
+                ctx.text(encoded(&event));
             }
         }
     }
@@ -361,6 +363,27 @@ enum ClientMessage {
     Resume { after_seq: HashMap<String, i64> },
     /// An application-level ping; answered with `{"type": "pong"}`.
     Ping,
+}
+
+thread_local! {
+    /// The event this worker thread encoded last, with its text: the hub shares one event
+    /// among all its sessions, so each worker encodes it once, not once per client.
+    static LAST_ENCODED: RefCell<Option<(Arc<TaskEvent>, ByteString)>> = const { RefCell::new(None) };
+}
+
+/// The message text of a live event. The cache holds the event itself, so its address
+/// cannot be reused by another event while it is the key.
+fn encoded(event: &Arc<TaskEvent>) -> ByteString {
+    LAST_ENCODED.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if let Some((last, text)) = cell.as_ref().filter(|(last, _)| Arc::ptr_eq(last, event)) {
+            debug_assert!(Arc::ptr_eq(last, event));
+            return text.clone();
+        }
+        let text = ByteString::from(event_message(event).to_string());
+        *cell = Some((Arc::clone(event), text.clone()));
+        text
+    })
 }
 
 fn error_message(error: &ApiError) -> Value {
@@ -462,8 +485,8 @@ impl Actor for Session {
     }
 }
 
-impl StreamHandler<TaskEvent> for Session {
-    fn handle(&mut self, event: TaskEvent, ctx: &mut Self::Context) {
+impl StreamHandler<Arc<TaskEvent>> for Session {
+    fn handle(&mut self, event: Arc<TaskEvent>, ctx: &mut Self::Context) {
         if self.lagged.swap(false, Ordering::AcqRel) {
             // Events were dropped for this client: whatever is still queued is stale too.
             // Fresh snapshots replace it all.
