@@ -43,6 +43,7 @@ const ASSETS: &[Asset] = &[
     Asset { name: "list.js", content_type: JS, body: include_bytes!("../../web/list.js") },
     Asset { name: "task.js", content_type: JS, body: include_bytes!("../../web/task.js") },
     Asset { name: "login.js", content_type: JS, body: include_bytes!("../../web/login.js") },
+    Asset { name: "chat.js", content_type: JS, body: include_bytes!("../../web/chat.js") },
     Asset { name: "icon.svg", content_type: "image/svg+xml", body: include_bytes!("../../web/icon.svg") },
 ];
 

@@ -936,6 +936,98 @@ async fn screenshots_of_the_list_and_the_task_page() {
     server.stop().await;
 }
 
+/// The chat box's transcript: who said what, as shown.
+const CHAT_STATE_JS: &str = r##"
+const log = document.querySelector("#chat-log");
+const text = document.querySelector(".chat-message[data-from=bot] .chat-text");
+return {
+  role: log.getAttribute("role"),
+  live: log.getAttribute("aria-live"),
+  label: document.querySelector("label[for=chat-input]").textContent,
+  messages: [...log.querySelectorAll(".chat-message")].map((m) => ({
+    from: m.dataset.from,
+    text: m.querySelector(".chat-text").textContent,
+    html: m.querySelector(".chat-text").children.length,
+  })),
+  white_space: text && getComputedStyle(text).whiteSpace,
+  sending: document.querySelector("#chat-form button[type=submit]").disabled,
+  errors: (window.stepwise && window.stepwise.errors) || [],
+};
+"##;
+
+impl Page {
+    /// Types `message` into the chat box, sends it and waits for the bot's reply; answers
+    /// the reply's text.
+    async fn say(&self, message: &str) -> String {
+        let before = self.js(CHAT_STATE_JS).await["messages"].as_array().map_or(0, Vec::len);
+        let typed = message.to_owned();
+        self.run(move |b| b.type_into("#chat-input", &typed)).await;
+        self.click("#chat-form button[type=submit]").await;
+        let state = self
+            .wait_on(CHAT_STATE_JS, &format!("the reply to {message:?}"), move |s| {
+                s["sending"] == false && at_least(s, "messages", before + 2)
+            })
+            .await;
+        let messages = state["messages"].as_array().unwrap();
+        assert_eq!(messages[before], json!({"from": "you", "text": message, "html": 0}));
+        let reply = &messages[before + 1];
+        assert_eq!((&reply["from"], &reply["html"]), (&json!("bot"), &json!(0)), "a reply, as text: {state:#}");
+        reply["text"].as_str().unwrap().to_owned()
+    }
+}
+
+#[actix::test]
+async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+    let token = server.token("ada").await;
+    let id = create(&server, &token, PLAN).await;
+    report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+    report(&server, &token, &id, 2, json!({"substep_done": "Customer list view"})).await;
+
+    let page = Page::open(&server, 1280, 800).await;
+    page.sign_in(&token, "/").await;
+    page.list("the list with the CRM task", |s| s["connection"] == "live" && s["tasks"][0]["status"] == "running")
+        .await;
+    page.run(Browser::reduce_motion).await;
+    let empty = page.js(CHAT_STATE_JS).await;
+    assert_eq!((&empty["role"], &empty["live"]), (&json!("log"), &json!("polite")));
+    assert_eq!(empty["label"], "Your message");
+    assert_eq!(empty["messages"], json!([]));
+
+    let reply = page.say("How's my CRM task going?").await;
+    assert!(reply.starts_with("📊 Your Cellphone Store CRM task is"), "{reply}");
+    assert!(reply.contains("\n\nCurrently: Generate application UI\n- ✓ Customer list view"), "{reply}");
+    let shown = page.js(CHAT_STATE_JS).await;
+    assert_eq!(shown["white_space"], "pre-wrap", "the reply's line breaks show");
+    let lines = page.js("return document.querySelector('.chat-message[data-from=bot] .chat-text').getClientRects()[0].height / parseFloat(getComputedStyle(document.querySelector('.chat-text')).lineHeight)").await;
+    assert!(lines.as_f64().is_some_and(|n| n >= 4.0), "a multi-line reply takes several lines: {lines}");
+
+    let question = page.say("cancel it").await;
+    assert!(question.contains("yes"), "{question}");
+    assert_eq!(progress(&server, &token, &id).await["status"], "running", "not before a yes");
+
+    let done = page.say("yes").await;
+    assert!(!done.is_empty());
+    assert_eq!(progress(&server, &token, &id).await["status"], "cancelled");
+    // The list hears of it over its WebSocket.
+    page.list("the CRM task cancelled on the list", |s| s["tasks"][0]["status"] == "cancelled").await;
+    let state = page.js(CHAT_STATE_JS).await;
+    assert_eq!(state["errors"], json!([]));
+    let chat_desktop = page.screenshot("chat-desktop.png").await;
+
+    page.run(|b| b.viewport(390, 844, true)).await;
+    let width = page.js("return [window.innerWidth, document.documentElement.scrollWidth]").await;
+    assert_eq!(width, json!([390, 390]), "the chat box fits a phone's width without scrolling sideways");
+    let chat_phone = page.screenshot("chat-phone.png").await;
+    for path in [chat_desktop, chat_phone] {
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 5_000, "{} is a PNG", path.display());
+    }
+    page.close().await;
+    server.stop().await;
+}
+
 #[actix::test]
 async fn sign_in_and_out_and_the_page_routes() {
     let db = TestDb::new(Backend::Sqlite);
