@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Caller;
-use super::error::{db_error, ApiError};
+use super::error::{blocking_query, ApiError};
 use super::{body, ApiState};
 use crate::chat::intent::StepRef;
 use crate::chat::reply::{self, StepView, SubstepView, TaskView};
@@ -80,13 +80,7 @@ pub async fn ask(
 
 async fn summaries(state: &ApiState, caller: &Caller) -> Result<Vec<TaskSummary>, ApiError> {
     let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
-    let page = web::block(move || {
-        let mut conn = db.conn()?;
-        db::list_tasks(&mut conn, &owner, None, None, CANDIDATES)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let page = blocking_query(db, move |conn| db::list_tasks(conn, &owner, None, None, CANDIDATES)).await?;
     Ok(page
         .tasks
         .into_iter()
@@ -126,13 +120,7 @@ async fn show(state: &ApiState, caller: &Caller, task_id: &str, view: View) -> R
             };
             let (db, id) = (Arc::clone(state.runtime.db()), task_id.to_owned());
             let order = step.map(|(order, _)| order);
-            let lines = web::block(move || {
-                let mut conn = db.conn()?;
-                db::recent_logs(&mut conn, &id, order, LOG_LINES)
-            })
-            .await
-            .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-            .map_err(db_error)?;
+            let lines = blocking_query(db, move |conn| db::recent_logs(conn, &id, order, LOG_LINES)).await?;
             let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
             Ok(reply::logs(&task.task.title, step, &lines))
         }

@@ -12,7 +12,7 @@ use futures_util::future::LocalBoxFuture;
 use runtime::Clock;
 use sha2::{Digest, Sha256};
 
-use super::error::{db_error, ApiError};
+use super::error::{blocking_query, ApiError};
 use super::ApiState;
 
 /// Every token starts with this, so a leaked one is easy to spot in logs and scanners.
@@ -120,13 +120,7 @@ impl Authenticator {
         }
         let db = Arc::clone(&self.db);
         let lookup = hash.clone();
-        let found = web::block(move || {
-            let mut conn = db.conn()?;
-            db::token_user(&mut conn, &lookup)
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-        .map_err(db_error)?;
+        let found = blocking_query(db, move |conn| db::token_user(conn, &lookup)).await?;
         let Some((token_id, user)) = found else {
             self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(&hash);
             return Err(ApiError::Unauthorized("the token is unknown or revoked".to_owned()));

@@ -142,6 +142,22 @@ impl From<RuntimeError> for ApiError {
     }
 }
 
+/// Runs a query on actix's blocking pool (never on a worker's event loop), with the API's
+/// errors.
+pub async fn blocking_query<T, F>(db: std::sync::Arc<db::Database>, query: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut db::AnyConnection) -> Result<T, db::DbError> + Send + 'static,
+{
+    actix_web::web::block(move || {
+        let mut conn = db.conn()?;
+        query(&mut conn)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
+    .map_err(db_error)
+}
+
 /// A database failure, logged in full and reported without internals.
 pub fn db_error(error: db::DbError) -> ApiError {
     tracing::error!(%error, "database error while answering a request");

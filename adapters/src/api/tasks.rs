@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Caller;
-use super::error::{db_error, ApiError};
+use super::error::{blocking_query, ApiError};
 use super::wire::{rfc3339, ProgressDocument};
 use super::{body, ApiState};
 use crate::plans::{PlanDocument, StepDocument};
@@ -147,13 +147,7 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) 
     }
     let before = query.cursor.as_deref().map(parse_cursor).transpose()?;
     let (db, owner) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string());
-    let page = web::block(move || {
-        let mut conn = db.conn()?;
-        db::list_tasks(&mut conn, &owner, status, before, limit)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let page = blocking_query(db, move |conn| db::list_tasks(conn, &owner, status, before, limit)).await?;
     let mut tasks = Vec::with_capacity(page.tasks.len());
     for record in &page.tasks {
         match document(&state, &caller, &record.id).await {
@@ -190,13 +184,7 @@ pub async fn history(
 ) -> Result<HttpResponse, ApiError> {
     state.runtime.task(&caller.user, &task_id).await?;
     let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
-    let rows = web::block(move || {
-        let mut conn = db.conn()?;
-        db::progress_history(&mut conn, &id)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let rows = blocking_query(db, move |conn| db::progress_history(conn, &id)).await?;
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -225,13 +213,7 @@ pub async fn logs(
     }
     let after = query.after.unwrap_or(0);
     let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
-    let lines = web::block(move || {
-        let mut conn = db.conn()?;
-        db::logs_after(&mut conn, &id, query.step, after, limit)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let lines = blocking_query(db, move |conn| db::logs_after(conn, &id, query.step, after, limit)).await?;
     let next_after = lines.last().map_or(after, |line| line.seq);
     let lines: Vec<Value> = lines
         .iter()

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{request_token, Caller, WS_BEARER_PREFIX};
-use super::error::{db_error, ApiError};
+use super::error::{blocking_query, ApiError};
 use super::wire::{event_message, is_logged, logged_message, snapshot_message};
 use super::ApiState;
 
@@ -398,13 +398,7 @@ enum Loaded {
 
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
     let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
-    let page = web::block(move || {
-        let mut conn = db.conn()?;
-        db::list_tasks(&mut conn, &owner, None, None, SNAPSHOT_TASKS)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let page = blocking_query(db, move |conn| db::list_tasks(conn, &owner, None, None, SNAPSHOT_TASKS)).await?;
     Ok(page.tasks.into_iter().map(|t| t.id).collect())
 }
 
@@ -437,13 +431,7 @@ async fn replay(
     let mut from = after;
     loop {
         let (db, task) = (Arc::clone(state.runtime.db()), task_id.to_owned());
-        let page = web::block(move || {
-            let mut conn = db.conn()?;
-            db::events_after(&mut conn, &task, from, REPLAY_PAGE)
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-        .map_err(db_error)?;
+        let page = blocking_query(db, move |conn| db::events_after(conn, &task, from, REPLAY_PAGE)).await?;
         let full = page.len() == REPLAY_PAGE;
         for event in &page {
             from = event.seq;

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::prefs::{self, Preferences, PrefsError};
 use super::push::{PushError, PushSubscriptionJson};
 use crate::api::auth::Caller;
-use crate::api::error::{db_error, ApiError};
+use crate::api::error::{blocking_query, db_error, ApiError};
 use crate::api::wire::rfc3339;
 use crate::api::{body, ApiState};
 
@@ -40,13 +40,7 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) 
         return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
     }
     let (db, user) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string());
-    let records = web::block(move || {
-        let mut conn = db.conn()?;
-        db::list_notifications(&mut conn, &user, limit)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let records = blocking_query(db, move |conn| db::list_notifications(conn, &user, limit)).await?;
     let notifications: Vec<_> = records
         .into_iter()
         .map(|r| {
@@ -126,13 +120,7 @@ pub async fn subscribe(
         created_at: state.runtime.clock().now_ms(),
     };
     let db = std::sync::Arc::clone(state.runtime.db());
-    let stored = web::block(move || {
-        let mut conn = db.conn()?;
-        db::save_push_subscription(&mut conn, &record)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let stored = blocking_query(db, move |conn| db::save_push_subscription(conn, &record)).await?;
     Ok(HttpResponse::Created().json(json!({
         "id": stored.id,
         "endpoint": stored.endpoint,
@@ -147,13 +135,7 @@ pub async fn unsubscribe(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let (db, user, wanted) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), id.clone());
-    let deleted = web::block(move || {
-        let mut conn = db.conn()?;
-        db::delete_push_subscription(&mut conn, &user, &wanted)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable("the server is shutting down".to_owned()))?
-    .map_err(db_error)?;
+    let deleted = blocking_query(db, move |conn| db::delete_push_subscription(conn, &user, &wanted)).await?;
     if deleted {
         Ok(HttpResponse::NoContent().finish())
     } else {
