@@ -428,6 +428,33 @@ impl Runtime {
         Ok((self.task(owner, task_id).await?, None))
     }
 
+    /// The views of several of `owner`'s tasks, in the order asked, leaving out ids that
+    /// are missing or not the owner's. Live tasks answer from their actors; the others are
+    /// read from the database in one query, not one each.
+    pub async fn task_views(
+        &self,
+        owner: &str,
+        ids: &[String],
+    ) -> Result<Vec<(StoredTask, Option<Eta>)>, RuntimeError> {
+        let mut views: HashMap<String, (StoredTask, Option<Eta>)> = HashMap::with_capacity(ids.len());
+        let mut stored = Vec::new();
+        for id in ids {
+            let live = self.registry().get(id.as_str()).map(|entry| entry.addr.clone());
+            match live {
+                Some(addr) => match addr.send(GetView).await {
+                    Ok(view) => drop(views.insert(id.clone(), view)),
+                    Err(_) => stored.push(id.clone()),
+                },
+                None => stored.push(id.clone()),
+            }
+        }
+        if !stored.is_empty() {
+            let loaded = blocking(&self.shared.db, move |conn| db::load_tasks(conn, &stored)).await?;
+            views.extend(loaded.into_iter().map(|task| (task.task.id.clone(), (task, None))));
+        }
+        Ok(ids.iter().filter_map(|id| views.remove(id)).filter(|(task, _)| task.task.owner == owner).collect())
+    }
+
     /// The task's actor, started from the database if the task has none.
     async fn actor_for(&self, owner: &str, task_id: &str) -> Result<Addr<TaskActor>, RuntimeError> {
         let live = self.registry().get(task_id).map(|entry| (Arc::clone(&entry.owner), entry.addr.clone()));

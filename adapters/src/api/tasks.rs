@@ -148,15 +148,10 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) 
     let before = query.cursor.as_deref().map(parse_cursor).transpose()?;
     let (db, owner) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string());
     let page = blocking_query(db, move |conn| db::list_tasks(conn, &owner, status, before, limit)).await?;
-    let mut tasks = Vec::with_capacity(page.tasks.len());
-    for record in &page.tasks {
-        match document(&state, &caller, &record.id).await {
-            Ok(document) => tasks.push(document),
-            // Deleted between the page and the view: leave it out.
-            Err(ApiError::NotFound(_)) => {}
-            Err(other) => return Err(other),
-        }
-    }
+    let ids: Vec<String> = page.tasks.into_iter().map(|task| task.id).collect();
+    // A task deleted between the page and the views is left out.
+    let views = state.runtime.task_views(&caller.user, &ids).await?;
+    let tasks: Vec<ProgressDocument> = views.iter().map(|(task, eta)| ProgressDocument::new(task, *eta)).collect();
     let next_cursor = page.next.map(|(created_at, id)| format!("{created_at}.{id}"));
     Ok(HttpResponse::Ok().json(json!({"tasks": tasks, "next_cursor": next_cursor})))
 }

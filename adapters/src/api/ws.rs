@@ -403,16 +403,11 @@ async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, 
 }
 
 async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<Loaded, ApiError> {
-    let mut snapshots = Vec::with_capacity(ids.len());
-    for id in ids {
-        match state.runtime.task_view(&caller.user, id).await {
-            Ok((task, eta)) => {
-                snapshots.push((Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(&task, eta)))
-            }
-            Err(runtime::RuntimeError::TaskNotFound(_)) => {}
-            Err(other) => return Err(other.into()),
-        }
-    }
+    let views = state.runtime.task_views(&caller.user, ids).await?;
+    let snapshots = views
+        .iter()
+        .map(|(task, eta)| (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, *eta)))
+        .collect();
     Ok(Loaded::Snapshots(snapshots))
 }
 
