@@ -333,18 +333,7 @@ mod tests {
     }
 
     fn tasks() -> Vec<TaskSummary> {
-        let task = |id: &str, title: &str, created_at, status: &str| TaskSummary {
-            id: id.into(),
-            title: title.into(),
-            created_at,
-            status: status.into(),
-        };
-        vec![
-            task("crm", "Cellphone Store CRM", 400, "running"),
-            task("import", "Nightly import", 300, "failed"),
-            task("web", "Website redesign", 200, "paused"),
-            task("cleanup", "CRM data cleanup", 100, "approval"),
-        ]
+        crate::chat::sample_tasks()
     }
 
     const BOTH_CRM: &[&str] = &["crm", "cleanup"];

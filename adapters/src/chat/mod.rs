@@ -240,23 +240,30 @@ fn titles(tasks: &[TaskSummary]) -> Vec<&str> {
     tasks.iter().map(|t| t.title.as_str()).collect()
 }
 
+/// The task list the chat tests resolve against: two CRM tasks, so "my CRM task" is
+/// ambiguous among them.
+#[cfg(test)]
+pub(crate) fn sample_tasks() -> Vec<TaskSummary> {
+    let task = |id: &str, title: &str, created_at, status: &str| TaskSummary {
+        id: id.into(),
+        title: title.into(),
+        created_at,
+        status: status.into(),
+    };
+    vec![
+        task("crm", "Cellphone Store CRM", 400, "running"),
+        task("import", "Nightly import", 300, "failed"),
+        task("web", "Website redesign", 200, "paused"),
+        task("cleanup", "CRM data cleanup", 100, "approval"),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn tasks() -> Vec<TaskSummary> {
-        let task = |id: &str, title: &str, created_at, status: &str| TaskSummary {
-            id: id.into(),
-            title: title.into(),
-            created_at,
-            status: status.into(),
-        };
-        vec![
-            task("crm", "Cellphone Store CRM", 400, "running"),
-            task("import", "Nightly import", 300, "failed"),
-            task("web", "Website redesign", 200, "paused"),
-            task("cleanup", "CRM data cleanup", 100, "approval"),
-        ]
+        sample_tasks()
     }
 
     fn show(task_id: &str) -> Decision {
