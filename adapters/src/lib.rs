@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod chat;
 pub mod http;
+mod ids;
 pub mod notify;
 pub mod plans;
 pub mod terminal;

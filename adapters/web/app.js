@@ -472,6 +472,8 @@ export function wireNotifications() {
 export function notify(doc, m) {
   const note = notificationFor(doc, m);
   if (!note) return;
+  // The chat box shows the same events as notices in the transcript.
+  window.dispatchEvent(new CustomEvent("stepwise:notice", { detail: { task_id: doc.task_id } }));
   announce(note.title);
   if (!notificationsOn()) return;
   debug.notifications.push(note.title);

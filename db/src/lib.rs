@@ -7,13 +7,14 @@
 //! task's lease token; the transition's events, and only transitions, go to the per-task
 //! event log), [`record_progress`] for the coalesced percent and log batches (percents are
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
-//! ownership, the history readers for the API and the estimator, and the `accounts`
-//! functions for users and their API tokens, and the `notifications` functions for each
-//! user's notification preferences, the log of delivery attempts, push subscriptions and the
-//! server's VAPID key. All functions are blocking: call them off the
-//! actor event loops.
+//! ownership, the history readers for the API and the estimator, the `accounts` functions
+//! for users and their API tokens, the `notifications` functions for each user's
+//! notification preferences, the log of delivery attempts, push subscriptions and the
+//! server's VAPID key, and the `chat` functions for each user's chat transcript. All
+//! functions are blocking: call them off the actor event loops.
 
 mod accounts;
+mod chat;
 mod connection;
 mod lease;
 mod model;
@@ -24,6 +25,7 @@ mod schema;
 mod testing;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
+pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{

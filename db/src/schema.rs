@@ -160,6 +160,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chat_messages (id) {
+        id -> Text,
+        user_name -> Text,
+        sender -> Text,
+        text -> Text,
+        task_id -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -175,5 +186,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     notification_preferences,
     notifications,
     push_subscriptions,
-    vapid_keys
+    vapid_keys,
+    chat_messages
 );

@@ -1,7 +1,9 @@
 //! `POST /api/chat`: the bot. The pure [`crate::chat`] core decides what a message asks for;
 //! this handler keeps one conversation per user (forgotten after [`IDLE_MS`] of silence, so
 //! an old "Cancel X?" cannot be answered by a much later "yes"), fetches what the answer
-//! needs and does what the user confirmed.
+//! needs and does what the user confirmed. Every message and reply is kept in the user's
+//! transcript, with the notifications their chat preferences route there ([`append`]);
+//! `GET /api/chat` reads it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -64,8 +66,10 @@ pub async fn ask(
     if message.message.trim().is_empty() || chars > MAX_MESSAGE_CHARS {
         return Err(ApiError::InvalidRequest(format!("a message is 1 to {MAX_MESSAGE_CHARS} characters, got {chars}")));
     }
-    let tasks = summaries(&state, &caller).await?;
     let now = state.runtime.clock().now_ms();
+    // Kept before acting: a message that did something is never missing from the transcript.
+    append(state.runtime.db(), &caller.user, Sender::User, &message.message, None, now).await?;
+    let tasks = summaries(&state, &caller).await?;
     let decision = state.conversations.with(&caller.user, now, |c| c.handle(&message.message, &tasks));
     let answer = match decision {
         Decision::Reply(text) | Decision::Ask(text) => json!({"reply": text}),
@@ -75,7 +79,97 @@ pub async fn ask(
         }
         Decision::Act { task_id, action } => act(&state, &caller, &task_id, action).await?,
     };
+    let reply = answer["reply"].as_str().unwrap_or_default();
+    let task_id = answer["task_id"].as_str();
+    let now = state.runtime.clock().now_ms();
+    // The user has the reply either way; a transcript missing it is the lesser harm.
+    if let Err(error) = append(state.runtime.db(), &caller.user, Sender::Bot, reply, task_id, now).await {
+        tracing::warn!(%error, user = %caller.user, "cannot keep the bot's reply in the transcript");
+    }
     Ok(HttpResponse::Ok().json(answer))
+}
+
+/// Who wrote a line of a transcript.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sender {
+    /// The user's message.
+    User,
+    /// The bot's reply.
+    Bot,
+    /// A notification ("✅ Your CRM is ready!").
+    Notice,
+}
+
+impl Sender {
+    fn as_str(self) -> &'static str {
+        match self {
+            Sender::User => "user",
+            Sender::Bot => "bot",
+            Sender::Notice => "notice",
+        }
+    }
+}
+
+/// Adds a line to `user`'s transcript.
+pub async fn append(
+    db: &Arc<db::Database>,
+    user: &str,
+    sender: Sender,
+    text: &str,
+    task_id: Option<&str>,
+    now: i64,
+) -> Result<(), ApiError> {
+    let line = db::ChatMessageRecord {
+        id: crate::ids::sortable_id(now),
+        user: user.to_owned(),
+        sender: sender.as_str().to_owned(),
+        text: text.to_owned(),
+        task_id: task_id.map(str::to_owned),
+        created_at: now,
+    };
+    blocking_query(Arc::clone(db), move |conn| db::insert_chat_message(conn, &line)).await
+}
+
+/// Transcript lines per page unless `limit` says otherwise, and the most allowed.
+const PAGE: usize = 50;
+const MAX_PAGE: usize = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TranscriptQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/chat`: the caller's transcript in order, the newest `limit` lines, or with
+/// `after` the lines written after that id (what a page that has the rest polls for).
+pub async fn transcript(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = web::Query::<TranscriptQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::Malformed(format!("invalid query string: {e}")))?
+        .into_inner();
+    let limit = query.limit.unwrap_or(PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_PAGE}, got {limit}")));
+    }
+    let (db, user) = (Arc::clone(state.runtime.db()), caller.user.to_string());
+    let lines = blocking_query(db, move |conn| db::chat_messages(conn, &user, query.after.as_deref(), limit)).await?;
+    let messages: Vec<_> = lines
+        .into_iter()
+        .map(|line| {
+            json!({
+                "id": line.id,
+                "from": line.sender,
+                "text": line.text,
+                "task_id": line.task_id,
+                "at": super::wire::rfc3339(line.created_at),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": messages })))
 }
 
 async fn summaries(state: &ApiState, caller: &Caller) -> Result<Vec<TaskSummary>, ApiError> {

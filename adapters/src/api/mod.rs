@@ -5,7 +5,7 @@
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
 
-mod ask;
+pub(crate) mod ask;
 pub mod auth;
 pub(crate) mod body;
 pub mod error;
@@ -80,6 +80,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tasks/{task_id}/steps/{order}/retry"),
     ("POST", "/api/tasks/{task_id}/steps/{order}/skip"),
     ("POST", "/api/tasks/{task_id}/steps/{order}/report"),
+    ("GET", "/api/chat"),
     ("POST", "/api/chat"),
     ("GET", "/api/notifications"),
     ("GET", "/api/notifications/preferences"),
@@ -110,6 +111,7 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/tasks/{task_id}/steps/{order}/retry") => web::post().to(tasks::retry),
         ("POST", "/api/tasks/{task_id}/steps/{order}/skip") => web::post().to(tasks::skip),
         ("POST", "/api/tasks/{task_id}/steps/{order}/report") => web::post().to(tasks::report),
+        ("GET", "/api/chat") => web::get().to(ask::transcript),
         ("POST", "/api/chat") => web::post().to(ask::ask),
         ("GET", "/api/notifications") => web::get().to(crate::notify::api::list),
         ("GET", "/api/notifications/preferences") => web::get().to(crate::notify::api::preferences),

@@ -3,7 +3,6 @@
 //! `Retry-After` says), and logging every attempt in the `notifications` table.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::header::RETRY_AFTER;
@@ -15,10 +14,6 @@ use super::{endpoint, next_or_idle, Notice, Shared};
 
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
-
-/// Numbers this process's log entries, so that entries written in the same millisecond
-/// still list in the order they were made.
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 /// At most `notifications.burst` messages per `notifications.digest_window_s` for one user
 /// on one channel.
@@ -220,9 +215,7 @@ pub(crate) async fn record(
 ) {
     let now = shared.clock.now_ms();
     let record = db::NotificationRecord {
-        // Time, then this process's sequence, so ids sort like the log; the random part keeps
-        // them unique across servers sharing a database.
-        id: format!("{now:013}-{:012}-{:08x}", SEQUENCE.fetch_add(1, Ordering::Relaxed), rand::random::<u32>()),
+        id: crate::ids::sortable_id(now),
         user: target.owner.to_owned(),
         task_id: notice.task_id.clone(),
         event: notice.event.to_owned(),

@@ -2,8 +2,10 @@
 //! the five events people wait for into messages in the seed's wording, reads each owner's
 //! [`prefs::Preferences`] and delivers on the channels they chose: the chat webhook
 //! ([`chat`]) and web push ([`push`]); browser notifications are shown by the progress page
-//! itself from its WebSocket, following the same preferences. Every delivery attempt is
-//! logged in the `notifications` table (`GET /api/notifications`, in [`api`]).
+//! itself from its WebSocket, following the same preferences. The chat channel's messages
+//! also go into the user's chat transcript, beside their conversation with the bot. Every
+//! delivery attempt is logged in the `notifications` table (`GET /api/notifications`, in
+//! [`api`]).
 //!
 //! Delivery never blocks the runtime: the hub only hands the notifier an event; each user
 //! has a worker that reads their preferences, and each user's deliveries on each channel run
@@ -194,13 +196,17 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
                 continue;
             }
         };
-        let webhook = preferences.chat_webhook_url.as_deref().filter(|_| preferences.channels.chat.contains(&wanted));
+        let wants_chat = preferences.channels.chat.contains(&wanted);
+        let webhook = preferences.chat_webhook_url.as_deref().filter(|_| wants_chat);
         let wants_push = preferences.channels.push.contains(&wanted);
-        if webhook.is_none() && !wants_push {
+        if !wants_chat && !wants_push {
             continue;
         }
         let Some(text) = text_of(&db, &event).await else { continue };
         let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text };
+        if wants_chat {
+            into_transcript(&shared, &db, &owner, &notice).await;
+        }
         if let Some(webhook) = webhook {
             match endpoint::check_url(webhook, shared.settings().allow_private_endpoints) {
                 Ok(uri) => {
@@ -224,6 +230,17 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
                 Err(error) => tracing::warn!(%error, user = %owner, "no VAPID key pair; not pushing"),
             }
         }
+    }
+}
+
+/// Adds `notice` to the user's chat transcript, where the bot's chat box shows it beside the
+/// conversation. A database write, not a call out: it needs no worker of its own, no digest,
+/// and no entry in the delivery log (the transcript is its own record).
+async fn into_transcript(shared: &Shared, db: &Arc<Database>, owner: &str, notice: &Notice) {
+    let sender = crate::api::ask::Sender::Notice;
+    let now = shared.clock.now_ms();
+    if let Err(error) = crate::api::ask::append(db, owner, sender, &notice.text, Some(&notice.task_id), now).await {
+        tracing::warn!(%error, user = owner, task = %notice.task_id, "cannot add a notification to the chat transcript");
     }
 }
 

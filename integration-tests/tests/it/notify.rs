@@ -132,6 +132,21 @@ impl Server {
         }
     }
 
+    /// Waits until the caller's chat transcript has `n` lines; returns them, oldest first.
+    pub(crate) async fn transcript_of(&self, token: &str, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (status, body) = self.call("GET", "/api/chat?limit=200", token, None).await;
+            assert_eq!(status, 200, "{body}");
+            let lines = body["messages"].as_array().unwrap().clone();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(Instant::now() < deadline, "the transcript has {} of {n} lines: {lines:#?}", lines.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub(crate) async fn stop(self) {
         self.handle.stop(true).await;
         self.runtime.shutdown().await;
@@ -434,6 +449,58 @@ on_both_backends! {
         assert_eq!(lines, expected[2..]);
         let log = server.log_of(&ada, 3).await;
         assert_eq!(log[2]["event"], "digest", "at least the first held post is a digest");
+        server.stop().await;
+    }
+
+    async fn chat_notices_join_the_transcript_beside_the_conversation(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = Server::start(&db, local()).await;
+        let ada = server.token("ada").await;
+        // No webhook: the transcript needs none.
+        let crm = server.task(&ada, "CRM", &["Database created"]).await;
+        server.report(&ada, &crm, 1, "completed").await;
+        let (status, answer) =
+            server.call("POST", "/api/chat", &ada, Some(json!({"message": "How's my CRM task going?"}))).await;
+        assert_eq!(status, 200, "{answer}");
+
+        let lines = server.transcript_of(&ada, 5).await;
+        let said = |from: &str| -> Vec<String> {
+            lines.iter().filter(|l| l["from"] == from).map(|l| l["text"].as_str().unwrap().to_owned()).collect()
+        };
+        // The notices are written as the events happen, the conversation as it is held: each
+        // in its own order, interleaved as they came.
+        assert_eq!(said("notice"), ["Your CRM task has started", "Step 1 complete: Database created", "✅ Your CRM is ready!"]);
+        assert_eq!(said("user"), ["How's my CRM task going?"]);
+        assert_eq!(said("bot"), [answer["reply"].as_str().unwrap()]);
+        assert!(lines.iter().filter(|l| l["from"] == "notice").all(|l| l["task_id"] == crm.as_str()), "{lines:#?}");
+        let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+        let (status, later) = server.call("GET", &format!("/api/chat?after={}", ids[2]), &ada, None).await;
+        assert_eq!(status, 200, "{later}");
+        assert_eq!(later["messages"].as_array().unwrap()[..], lines[3..]);
+        let (_, newest) = server.call("GET", "/api/chat?limit=2", &ada, None).await;
+        assert_eq!(newest["messages"].as_array().unwrap()[..], lines[3..]);
+
+        // Chat preferences choose the notices too: with only failures, a completed task
+        // leaves no trace, and the failure after it shows every earlier event was handled.
+        let (status, body) = server
+            .call("PUT", "/api/notifications/preferences", &ada, Some(json!({"channels": {"chat": ["task_failed"]}})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let quiet = server.task(&ada, "Quiet", &["Only"]).await;
+        server.report(&ada, &quiet, 1, "completed").await;
+        let broken = server.task(&ada, "Broken", &["Only"]).await;
+        server.report(&ada, &broken, 1, "failed").await;
+        let lines = server.transcript_of(&ada, 6).await;
+        assert_eq!(lines.len(), 6, "{lines:#?}");
+        assert_eq!((lines[5]["text"].as_str(), lines[5]["task_id"].as_str()), (Some("❌ Task failed at Step 1"), Some(broken.as_str())));
+
+        for query in ["limit=0", "limit=201", "limit=x", "before=1"] {
+            let (status, body) = server.call("GET", &format!("/api/chat?{query}"), &ada, None).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")), "{query}: {body}");
+        }
+        let bob = server.token("bob").await;
+        let (_, theirs) = server.call("GET", "/api/chat", &bob, None).await;
+        assert_eq!(theirs, json!({"messages": []}), "another user's transcript is their own");
         server.stop().await;
     }
 }

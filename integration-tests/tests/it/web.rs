@@ -959,16 +959,20 @@ impl Page {
     /// Types `message` into the chat box, sends it and waits for the bot's reply; answers
     /// the reply's text.
     async fn say(&self, message: &str) -> String {
-        let before = self.js(CHAT_STATE_JS).await["messages"].as_array().map_or(0, Vec::len);
+        // The conversation's turns; notices may land between them.
+        let turns = |s: &Value| -> Vec<Value> {
+            s["messages"].as_array().unwrap().iter().filter(|m| m["from"] != "notice").cloned().collect()
+        };
+        let before = turns(&self.js(CHAT_STATE_JS).await).len();
         let typed = message.to_owned();
         self.run(move |b| b.type_into("#chat-input", &typed)).await;
         self.click("#chat-form button[type=submit]").await;
         let state = self
             .wait_on(CHAT_STATE_JS, &format!("the reply to {message:?}"), move |s| {
-                s["sending"] == false && at_least(s, "messages", before + 2)
+                s["sending"] == false && turns(s).len() >= before + 2
             })
             .await;
-        let messages = state["messages"].as_array().unwrap();
+        let messages = turns(&state);
         assert_eq!(messages[before], json!({"from": "you", "text": message, "html": 0}));
         let reply = &messages[before + 1];
         assert_eq!((&reply["from"], &reply["html"]), (&json!("bot"), &json!(0)), "a reply, as text: {state:#}");
@@ -984,16 +988,30 @@ async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
     let id = create(&server, &token, PLAN).await;
     report(&server, &token, &id, 1, json!({"status": "completed"})).await;
     report(&server, &token, &id, 2, json!({"substep_done": "Customer list view"})).await;
+    // The notifier writes its notices as it goes: wait for them, so the page opens on them.
+    let deadline = Instant::now() + PATIENCE;
+    while server.get("/api/chat", &token).await.body["messages"].as_array().map_or(0, Vec::len) < 2 {
+        assert!(Instant::now() < deadline, "the notifier wrote no notices into the transcript");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let page = Page::open(&server, 1280, 800).await;
     page.sign_in(&token, "/").await;
     page.list("the list with the CRM task", |s| s["connection"] == "live" && s["tasks"][0]["status"] == "running")
         .await;
     page.run(Browser::reduce_motion).await;
-    let empty = page.js(CHAT_STATE_JS).await;
-    assert_eq!((&empty["role"], &empty["live"]), (&json!("log"), &json!("polite")));
-    assert_eq!(empty["label"], "Your message");
-    assert_eq!(empty["messages"], json!([]));
+    // Before any conversation, the transcript holds the notifier's notices about the task.
+    let opened =
+        page.wait_on(CHAT_STATE_JS, "the task's notices in the chat box", |s| at_least(s, "messages", 2)).await;
+    assert_eq!((&opened["role"], &opened["live"]), (&json!("log"), &json!("polite")));
+    assert_eq!(opened["label"], "Your message");
+    assert_eq!(
+        opened["messages"],
+        json!([
+            {"from": "notice", "text": "Your Cellphone Store CRM task has started", "html": 0},
+            {"from": "notice", "text": "Step 1 complete: Create database tables", "html": 0},
+        ])
+    );
 
     let reply = page.say("How's my CRM task going?").await;
     assert!(reply.starts_with("📊 Your Cellphone Store CRM task is"), "{reply}");
@@ -1012,7 +1030,22 @@ async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
     assert_eq!(progress(&server, &token, &id).await["status"], "cancelled");
     // The list hears of it over its WebSocket.
     page.list("the CRM task cancelled on the list", |s| s["tasks"][0]["status"] == "cancelled").await;
-    let state = page.js(CHAT_STATE_JS).await;
+
+    // The notifier's chat notices join the transcript; the box shows the new ones when the
+    // page hears of an event worth one.
+    let other = create(&server, &token, PLAN).await;
+    page.list("the second task on the list", |s| at_least(s, "tasks", 2)).await;
+    report(&server, &token, &other, 1, json!({"status": "completed"})).await;
+    let step_done = |s: &Value| {
+        let messages = s["messages"].as_array().unwrap();
+        messages
+            .iter()
+            .filter(|m| m["from"] == "notice" && m["text"] == "Step 1 complete: Create database tables")
+            .count()
+    };
+    let state =
+        page.wait_on(CHAT_STATE_JS, "the second task's notice in the chat box", move |s| step_done(s) == 2).await;
+    assert!(state["messages"].as_array().unwrap().iter().all(|m| m["html"] == 0), "{state:#}");
     assert_eq!(state["errors"], json!([]));
     let chat_desktop = page.screenshot("chat-desktop.png").await;
 
