@@ -8,15 +8,14 @@ use crate::combine::{excess_moments, fenton_wilkinson, lognormal_moments};
 use crate::combine::{Gauss, Moments};
 use crate::live::{observe_step, Running};
 use crate::prior::{regressor, KindStats, Prediction, Priors};
+use crate::progress::ProgressModel;
 use crate::{CompletedTask, Confidence, Config, Estimate, EstimatorError, Observation};
-use crate::{ProgressSample, StepEstimate, TaskPlan, Tier};
+use crate::{StepEstimate, TaskPlan, Tier};
 
 /// ETA readings per finished task fed to the calibration, as in the replay benchmark.
 pub const READINGS_PER_TASK: usize = 20;
 /// Prior of the task speed factor's variance: a log-sd of 0.3 until history says more.
 const TASK_VAR_PRIOR: f64 = 0.09;
-/// Prior of the progress-measurement noise scale (variance per unit of (1 − f) / f).
-const PROGRESS_NOISE_PRIOR: f64 = 0.15;
 /// Estimates saturate here (about 30 million years) rather than overflow.
 const MAX_LOG_SECONDS: f64 = 34.5;
 /// Relative range widths below which confidence is high (about ±25 %) or medium (±50 %).
@@ -68,7 +67,7 @@ pub struct Estimator {
     level: FadingMean,
     /// Variance of a task's log speed factor around `level`.
     task_var: FadingMean,
-    progress_noise: FadingMean,
+    progress: ProgressModel,
     calibration: Calibration,
     tasks: u64,
 }
@@ -82,7 +81,7 @@ impl Default for Estimator {
             priors: Priors::cold(&config),
             level: FadingMean::new(0.0, 1.0),
             task_var: FadingMean::new(TASK_VAR_PRIOR, 3.0),
-            progress_noise: FadingMean::new(PROGRESS_NOISE_PRIOR, 10.0),
+            progress: ProgressModel::default(),
             calibration: Calibration::default(),
             tasks: 0,
         }
@@ -168,8 +167,13 @@ impl Estimator {
         }
         let elapsed_step = obs.running_elapsed_s;
         let p = predict(&plan.steps[running]);
-        let running_step = Running::start(speed, p.mean, p.own_var(task_var))
-            .with_progress(&obs.progress, self.progress_noise.value());
+        let running_step = Running::start(speed, p.mean, p.own_var(task_var)).with_reading(self.progress.reading(
+            &plan.steps[running],
+            Tier::of(plan.complexity),
+            &obs.progress,
+            self.tasks,
+            self.config.ln_decay(),
+        ));
         let (_, log_d) = running_step.censor(elapsed_step);
         let later: Vec<(&String, Prediction)> = plan.steps[running + 1..].iter().map(|k| (k, predict(k))).collect();
         let own = |p: &Prediction| Gauss { mean: p.mean, var: p.own_var(task_var) };
@@ -224,7 +228,7 @@ impl Estimator {
         self.calibration.refresh();
     }
 
-    /// Updates the recent pace level, the speed-factor spread and the progress noise from
+    /// Updates the recent pace level, the speed-factor spread and the progress readings from
     /// a finished task's residuals against the current priors.
     fn learn_task_effects(&mut self, task: &CompletedTask) {
         let residuals: Vec<f64> = task
@@ -237,7 +241,6 @@ impl Estimator {
         let n = residuals.len() as f64;
         self.level.fade(self.config.level_half_life_tasks);
         self.task_var.fade(self.config.half_life_tasks);
-        self.progress_noise.fade(self.config.half_life_tasks);
         if n >= 2.0 {
             // Products of different steps' residuals estimate the shared (task) variance only.
             let level = self.level.value();
@@ -248,18 +251,11 @@ impl Estimator {
         if n >= 1.0 {
             self.level.push(residuals.iter().sum::<f64>() / n);
         }
+        let tier = Tier::of(task.complexity);
         for step in &task.steps {
-            for p in step.progress.iter().filter(|p| usable_sample(p)) {
-                let error = (p.elapsed_s / p.fraction / step.duration_s).ln();
-                self.progress_noise.push(error * error * p.fraction / (1.0 - p.fraction));
-            }
+            self.progress.record(&step.key, tier, step.duration_s, &step.progress, self.tasks, self.config.ln_decay());
         }
     }
-}
-
-/// A sample strictly inside its step, where (1 − f) / f is finite and positive.
-fn usable_sample(p: &ProgressSample) -> bool {
-    p.fraction > 0.0 && p.fraction < 1.0 && p.elapsed_s > 0.0
 }
 
 /// What a finished task looked like `t` work seconds into its life.
@@ -281,7 +277,7 @@ fn observation_at(task: &CompletedTask, t: f64) -> Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StepRun;
+    use crate::{ProgressSample, StepRun};
     use proptest::prelude::*;
 
     /// SplitMix64 and Box–Muller: deterministic noise for synthetic histories.
