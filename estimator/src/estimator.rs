@@ -140,7 +140,8 @@ impl Estimator {
         };
         let g = belief.log_remaining;
         let band = band(belief.elapsed / (belief.elapsed + g.mean.exp()));
-        let q = self.calibration.quantiles(Tier::of(plan.complexity), band, g);
+        let kind = &plan.steps[obs.completed_s.len()];
+        let q = self.calibration.quantiles(Tier::of(plan.complexity), band, kind, g);
         let [p10, p50, p90] = q.map(|l| l.min(MAX_LOG_SECONDS).exp());
         let width = (p90 - p10) / (belief.elapsed + p50);
         let confidence = match width {
@@ -222,7 +223,7 @@ impl Estimator {
             let z = ((total - t).ln() - g.mean) / g.var.sqrt();
             let band = band(belief.elapsed / (belief.elapsed + g.mean.exp()));
             if z.is_finite() {
-                self.calibration.record(tier, band, z);
+                self.calibration.record(tier, band, &plan.steps[obs.completed_s.len()], z);
             }
         }
         self.calibration.refresh();
