@@ -36,7 +36,7 @@ pub(crate) struct Calibration {
     /// kind's duration shape (a makespan of parallel work is not log-normal, and its tail
     /// once it overruns is its own) biases the model in its own way, which the tier's cell
     /// averages away. Mixed into the tier's cell at query time, as KIND_SHRINK scores.
-    kinds: BTreeMap<(String, Tier), [KindCell; BANDS]>,
+    kinds: BTreeMap<String, [[KindCell; BANDS]; 3]>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -65,8 +65,8 @@ impl Calibration {
     pub(crate) fn record(&mut self, tier: Tier, band: usize, kind: &str, z: f64) {
         let z = z.clamp(-20.0, 20.0);
         push(&mut self.cells[tier.index()][band], z);
-        let cells = self.kinds.entry((kind.to_owned(), tier)).or_default();
-        push(&mut cells[band].scores, z);
+        let cells = self.kinds.entry(kind.to_owned()).or_default();
+        push(&mut cells[tier.index()][band].scores, z);
     }
 
     /// Recomputes every cell's quantiles: each cell is shrunk towards its whole tier, and
@@ -80,7 +80,7 @@ impl Calibration {
                 *q = shrunk(&mut scores, tier_q);
             }
         }
-        for cell in self.kinds.values_mut().flatten().filter(|c| !c.scores.is_empty()) {
+        for cell in self.kinds.values_mut().flatten().flatten().filter(|c| !c.scores.is_empty()) {
             let mut scores: Vec<f64> = cell.scores.iter().copied().collect();
             scores.sort_by(f64::total_cmp);
             cell.quantiles = LEVELS.map(|p| quantile(&scores, p));
@@ -91,7 +91,7 @@ impl Calibration {
     pub(crate) fn quantiles(&self, tier: Tier, band: usize, kind: &str, g: Gauss) -> LogQuantiles {
         let sd = g.var.sqrt();
         let table = self.table[tier.index()][band];
-        let q = match self.kinds.get(&(kind.to_owned(), tier)).map(|cells| &cells[band]) {
+        let q = match self.kinds.get(kind).map(|cells| &cells[tier.index()][band]) {
             Some(cell) => mix(cell.quantiles, cell.scores.len(), table, KIND_SHRINK),
             None => table,
         };
