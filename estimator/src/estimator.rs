@@ -428,6 +428,24 @@ mod tests {
     }
 
     #[test]
+    fn extreme_progress_samples_give_a_finite_estimate() {
+        let sample = |elapsed_s, fraction| ProgressSample { elapsed_s, fraction };
+        // (sample in history and in the running step): a fraction so small that t / f
+        // overflows, a huge elapsed time, a sample at the very start.
+        let cases = [sample(1.0, 5e-324), sample(1e300, 0.5), sample(1e-300, 0.9), sample(0.0, 0.5)];
+        for p in cases {
+            let mut est = trained(50, 29);
+            let mut task = synthetic_task(&mut Rng(31), 3);
+            task.steps[1].progress = vec![p];
+            est.record_task(&task).unwrap();
+            let obs = Observation { completed_s: vec![20.0], running_elapsed_s: 100.0, progress: vec![p] };
+            let e = est.estimate(&plan(3), &obs).unwrap();
+            assert!(sane(&e) && e.eta_seconds > 0.0, "{p:?}: {e:?}");
+            assert!(e.steps.iter().all(|s| s.expected_s.is_finite()), "{p:?}: {e:?}");
+        }
+    }
+
+    #[test]
     fn a_finished_task_has_nothing_left() {
         let e = trained(5, 1).estimate(&plan(3), &at(&[1.0, 2.0, 3.0], 0.0)).unwrap();
         assert_eq!((e.eta_seconds, e.eta_range, e.steps.len()), (0.0, (0.0, 0.0), 0));

@@ -102,9 +102,12 @@ pub(crate) struct ProgressModel {
     kinds: BTreeMap<String, KindBands>,
 }
 
-/// A sample strictly inside its step, where ln(t / f) is finite.
-fn usable(p: &ProgressSample) -> bool {
-    p.fraction > 0.0 && p.fraction < 1.0 && p.elapsed_s > 0.0
+/// ln(t / f), the step's log duration as the sample reads it, with f capped just below 1;
+/// `None` where that is not a finite number (nothing done, no time spent, or a fraction so
+/// small that t / f overflows).
+fn read(p: &ProgressSample) -> Option<f64> {
+    let ln_d = (p.elapsed_s / p.fraction.min(MAX_FRACTION)).ln();
+    (p.fraction > 0.0 && p.elapsed_s > 0.0 && ln_d.is_finite()).then_some(ln_d)
 }
 
 impl ProgressModel {
@@ -120,8 +123,9 @@ impl ProgressModel {
         ln_decay: f64,
     ) {
         let mut acc = [(0.0, 0.0, 0.0); BANDS];
-        for p in samples.iter().filter(|p| usable(p)) {
-            let e = (p.elapsed_s / p.fraction / duration).ln();
+        // The last sample (f = 1) is the step's end, not a reading of it.
+        for (p, ln_d) in samples.iter().filter(|p| p.fraction < 1.0).filter_map(|p| Some((p, read(p)?))) {
+            let e = ln_d - duration.ln();
             let a = &mut acc[band(p.fraction)];
             *a = (a.0 + 1.0, a.1 + e, a.2 + e * e);
         }
@@ -145,19 +149,18 @@ impl ProgressModel {
         now: u64,
         ln_decay: f64,
     ) -> Option<Gauss> {
-        let latest = samples
+        let (latest, ln_d) = samples
             .iter()
-            .filter(|p| p.fraction > 0.0 && p.elapsed_s > 0.0)
-            .max_by(|a, b| a.elapsed_s.total_cmp(&b.elapsed_s))?;
-        let f = latest.fraction.min(MAX_FRACTION);
-        let b = band(f);
+            .filter_map(|p| Some((p, read(p)?)))
+            .max_by(|a, b| a.0.elapsed_s.total_cmp(&b.0.elapsed_s))?;
+        let b = band(latest.fraction.min(MAX_FRACTION));
         let unbiased = Gauss { mean: 0.0, var: prior_var(b) };
         let pooled = self.pooled.at(b, now, ln_decay).shrunk(unbiased, POOL_PRIOR_STEPS);
         let error = self.kinds.get(key).map_or(pooled, |kind| {
             let all = kind.all.at(b, now, ln_decay).shrunk(pooled, KIND_PRIOR_STEPS);
             kind.tiers[tier.index()].at(b, now, ln_decay).shrunk(all, KIND_PRIOR_STEPS)
         });
-        Some(Gauss { mean: (latest.elapsed_s / f).ln() - error.mean, var: error.var.max(MIN_VAR) })
+        Some(Gauss { mean: ln_d - error.mean, var: error.var.max(MIN_VAR) })
     }
 }
 
