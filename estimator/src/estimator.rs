@@ -8,15 +8,14 @@ use crate::combine::{excess_moments, fenton_wilkinson, lognormal_moments};
 use crate::combine::{Gauss, Moments};
 use crate::live::{observe_step, Running};
 use crate::prior::{regressor, KindStats, Prediction, Priors};
+use crate::progress::ProgressModel;
 use crate::{CompletedTask, Confidence, Config, Estimate, EstimatorError, Observation};
-use crate::{ProgressSample, StepEstimate, TaskPlan, Tier};
+use crate::{StepEstimate, TaskPlan, Tier};
 
 /// ETA readings per finished task fed to the calibration, as in the replay benchmark.
 pub const READINGS_PER_TASK: usize = 20;
 /// Prior of the task speed factor's variance: a log-sd of 0.3 until history says more.
 const TASK_VAR_PRIOR: f64 = 0.09;
-/// Prior of the progress-measurement noise scale (variance per unit of (1 − f) / f).
-const PROGRESS_NOISE_PRIOR: f64 = 0.15;
 /// Estimates saturate here (about 30 million years) rather than overflow.
 const MAX_LOG_SECONDS: f64 = 34.5;
 /// Relative range widths below which confidence is high (about ±25 %) or medium (±50 %).
@@ -68,7 +67,7 @@ pub struct Estimator {
     level: FadingMean,
     /// Variance of a task's log speed factor around `level`.
     task_var: FadingMean,
-    progress_noise: FadingMean,
+    progress: ProgressModel,
     calibration: Calibration,
     tasks: u64,
 }
@@ -82,7 +81,7 @@ impl Default for Estimator {
             priors: Priors::cold(&config),
             level: FadingMean::new(0.0, 1.0),
             task_var: FadingMean::new(TASK_VAR_PRIOR, 3.0),
-            progress_noise: FadingMean::new(PROGRESS_NOISE_PRIOR, 10.0),
+            progress: ProgressModel::default(),
             calibration: Calibration::default(),
             tasks: 0,
         }
@@ -141,7 +140,8 @@ impl Estimator {
         };
         let g = belief.log_remaining;
         let band = band(belief.elapsed / (belief.elapsed + g.mean.exp()));
-        let q = self.calibration.quantiles(Tier::of(plan.complexity), band, g);
+        let kind = &plan.steps[obs.completed_s.len()];
+        let q = self.calibration.quantiles(Tier::of(plan.complexity), band, kind, g);
         let [p10, p50, p90] = q.map(|l| l.min(MAX_LOG_SECONDS).exp());
         let width = (p90 - p10) / (belief.elapsed + p50);
         let confidence = match width {
@@ -168,8 +168,13 @@ impl Estimator {
         }
         let elapsed_step = obs.running_elapsed_s;
         let p = predict(&plan.steps[running]);
-        let running_step = Running::start(speed, p.mean, p.own_var(task_var))
-            .with_progress(&obs.progress, self.progress_noise.value());
+        let running_step = Running::start(speed, p.mean, p.own_var(task_var)).with_reading(self.progress.reading(
+            &plan.steps[running],
+            Tier::of(plan.complexity),
+            &obs.progress,
+            self.tasks,
+            self.config.ln_decay(),
+        ));
         let (_, log_d) = running_step.censor(elapsed_step);
         let later: Vec<(&String, Prediction)> = plan.steps[running + 1..].iter().map(|k| (k, predict(k))).collect();
         let own = |p: &Prediction| Gauss { mean: p.mean, var: p.own_var(task_var) };
@@ -218,13 +223,13 @@ impl Estimator {
             let z = ((total - t).ln() - g.mean) / g.var.sqrt();
             let band = band(belief.elapsed / (belief.elapsed + g.mean.exp()));
             if z.is_finite() {
-                self.calibration.record(tier, band, z);
+                self.calibration.record(tier, band, &plan.steps[obs.completed_s.len()], z);
             }
         }
         self.calibration.refresh();
     }
 
-    /// Updates the recent pace level, the speed-factor spread and the progress noise from
+    /// Updates the recent pace level, the speed-factor spread and the progress readings from
     /// a finished task's residuals against the current priors.
     fn learn_task_effects(&mut self, task: &CompletedTask) {
         let residuals: Vec<f64> = task
@@ -237,7 +242,6 @@ impl Estimator {
         let n = residuals.len() as f64;
         self.level.fade(self.config.level_half_life_tasks);
         self.task_var.fade(self.config.half_life_tasks);
-        self.progress_noise.fade(self.config.half_life_tasks);
         if n >= 2.0 {
             // Products of different steps' residuals estimate the shared (task) variance only.
             let level = self.level.value();
@@ -248,18 +252,11 @@ impl Estimator {
         if n >= 1.0 {
             self.level.push(residuals.iter().sum::<f64>() / n);
         }
+        let tier = Tier::of(task.complexity);
         for step in &task.steps {
-            for p in step.progress.iter().filter(|p| usable_sample(p)) {
-                let error = (p.elapsed_s / p.fraction / step.duration_s).ln();
-                self.progress_noise.push(error * error * p.fraction / (1.0 - p.fraction));
-            }
+            self.progress.record(&step.key, tier, step.duration_s, &step.progress, self.tasks, self.config.ln_decay());
         }
     }
-}
-
-/// A sample strictly inside its step, where (1 − f) / f is finite and positive.
-fn usable_sample(p: &ProgressSample) -> bool {
-    p.fraction > 0.0 && p.fraction < 1.0 && p.elapsed_s > 0.0
 }
 
 /// What a finished task looked like `t` work seconds into its life.
@@ -281,7 +278,7 @@ fn observation_at(task: &CompletedTask, t: f64) -> Observation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StepRun;
+    use crate::{ProgressSample, StepRun};
     use proptest::prelude::*;
 
     /// SplitMix64 and Box–Muller: deterministic noise for synthetic histories.
@@ -428,6 +425,24 @@ mod tests {
         let (fast, on, slow) = (end(50.0), end(150.0), end(600.0));
         assert!(fast < on && on < slow, "{fast} {on} {slow}");
         assert!((250.0..400.0).contains(&on), "{on}");
+    }
+
+    #[test]
+    fn extreme_progress_samples_give_a_finite_estimate() {
+        let sample = |elapsed_s, fraction| ProgressSample { elapsed_s, fraction };
+        // (sample in history and in the running step): a fraction so small that t / f
+        // overflows, a huge elapsed time, a sample at the very start.
+        let cases = [sample(1.0, 5e-324), sample(1e300, 0.5), sample(1e-300, 0.9), sample(0.0, 0.5)];
+        for p in cases {
+            let mut est = trained(50, 29);
+            let mut task = synthetic_task(&mut Rng(31), 3);
+            task.steps[1].progress = vec![p];
+            est.record_task(&task).unwrap();
+            let obs = Observation { completed_s: vec![20.0], running_elapsed_s: 100.0, progress: vec![p] };
+            let e = est.estimate(&plan(3), &obs).unwrap();
+            assert!(sane(&e) && e.eta_seconds > 0.0, "{p:?}: {e:?}");
+            assert!(e.steps.iter().all(|s| s.expected_s.is_finite()), "{p:?}: {e:?}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod error;
 mod estimator;
 mod live;
 mod prior;
+mod progress;
 mod task;
 
 pub use config::Config;

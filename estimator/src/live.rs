@@ -3,12 +3,6 @@
 //! (a rate measurement) and by its elapsed time (censored evidence).
 
 use crate::combine::{excess_moments, ln_upper_tail, scale_by_lognormal, truncate_below, Gauss, Moments};
-use crate::ProgressSample;
-
-/// Fractions this close to 1 are read as "almost done", not as an exact duration.
-const MAX_FRACTION: f64 = 0.999;
-/// Smallest variance of a progress-based duration measurement, whatever the fraction.
-const MIN_PROGRESS_VAR: f64 = 0.003;
 /// Points of the grid over the speed factor on which the running step is integrated.
 const GRID_POINTS: usize = 81;
 /// Half-width of that grid in posterior standard deviations of the speed factor: wide
@@ -75,19 +69,13 @@ impl Running {
         }
     }
 
-    /// Uses the latest in-step progress sample as a noisy measurement of the step's duration:
-    /// f done after t seconds suggests t / f in all, less reliably the smaller f is.
-    pub(crate) fn with_progress(self, samples: &[ProgressSample], noise: f64) -> Running {
-        let latest = samples
-            .iter()
-            .filter(|p| p.fraction > 0.0 && p.elapsed_s > 0.0)
-            .max_by(|a, b| a.elapsed_s.total_cmp(&b.elapsed_s));
-        let Some(p) = latest else {
-            return self;
-        };
-        let f = p.fraction.min(MAX_FRACTION);
-        let var = (noise * (1.0 - f) / f).max(MIN_PROGRESS_VAR);
-        self.measure((p.elapsed_s / f).ln(), var)
+    /// Uses an in-step progress reading of the step's log duration (see
+    /// [`crate::progress::ProgressModel::reading`]), if there is one.
+    pub(crate) fn with_reading(self, reading: Option<Gauss>) -> Running {
+        match reading {
+            Some(r) => self.measure(r.mean, r.var),
+            None => self,
+        }
     }
 
     /// The step's log duration given speed factor `s` (after the progress measurement, if
@@ -207,16 +195,18 @@ mod tests {
     }
 
     #[test]
-    fn progress_pulls_the_running_step_towards_elapsed_over_fraction() {
+    fn a_progress_reading_pulls_the_running_step_and_the_pace() {
         let r = Running::start(PRIOR, 100f64.ln(), 0.09);
-        let sample = |elapsed_s, fraction| [ProgressSample { elapsed_s, fraction }];
-        // Half done after 100 s: the step looks like 200 s, the task slower than thought.
-        let half = r.with_progress(&sample(100.0, 0.5), 0.3);
-        assert!(half.log_d.mean > 120f64.ln() && half.speed.mean > 0.1);
-        // A tiny fraction barely counts; no usable sample changes nothing.
-        let tiny = r.with_progress(&sample(1.0, 0.001), 0.3);
-        assert!((tiny.log_d.mean - r.log_d.mean).abs() < 0.05);
-        assert_eq!(r.with_progress(&sample(0.0, 0.0), 0.3), r);
+        // (reading of the step's length in seconds, its variance, expected change of ln d)
+        let cases = [(200.0, 0.18, 2f64.ln() / 2.0), (200.0, 1e9, 0.0), (50.0, 0.18, -2f64.ln() / 2.0)];
+        for (seconds, var, shift) in cases {
+            let read = r.with_reading(Some(Gauss { mean: f64::ln(seconds), var }));
+            let moved = read.log_d.mean - r.log_d.mean;
+            assert!((moved - shift).abs() < 1e-6, "{seconds} {var}: {moved}");
+            // The shared pace moves the same way, by its share of the step's variance.
+            assert!((read.speed.mean - 0.5 * moved).abs() < 1e-6);
+        }
+        assert_eq!(r.with_reading(None), r);
     }
 
     /// Exact moments of e^s·(X + L) for s ~ `speed`, ln X ~ N(step_mean, own_var) and L with
