@@ -160,6 +160,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    task_start_estimates (task_id) {
+        task_id -> Text,
+        seconds -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -175,5 +183,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     notification_preferences,
     notifications,
     push_subscriptions,
-    vapid_keys
+    vapid_keys,
+    task_start_estimates
 );
