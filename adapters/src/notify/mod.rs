@@ -274,14 +274,13 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
         let webhook =
             preferences.chat_webhook_url.as_deref().filter(|_| on_event && preferences.channels.chat.contains(&wanted));
         let wants_push = on_event && preferences.channels.push.contains(&wanted);
-        let mailbox = match mailbox_for(&shared, &preferences, wanted, start_estimate) {
-            Some(mailbox)
-                if !preferences.email_long_tasks_only || is_long(&shared, &db, &event, start_estimate).await =>
-            {
-                Some(mailbox)
-            }
-            _ => None,
-        };
+        let mut mailbox = mailbox_for(&shared, &preferences, wanted, start_estimate);
+        if mailbox.is_some()
+            && preferences.email_long_tasks_only
+            && !is_long(&shared, &db, &event, start_estimate).await
+        {
+            mailbox = None;
+        }
         if webhook.is_none() && !wants_push && mailbox.is_none() {
             continue;
         }

@@ -1,6 +1,7 @@
 //! The email channel through the real server and a small SMTP server of the test's own on
 //! 127.0.0.1: the mail's headers, parts, text and link; mail only for long tasks by
-//! default; preferences switching it per event; a dead SMTP server that delays no other
+//! default, judged after a restart by the estimate kept at start; preferences switching it
+//! per event; a dead SMTP server that delays no other
 //! channel; transient (4xx) replies retried and permanent (5xx) ones not; the delivery log.
 //!
 //! "Long" is judged by the task's estimate at start. On a fresh database the estimator has
@@ -322,6 +323,40 @@ on_both_backends! {
         let again = task_of(&server, &ada, "Ping", 1).await;
         server.report(&ada, &again, 1, "completed").await;
         assert_eq!(parse(&smtp.next().await.data).subject, "✅ Your Ping is ready!");
+        server.stop().await;
+    }
+
+    async fn the_estimate_at_start_still_decides_after_a_restart(backend: Backend) {
+        let db = std::sync::Arc::new(TestDb::new(backend));
+        let mut smtp = SmtpServer::start(Vec::new());
+        let (first, url) = (std::sync::Arc::clone(&db), smtp.url.clone());
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let created = std::sync::Arc::clone(&kept);
+        in_own_system(move || async move {
+            let server = Server::start(&first, with_email(&url)).await;
+            let ada = server.token("ada").await;
+            set_preferences(&server, &ada, json!({"email": "ada@example.com"})).await;
+            let long = task_of(&server, &ada, "Migration", 20).await;
+            let short = task_of(&server, &ada, "Ping", 1).await;
+            let database = std::sync::Arc::clone(server.runtime.db());
+            eventually("both estimates at start are kept", || {
+                let mut conn = database.conn().unwrap();
+                [&long, &short].iter().all(|task| db::start_estimate(&mut conn, task).unwrap().is_some())
+            })
+            .await;
+            server.stop().await;
+            created.lock().unwrap().extend([ada, long, short]);
+        });
+        let [ada, long, short] = kept.lock().unwrap().clone().try_into().expect("a token and two tasks");
+
+        // Seconds after it started, the long task has not run 600 s: only its estimate at
+        // start, read back from the database, makes it long.
+        let server = Server::start(&db, with_email(&smtp.url)).await;
+        server.report(&ada, &short, 1, "completed").await;
+        server.report(&ada, &long, 1, "failed").await;
+        let mail = parse(&smtp.next().await.data);
+        assert_eq!(mail.subject, "❌ Task failed at Step 1");
+        assert!(mail.text.contains(&format!("/tasks/{long}")), "{}", mail.text);
         server.stop().await;
     }
 
