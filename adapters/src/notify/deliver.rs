@@ -116,7 +116,7 @@ pub(crate) struct Target<'a> {
     pub(crate) shown: &'a str,
 }
 
-/// Delivers `notice` by running `attempt` (a fresh future each time, given at most
+/// Delivers `notice` by running `attempt_once` (a fresh future each time, given at most
 /// `notifications.timeout_s`) until it is delivered, gone or given up on, or
 /// `notifications.max_attempts` have failed, waiting the backoff (doubling) between tries;
 /// logs every attempt.

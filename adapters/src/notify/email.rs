@@ -311,6 +311,22 @@ mod tests {
     }
 
     #[test]
+    fn email_is_off_without_a_server_and_every_tls_mode_builds() {
+        assert!(Mailer::new(&NotificationSettings::default()).unwrap().is_none());
+        let urls = [
+            "smtp://127.0.0.1:2525",
+            "smtp://mail.example.com?tls=opportunistic",
+            "smtp://mail.example.com?tls=required",
+            "smtps://ops:secret@mail.example.com",
+        ];
+        for url in urls {
+            let email = config::EmailSettings { smtp_url: Some(url.to_owned()), ..config::EmailSettings::default() };
+            let settings = NotificationSettings { email, ..NotificationSettings::default() };
+            assert!(Mailer::new(&settings).unwrap().is_some(), "{url}");
+        }
+    }
+
+    #[test]
     fn a_mail_is_multipart_alternative_with_both_parts() {
         let from: Mailbox = "Stepwise <stepwise@example.com>".parse().unwrap();
         let to: Mailbox = "ada@example.com".parse().unwrap();
