@@ -374,12 +374,14 @@ on_both_backends! {
         assert_eq!(chat.next().await.0, "✅ Your Quiet is ready!");
 
         // Only starts: the start is mailed (once its estimate is known), the completion not.
-        let stored = set_preferences(&server, &ada, json!({"email": "ada@example.com", "email_long_tasks_only": false, "channels": {"email": ["task_started", "task_started"]}})).await;
+        let stored = set_preferences(&server, &ada, json!({"email": "ada@example.com", "email_long_tasks_only": false, "chat_webhook_url": chat.url, "channels": {"chat": ["task_complete"], "email": ["task_started", "task_started"]}})).await;
         assert_eq!(stored["channels"]["email"], json!(["task_started"]));
         assert_eq!(stored["email"], "ada@example.com");
         let started = task_of(&server, &ada, "Import", 1).await;
         assert_eq!(parse(&smtp.next().await.data).subject, "Your Import task has started");
         server.report(&ada, &started, 1, "completed").await;
+        // Preferences are read when an event is handled: wait until this one was.
+        assert_eq!(chat.next().await.0, "✅ Your Import is ready!");
 
         // Only completions: the next mail is this task's completion, not the last one's.
         set_preferences(&server, &ada, json!({"email": "ada@example.com", "email_long_tasks_only": false, "channels": {"email": ["task_complete"]}})).await;
