@@ -37,9 +37,9 @@ pub fn server_with_notifications(
     notifications: NotificationSettings,
     shutdown_timeout: Duration,
 ) -> std::io::Result<Server> {
-    let notifications = NotifyConfig::new(notifications);
+    let notifications = NotifyConfig::new(notifications, listener.local_addr()?);
     Notifier::start(&runtime, notifications.clone());
-    let state = web::Data::new(ApiState { notifications, ..ApiState::new(runtime, api) });
+    let state = web::Data::new(ApiState::new(runtime, api, notifications));
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

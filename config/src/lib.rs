@@ -46,6 +46,10 @@
 //! | `notifications.digest_window_s` | `60` | `STEPWISE_NOTIFICATIONS__DIGEST_WINDOW_S` | seconds, at least 1 |
 //! | `notifications.push_ttl_s` | `86400` | `STEPWISE_NOTIFICATIONS__PUSH_TTL_S` | seconds a push service keeps a message for an offline device, up to 2419200 |
 //! | `notifications.vapid_subject` | `"mailto:stepwise@localhost"` | `STEPWISE_NOTIFICATIONS__VAPID_SUBJECT` | contact for push services: a `mailto:` or `https:` URL |
+//! | `notifications.public_url` | none: `http://` and `server.listen` (`localhost` for an unspecified address) | `STEPWISE_NOTIFICATIONS__PUBLIC_URL` | `http(s)://host[:port][/prefix]`, what links in notifications point at |
+//! | `notifications.email.smtp_url` | none: no email | `STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL` | `smtp://[USER:PASSWORD@]HOST[:PORT][?tls=none\|opportunistic\|required]` (STARTTLS; plain without `tls`) or `smtps://…` (implicit TLS); see [`SmtpUrl`] |
+//! | `notifications.email.from` | `"Stepwise <stepwise@localhost>"` | `STEPWISE_NOTIFICATIONS__EMAIL__FROM` | an address or `Name <address>` |
+//! | `notifications.email.long_task_seconds` | `600` | `STEPWISE_NOTIFICATIONS__EMAIL__LONG_TASK_SECONDS` | seconds: by default only tasks estimated at start to take longer get mail |
 //!
 //! A file setting all of them:
 //!
@@ -93,6 +97,12 @@
 //! digest_window_s = 60
 //! push_ttl_s = 86400
 //! vapid_subject = "mailto:ops@example.com"
+//! public_url = "https://tasks.example.com"
+//!
+//! [notifications.email]
+//! smtp_url = "smtp://stepwise:secret@mail.example.com:587?tls=required"
+//! from = "Stepwise <stepwise@example.com>"
+//! long_task_seconds = 600
 //! ```
 //!
 //! # Errors
@@ -105,9 +115,11 @@ mod de;
 mod error;
 mod load;
 mod settings;
+mod smtp;
 
 pub use error::{ConfigError, Origin};
 pub use settings::{
-    default_data_dir, ApiSettings, DatabaseSettings, LogLevel, LogSettings, NotificationSettings, RuntimeSettings,
-    ServerSettings, Settings,
+    default_data_dir, ApiSettings, DatabaseSettings, EmailSettings, LogLevel, LogSettings, NotificationSettings,
+    RuntimeSettings, ServerSettings, Settings,
 };
+pub use smtp::{SmtpTls, SmtpUrl};

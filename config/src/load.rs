@@ -153,7 +153,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        ApiSettings, DatabaseSettings, LogLevel, LogSettings, NotificationSettings, RuntimeSettings, ServerSettings,
+        ApiSettings, DatabaseSettings, EmailSettings, LogLevel, LogSettings, NotificationSettings, RuntimeSettings,
+        ServerSettings, SmtpTls,
     };
 
     /// Loads `file` (TOML text, written to a temporary file) and `env` with `HOME=/home/ada`;
@@ -207,6 +208,12 @@ mod tests {
                 digest_window_s: 60,
                 push_ttl_s: 86_400,
                 vapid_subject: "mailto:stepwise@localhost".to_owned(),
+                public_url: None,
+                email: EmailSettings {
+                    smtp_url: None,
+                    from: "Stepwise <stepwise@localhost>".to_owned(),
+                    long_task_seconds: 600,
+                },
             },
         }
     }
@@ -267,6 +274,11 @@ mod tests {
             digest_window_s = 30
             push_ttl_s = 0
             vapid_subject = "https://ops.example.com"
+            public_url = "https://tasks.example.com/stepwise"
+            [notifications.email]
+            smtp_url = "smtps://ops:secret@mail.example.com"
+            from = "ops@example.com"
+            long_task_seconds = 60
         "#;
         let expected = Settings {
             data_dir: PathBuf::from("/srv/stepwise"),
@@ -303,6 +315,12 @@ mod tests {
                 digest_window_s: 30,
                 push_ttl_s: 0,
                 vapid_subject: "https://ops.example.com".to_owned(),
+                public_url: Some("https://tasks.example.com/stepwise".to_owned()),
+                email: EmailSettings {
+                    smtp_url: Some("smtps://ops:secret@mail.example.com".to_owned()),
+                    from: "ops@example.com".to_owned(),
+                    long_task_seconds: 60,
+                },
             },
         };
         assert_eq!(load(Some(file), &[]), Ok(expected));
@@ -342,6 +360,33 @@ mod tests {
                 s.notifications.allow_private_endpoints = true
             }),
             (None, &[("STEPWISE_NOTIFICATIONS__BURST", "2")], |s| s.notifications.burst = 2),
+            (None, &[("STEPWISE_NOTIFICATIONS__PUBLIC_URL", "http://10.0.0.5:8080")], |s| {
+                s.notifications.public_url = Some("http://10.0.0.5:8080".to_owned())
+            }),
+            (
+                None,
+                &[
+                    ("STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL", "smtp://127.0.0.1:2525?tls=required"),
+                    ("STEPWISE_NOTIFICATIONS__EMAIL__FROM", "Tasks <tasks@example.com>"),
+                    ("STEPWISE_NOTIFICATIONS__EMAIL__LONG_TASK_SECONDS", "0"),
+                ],
+                |s| {
+                    s.notifications.email = EmailSettings {
+                        smtp_url: Some("smtp://127.0.0.1:2525?tls=required".to_owned()),
+                        from: "Tasks <tasks@example.com>".to_owned(),
+                        long_task_seconds: 0,
+                    }
+                },
+            ),
+            // A variable overrides one key of the file's email section; the others stay.
+            (
+                Some("[notifications.email]\nsmtp_url = \"smtp://mail.example.com\"\nlong_task_seconds = 5"),
+                &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL", "smtps://mail.example.com")],
+                |s| {
+                    s.notifications.email.smtp_url = Some("smtps://mail.example.com".to_owned());
+                    s.notifications.email.long_task_seconds = 5;
+                },
+            ),
             (None, &[("STEPWISE_SERVER__SHUTDOWN_TIMEOUT_S", "+7")], |s| s.server.shutdown_timeout_s = 7),
             (None, &[("XDG_DATA_HOME", "/data")], |s| s.data_dir = PathBuf::from("/data/stepwise")),
             // Lower-case variable names map the same way.
@@ -427,9 +472,14 @@ mod tests {
                 "unknown key server.lissen (from {file}), expected one of: listen, shutdown_timeout_s",
             ),
             (
-                Some("[notifications]\nemail = \"ops@example.com\""),
+                Some("[notifications]\nsms = \"+15550100\""),
                 &[],
-                "unknown key notifications.email (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject",
+                "unknown key notifications.sms (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject, public_url, email",
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP", "smtp://mail.example.com")],
+                "unknown key notifications.email.smtp (from STEPWISE_NOTIFICATIONS__EMAIL__SMTP), expected one of: smtp_url, from, long_task_seconds",
             ),
             (
                 None,
@@ -523,6 +573,31 @@ mod tests {
                 &[("STEPWISE_NOTIFICATIONS__VAPID_SUBJECT", "ops@example.com")],
                 r#"invalid value for notifications.vapid_subject: "ops@example.com" (expected a mailto: or https: URL) (from STEPWISE_NOTIFICATIONS__VAPID_SUBJECT)"#,
             ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__PUBLIC_URL", "tasks.example.com")],
+                r#"invalid value for notifications.public_url: "tasks.example.com" (expected an http or https URL like https://tasks.example.com, without query or fragment) (from STEPWISE_NOTIFICATIONS__PUBLIC_URL)"#,
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL", "http://mail.example.com")],
+                r#"invalid value for notifications.email.smtp_url: "http://mail.example.com" (expected smtp://[USER:PASSWORD@]HOST[:PORT][?tls=none|opportunistic|required] or smtps://[USER:PASSWORD@]HOST[:PORT]) (from STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL)"#,
+            ),
+            (
+                Some("[notifications.email]\nsmtp_url = \"smtp://ops:secret@mail.example.com?tls=always\""),
+                &[],
+                r#"invalid value for notifications.email.smtp_url: "…@mail.example.com?tls=always" (unknown query "tls=always": expected tls=none, tls=opportunistic or tls=required) (from {file})"#,
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL", "smtp://mail.example.com:99999")],
+                r#"invalid value for notifications.email.smtp_url: "smtp://mail.example.com:99999" ("99999" is not a port (1 to 65535)) (from STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL)"#,
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__EMAIL__LONG_TASK_SECONDS", "ten minutes")],
+                r#"invalid type for notifications.email.long_task_seconds: expected an integer, got "ten minutes" (from STEPWISE_NOTIFICATIONS__EMAIL__LONG_TASK_SECONDS)"#,
+            ),
         ];
         check_errors(cases);
     }
@@ -531,6 +606,19 @@ mod tests {
         for (file, env, message) in cases {
             assert_eq!(load(*file, env).as_ref().map_err(String::as_str), Err(*message), "file {file:?}, env {env:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_sender_is_an_error_and_the_smtp_url_parses() {
+        let message = load(None, &[("STEPWISE_NOTIFICATIONS__EMAIL__FROM", "stepwise at example.com")]).unwrap_err();
+        let prefix = r#"invalid value for notifications.email.from: "stepwise at example.com" (expected an address like stepwise@example.com or Stepwise <stepwise@example.com> ("#;
+        assert!(message.starts_with(prefix), "{message}");
+        assert!(message.ends_with(")) (from STEPWISE_NOTIFICATIONS__EMAIL__FROM)"), "{message}");
+
+        let settings = load(None, &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL", "smtp://127.0.0.1:2525")]).unwrap();
+        let smtp = settings.notifications.email.smtp().unwrap().unwrap();
+        assert_eq!((smtp.tls, smtp.host.as_str(), smtp.port), (SmtpTls::None, "127.0.0.1", 2525));
+        assert!(load(None, &[]).unwrap().notifications.email.smtp().is_none(), "email is off by default");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use serde::de::{Error as _, Unexpected};
 use serde::{Deserialize, Deserializer};
 
+use crate::smtp::SmtpUrl;
+
 /// Everything the `stepwise` server can be configured with.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +258,59 @@ pub struct NotificationSettings {
     /// Who runs this server, for push services (the VAPID `sub` claim): `mailto:` or
     /// `https:`.
     pub vapid_subject: String,
+    /// The server's address as people reach it (`http[s]://host[:port][/prefix]`), what links
+    /// in notifications point at; `None` means `http://` and `server.listen` (with
+    /// `localhost` for an unspecified address).
+    pub public_url: Option<String>,
+    /// The email channel.
+    pub email: EmailSettings,
+}
+
+/// The `[notifications.email]` section: mail through an SMTP server the operator runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailSettings {
+    /// The SMTP server (see [`SmtpUrl`]); `None` switches email off.
+    pub smtp_url: Option<String>,
+    /// The sender, an address or `Name <address>`.
+    pub from: String,
+    /// A task is long, and so worth a mail by default, when its estimated duration at start
+    /// is more than this many seconds.
+    pub long_task_seconds: u64,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        EmailSettings { smtp_url: None, from: "Stepwise <stepwise@localhost>".to_owned(), long_task_seconds: 600 }
+    }
+}
+
+impl EmailSettings {
+    /// The parsed `smtp_url`, if email is on.
+    pub fn smtp(&self) -> Option<Result<SmtpUrl, String>> {
+        self.smtp_url.as_deref().map(SmtpUrl::parse)
+    }
+
+    fn validate(&self) -> Result<(), Violation> {
+        if let Some(Err(reason)) = self.smtp() {
+            // The text as given may hold a password: show only what comes after it.
+            let shown = self.smtp_url.as_deref().map_or_else(String::new, |url| match url.rsplit_once('@') {
+                Some((_, host)) => format!("\"…@{host}\""),
+                None => format!("{url:?}"),
+            });
+            return Err(Violation { key: "notifications.email.smtp_url", value: shown, reason });
+        }
+        if let Err(error) = self.from.parse::<lettre::message::Mailbox>() {
+            return Err(Violation {
+                key: "notifications.email.from",
+                value: format!("{:?}", self.from),
+                reason: format!(
+                    "expected an address like stepwise@example.com or Stepwise <stepwise@example.com> ({error})"
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for NotificationSettings {
@@ -269,6 +324,8 @@ impl Default for NotificationSettings {
             digest_window_s: 60,
             push_ttl_s: 86_400,
             vapid_subject: "mailto:stepwise@localhost".to_owned(),
+            public_url: None,
+            email: EmailSettings::default(),
         }
     }
 }
@@ -288,7 +345,22 @@ impl NotificationSettings {
                 reason: "expected a mailto: or https: URL".to_owned(),
             });
         }
-        Ok(())
+        if let Some(url) = &self.public_url {
+            let host = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+            let well_formed = host.is_some_and(|rest| {
+                let authority = rest.split('/').next().unwrap_or("");
+                !authority.is_empty() && !authority.contains('@') && !rest.contains(['?', '#', ' '])
+            });
+            if !well_formed {
+                return Err(Violation {
+                    key: "notifications.public_url",
+                    value: format!("{url:?}"),
+                    reason: "expected an http or https URL like https://tasks.example.com, without query or fragment"
+                        .to_owned(),
+                });
+            }
+        }
+        self.email.validate()
     }
 }
 

@@ -9,9 +9,9 @@
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
 //! ownership, the history readers for the API and the estimator, the `accounts` functions
 //! for users and their API tokens, the `notifications` functions for each user's
-//! notification preferences, the log of delivery attempts, push subscriptions and the
-//! server's VAPID key, and the `chat` functions for each user's chat transcript. All
-//! functions are blocking: call them off the actor event loops.
+//! notification preferences, the log of delivery attempts, push subscriptions, the server's
+//! VAPID key and tasks' estimated durations at start, and the `chat` functions for each
+//! user's chat transcript. All functions are blocking: call them off the actor event loops.
 
 mod accounts;
 mod chat;
@@ -34,8 +34,8 @@ pub use model::{
 };
 pub use notifications::{
     delete_push_subscription, insert_notification, list_notifications, notification_preferences, push_subscriptions,
-    save_notification_preferences, save_push_subscription, vapid_private_key, NotificationRecord,
-    PushSubscriptionRecord,
+    record_start_estimate, save_notification_preferences, save_push_subscription, start_estimate, vapid_private_key,
+    NotificationRecord, PushSubscriptionRecord,
 };
 pub use queries::{
     commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history, recent_logs,

@@ -1,11 +1,12 @@
 //! Notifications: each user's preferences (a document the HTTP layer defines, kept whole),
-//! the log of every delivery attempt the notifier makes, browsers' push subscriptions and
-//! the server's VAPID key.
+//! the log of every delivery attempt the notifier makes, browsers' push subscriptions, the
+//! server's VAPID key, and each task's estimated duration at start (what decides whether it
+//! is long enough to be worth a mail).
 
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
-use crate::schema::{notification_preferences, notifications, push_subscriptions, vapid_keys};
+use crate::schema::{notification_preferences, notifications, push_subscriptions, task_start_estimates, vapid_keys};
 use crate::DbError;
 
 /// One delivery attempt, as logged.
@@ -247,6 +248,34 @@ pub fn vapid_private_key(conn: &mut AnyConnection, candidate: &str, now: i64) ->
     Ok(vapid_keys::table.filter(vapid_keys::id.eq(1)).select(vapid_keys::private_key).first(conn)?)
 }
 
+/// Remembers that `task_id` was estimated at start to take `seconds`; the first estimate
+/// recorded for a task stays.
+pub fn record_start_estimate(conn: &mut AnyConnection, task_id: &str, seconds: i64, now: i64) -> Result<(), DbError> {
+    let row = (
+        task_start_estimates::task_id.eq(task_id),
+        task_start_estimates::seconds.eq(seconds),
+        task_start_estimates::created_at.eq(now),
+    );
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            diesel::insert_into(task_start_estimates::table).values(row).on_conflict_do_nothing().execute(pg)?
+        }
+        AnyConnection::Sqlite(sqlite) => {
+            diesel::insert_into(task_start_estimates::table).values(row).on_conflict_do_nothing().execute(sqlite)?
+        }
+    };
+    Ok(())
+}
+
+/// The seconds `task_id` was estimated at start to take, if that was recorded.
+pub fn start_estimate(conn: &mut AnyConnection, task_id: &str) -> Result<Option<i64>, DbError> {
+    Ok(task_start_estimates::table
+        .filter(task_start_estimates::task_id.eq(task_id))
+        .select(task_start_estimates::seconds)
+        .first(conn)
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +352,36 @@ mod tests {
 
             assert_eq!(vapid_private_key(&mut conn, "first", 1).unwrap(), "first");
             assert_eq!(vapid_private_key(&mut conn, "second", 2).unwrap(), "first");
+        }
+    }
+
+    /// A task's estimate at start is kept once (a second one is ignored) and goes with the
+    /// task.
+    #[test]
+    fn the_estimate_at_start_is_kept_once() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let mut conn = database.conn().unwrap();
+            let task = crate::NewTask {
+                id: "t1".to_owned(),
+                owner: "ada".to_owned(),
+                title: "CRM".to_owned(),
+                complexity: 1,
+                restarted_from: None,
+                created_at: 1,
+                steps: Vec::new(),
+            };
+            crate::insert_task(&mut conn, &task).unwrap();
+            let task = task.id;
+            assert_eq!(start_estimate(&mut conn, &task).unwrap(), None, "{backend:?}");
+            record_start_estimate(&mut conn, &task, 900, 1).unwrap();
+            record_start_estimate(&mut conn, &task, 30, 2).unwrap();
+            assert_eq!(start_estimate(&mut conn, &task).unwrap(), Some(900), "{backend:?}");
+            assert!(
+                record_start_estimate(&mut conn, "no-such-task", 5, 3).is_err(),
+                "{backend:?}: the task must exist"
+            );
         }
     }
 }

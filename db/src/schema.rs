@@ -171,6 +171,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    task_start_estimates (task_id) {
+        task_id -> Text,
+        seconds -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -187,5 +195,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     push_subscriptions,
     vapid_keys,
-    chat_messages
+    chat_messages,
+    task_start_estimates
 );

@@ -16,7 +16,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use config::{ApiSettings, NotificationSettings};
+use config::ApiSettings;
 use runtime::Runtime;
 
 use self::auth::Authenticator;
@@ -42,8 +42,8 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The API over `runtime` with the `[api]` settings.
-    pub fn new(runtime: Runtime, limits: ApiSettings) -> ApiState {
+    /// The API over `runtime` with the `[api]` settings and the notifications' configuration.
+    pub fn new(runtime: Runtime, limits: ApiSettings, notifications: NotifyConfig) -> ApiState {
         let auth = Authenticator::new(
             Arc::clone(runtime.db()),
             Arc::clone(runtime.clock()),
@@ -51,13 +51,7 @@ impl ApiState {
             limits.requests_per_second,
             limits.request_burst,
         );
-        ApiState {
-            runtime,
-            auth,
-            limits,
-            conversations: ask::Conversations::default(),
-            notifications: NotifyConfig::new(NotificationSettings::default()),
-        }
+        ApiState { runtime, auth, limits, conversations: ask::Conversations::default(), notifications }
     }
 }
 

@@ -21,12 +21,14 @@ pub(crate) async fn worker(shared: Arc<Shared>, owner: Arc<str>, mut queue: mpsc
         let shown = endpoint::origin(&uri);
         let target = Target { owner: &owner, channel: "chat", shown: &shown };
         let body = serde_json::json!({"text": notice.text}).to_string();
-        deliver::with_retries(&shared, &target, &notice, false, || {
-            Request::post(uri.clone())
+        let shared: &Shared = &shared;
+        deliver::with_retries(shared, &target, &notice, || {
+            let request = Request::post(uri.clone())
                 .header(CONTENT_TYPE, "application/json")
                 .header(USER_AGENT, concat!("stepwise/", env!("CARGO_PKG_VERSION")))
                 .body(Body::from(body.clone()))
-                .map_err(|e| format!("cannot build the request: {e}"))
+                .map_err(|e| format!("cannot build the request: {e}"));
+            deliver::http(shared, request, false)
         })
         .await;
     }

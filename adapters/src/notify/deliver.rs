@@ -1,8 +1,11 @@
-//! What every channel that calls out shares: throttling a user's messages into digests, one
-//! HTTP attempt through the checked client, retrying with backoff (`429` waits as
-//! `Retry-After` says), and logging every attempt in the `notifications` table.
+//! What every channel that calls out shares: throttling a user's messages into digests,
+//! retrying each message's attempts with a timeout each and doubling backoff, and logging
+//! every attempt in the `notifications` table. An attempt is whatever the channel does
+//! ([`http`] for webhooks and push: one request through the checked client, `429` waiting as
+//! `Retry-After` says; SMTP for email), judged as an [`Attempt`].
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::time::Duration;
 
 use hyper::header::RETRY_AFTER;
@@ -85,20 +88,17 @@ pub(crate) enum Delivery {
     Failed,
 }
 
-/// How one attempt went.
-enum Attempt {
-    Delivered(StatusCode),
-    Gone(StatusCode),
+/// How one attempt went; each carries the detail the log shows (the peer's answer or the
+/// error).
+pub(crate) enum Attempt {
+    /// The peer took it.
+    Delivered(String),
+    /// The peer says the target no longer exists.
+    Gone(String),
     /// Worth trying again after the given wait (or the backoff).
-    Retry {
-        detail: String,
-        after: Option<Duration>,
-    },
+    Retry { detail: String, after: Option<Duration> },
     /// Not worth trying again.
-    GiveUp {
-        outcome: &'static str,
-        detail: String,
-    },
+    GiveUp { outcome: &'static str, detail: String },
 }
 
 /// Where a message goes, for the log.
@@ -111,31 +111,29 @@ pub(crate) struct Target<'a> {
     pub(crate) shown: &'a str,
 }
 
-/// Sends `notice` with the requests `request` builds (afresh for each attempt), retrying
-/// until `notifications.max_attempts`, and logs every attempt. `404` and `410` end it as
-/// [`Delivery::Gone`] when `gone_on_404` (push services say so of dead subscriptions); any
-/// other `4xx` but `408` and `429` is not retried: asking again would not help.
-pub(crate) async fn with_retries(
+/// Delivers `notice` by running `attempt_once` (a fresh future each time, given at most
+/// `notifications.timeout_s`) until it is delivered, gone or given up on, or
+/// `notifications.max_attempts` have failed, waiting the backoff (doubling) between tries;
+/// logs every attempt.
+pub(crate) async fn with_retries<F: Future<Output = Attempt>>(
     shared: &Shared,
     target: &Target<'_>,
     notice: &Notice,
-    gone_on_404: bool,
-    mut request: impl FnMut() -> Result<Request<Body>, String>,
+    mut attempt_once: impl FnMut() -> F,
 ) -> Delivery {
     let settings = shared.settings();
+    let timeout = Duration::from_secs(settings.timeout_s);
     let mut backoff = Duration::from_millis(settings.retry_backoff_ms);
     for attempt in 1..=settings.max_attempts {
-        let outcome = match request() {
-            Ok(request) => send(shared, request, gone_on_404).await,
-            Err(detail) => Attempt::GiveUp { outcome: "failed", detail },
-        };
+        let outcome = tokio::time::timeout(timeout, attempt_once())
+            .await
+            .unwrap_or_else(|_| Attempt::Retry { detail: format!("no answer within {timeout:?}"), after: None });
         let (detail, wait) = match outcome {
-            Attempt::Delivered(status) => {
-                record(shared, target, notice, attempt, "delivered", Some(status.to_string())).await;
+            Attempt::Delivered(detail) => {
+                record(shared, target, notice, attempt, "delivered", Some(detail)).await;
                 return Delivery::Delivered;
             }
-            Attempt::Gone(status) => {
-                let detail = format!("{status}; the subscription is removed");
+            Attempt::Gone(detail) => {
                 record(shared, target, notice, attempt, "failed", Some(detail)).await;
                 return Delivery::Gone;
             }
@@ -170,17 +168,23 @@ pub(crate) async fn with_retries(
     Delivery::Failed
 }
 
-async fn send(shared: &Shared, request: Request<Body>, gone_on_404: bool) -> Attempt {
-    let timeout = Duration::from_secs(shared.settings().timeout_s);
-    let response = match tokio::time::timeout(timeout, shared.client.request(request)).await {
-        Err(_) => return Attempt::Retry { detail: format!("no answer within {timeout:?}"), after: None },
-        Ok(Err(error)) => {
+/// One HTTP attempt through the checked client (`request` is what the channel built, or why
+/// it could not). `404` and `410` are [`Attempt::Gone`] when `gone_on_404` (push services say
+/// so of dead subscriptions); any other `4xx` but `408` and `429` is not retried: asking
+/// again would not help.
+pub(crate) async fn http(shared: &Shared, request: Result<Request<Body>, String>, gone_on_404: bool) -> Attempt {
+    let request = match request {
+        Ok(request) => request,
+        Err(detail) => return Attempt::GiveUp { outcome: "failed", detail },
+    };
+    let response = match shared.client.request(request).await {
+        Err(error) => {
             if let Some(refused) = endpoint::refusal(&error) {
                 return Attempt::GiveUp { outcome: "refused", detail: refused };
             }
             return Attempt::Retry { detail: format!("cannot reach the endpoint: {error}"), after: None };
         }
-        Ok(Ok(response)) => response,
+        Ok(response) => response,
     };
     let status = response.status();
     let retry_after = response
@@ -192,9 +196,9 @@ async fn send(shared: &Shared, request: Request<Body>, gone_on_404: bool) -> Att
     // The answer's body is not needed; dropping the response closes the connection.
     drop(response);
     if status.is_success() {
-        Attempt::Delivered(status)
+        Attempt::Delivered(status.to_string())
     } else if gone_on_404 && matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
-        Attempt::Gone(status)
+        Attempt::Gone(format!("{status}; the subscription is removed"))
     } else if status == StatusCode::TOO_MANY_REQUESTS {
         Attempt::Retry { detail: status.to_string(), after: retry_after }
     } else if status.is_client_error() && status != StatusCode::REQUEST_TIMEOUT {

@@ -2,7 +2,8 @@
 //! public address unless `notifications.allow_private_endpoints` is set. The address rule is
 //! checked on the addresses actually connected to (the resolver refuses private ones), so a
 //! name that resolves to an internal address, or changes what it resolves to after it was
-//! saved, cannot reach the server's own network.
+//! saved, cannot reach the server's own network. The SMTP server email goes through is the
+//! operator's choice, not a user's, so it is not held to this rule.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};

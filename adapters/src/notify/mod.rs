@@ -1,9 +1,10 @@
 //! Telling people how their tasks are going. The [`Notifier`] subscribes to the hub, turns
 //! the five events people wait for into messages in the seed's wording, reads each owner's
 //! [`prefs::Preferences`] and delivers on the channels they chose: the chat webhook
-//! ([`chat`]) and web push ([`push`]); browser notifications are shown by the progress page
-//! itself from its WebSocket, following the same preferences. The chat channel's messages
-//! also go into the user's chat transcript, beside their conversation with the bot. Every
+//! ([`chat`]), web push ([`push`]) and email ([`email`]); browser notifications are shown by
+//! the progress page itself from its WebSocket, following the same preferences. The chat
+//! channel's messages also go into the user's chat transcript, beside their conversation
+//! with the bot. Every
 //! delivery attempt is logged in the `notifications` table (`GET /api/notifications`, in
 //! [`api`]).
 //!
@@ -12,25 +13,36 @@
 //! on their own worker with a timeout per attempt ([`deliver`]), so a dead endpoint slows
 //! only its own user's messages on that channel. A burst beyond `notifications.burst`
 //! messages in `notifications.digest_window_s` is held and sent as one digest.
+//!
+//! Email goes, by default, only to long tasks: those whose estimated duration at start (the
+//! ETA the task actor publishes right after `task_started`) was more than
+//! `notifications.email.long_task_seconds`. That estimate is kept in the database, so a
+//! completion hours later, after a restart, is judged by it; a task with none recorded
+//! (started before email was configured, or never estimated) counts as long once it has run
+//! longer than the threshold. A `task_started` mail waits for the estimate.
 
 pub mod api;
 mod chat;
 mod deliver;
+pub mod email;
 pub mod endpoint;
 pub mod prefs;
 pub mod push;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 use config::NotificationSettings;
 use db::Database;
+use lettre::message::Mailbox;
 use runtime::{Clock, EventKind, Runtime, Subscribe, TaskEvent, Topic};
 use tokio::sync::{mpsc, OnceCell};
 
-use self::prefs::NotifyEvent;
+use self::email::Mailer;
+use self::prefs::{NotifyEvent, Preferences};
 use self::push::{PushError, Vapid};
 
 /// How long a worker waits for work before it ends (the next event starts a new one).
@@ -72,23 +84,41 @@ pub fn notify_event(event: &EventKind) -> Option<NotifyEvent> {
 }
 
 /// What the notifier and the API's notification routes share: the `[notifications]`
-/// settings and the server's VAPID key pair, loaded (or made) once.
+/// settings, the base of links in messages, and the server's VAPID key pair, loaded (or
+/// made) once.
 #[derive(Clone)]
 pub struct NotifyConfig {
     /// The `[notifications]` settings.
     pub settings: NotificationSettings,
+    /// `notifications.public_url`, or else the address the server listens on; no trailing
+    /// slash.
+    pub public_url: String,
     vapid: Arc<OnceCell<Vapid>>,
 }
 
 impl NotifyConfig {
-    /// The configuration with these settings; the key pair is read on first use.
-    pub fn new(settings: NotificationSettings) -> NotifyConfig {
-        NotifyConfig { settings, vapid: Arc::new(OnceCell::new()) }
+    /// The configuration with these settings for a server listening on `listening`; the key
+    /// pair is read on first use.
+    pub fn new(settings: NotificationSettings, listening: SocketAddr) -> NotifyConfig {
+        let public_url = match &settings.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => default_public_url(listening),
+        };
+        NotifyConfig { settings, public_url, vapid: Arc::new(OnceCell::new()) }
     }
 
     /// The VAPID key pair, from the database, made and stored there if it has none.
     pub async fn vapid(&self, db: &Arc<Database>, now: i64) -> Result<Vapid, PushError> {
         self.vapid.get_or_try_init(|| Vapid::load_or_create(db, now)).await.cloned()
+    }
+}
+
+/// `http://` and the listening address; an unspecified address (all interfaces) becomes
+/// `localhost`, which at least works on the server's own machine.
+fn default_public_url(listening: SocketAddr) -> String {
+    match listening {
+        address if address.ip().is_unspecified() => format!("http://localhost:{}", address.port()),
+        address => format!("http://{address}"),
     }
 }
 
@@ -99,6 +129,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: NotifyConfig,
     pub(crate) client: endpoint::Client,
+    /// The SMTP transport, when email is on.
+    pub(crate) mailer: Option<Mailer>,
 }
 
 impl Shared {
@@ -118,18 +150,31 @@ impl Shared {
 pub struct Notifier {
     shared: Arc<Shared>,
     users: HashMap<Arc<str>, mpsc::UnboundedSender<TaskEvent>>,
+    /// Tasks that started and whose first ETA (their estimate at start) has not come yet;
+    /// kept only while email is on, the one channel that needs it.
+    starting: HashSet<Arc<str>>,
 }
 
 impl Notifier {
     /// Starts the notifier on the current arbiter, subscribes it to every event, and reads
-    /// (on first start, makes) the VAPID key pair in the background.
+    /// (on first start, makes) the VAPID key pair in the background. Email stays off, with
+    /// an error logged, if its transport cannot be made.
     pub fn start(runtime: &Runtime, config: NotifyConfig) -> Addr<Notifier> {
         let settings = &config.settings;
         let client = endpoint::client(settings.allow_private_endpoints, Duration::from_secs(settings.timeout_s));
+        let mailer = Mailer::new(settings).unwrap_or_else(|error| {
+            tracing::error!(%error, "email is off: cannot set up the SMTP transport");
+            None
+        });
         let (db, clock) = (Arc::clone(runtime.db()), Arc::clone(runtime.clock()));
-        let shared =
-            Arc::new(Shared { db: Arc::downgrade(&db), clock: Arc::clone(&clock), config: config.clone(), client });
-        let notifier = Notifier { shared, users: HashMap::new() }.start();
+        let shared = Arc::new(Shared {
+            db: Arc::downgrade(&db),
+            clock: Arc::clone(&clock),
+            config: config.clone(),
+            client,
+            mailer,
+        });
+        let notifier = Notifier { shared, users: HashMap::new(), starting: HashSet::new() }.start();
         runtime.hub().do_send(Subscribe { topic: Topic::All, subscriber: notifier.clone().recipient() });
         actix::spawn(async move {
             if let Err(error) = config.vapid(&db, clock.now_ms()).await {
@@ -148,8 +193,26 @@ impl Handler<TaskEvent> for Notifier {
     type Result = ();
 
     fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
-        if notify_event(&event.kind).is_none() {
-            return;
+        match &event.kind {
+            // The task actor estimates right after committing the start, so the first ETA
+            // after `task_started` is the estimate at start.
+            EventKind::EtaUpdated(_) => {
+                if !self.starting.remove(&event.task_id) {
+                    return;
+                }
+            }
+            EventKind::TaskStarted if self.shared.mailer.is_some() => {
+                self.starting.insert(Arc::clone(&event.task_id));
+            }
+            // The task ended and no estimate came (the estimator had none): stop waiting.
+            EventKind::TaskCompleted | EventKind::TaskFailed { .. } | EventKind::TaskCancelled => {
+                self.starting.remove(&event.task_id);
+                if notify_event(&event.kind).is_none() {
+                    return;
+                }
+            }
+            kind if notify_event(kind).is_some() => {}
+            _ => return,
         }
         let owner = Arc::clone(&event.owner);
         let event = match self.users.get(&owner) {
@@ -186,9 +249,22 @@ pub(crate) async fn next_or_idle<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -
 async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::UnboundedReceiver<TaskEvent>) {
     let mut chat: Option<mpsc::UnboundedSender<(Notice, hyper::Uri)>> = None;
     let mut push: Option<mpsc::UnboundedSender<Notice>> = None;
+    let mut email: Option<mpsc::UnboundedSender<(Notice, Mailbox)>> = None;
     while let Some(event) = next_or_idle(&mut events).await {
-        let Some(wanted) = notify_event(&event.kind) else { continue };
         let Some(db) = shared.db() else { return };
+        // The estimate at start stands for `task_started` on the email channel, which needs
+        // it to judge the task; the other channels had their message with the event itself.
+        let (wanted, start_estimate) = match &event.kind {
+            EventKind::EtaUpdated(eta) => {
+                let seconds = eta.seconds.max(0.0).round() as i64;
+                remember_estimate(&db, &event, seconds).await;
+                (NotifyEvent::TaskStarted, Some(seconds))
+            }
+            kind => match notify_event(kind) {
+                Some(wanted) => (wanted, None),
+                None => continue,
+            },
+        };
         let preferences = match prefs::load(&db, &owner).await {
             Ok(preferences) => preferences,
             Err(error) => {
@@ -196,16 +272,28 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
                 continue;
             }
         };
-        let wants_chat = preferences.channels.chat.contains(&wanted);
+        let on_event = start_estimate.is_none();
+        let wants_chat = on_event && preferences.channels.chat.contains(&wanted);
         let webhook = preferences.chat_webhook_url.as_deref().filter(|_| wants_chat);
-        let wants_push = preferences.channels.push.contains(&wanted);
-        if !wants_chat && !wants_push {
+        let wants_push = on_event && preferences.channels.push.contains(&wanted);
+        let mut mailbox = mailbox_for(&shared, &preferences, wanted, start_estimate);
+        if mailbox.is_some()
+            && preferences.email_long_tasks_only
+            && !is_long(&shared, &db, &event, start_estimate).await
+        {
+            mailbox = None;
+        }
+        if !wants_chat && !wants_push && mailbox.is_none() {
             continue;
         }
-        let Some(text) = text_of(&db, &event).await else { continue };
+        let Some(text) = text_of(&db, &event.task_id, wanted, &event.kind).await else { continue };
         let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text };
         if wants_chat {
             into_transcript(&shared, &db, &owner, &notice).await;
+        }
+        if let Some(mailbox) = mailbox {
+            let item = (notice.clone(), mailbox);
+            hand_over(&mut email, item, |queue| email::worker(Arc::clone(&shared), Arc::clone(&owner), queue));
         }
         if let Some(webhook) = webhook {
             match endpoint::check_url(webhook, shared.settings().allow_private_endpoints) {
@@ -265,11 +353,84 @@ fn hand_over<T, F: std::future::Future<Output = ()> + 'static>(
     actix::spawn(start(receiver));
 }
 
-/// The event's message, with the task's title read from the database when it needs one.
-async fn text_of(db: &Arc<Database>, event: &TaskEvent) -> Option<String> {
-    let needs_title = matches!(event.kind, EventKind::TaskStarted | EventKind::TaskCompleted);
+/// Where `wanted` is mailed, if email is on, the user gave an address and wants mail for
+/// it. `task_started` is mailed only once its estimate is known.
+fn mailbox_for(
+    shared: &Shared,
+    preferences: &Preferences,
+    wanted: NotifyEvent,
+    start_estimate: Option<i64>,
+) -> Option<Mailbox> {
+    shared.mailer.as_ref()?;
+    let address = preferences.email.as_deref()?;
+    let ready = (wanted == NotifyEvent::TaskStarted) == start_estimate.is_some();
+    if !ready || !preferences.channels.email.contains(&wanted) {
+        return None;
+    }
+    match address.parse::<lettre::Address>() {
+        Ok(address) => Some(Mailbox::new(None, address)),
+        Err(error) => {
+            // Saved before addresses were checked as they are now.
+            tracing::warn!(%error, address, "the stored email address does not parse; not mailing");
+            None
+        }
+    }
+}
+
+/// Keeps the task's estimate at start for its later events (the first one stays).
+async fn remember_estimate(db: &Arc<Database>, event: &TaskEvent, seconds: i64) {
+    let (db, id, at) = (Arc::clone(db), event.task_id.to_string(), event.at);
+    let stored = tokio::task::spawn_blocking(move || {
+        let mut conn = db.conn()?;
+        db::record_start_estimate(&mut conn, &id, seconds, at)
+    })
+    .await;
+    if let Ok(Err(error)) = stored {
+        tracing::warn!(%error, task = %event.task_id, "cannot keep the task's estimate at start");
+    }
+}
+
+/// Whether the event's task is long: its estimate at start (`known`, else as kept) is over
+/// `notifications.email.long_task_seconds`; without one, whether it has run longer than that
+/// by the event.
+async fn is_long(shared: &Shared, db: &Arc<Database>, event: &TaskEvent, known: Option<i64>) -> bool {
+    let threshold = i64::try_from(shared.settings().email.long_task_seconds).unwrap_or(i64::MAX);
+    if let Some(seconds) = known {
+        return seconds > threshold;
+    }
+    /// What is known of a task's length.
+    enum Length {
+        Estimated(i64),
+        StartedAt(i64),
+        Unknown,
+    }
+    let (db, id) = (Arc::clone(db), event.task_id.to_string());
+    let looked_up = tokio::task::spawn_blocking(move || {
+        let mut conn = db.conn()?;
+        if let Some(seconds) = db::start_estimate(&mut conn, &id)? {
+            return Ok(Length::Estimated(seconds));
+        }
+        let started_at = db::load_task(&mut conn, &id)?.and_then(|task| task.task.started_at);
+        Ok::<_, db::DbError>(started_at.map_or(Length::Unknown, Length::StartedAt))
+    })
+    .await;
+    match looked_up {
+        Ok(Ok(Length::Estimated(seconds))) => seconds > threshold,
+        Ok(Ok(Length::StartedAt(started_at))) => (event.at - started_at) / 1000 > threshold,
+        Ok(Ok(Length::Unknown)) | Err(_) => false,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, task = %event.task_id, "cannot tell whether the task is long; not mailing");
+            false
+        }
+    }
+}
+
+/// The message of `wanted` (of an event of `kind`), with the task's title read from the
+/// database when it needs one.
+async fn text_of(db: &Arc<Database>, task_id: &str, wanted: NotifyEvent, kind: &EventKind) -> Option<String> {
+    let needs_title = matches!(wanted, NotifyEvent::TaskStarted | NotifyEvent::TaskComplete);
     let title = if needs_title {
-        let (db, id) = (Arc::clone(db), event.task_id.to_string());
+        let (db, id) = (Arc::clone(db), task_id.to_owned());
         let loaded = tokio::task::spawn_blocking(move || {
             let mut conn = db.conn()?;
             db::load_task(&mut conn, &id)
@@ -279,7 +440,7 @@ async fn text_of(db: &Arc<Database>, event: &TaskEvent) -> Option<String> {
             Ok(Ok(Some(task))) => task.task.title,
             Ok(Ok(None)) => return None,
             Ok(Err(error)) => {
-                tracing::warn!(%error, task = %event.task_id, "cannot read the task to notify about it");
+                tracing::warn!(%error, task = task_id, "cannot read the task to notify about it");
                 return None;
             }
             Err(_) => return None,
@@ -287,12 +448,29 @@ async fn text_of(db: &Arc<Database>, event: &TaskEvent) -> Option<String> {
     } else {
         String::new()
     };
-    message(&event.kind, &title)
+    match kind {
+        // The estimate that stands for the start.
+        EventKind::EtaUpdated(_) => message(&EventKind::TaskStarted, &title),
+        kind => message(kind, &title),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_default_to_the_listening_address() {
+        assert_eq!(default_public_url("127.0.0.1:8080".parse().unwrap()), "http://127.0.0.1:8080");
+        assert_eq!(default_public_url("0.0.0.0:80".parse().unwrap()), "http://localhost:80");
+        assert_eq!(default_public_url("[::]:8080".parse().unwrap()), "http://localhost:8080");
+        assert_eq!(default_public_url("[::1]:8080".parse().unwrap()), "http://[::1]:8080");
+        let settings = NotificationSettings {
+            public_url: Some("https://x.example/sw/".to_owned()),
+            ..NotificationSettings::default()
+        };
+        assert_eq!(NotifyConfig::new(settings, "127.0.0.1:1".parse().unwrap()).public_url, "https://x.example/sw");
+    }
 
     #[test]
     fn messages_use_the_seeds_wording() {

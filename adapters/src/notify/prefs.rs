@@ -61,11 +61,15 @@ pub struct Channels {
     /// Web push to every subscribed browser and phone.
     #[serde(default = "all_events")]
     pub push: Vec<NotifyEvent>,
+    /// Mail to `email`. By default only what a person away from the screen must hear about:
+    /// approvals, completions and failures.
+    #[serde(default = "email_events")]
+    pub email: Vec<NotifyEvent>,
 }
 
 impl Default for Channels {
     fn default() -> Self {
-        Channels { browser: all_events(), chat: all_events(), push: all_events() }
+        Channels { browser: all_events(), chat: all_events(), push: all_events(), email: email_events() }
     }
 }
 
@@ -73,18 +77,39 @@ fn all_events() -> Vec<NotifyEvent> {
     NotifyEvent::ALL.to_vec()
 }
 
+fn email_events() -> Vec<NotifyEvent> {
+    vec![NotifyEvent::ApprovalNeeded, NotifyEvent::TaskComplete, NotifyEvent::TaskFailed]
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// A user's preferences: `GET` and `PUT /api/notifications/preferences`. A `PUT` replaces
 /// them; a field it leaves out takes its default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preferences {
     /// Where chat messages are posted as `{"text": ...}` (Slack, Mattermost and most chat
     /// tools' incoming webhooks); none: no chat messages.
     #[serde(default)]
     pub chat_webhook_url: Option<String>,
+    /// The address mail goes to; none: no mail.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Mail only about long tasks: those estimated at start to take more than the server's
+    /// `notifications.email.long_task_seconds`. On by default.
+    #[serde(default = "yes")]
+    pub email_long_tasks_only: bool,
     /// Which events go to which channel.
     #[serde(default)]
     pub channels: Channels,
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Preferences { chat_webhook_url: None, email: None, email_long_tasks_only: true, channels: Channels::default() }
+    }
 }
 
 impl Preferences {
@@ -94,7 +119,15 @@ impl Preferences {
         if let Some(url) = &self.chat_webhook_url {
             endpoint::check_url(url, allow_private).map_err(|refused| format!("chat_webhook_url: {refused}"))?;
         }
-        for events in [&mut self.channels.browser, &mut self.channels.chat, &mut self.channels.push] {
+        if let Some(address) = &self.email {
+            // A recipient, not an endpoint the server connects to: the operator's SMTP server
+            // does the connecting, so the address rule of webhooks does not apply.
+            address
+                .parse::<lettre::Address>()
+                .map_err(|error| format!("email: {address:?} is not an address ({error})"))?;
+        }
+        let channels = &mut self.channels;
+        for events in [&mut channels.browser, &mut channels.chat, &mut channels.push, &mut channels.email] {
             events.sort();
             events.dedup();
         }
@@ -156,6 +189,23 @@ mod tests {
         assert_eq!(defaults.channels.chat, NotifyEvent::ALL);
         assert_eq!(defaults.channels.push, NotifyEvent::ALL);
         assert_eq!(serde_json::from_str::<Preferences>("{}").unwrap(), defaults);
+    }
+
+    #[test]
+    fn email_defaults_to_what_needs_a_person_and_only_long_tasks() {
+        let defaults = Preferences::default();
+        let wanted = [NotifyEvent::ApprovalNeeded, NotifyEvent::TaskComplete, NotifyEvent::TaskFailed];
+        assert_eq!(defaults.channels.email, wanted);
+        assert!(defaults.email_long_tasks_only);
+        assert_eq!(defaults.email, None);
+        let sent: Preferences =
+            serde_json::from_str(r#"{"email": "ada@example.com", "channels": {"chat": []}}"#).unwrap();
+        assert_eq!(sent.channels.email, wanted, "a channel left out keeps its default");
+        assert!(sent.clone().validated(false).is_ok());
+        for bad in ["ada", "ada@", "@example.com", "ada example@example.com", "Ada <ada@example.com>"] {
+            let prefs = Preferences { email: Some(bad.to_owned()), ..Preferences::default() };
+            assert!(prefs.validated(false).unwrap_err().starts_with("email: "), "{bad}");
+        }
     }
 
     #[test]

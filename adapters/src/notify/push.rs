@@ -203,7 +203,8 @@ async fn send(shared: &Shared, vapid: &Vapid, owner: &str, notice: &Notice, subs
         let message = message.build().map_err(|e| format!("cannot encrypt the message: {e}"))?;
         Ok(web_push::request_builder::build_request::<Body>(message))
     };
-    if deliver::with_retries(shared, &target, notice, true, request).await == Delivery::Gone {
+    let delivered = deliver::with_retries(shared, &target, notice, || deliver::http(shared, request(), true)).await;
+    if delivered == Delivery::Gone {
         let Some(db) = shared.db() else { return };
         let (user, id) = (owner.to_owned(), subscription.id.clone());
         let removed = tokio::task::spawn_blocking(move || {

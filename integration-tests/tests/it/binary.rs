@@ -132,6 +132,11 @@ fn a_setting_of_the_wrong_type_names_the_key_and_value() {
         ),
         ("STEPWISE_SERVER__LISTEN", "nowhere", "invalid value for server.listen: \"nowhere\""),
         ("STEPWISE_SERVR__LISTEN", "127.0.0.1:0", "unknown key servr"),
+        (
+            "STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL",
+            "smtp://mail.example.com?tls=always",
+            "invalid value for notifications.email.smtp_url: \"smtp://mail.example.com?tls=always\" (unknown query",
+        ),
     ];
     for (key, value, message) in cases {
         let mut env = db.env();

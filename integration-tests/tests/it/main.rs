@@ -12,6 +12,7 @@ mod chat;
 mod exec;
 mod lifecycle;
 mod notify;
+mod notify_email;
 mod notify_push;
 mod openapi;
 mod recovery;

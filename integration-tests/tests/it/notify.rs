@@ -169,12 +169,17 @@ enum Answer {
 
 /// A webhook receiver on 127.0.0.1: answers each request with the next scripted answer (then
 /// 200), and hands over each posted `text` and when it came.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     posts: mpsc::UnboundedReceiver<(String, Instant)>,
 }
 
 impl Receiver {
+    /// A receiver that takes every post.
+    pub(crate) fn accepting() -> Receiver {
+        Receiver::start(Vec::new())
+    }
+
     fn start(script: Vec<Answer>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hooks/secret-path", listener.local_addr().unwrap());
@@ -224,12 +229,12 @@ impl Receiver {
     }
 
     /// The next posted text and when it came.
-    async fn next(&mut self) -> (String, Instant) {
+    pub(crate) async fn next(&mut self) -> (String, Instant) {
         tokio::time::timeout(PATIENCE, self.posts.recv()).await.expect("a post within PATIENCE").expect("a post")
     }
 
     /// The next `n` posted texts.
-    async fn texts(&mut self, n: usize) -> Vec<String> {
+    pub(crate) async fn texts(&mut self, n: usize) -> Vec<String> {
         let mut texts = Vec::new();
         for _ in 0..n {
             texts.push(self.next().await.0);
@@ -288,12 +293,16 @@ on_both_backends! {
         let all = json!(["task_started", "step_complete", "approval_needed", "task_complete", "task_failed"]);
         let (status, defaults) = server.call("GET", "/api/notifications/preferences", &ada, None).await;
         assert_eq!(status, 200);
-        assert_eq!(defaults, json!({"chat_webhook_url": null, "channels": {"browser": all, "chat": all, "push": all}}));
+        let email = json!(["approval_needed", "task_complete", "task_failed"]);
+        assert_eq!(
+            defaults,
+            json!({"chat_webhook_url": null, "email": null, "email_long_tasks_only": true, "channels": {"browser": all, "chat": all, "push": all, "email": email}})
+        );
 
         let mut receiver = Receiver::start(Vec::new());
         server.set_webhook(&ada, &receiver.url, Some(&["task_failed", "task_started", "task_failed"])).await;
         let (_, stored) = server.call("GET", "/api/notifications/preferences", &ada, None).await;
-        assert_eq!(stored["channels"], json!({"browser": all, "chat": ["task_started", "task_failed"], "push": all}));
+        assert_eq!(stored["channels"], json!({"browser": all, "chat": ["task_started", "task_failed"], "push": all, "email": email}));
         let task = server.task(&ada, "Import", &["Fetch", "Load"]).await;
         server.report(&ada, &task, 1, "completed").await;
         server.report(&ada, &task, 2, "failed").await;
