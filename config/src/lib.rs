@@ -46,6 +46,7 @@
 //! | `notifications.digest_window_s` | `60` | `STEPWISE_NOTIFICATIONS__DIGEST_WINDOW_S` | seconds, at least 1 |
 //! | `notifications.push_ttl_s` | `86400` | `STEPWISE_NOTIFICATIONS__PUSH_TTL_S` | seconds a push service keeps a message for an offline device, up to 2419200 |
 //! | `notifications.vapid_subject` | `"mailto:stepwise@localhost"` | `STEPWISE_NOTIFICATIONS__VAPID_SUBJECT` | contact for push services: a `mailto:` or `https:` URL |
+//! | `notifications.approval_link_ttl_s` | `86400` | `STEPWISE_NOTIFICATIONS__APPROVAL_LINK_TTL_S` | seconds the Approve / Reject links of an approval push work, 1 to 2592000 |
 //!
 //! A file setting all of them:
 //!
@@ -93,6 +94,7 @@
 //! digest_window_s = 60
 //! push_ttl_s = 86400
 //! vapid_subject = "mailto:ops@example.com"
+//! approval_link_ttl_s = 86400
 //! ```
 //!
 //! # Errors

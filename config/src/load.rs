@@ -207,6 +207,7 @@ mod tests {
                 digest_window_s: 60,
                 push_ttl_s: 86_400,
                 vapid_subject: "mailto:stepwise@localhost".to_owned(),
+                approval_link_ttl_s: 86_400,
             },
         }
     }
@@ -267,6 +268,7 @@ mod tests {
             digest_window_s = 30
             push_ttl_s = 0
             vapid_subject = "https://ops.example.com"
+            approval_link_ttl_s = 600
         "#;
         let expected = Settings {
             data_dir: PathBuf::from("/srv/stepwise"),
@@ -303,6 +305,7 @@ mod tests {
                 digest_window_s: 30,
                 push_ttl_s: 0,
                 vapid_subject: "https://ops.example.com".to_owned(),
+                approval_link_ttl_s: 600,
             },
         };
         assert_eq!(load(Some(file), &[]), Ok(expected));
@@ -429,7 +432,7 @@ mod tests {
             (
                 Some("[notifications]\nemail = \"ops@example.com\""),
                 &[],
-                "unknown key notifications.email (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject",
+                "unknown key notifications.email (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject, approval_link_ttl_s",
             ),
             (
                 None,
@@ -517,6 +520,11 @@ mod tests {
                 None,
                 &[("STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS", "0")],
                 "invalid value for notifications.max_attempts: 0 (expected 1 to 10) (from STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS)",
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__APPROVAL_LINK_TTL_S", "0")],
+                "invalid value for notifications.approval_link_ttl_s: 0 (expected 1 to 2592000) (from STEPWISE_NOTIFICATIONS__APPROVAL_LINK_TTL_S)",
             ),
             (
                 None,
