@@ -10,10 +10,12 @@
 //! ownership, the history readers for the API and the estimator, and the `accounts`
 //! functions for users and their API tokens, and the `notifications` functions for each
 //! user's notification preferences, the log of delivery attempts, push subscriptions and the
-//! server's VAPID key. All functions are blocking: call them off the
+//! server's VAPID key, and the `approval_links` functions for the server's named secrets and
+//! the record of used approval links. All functions are blocking: call them off the
 //! actor event loops.
 
 mod accounts;
+mod approval_links;
 mod connection;
 mod lease;
 mod model;
@@ -24,6 +26,7 @@ mod schema;
 mod testing;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
+pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{
