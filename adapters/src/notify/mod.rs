@@ -1,7 +1,9 @@
 //! Telling people how their tasks are going. The [`Notifier`] subscribes to the hub, turns
 //! the five events people wait for into messages in the seed's wording, reads each owner's
 //! [`prefs::Preferences`] and delivers on the channels they chose: the chat webhook
-//! ([`chat`]) and web push ([`push`]); browser notifications are shown by the progress page
+//! ([`chat`]) and web push ([`push`]), whose approval messages carry signed Approve / Reject
+//! links ([`links`]) the service worker (`/sw.js`, served by [`crate::web`]) posts back;
+//! browser notifications are shown by the progress page
 //! itself from its WebSocket, following the same preferences. Every delivery attempt is
 //! logged in the `notifications` table (`GET /api/notifications`, in [`api`]).
 //!
@@ -15,6 +17,7 @@ pub mod api;
 mod chat;
 mod deliver;
 pub mod endpoint;
+pub mod links;
 pub mod prefs;
 pub mod push;
 
@@ -28,6 +31,7 @@ use db::Database;
 use runtime::{Clock, EventKind, Runtime, Subscribe, TaskEvent, Topic};
 use tokio::sync::{mpsc, OnceCell};
 
+use self::links::{LinkKey, SecretError};
 use self::prefs::NotifyEvent;
 use self::push::{PushError, Vapid};
 
@@ -43,6 +47,8 @@ pub struct Notice {
     pub event: &'static str,
     /// The text, e.g. "✅ Your CRM is ready!".
     pub text: String,
+    /// For `approval_needed`, the step that waits: push messages offer to decide it.
+    pub approval_step: Option<u32>,
 }
 
 /// The text of `event` in the seed's wording; `title` is the task's.
@@ -70,23 +76,31 @@ pub fn notify_event(event: &EventKind) -> Option<NotifyEvent> {
 }
 
 /// What the notifier and the API's notification routes share: the `[notifications]`
-/// settings and the server's VAPID key pair, loaded (or made) once.
+/// settings, the server's VAPID key pair and its approval-link key, each loaded (or made)
+/// once.
 #[derive(Clone)]
 pub struct NotifyConfig {
     /// The `[notifications]` settings.
     pub settings: NotificationSettings,
     vapid: Arc<OnceCell<Vapid>>,
+    link_key: Arc<OnceCell<LinkKey>>,
 }
 
 impl NotifyConfig {
-    /// The configuration with these settings; the key pair is read on first use.
+    /// The configuration with these settings; the keys are read on first use.
     pub fn new(settings: NotificationSettings) -> NotifyConfig {
-        NotifyConfig { settings, vapid: Arc::new(OnceCell::new()) }
+        NotifyConfig { settings, vapid: Arc::new(OnceCell::new()), link_key: Arc::new(OnceCell::new()) }
     }
 
     /// The VAPID key pair, from the database, made and stored there if it has none.
     pub async fn vapid(&self, db: &Arc<Database>, now: i64) -> Result<Vapid, PushError> {
         self.vapid.get_or_try_init(|| Vapid::load_or_create(db, now)).await.cloned()
+    }
+
+    /// The key approval links are signed with, from the database, made and stored there if
+    /// it has none.
+    pub async fn link_key(&self, db: &Arc<Database>, now: i64) -> Result<LinkKey, SecretError> {
+        self.link_key.get_or_try_init(|| LinkKey::load_or_create(db, now)).await.cloned()
     }
 }
 
@@ -200,7 +214,11 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
             continue;
         }
         let Some(text) = text_of(&db, &event).await else { continue };
-        let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text };
+        let approval_step = match event.kind {
+            EventKind::ApprovalNeeded { step, .. } => Some(step),
+            _ => None,
+        };
+        let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text, approval_step };
         if let Some(webhook) = webhook {
             match endpoint::check_url(webhook, shared.settings().allow_private_endpoints) {
                 Ok(uri) => {
