@@ -3,7 +3,8 @@
 //! client below (HTTP/1.1 over a TCP socket, JSON bodies). The server runs in this process
 //! ([`ApiServer`]); tasks advance through explicit reports on `external` steps, and every
 //! wait polls the page's DOM with a deadline. Screenshots of the list and a task's page,
-//! at desktop and phone sizes, go to `target/screenshots/`.
+//! at desktop and phone sizes, go to `target/screenshots/`. The push switch is tested with
+//! only the browser's call to its push service substituted (there is none offline).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use config::{ApiSettings, NotificationSettings};
+use jwt_simple::prelude::Base64UrlSafeNoPadding;
+use jwt_simple::reexports::ct_codecs::Encoder as _;
 use runtime::SystemClock;
 use serde_json::{json, Value};
 
@@ -299,6 +303,13 @@ impl Browser {
         let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
         let id = element_id(&found);
         self.command("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    /// Presses Enter on the element `css` selects, as a keyboard user would.
+    fn press_enter(&self, css: &str) {
+        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        let id = element_id(&found);
+        self.command("POST", &format!("/element/{id}/value"), Some(json!({"text": "\u{E007}"})));
     }
 
     /// Types `text` into the element `css` selects.
@@ -1096,6 +1107,136 @@ async fn sign_in_and_out_and_the_page_routes() {
         )
         .await;
     assert_eq!(error, format!("There is no task {theirs}, or it is not yours.").as_str());
+    page.close().await;
+    server.stop().await;
+}
+
+/// The push switch and what came of pressing it.
+const PUSH_STATE_JS: &str = r##"
+const button = document.querySelector("#push");
+return {
+  text: button.textContent,
+  pressed: button.getAttribute("aria-pressed"),
+  disabled: button.disabled,
+  tag: button.tagName,
+  message: document.querySelector("#push-message").textContent,
+  role: document.querySelector("#push-message").getAttribute("role"),
+  stored: localStorage.getItem("stepwise.push"),
+  errors: (window.stepwise && window.stepwise.errors) || [],
+};
+"##;
+
+/// The scope of the page's active service worker, once there is one.
+const SERVICE_WORKER_SCOPE_JS: &str = r##"
+navigator.serviceWorker.ready.then((r) => (window.swScope = r.scope));
+return window.swScope || null;
+"##;
+
+/// `ada`'s push subscriptions as the server keeps them, as `(id, endpoint, p256dh, auth)`.
+async fn stored_subscriptions(server: &ApiServer) -> Vec<(String, String, String, String)> {
+    let db = Arc::clone(server.runtime.db());
+    let stored = tokio::task::spawn_blocking(move || db::push_subscriptions(&mut db.conn().unwrap(), "ada").unwrap())
+        .await
+        .unwrap();
+    stored.into_iter().map(|s| (s.id, s.endpoint, s.p256dh, s.auth)).collect()
+}
+
+#[actix::test]
+async fn the_push_switch_registers_the_service_worker_and_a_subscription() {
+    let db = TestDb::new(Backend::Sqlite);
+    // The subscription's endpoint is on 127.0.0.1, as a real one never is.
+    let notifications = NotificationSettings { allow_private_endpoints: true, ..NotificationSettings::default() };
+    let server = ApiServer::start_with(&db, Arc::new(SystemClock), ApiSettings::default(), notifications).await;
+    let token = server.token("ada").await;
+
+    // The service worker: JavaScript at the root (so its scope is the whole site), under a
+    // policy that lets the pages register it.
+    let worker = server.call("GET", "/sw.js", None, None).await;
+    assert_eq!(worker.status, 200);
+    assert_eq!(worker.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(worker.body.as_str().is_some_and(|js| js.contains("notificationclick")), "{:?}", worker.body);
+    let page = server.call("GET", "/", None, None).await;
+    assert!(page.header("content-security-policy").is_some_and(|p| p.contains("worker-src 'self'")));
+
+    let page = Page::open(&server, 1280, 800).await;
+    page.sign_in(&token, "/").await;
+    page.list("the list, live", |s| s["connection"] == "live").await;
+    page.run(Browser::grant_notifications).await;
+    let state = page.js(PUSH_STATE_JS).await;
+    assert_eq!(
+        (&state["tag"], &state["text"], &state["pressed"]),
+        (&json!("BUTTON"), &json!("Turn on push"), &json!("false"))
+    );
+    assert_eq!((&state["message"], &state["role"]), (&json!(""), &json!("status")));
+
+    // A browser with no reachable push service: subscribing fails, and the page says so.
+    // Only PushManager.subscribe is replaced (by one that fails as Chromium's does offline).
+    page.js(r#"PushManager.prototype.subscribe = () =>
+             Promise.reject(new DOMException("Registration failed - push service not available", "AbortError"));
+           return true;"#)
+        .await;
+    page.click("#push").await;
+    let state = page.wait_on(PUSH_STATE_JS, "the failure said", |s| s["message"] != "" && s["disabled"] == false).await;
+    assert_eq!(
+        state["message"],
+        "Push could not be turned on: the browser's push service failed (Registration failed - push service not available)."
+    );
+    assert_eq!(
+        (&state["text"], &state["pressed"], &state["stored"]),
+        (&json!("Turn on push"), &json!("false"), &Value::Null)
+    );
+    // The service worker was registered on the way, for the whole site.
+    let scope = page.wait_on(SERVICE_WORKER_SCOPE_JS, "an active service worker", |v| v.is_string()).await;
+    assert_eq!(scope, format!("{}/", page.base).as_str());
+    assert!(stored_subscriptions(&server).await.is_empty());
+
+    // The browser's push service answers: a subscription for an endpoint on 127.0.0.1, with
+    // keys made as a browser makes them. Again only the push service's part is replaced
+    // (subscribe, and getSubscription to find it again); the page registers it with the
+    // server itself.
+    let (keys, auth) = ece::generate_keypair_and_auth_secret().unwrap();
+    let p256dh = Base64UrlSafeNoPadding::encode_to_string(keys.pub_as_raw().unwrap()).unwrap();
+    let auth = Base64UrlSafeNoPadding::encode_to_string(auth).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}/push/browser-1", free_port());
+    let subscription = json!({"endpoint": endpoint, "expirationTime": null, "keys": {"p256dh": p256dh, "auth": auth}});
+    page.js(&format!(
+        r#"const json = {subscription};
+           const fake = {{
+             endpoint: json.endpoint,
+             toJSON: () => json,
+             unsubscribe: () => {{ window.unsubscribed = true; return Promise.resolve(true); }},
+           }};
+           let subscribed = null;
+           PushManager.prototype.subscribe = function (options) {{
+             const key = new Uint8Array(options.applicationServerKey);
+             window.subscribeOptions = {{
+               userVisibleOnly: options.userVisibleOnly,
+               key: btoa(String.fromCharCode(...key)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, ""),
+             }};
+             subscribed = fake;
+             return Promise.resolve(fake);
+           }};
+           PushManager.prototype.getSubscription = () => Promise.resolve(subscribed);
+           return true;"#
+    ))
+    .await;
+    page.click("#push").await;
+    let state = page.wait_on(PUSH_STATE_JS, "push on", |s| s["pressed"] == "true" && s["disabled"] == false).await;
+    assert_eq!(state["text"], "Push on");
+    assert_eq!(state["message"], "Push is on: this browser hears of your tasks even with no page open.");
+    let vapid = server.get("/api/push/vapid-public-key", &token).await.body["public_key"].clone();
+    assert_eq!(page.js("return window.subscribeOptions").await, json!({"userVisibleOnly": true, "key": vapid}));
+    let id = state["stored"].as_str().expect("the subscription's id, kept").to_owned();
+    assert_eq!(stored_subscriptions(&server).await, [(id, endpoint, p256dh, auth)]);
+
+    // Off again, from the keyboard: unsubscribed in the browser and gone from the server.
+    page.run(|b| b.press_enter("#push")).await;
+    let state = page.wait_on(PUSH_STATE_JS, "push off", |s| s["pressed"] == "false" && s["disabled"] == false).await;
+    assert_eq!((&state["text"], &state["message"]), (&json!("Turn on push"), &json!("Push is off for this browser.")));
+    assert_eq!(state["stored"], Value::Null);
+    assert_eq!(page.js("return window.unsubscribed === true").await, true);
+    assert!(stored_subscriptions(&server).await.is_empty());
+    assert_eq!(state["errors"], json!([]), "no script errors");
     page.close().await;
     server.stop().await;
 }
