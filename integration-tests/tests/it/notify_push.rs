@@ -28,25 +28,25 @@ use crate::support::*;
 
 /// What the push service received and the browser read.
 #[derive(Debug)]
-struct Pushed {
+pub(crate) struct Pushed {
     /// The decrypted payload.
-    payload: Value,
+    pub(crate) payload: Value,
     ttl: String,
     urgency: String,
     at: Instant,
 }
 
 /// A browser's subscription and the push service behind it.
-struct PushService {
+pub(crate) struct PushService {
     /// The PushSubscription JSON the browser would send.
-    subscription: Value,
+    pub(crate) subscription: Value,
     pushes: mpsc::UnboundedReceiver<Pushed>,
 }
 
 impl PushService {
     /// A push service that expects tokens signed by `vapid_key` (base64url) and answers
     /// with `script` (status lines with headers), then `201 Created`.
-    fn start(vapid_key: &str, script: Vec<&'static str>) -> PushService {
+    pub(crate) fn start(vapid_key: &str, script: Vec<&'static str>) -> PushService {
         let (browser, auth) = ece::generate_keypair_and_auth_secret().unwrap();
         let components = browser.raw_components().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -124,7 +124,7 @@ impl PushService {
         PushService { subscription, pushes }
     }
 
-    async fn next(&mut self) -> Pushed {
+    pub(crate) async fn next(&mut self) -> Pushed {
         tokio::time::timeout(PATIENCE, self.pushes.recv()).await.expect("a push within PATIENCE").expect("a push")
     }
 }

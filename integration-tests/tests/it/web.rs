@@ -3,8 +3,9 @@
 //! client below (HTTP/1.1 over a TCP socket, JSON bodies). The server runs in this process
 //! ([`ApiServer`]); tasks advance through explicit reports on `external` steps, and every
 //! wait polls the page's DOM with a deadline. Screenshots of the list and a task's page,
-//! at desktop and phone sizes, go to `target/screenshots/`. The push switch is tested with
-//! only the browser's call to its push service substituted (there is none offline).
+//! at desktop and phone sizes, go to `target/screenshots/`. Web push runs end to end against
+//! the local push service of the push tests, with only the browser's own push-service calls
+//! substituted (offline, it has none to reach).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,12 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{ApiSettings, NotificationSettings};
-use jwt_simple::prelude::Base64UrlSafeNoPadding;
-use jwt_simple::reexports::ct_codecs::Encoder as _;
 use runtime::SystemClock;
 use serde_json::{json, Value};
 
 use crate::api_support::*;
+use crate::notify_push::PushService;
 use crate::on_both_backends;
 use crate::support::*;
 
@@ -310,6 +310,34 @@ impl Browser {
         let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
         let id = element_id(&found);
         self.command("POST", &format!("/element/{id}/value"), Some(json!({"text": "\u{E007}"})));
+    }
+
+    /// Lets [`Browser::deliver_push`] reach service workers: done well before the push,
+    /// since a push handed over in the same moment may be dropped.
+    fn enable_service_workers(&self) {
+        self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "ServiceWorker.enable", "params": {}})));
+    }
+
+    /// Hands `data` to the service worker of `origin` as a push message, as the browser does
+    /// with what its push service delivers, until the worker shows a notification (handing
+    /// the same message over again only replaces it: one notification per task); answers
+    /// what it shows. A fresh profile numbers its first service worker registration 0.
+    fn deliver_push(&self, origin: &str, data: &str) -> Value {
+        let params = json!({"origin": origin, "registrationId": "0", "data": data});
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let deliver = json!({"cmd": "ServiceWorker.deliverPushMessage", "params": params});
+            self.command("POST", "/goog/cdp/execute", Some(deliver));
+            let attempt = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < attempt {
+                let shown = self.js(SHOWN_JS);
+                if shown.as_array().is_some_and(|n| !n.is_empty()) {
+                    return shown;
+                }
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            assert!(Instant::now() < deadline, "the service worker showed no notification within {PATIENCE:?}");
+        }
     }
 
     /// Types `text` into the element `css` selects.
@@ -1132,22 +1160,38 @@ navigator.serviceWorker.ready.then((r) => (window.swScope = r.scope));
 return window.swScope || null;
 "##;
 
-/// `ada`'s push subscriptions as the server keeps them, as `(id, endpoint, p256dh, auth)`.
-async fn stored_subscriptions(server: &ApiServer) -> Vec<(String, String, String, String)> {
+/// The notifications the service worker shows.
+const SHOWN_JS: &str = r##"
+navigator.serviceWorker.ready
+  .then((r) => r.getNotifications())
+  .then((shown) => (window.shown = shown.map((n) => ({
+    title: n.title, body: n.body, tag: n.tag, data: n.data,
+    actions: n.actions.map((a) => ({ action: a.action, title: a.title })),
+  }))));
+return window.shown || [];
+"##;
+
+/// `ada`'s push subscriptions as the server keeps them, as `(id, endpoint)`.
+async fn stored_subscriptions(server: &ApiServer) -> Vec<(String, String)> {
     let db = Arc::clone(server.runtime.db());
     let stored = tokio::task::spawn_blocking(move || db::push_subscriptions(&mut db.conn().unwrap(), "ada").unwrap())
         .await
         .unwrap();
-    stored.into_iter().map(|s| (s.id, s.endpoint, s.p256dh, s.auth)).collect()
+    stored.into_iter().map(|s| (s.id, s.endpoint)).collect()
 }
 
 #[actix::test]
-async fn the_push_switch_registers_the_service_worker_and_a_subscription() {
+async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
     let db = TestDb::new(Backend::Sqlite);
-    // The subscription's endpoint is on 127.0.0.1, as a real one never is.
+    // The push service is on 127.0.0.1, as a real one never is.
     let notifications = NotificationSettings { allow_private_endpoints: true, ..NotificationSettings::default() };
     let server = ApiServer::start_with(&db, Arc::new(SystemClock), ApiSettings::default(), notifications).await;
     let token = server.token("ada").await;
+    let only_approvals = json!({"channels": {"push": ["approval_needed"]}}).to_string();
+    assert_eq!(
+        server.call("PUT", "/api/notifications/preferences", Some(&token), Some(&only_approvals)).await.status,
+        200
+    );
 
     // The service worker: JavaScript at the root (so its scope is the whole site), under a
     // policy that lets the pages register it.
@@ -1155,8 +1199,8 @@ async fn the_push_switch_registers_the_service_worker_and_a_subscription() {
     assert_eq!(worker.status, 200);
     assert_eq!(worker.header("content-type"), Some("text/javascript; charset=utf-8"));
     assert!(worker.body.as_str().is_some_and(|js| js.contains("notificationclick")), "{:?}", worker.body);
-    let page = server.call("GET", "/", None, None).await;
-    assert!(page.header("content-security-policy").is_some_and(|p| p.contains("worker-src 'self'")));
+    let list = server.call("GET", "/", None, None).await;
+    assert!(list.header("content-security-policy").is_some_and(|p| p.contains("worker-src 'self'")));
 
     let page = Page::open(&server, 1280, 800).await;
     page.sign_in(&token, "/").await;
@@ -1169,8 +1213,8 @@ async fn the_push_switch_registers_the_service_worker_and_a_subscription() {
     );
     assert_eq!((&state["message"], &state["role"]), (&json!(""), &json!("status")));
 
-    // A browser with no reachable push service: subscribing fails, and the page says so.
-    // Only PushManager.subscribe is replaced (by one that fails as Chromium's does offline).
+    // A browser whose push service cannot be reached: subscribing fails, and the page says
+    // so. Only PushManager.subscribe is replaced, by one failing as Chromium's does offline.
     page.js(r#"PushManager.prototype.subscribe = () =>
              Promise.reject(new DOMException("Registration failed - push service not available", "AbortError"));
            return true;"#)
@@ -1188,17 +1232,16 @@ async fn the_push_switch_registers_the_service_worker_and_a_subscription() {
     // The service worker was registered on the way, for the whole site.
     let scope = page.wait_on(SERVICE_WORKER_SCOPE_JS, "an active service worker", |v| v.is_string()).await;
     assert_eq!(scope, format!("{}/", page.base).as_str());
+    page.run(Browser::enable_service_workers).await;
     assert!(stored_subscriptions(&server).await.is_empty());
 
-    // The browser's push service answers: a subscription for an endpoint on 127.0.0.1, with
-    // keys made as a browser makes them. Again only the push service's part is replaced
-    // (subscribe, and getSubscription to find it again); the page registers it with the
-    // server itself.
-    let (keys, auth) = ece::generate_keypair_and_auth_secret().unwrap();
-    let p256dh = Base64UrlSafeNoPadding::encode_to_string(keys.pub_as_raw().unwrap()).unwrap();
-    let auth = Base64UrlSafeNoPadding::encode_to_string(auth).unwrap();
-    let endpoint = format!("http://127.0.0.1:{}/push/browser-1", free_port());
-    let subscription = json!({"endpoint": endpoint, "expirationTime": null, "keys": {"p256dh": p256dh, "auth": auth}});
+    // A push service on 127.0.0.1 that checks the server's VAPID token and decrypts with the
+    // browser's keys. Again only the browser's push-service part is replaced: subscribe
+    // answers with that service's subscription (getSubscription finds it again); the page
+    // registers it with the server itself.
+    let vapid = server.get("/api/push/vapid-public-key", &token).await.body["public_key"].as_str().unwrap().to_owned();
+    let mut service = PushService::start(&vapid, Vec::new());
+    let subscription = service.subscription.clone();
     page.js(&format!(
         r#"const json = {subscription};
            const fake = {{
@@ -1224,10 +1267,36 @@ async fn the_push_switch_registers_the_service_worker_and_a_subscription() {
     let state = page.wait_on(PUSH_STATE_JS, "push on", |s| s["pressed"] == "true" && s["disabled"] == false).await;
     assert_eq!(state["text"], "Push on");
     assert_eq!(state["message"], "Push is on: this browser hears of your tasks even with no page open.");
-    let vapid = server.get("/api/push/vapid-public-key", &token).await.body["public_key"].clone();
     assert_eq!(page.js("return window.subscribeOptions").await, json!({"userVisibleOnly": true, "key": vapid}));
     let id = state["stored"].as_str().expect("the subscription's id, kept").to_owned();
-    assert_eq!(stored_subscriptions(&server).await, [(id, endpoint, p256dh, auth)]);
+    let endpoint = subscription["endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(stored_subscriptions(&server).await, [(id, endpoint)]);
+
+    // An approval: the server pushes, the push service decrypts, the browser hands it to the
+    // service worker, which shows it with Approve and Reject.
+    let id = create(
+        &server,
+        &token,
+        r#"{"title": "Publish catalogue", "steps": [{"name": "Publish", "kind": "external", "requires_approval": true}]}"#,
+    )
+    .await;
+    let pushed = service.next().await.payload;
+    assert_eq!(pushed["event"], "approval_needed");
+    let origin = page.base.clone();
+    let data = pushed.to_string();
+    let shown = page.run(move |b| b.deliver_push(&origin, &data)).await;
+    let links = json!({"approve": pushed["actions"][0]["url"], "reject": pushed["actions"][1]["url"]});
+    assert!(links["approve"].as_str().is_some_and(|l| l.starts_with("/api/approval-links/")), "{pushed}");
+    assert_eq!(
+        shown,
+        json!([{
+            "title": "Stepwise",
+            "body": "⚠️ Approval required for Step 1",
+            "tag": format!("task:{id}"),
+            "data": {"url": format!("/tasks/{id}"), "task_id": id, "links": links},
+            "actions": [{"action": "approve", "title": "Approve"}, {"action": "reject", "title": "Reject"}],
+        }])
+    );
 
     // Off again, from the keyboard: unsubscribed in the browser and gone from the server.
     page.run(|b| b.press_enter("#push")).await;
