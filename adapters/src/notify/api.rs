@@ -200,7 +200,11 @@ pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<Stri
     decided
 }
 
-/// Decides for the link's step, if that step is the one waiting.
+/// Decides for the link's step, if that step is the one waiting. The runtime's approve and
+/// reject act on whichever step waits, so the check and the decision are two calls: a task
+/// that, in between, had this step decided another way, ran it to the end and came to wait
+/// on a later one would have that one decided. Closing that gap needs the runtime to take
+/// the step with the decision.
 async fn decide(state: &ApiState, link: &ApprovalLink) -> Result<HttpResponse, ApiError> {
     let task = state.runtime.task(&link.owner, &link.task_id).await?;
     let waiting = task.task.status == db::TaskStatus::Approval
