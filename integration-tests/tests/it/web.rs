@@ -1267,6 +1267,8 @@ async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
     let state = page.wait_on(PUSH_STATE_JS, "push on", |s| s["pressed"] == "true" && s["disabled"] == false).await;
     assert_eq!(state["text"], "Push on");
     assert_eq!(state["message"], "Push is on: this browser hears of your tasks even with no page open.");
+    let shot = page.screenshot("push-on-desktop.png").await;
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"), "{} is a PNG", shot.display());
     assert_eq!(page.js("return window.subscribeOptions").await, json!({"userVisibleOnly": true, "key": vapid}));
     let id = state["stored"].as_str().expect("the subscription's id, kept").to_owned();
     let endpoint = subscription["endpoint"].as_str().unwrap().to_owned();
