@@ -24,6 +24,7 @@ import {
   statusLine,
   stepLine,
   wireNotifications,
+  wirePush,
   wireSignOut,
 } from "/assets/app.js";
 
@@ -52,6 +53,7 @@ async function init() {
   requireToken();
   wireSignOut();
   wireNotifications();
+  wirePush();
   try {
     const page = await api("GET", "/api/tasks?limit=50");
     page.tasks.forEach((doc, i) => {

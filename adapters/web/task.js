@@ -31,6 +31,7 @@ import {
   statusLine,
   stepLine,
   wireNotifications,
+  wirePush,
   wireSignOut,
 } from "/assets/app.js";
 
@@ -55,6 +56,7 @@ function init() {
   requireToken();
   wireSignOut();
   wireNotifications();
+  wirePush();
   $("pause").addEventListener("click", () => control("pause"));
   $("resume").addEventListener("click", () => control("resume"));
   $("cancel").addEventListener("click", () =>

@@ -46,6 +46,7 @@
 //! | `notifications.digest_window_s` | `60` | `STEPWISE_NOTIFICATIONS__DIGEST_WINDOW_S` | seconds, at least 1 |
 //! | `notifications.push_ttl_s` | `86400` | `STEPWISE_NOTIFICATIONS__PUSH_TTL_S` | seconds a push service keeps a message for an offline device, up to 2419200 |
 //! | `notifications.vapid_subject` | `"mailto:stepwise@localhost"` | `STEPWISE_NOTIFICATIONS__VAPID_SUBJECT` | contact for push services: a `mailto:` or `https:` URL |
+//! | `notifications.approval_link_ttl_s` | `86400` | `STEPWISE_NOTIFICATIONS__APPROVAL_LINK_TTL_S` | seconds the Approve / Reject links of an approval push work, 1 to 2592000 |
 //! | `notifications.public_url` | none: `http://` and `server.listen` (`localhost` for an unspecified address) | `STEPWISE_NOTIFICATIONS__PUBLIC_URL` | `http(s)://host[:port][/prefix]`, what links in notifications point at |
 //! | `notifications.email.smtp_url` | none: no email | `STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL` | `smtp://[USER:PASSWORD@]HOST[:PORT][?tls=none\|opportunistic\|required]` (STARTTLS; plain without `tls`) or `smtps://…` (implicit TLS); see [`SmtpUrl`] |
 //! | `notifications.email.from` | `"Stepwise <stepwise@localhost>"` | `STEPWISE_NOTIFICATIONS__EMAIL__FROM` | an address or `Name <address>` |
@@ -97,6 +98,7 @@
 //! digest_window_s = 60
 //! push_ttl_s = 86400
 //! vapid_subject = "mailto:ops@example.com"
+//! approval_link_ttl_s = 86400
 //! public_url = "https://tasks.example.com"
 //!
 //! [notifications.email]

@@ -214,6 +214,7 @@ mod tests {
                     from: "Stepwise <stepwise@localhost>".to_owned(),
                     long_task_seconds: 600,
                 },
+                approval_link_ttl_s: 86_400,
             },
         }
     }
@@ -274,6 +275,7 @@ mod tests {
             digest_window_s = 30
             push_ttl_s = 0
             vapid_subject = "https://ops.example.com"
+            approval_link_ttl_s = 600
             public_url = "https://tasks.example.com/stepwise"
             [notifications.email]
             smtp_url = "smtps://ops:secret@mail.example.com"
@@ -321,6 +323,7 @@ mod tests {
                     from: "ops@example.com".to_owned(),
                     long_task_seconds: 60,
                 },
+                approval_link_ttl_s: 600,
             },
         };
         assert_eq!(load(Some(file), &[]), Ok(expected));
@@ -474,7 +477,7 @@ mod tests {
             (
                 Some("[notifications]\nsms = \"+15550100\""),
                 &[],
-                "unknown key notifications.sms (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject, public_url, email",
+                "unknown key notifications.sms (from {file}), expected one of: allow_private_endpoints, timeout_s, max_attempts, retry_backoff_ms, burst, digest_window_s, push_ttl_s, vapid_subject, approval_link_ttl_s, public_url, email",
             ),
             (
                 None,
@@ -567,6 +570,11 @@ mod tests {
                 None,
                 &[("STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS", "0")],
                 "invalid value for notifications.max_attempts: 0 (expected 1 to 10) (from STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS)",
+            ),
+            (
+                None,
+                &[("STEPWISE_NOTIFICATIONS__APPROVAL_LINK_TTL_S", "0")],
+                "invalid value for notifications.approval_link_ttl_s: 0 (expected 1 to 2592000) (from STEPWISE_NOTIFICATIONS__APPROVAL_LINK_TTL_S)",
             ),
             (
                 None,

@@ -258,6 +258,9 @@ pub struct NotificationSettings {
     /// Who runs this server, for push services (the VAPID `sub` claim): `mailto:` or
     /// `https:`.
     pub vapid_subject: String,
+    /// How long the Approve / Reject links of an approval push message work, in seconds,
+    /// 1 to 2592000 (30 days).
+    pub approval_link_ttl_s: u64,
     /// The server's address as people reach it (`http[s]://host[:port][/prefix]`), what links
     /// in notifications point at; `None` means `http://` and `server.listen` (with
     /// `localhost` for an unspecified address).
@@ -324,6 +327,7 @@ impl Default for NotificationSettings {
             digest_window_s: 60,
             push_ttl_s: 86_400,
             vapid_subject: "mailto:stepwise@localhost".to_owned(),
+            approval_link_ttl_s: 86_400,
             public_url: None,
             email: EmailSettings::default(),
         }
@@ -338,6 +342,7 @@ impl NotificationSettings {
         in_range("notifications.burst", self.burst, 1, None)?;
         in_range("notifications.digest_window_s", self.digest_window_s, 1, None)?;
         in_range("notifications.push_ttl_s", self.push_ttl_s, 0, Some(2_419_200))?;
+        in_range("notifications.approval_link_ttl_s", self.approval_link_ttl_s, 1, Some(2_592_000))?;
         if !(self.vapid_subject.starts_with("mailto:") || self.vapid_subject.starts_with("https://")) {
             return Err(Violation {
                 key: "notifications.vapid_subject",

@@ -10,10 +10,13 @@
 //! ownership, the history readers for the API and the estimator, the `accounts` functions
 //! for users and their API tokens, the `notifications` functions for each user's
 //! notification preferences, the log of delivery attempts, push subscriptions, the server's
-//! VAPID key and tasks' estimated durations at start, and the `chat` functions for each
-//! user's chat transcript. All functions are blocking: call them off the actor event loops.
+//! VAPID key and tasks' estimated durations at start, the `approval_links` functions for the
+//! server's named secrets and the record of used approval links, and the `chat` functions for
+//! each user's chat transcript. All functions are blocking: call them off the actor event
+//! loops.
 
 mod accounts;
+mod approval_links;
 mod chat;
 mod connection;
 mod lease;
@@ -25,6 +28,7 @@ mod schema;
 mod testing;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
+pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};

@@ -188,7 +188,7 @@ fn to_u32(value: i32, column: &str) -> Result<u32, DbError> {
     u32::try_from(value).map_err(|_| DbError::Corrupt(format!("{column} is negative: {value}")))
 }
 
-fn to_i32(value: u32) -> i32 {
+pub(crate) fn to_i32(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
 

@@ -179,6 +179,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        secret -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    approval_link_uses (link_id) {
+        link_id -> Text,
+        task_id -> Text,
+        step -> Integer,
+        decision -> Text,
+        user_name -> Text,
+        expires_at -> BigInt,
+        used_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -196,5 +216,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     push_subscriptions,
     vapid_keys,
     chat_messages,
-    task_start_estimates
+    task_start_estimates,
+    server_secrets,
+    approval_link_uses
 );

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// Not allowed in the task's or step's current state.
     #[error("{0}")]
     Conflict(String),
+    /// A single-use credential (an approval link) that was used already.
+    #[error("{0}")]
+    AlreadyUsed(String),
+    /// A credential (an approval link) that was genuine and has expired.
+    #[error("{0}")]
+    Expired(String),
     /// The body is larger than the limit.
     #[error("the request body is larger than the limit of {limit} bytes")]
     TooLarge {
@@ -79,6 +85,8 @@ impl ApiError {
             ApiError::NoRoute(_) => "no_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::AlreadyUsed(_) => "already_used",
+            ApiError::Expired(_) => "expired",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::InvalidPlan(_) => "invalid_plan",
@@ -98,7 +106,8 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::AlreadyUsed(_) => StatusCode::CONFLICT,
+            ApiError::Expired(_) => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidPlan(_) | ApiError::InvalidReport(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -1,7 +1,7 @@
 //! The HTTP and WebSocket API (documented in `openapi.json`, served at
 //! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
 //! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, bearer tokens and rates in [`auth`], the JSON shapes in [`wire`];
-//! the notification and web push routes live in [`crate::notify::api`].
+//! the notification, web push and approval-link routes live in [`crate::notify::api`].
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
 
@@ -9,7 +9,7 @@ pub(crate) mod ask;
 pub mod auth;
 pub(crate) mod body;
 pub mod error;
-mod tasks;
+pub(crate) mod tasks;
 pub mod wire;
 pub mod ws;
 
@@ -82,6 +82,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/push/vapid-public-key"),
     ("POST", "/api/push/subscriptions"),
     ("DELETE", "/api/push/subscriptions/{subscription_id}"),
+    ("POST", "/api/approval-links/{token}"),
     ("GET", "/ws/tasks"),
     ("GET", "/ws/tasks/{task_id}"),
 ];
@@ -113,6 +114,7 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("GET", "/api/push/vapid-public-key") => web::get().to(crate::notify::api::vapid_public_key),
         ("POST", "/api/push/subscriptions") => web::post().to(crate::notify::api::subscribe),
         ("DELETE", "/api/push/subscriptions/{subscription_id}") => web::delete().to(crate::notify::api::unsubscribe),
+        ("POST", "/api/approval-links/{token}") => web::post().to(crate::notify::api::use_approval_link),
         ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
         ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
         _ => return None,

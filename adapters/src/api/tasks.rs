@@ -95,9 +95,9 @@ fn step_order(text: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::Malformed(format!("a step order is a positive integer, got {text:?}")))
 }
 
-/// The caller's task as a progress document.
-async fn document(state: &ApiState, caller: &Caller, task_id: &str) -> Result<Value, ApiError> {
-    let (task, eta) = state.runtime.task_view(&caller.user, task_id).await?;
+/// `user`'s task as a progress document.
+async fn document(state: &ApiState, user: &str, task_id: &str) -> Result<Value, ApiError> {
+    let (task, eta) = state.runtime.task_view(user, task_id).await?;
     serde_json::to_value(ProgressDocument::new(&task, eta)).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
@@ -125,7 +125,7 @@ pub async fn create(
 }
 
 async fn created(state: &ApiState, caller: &Caller, task_id: &str) -> Result<HttpResponse, ApiError> {
-    let document = document(state, caller, task_id).await?;
+    let document = document(state, &caller.user, task_id).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/tasks/{task_id}/progress")))
         .json(document))
@@ -168,7 +168,7 @@ pub async fn progress(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(document(&state, &caller, &task_id).await?))
+    Ok(HttpResponse::Ok().json(document(&state, &caller.user, &task_id).await?))
 }
 
 /// `GET /api/tasks/{task_id}/history`
@@ -217,10 +217,16 @@ pub async fn logs(
     Ok(HttpResponse::Ok().json(json!({"task_id": &*task_id, "lines": lines, "next_after": next_after})))
 }
 
-/// Applies a control to the caller's task and answers with the document after it.
-async fn apply(state: &ApiState, caller: &Caller, task_id: &str, control: Control) -> Result<HttpResponse, ApiError> {
-    state.runtime.control(&caller.user, task_id, control).await?;
-    Ok(HttpResponse::Ok().json(document(state, caller, task_id).await?))
+/// Applies a control to `user`'s task and answers with the document after it: what every
+/// control route does for its caller, and an approval link for the task's owner.
+pub(crate) async fn apply(
+    state: &ApiState,
+    user: &str,
+    task_id: &str,
+    control: Control,
+) -> Result<HttpResponse, ApiError> {
+    state.runtime.control(user, task_id, control).await?;
+    Ok(HttpResponse::Ok().json(document(state, user, task_id).await?))
 }
 
 /// `POST /api/tasks/{task_id}/start`
@@ -229,7 +235,7 @@ pub async fn start(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller, &task_id, Control::Start).await
+    apply(&state, &caller.user, &task_id, Control::Start).await
 }
 
 /// `POST /api/tasks/{task_id}/pause`
@@ -238,7 +244,7 @@ pub async fn pause(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller, &task_id, Control::Pause).await
+    apply(&state, &caller.user, &task_id, Control::Pause).await
 }
 
 /// `POST /api/tasks/{task_id}/resume`
@@ -247,7 +253,7 @@ pub async fn resume(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller, &task_id, Control::Resume).await
+    apply(&state, &caller.user, &task_id, Control::Resume).await
 }
 
 /// `POST /api/tasks/{task_id}/cancel`
@@ -256,7 +262,7 @@ pub async fn cancel(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller, &task_id, Control::Cancel).await
+    apply(&state, &caller.user, &task_id, Control::Cancel).await
 }
 
 /// `POST /api/tasks/{task_id}/approve`
@@ -268,7 +274,7 @@ pub async fn approve(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
-    apply(&state, &caller, &task_id, Control::Approve { comment: decision.comment }).await
+    apply(&state, &caller.user, &task_id, Control::Approve { comment: decision.comment }).await
 }
 
 /// `POST /api/tasks/{task_id}/reject`
@@ -280,7 +286,7 @@ pub async fn reject(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
-    apply(&state, &caller, &task_id, Control::Reject { comment: decision.comment }).await
+    apply(&state, &caller.user, &task_id, Control::Reject { comment: decision.comment }).await
 }
 
 /// `POST /api/tasks/{task_id}/restart`: cancels the task if it is not over and creates a
@@ -301,7 +307,7 @@ pub async fn retry(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (task_id, order) = path.into_inner();
-    apply(&state, &caller, &task_id, Control::Retry { step: step_order(&order)? }).await
+    apply(&state, &caller.user, &task_id, Control::Retry { step: step_order(&order)? }).await
 }
 
 /// `POST /api/tasks/{task_id}/steps/{order}/skip`
@@ -311,7 +317,7 @@ pub async fn skip(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (task_id, order) = path.into_inner();
-    apply(&state, &caller, &task_id, Control::Skip { step: step_order(&order)? }).await
+    apply(&state, &caller.user, &task_id, Control::Skip { step: step_order(&order)? }).await
 }
 
 /// `POST /api/tasks/{task_id}/steps/{order}/report`
@@ -327,7 +333,7 @@ pub async fn report(
     let report: Report = body::json(&req, payload, state.limits.max_body_bytes).await?;
     let report = external_report(report)?;
     state.runtime.report(&caller.user, &task_id, step, report).await?;
-    Ok(HttpResponse::Ok().json(document(&state, &caller, &task_id).await?))
+    Ok(HttpResponse::Ok().json(document(&state, &caller.user, &task_id).await?))
 }
 
 fn external_report(report: Report) -> Result<ExternalReport, ApiError> {

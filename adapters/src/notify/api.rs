@@ -1,12 +1,15 @@
 //! The notification routes: `GET /api/notifications` (the caller's delivery log),
-//! `GET` / `PUT /api/notifications/preferences`, and web push: `GET
+//! `GET` / `PUT /api/notifications/preferences`, web push: `GET
 //! /api/push/vapid-public-key`, `POST /api/push/subscriptions`, `DELETE
-//! /api/push/subscriptions/{subscription_id}`.
+//! /api/push/subscriptions/{subscription_id}`, and `POST /api/approval-links/{token}`, where
+//! an approval push's Approve / Reject links are used (no API token: the link is the
+//! credential).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::links::{ApprovalLink, LinkError, SecretError};
 use super::prefs::{self, Preferences, PrefsError};
 use super::push::{PushError, PushSubscriptionJson};
 use crate::api::auth::Caller;
@@ -141,4 +144,76 @@ pub async fn unsubscribe(
     } else {
         Err(ApiError::NotFound(format!("no push subscription {id}")))
     }
+}
+
+fn secret_error(error: SecretError) -> ApiError {
+    match error {
+        SecretError::Db(error) => db_error(error),
+        SecretError::ShuttingDown => ApiError::Unavailable("the server is shutting down".to_owned()),
+        SecretError::BadSecret => {
+            tracing::error!(%error, "approval links are unavailable");
+            ApiError::Internal(error.to_string())
+        }
+    }
+}
+
+fn link_error(error: LinkError) -> ApiError {
+    match error {
+        LinkError::Malformed => ApiError::Malformed(error.to_string()),
+        LinkError::Forged => ApiError::Forbidden(error.to_string()),
+        LinkError::Expired { expires_at } => ApiError::Expired(format!(
+            "this approval link expired at {}; approve or reject on the task's page instead",
+            rfc3339(expires_at)
+        )),
+    }
+}
+
+/// `POST /api/approval-links/{token}`: makes the decision the link carries, as the task's
+/// owner, through the same path as `POST /api/tasks/{task_id}/approve|reject`. The link is
+/// marked used before anything is decided, so of two uses at once only one acts; if the
+/// decision then cannot be made (the step no longer waits, the server is busy) the mark is
+/// taken back, so the link is spent only by the decision it carries.
+pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let now = state.runtime.clock().now_ms();
+    let key = state.notifications.link_key(state.runtime.db(), now).await.map_err(secret_error)?;
+    let link = key.verify(&token, now).map_err(link_error)?;
+    let used = db::ApprovalLinkUse {
+        link_id: link.id.clone(),
+        task_id: link.task_id.clone(),
+        step: link.step,
+        decision: link.decision.name().to_owned(),
+        user: link.owner.clone(),
+        expires_at: link.expires_at,
+        used_at: now,
+    };
+    let db = std::sync::Arc::clone(state.runtime.db());
+    if !blocking_query(db, move |conn| db::use_approval_link(conn, &used)).await? {
+        return Err(ApiError::AlreadyUsed("this approval link was already used".to_owned()));
+    }
+    let decided = decide(&state, &link).await;
+    if decided.is_err() {
+        let (db, id) = (std::sync::Arc::clone(state.runtime.db()), link.id.clone());
+        if let Err(error) = blocking_query(db, move |conn| db::release_approval_link(conn, &id)).await {
+            tracing::warn!(%error, task = link.task_id, "cannot make an approval link usable again after it failed");
+        }
+    }
+    decided
+}
+
+/// Decides for the link's step, if that step is the one waiting. The runtime's approve and
+/// reject act on whichever step waits, so the check and the decision are two calls: a task
+/// that, in between, had this step decided another way, ran it to the end and came to wait
+/// on a later one would have that one decided. Closing that gap needs the runtime to take
+/// the step with the decision.
+async fn decide(state: &ApiState, link: &ApprovalLink) -> Result<HttpResponse, ApiError> {
+    let task = state.runtime.task(&link.owner, &link.task_id).await?;
+    let waiting = task.task.status == db::TaskStatus::Approval
+        && task.steps.iter().any(|step| step.order == link.step && step.status == db::StepStatus::Approval);
+    if !waiting {
+        return Err(ApiError::Conflict(format!(
+            "step {} of task {} is no longer waiting for approval",
+            link.step, link.task_id
+        )));
+    }
+    crate::api::tasks::apply(state, &link.owner, &link.task_id, link.decision.control()).await
 }

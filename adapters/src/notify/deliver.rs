@@ -66,7 +66,8 @@ impl Throttle {
 }
 
 /// One message for `held` (never empty): itself if alone, else a digest of their texts
-/// about the newest one's task.
+/// about the newest one's task. A digest offers no decision: it may speak of several
+/// approvals, and a button must say which it decides.
 pub(crate) fn digest(mut held: Vec<Notice>) -> Notice {
     if held.len() == 1 {
         return held.remove(0);
@@ -74,7 +75,7 @@ pub(crate) fn digest(mut held: Vec<Notice>) -> Notice {
     let lines: Vec<String> = held.iter().map(|notice| format!("• {}", notice.text)).collect();
     let count = held.len();
     let task_id = held.pop().map(|last| last.task_id).unwrap_or_default();
-    Notice { task_id, event: "digest", text: format!("{count} updates:\n{}", lines.join("\n")) }
+    Notice { task_id, event: "digest", text: format!("{count} updates:\n{}", lines.join("\n")), approval_step: None }
 }
 
 /// How a delivery ended.

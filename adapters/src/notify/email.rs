@@ -279,7 +279,7 @@ mod tests {
     }
 
     fn notice(text: &str) -> Notice {
-        Notice { task_id: "t1".to_owned(), event: "step_complete", text: text.to_owned() }
+        Notice { task_id: "t1".to_owned(), event: "step_complete", text: text.to_owned(), approval_step: None }
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Telling people how their tasks are going. The [`Notifier`] subscribes to the hub, turns
 //! the five events people wait for into messages in the seed's wording, reads each owner's
 //! [`prefs::Preferences`] and delivers on the channels they chose: the chat webhook
-//! ([`chat`]), web push ([`push`]) and email ([`email`]); browser notifications are shown by
-//! the progress page itself from its WebSocket, following the same preferences. The chat
-//! channel's messages also go into the user's chat transcript, beside their conversation
-//! with the bot. Every
-//! delivery attempt is logged in the `notifications` table (`GET /api/notifications`, in
-//! [`api`]).
+//! ([`chat`]), web push ([`push`]), whose approval messages carry signed Approve / Reject
+//! links ([`links`]) the service worker (`/sw.js`, served by [`crate::web`]) posts back, and
+//! email ([`email`]); browser notifications are shown by the progress page itself from its
+//! WebSocket, following the same preferences. The chat channel's messages also go into the
+//! user's chat transcript, beside their conversation with the bot. Every delivery attempt is
+//! logged in the `notifications` table (`GET /api/notifications`, in [`api`]).
 //!
 //! Delivery never blocks the runtime: the hub only hands the notifier an event; each user
 //! has a worker that reads their preferences, and each user's deliveries on each channel run
@@ -26,6 +26,7 @@ mod chat;
 mod deliver;
 pub mod email;
 pub mod endpoint;
+pub mod links;
 pub mod prefs;
 pub mod push;
 
@@ -42,6 +43,7 @@ use runtime::{Clock, EventKind, Runtime, Subscribe, TaskEvent, Topic};
 use tokio::sync::{mpsc, OnceCell};
 
 use self::email::Mailer;
+use self::links::{LinkKey, SecretError};
 use self::prefs::{NotifyEvent, Preferences};
 use self::push::{PushError, Vapid};
 
@@ -57,6 +59,8 @@ pub struct Notice {
     pub event: &'static str,
     /// The text, e.g. "✅ Your CRM is ready!".
     pub text: String,
+    /// For `approval_needed`, the step that waits: push messages offer to decide it.
+    pub approval_step: Option<u32>,
 }
 
 /// The text of `event` in the seed's wording; `title` is the task's.
@@ -84,8 +88,8 @@ pub fn notify_event(event: &EventKind) -> Option<NotifyEvent> {
 }
 
 /// What the notifier and the API's notification routes share: the `[notifications]`
-/// settings, the base of links in messages, and the server's VAPID key pair, loaded (or
-/// made) once.
+/// settings, the base of links in messages, and the server's VAPID key pair and
+/// approval-link key, each loaded (or made) once.
 #[derive(Clone)]
 pub struct NotifyConfig {
     /// The `[notifications]` settings.
@@ -94,22 +98,29 @@ pub struct NotifyConfig {
     /// slash.
     pub public_url: String,
     vapid: Arc<OnceCell<Vapid>>,
+    link_key: Arc<OnceCell<LinkKey>>,
 }
 
 impl NotifyConfig {
-    /// The configuration with these settings for a server listening on `listening`; the key
-    /// pair is read on first use.
+    /// The configuration with these settings for a server listening on `listening`; the keys
+    /// are read on first use.
     pub fn new(settings: NotificationSettings, listening: SocketAddr) -> NotifyConfig {
         let public_url = match &settings.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => default_public_url(listening),
         };
-        NotifyConfig { settings, public_url, vapid: Arc::new(OnceCell::new()) }
+        NotifyConfig { settings, public_url, vapid: Arc::new(OnceCell::new()), link_key: Arc::new(OnceCell::new()) }
     }
 
     /// The VAPID key pair, from the database, made and stored there if it has none.
     pub async fn vapid(&self, db: &Arc<Database>, now: i64) -> Result<Vapid, PushError> {
         self.vapid.get_or_try_init(|| Vapid::load_or_create(db, now)).await.cloned()
+    }
+
+    /// The key approval links are signed with, from the database, made and stored there if
+    /// it has none.
+    pub async fn link_key(&self, db: &Arc<Database>, now: i64) -> Result<LinkKey, SecretError> {
+        self.link_key.get_or_try_init(|| LinkKey::load_or_create(db, now)).await.cloned()
     }
 }
 
@@ -287,7 +298,11 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
             continue;
         }
         let Some(text) = text_of(&db, &event.task_id, wanted, &event.kind).await else { continue };
-        let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text };
+        let approval_step = match event.kind {
+            EventKind::ApprovalNeeded { step, .. } => Some(step),
+            _ => None,
+        };
+        let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text, approval_step };
         if wants_chat {
             into_transcript(&shared, &db, &owner, &notice).await;
         }

@@ -3,7 +3,8 @@
 //! browsers subscribed with; subscriptions from the browser's `PushSubscription`; and
 //! delivery with the `web-push` crate — the payload encrypted (aes128gcm) and under 4 KB,
 //! with a TTL and an urgency, signed with a VAPID token whose audience is the endpoint's
-//! origin, port included (RFC 8292; the crate's default drops the port). A `404` or `410`
+//! origin, port included (RFC 8292; the crate's default drops the port). An approval's
+//! message carries its signed Approve / Reject links ([`super::links`]). A `404` or `410`
 //! from the push service removes the subscription.
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use web_push::{
 };
 
 use super::deliver::{self, Delivery, Target, Throttle};
+use super::links::Decision;
 use super::{endpoint, Notice, Shared};
 
 /// The largest plaintext payload: what `web-push` accepts, so that with the encryption's
@@ -117,9 +119,14 @@ fn urgency(event: &str) -> Urgency {
 }
 
 /// The decrypted payload the service worker reads: `title`, `body`, the task, its progress
-/// page, and the event. A body too long for [`MAX_PAYLOAD_BYTES`] (a long digest) is cut,
-/// with an ellipsis.
-pub fn payload(notice: &Notice) -> Vec<u8> {
+/// page, the event, and `actions`: for an approval, `{"action", "title", "url"}` of each
+/// link in `links`, else none. A body too long for [`MAX_PAYLOAD_BYTES`] (a long digest) is
+/// cut, with an ellipsis.
+pub fn payload(notice: &Notice, links: &[(Decision, String)]) -> Vec<u8> {
+    let actions: Vec<serde_json::Value> = links
+        .iter()
+        .map(|(decision, url)| serde_json::json!({"action": decision.name(), "title": decision.title(), "url": url}))
+        .collect();
     let mut text = notice.text.clone();
     loop {
         let json = serde_json::json!({
@@ -128,6 +135,7 @@ pub fn payload(notice: &Notice) -> Vec<u8> {
             "event": notice.event,
             "task_id": notice.task_id,
             "url": format!("/tasks/{}", notice.task_id),
+            "actions": actions,
         })
         .to_string();
         if json.len() <= MAX_PAYLOAD_BYTES || text.is_empty() {
@@ -156,9 +164,9 @@ pub(crate) async fn worker(
     while let Some(held) = throttle.next(&mut queue).await {
         let notice = deliver::digest(held);
         let Some(db) = shared.db() else { return };
-        let user = owner.to_string();
+        let (user, reader) = (owner.to_string(), Arc::clone(&db));
         let subscriptions = tokio::task::spawn_blocking(move || {
-            let mut conn = db.conn()?;
+            let mut conn = reader.conn()?;
             db::push_subscriptions(&mut conn, &user)
         })
         .await;
@@ -170,12 +178,43 @@ pub(crate) async fn worker(
             }
             Err(_) => return,
         };
-        let sends = subscriptions.iter().map(|subscription| send(&shared, &vapid, &owner, &notice, subscription));
+        if subscriptions.is_empty() {
+            continue;
+        }
+        // One pair of links for all the user's devices: whichever decides first, decides.
+        let content = payload(&notice, &approval_links(&shared, &db, &owner, &notice).await);
+        let sends =
+            subscriptions.iter().map(|subscription| send(&shared, &vapid, &owner, &notice, &content, subscription));
         futures_util::future::join_all(sends).await;
     }
 }
 
-async fn send(shared: &Shared, vapid: &Vapid, owner: &str, notice: &Notice, subscription: &db::PushSubscriptionRecord) {
+/// The Approve and Reject links of an approval's message; none for other messages, or when
+/// the key cannot be read (logged): the message still tells, and the page decides.
+async fn approval_links(shared: &Shared, db: &Arc<Database>, owner: &str, notice: &Notice) -> Vec<(Decision, String)> {
+    let Some(step) = notice.approval_step else { return Vec::new() };
+    let now = shared.clock.now_ms();
+    match shared.config.link_key(db, now).await {
+        Ok(key) => {
+            let ttl_ms =
+                i64::try_from(shared.settings().approval_link_ttl_s).map_or(i64::MAX, |s| s.saturating_mul(1000));
+            key.issue(&notice.task_id, step, owner, now.saturating_add(ttl_ms))
+        }
+        Err(error) => {
+            tracing::warn!(%error, user = owner, task = notice.task_id, "no approval-link key; the push offers no Approve / Reject");
+            Vec::new()
+        }
+    }
+}
+
+async fn send(
+    shared: &Shared,
+    vapid: &Vapid,
+    owner: &str,
+    notice: &Notice,
+    content: &[u8],
+    subscription: &db::PushSubscriptionRecord,
+) {
     let shown =
         subscription.endpoint.parse::<Uri>().map_or_else(|_| "an invalid URL".to_owned(), |uri| endpoint::origin(&uri));
     let target = Target { owner, channel: "push", shown: &shown };
@@ -187,7 +226,6 @@ async fn send(shared: &Shared, vapid: &Vapid, owner: &str, notice: &Notice, subs
         }
     };
     let info = SubscriptionInfo::new(&subscription.endpoint, &subscription.p256dh, &subscription.auth);
-    let content = payload(notice);
     let ttl = u32::try_from(shared.settings().push_ttl_s).unwrap_or(u32::MAX);
     let request = || -> Result<Request<Body>, String> {
         let mut signature = vapid.signer.clone().add_sub_info(&info);
@@ -196,7 +234,7 @@ async fn send(shared: &Shared, vapid: &Vapid, owner: &str, notice: &Notice, subs
         signature.add_claim("sub", shared.settings().vapid_subject.as_str());
         let signature = signature.build().map_err(|e| format!("cannot sign the VAPID token: {e}"))?;
         let mut message = WebPushMessageBuilder::new(&info);
-        message.set_payload(ContentEncoding::Aes128Gcm, &content);
+        message.set_payload(ContentEncoding::Aes128Gcm, content);
         message.set_ttl(ttl);
         message.set_urgency(urgency(notice.event));
         message.set_vapid_signature(signature);
@@ -224,17 +262,28 @@ mod tests {
 
     #[test]
     fn payloads_stay_under_the_limit_and_keys_are_checked() {
-        let short =
-            Notice { task_id: "t1".to_owned(), event: "task_started", text: "Your CRM task has started".to_owned() };
-        let parsed: serde_json::Value = serde_json::from_slice(&payload(&short)).unwrap();
+        let short = Notice {
+            task_id: "t1".to_owned(),
+            event: "task_started",
+            text: "Your CRM task has started".to_owned(),
+            approval_step: None,
+        };
+        let parsed: serde_json::Value = serde_json::from_slice(&payload(&short, &[])).unwrap();
         assert_eq!(parsed["body"], "Your CRM task has started");
         assert_eq!(parsed["url"], "/tasks/t1");
+        assert_eq!(parsed["actions"], serde_json::json!([]));
+        let links = [(Decision::Approve, "/a".repeat(200)), (Decision::Reject, "/r".repeat(200))];
         for text in ["é\"".repeat(3000), "\u{1}".repeat(5000), "✅".repeat(2000)] {
-            let long = Notice { task_id: "t1".to_owned(), event: "digest", text };
-            let bytes = payload(&long);
+            let long = Notice { task_id: "t1".to_owned(), event: "approval_needed", text, approval_step: Some(1) };
+            let bytes = payload(&long, &links);
             assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert!(parsed["body"].as_str().unwrap().ends_with('…'));
+            assert_eq!(
+                parsed["actions"][0],
+                serde_json::json!({"action": "approve", "title": "Approve", "url": links[0].1})
+            );
+            assert_eq!(parsed["actions"][1]["action"], "reject");
         }
 
         let keys = PushKeys {

@@ -1,12 +1,14 @@
 //! The web progress view: the pages the server itself serves — the task list at `/`, a
-//! task's page at `/tasks/{task_id}`, sign-in at `/login` — and their static assets under
-//! `/assets/`, all compiled into the binary (plain HTML, CSS and JavaScript from
+//! task's page at `/tasks/{task_id}`, sign-in at `/login` — their static assets under
+//! `/assets/`, and the service worker at `/sw.js` (at the root, so that its scope is the
+//! whole site: it shows web push messages and posts their Approve / Reject links), all
+//! compiled into the binary (plain HTML, CSS and JavaScript from
 //! `adapters/web/`; no build step). The pages need no token to load: their script keeps the
 //! token in the browser's `localStorage`, calls the API with `Authorization: Bearer` and
 //! follows tasks over the WebSocket API, offering the token as a subprotocol.
 //!
-//! Every answer carries a strict Content-Security-Policy (scripts, styles and connections
-//! from this origin only), an ETag, and `Cache-Control: no-cache`, so a new binary's pages
+//! Every answer carries a strict Content-Security-Policy (scripts, workers, styles and
+//! connections from this origin only), an ETag, and `Cache-Control: no-cache`, so a new binary's pages
 //! are picked up at once while unchanged ones cost a 304. Unknown paths, including unknown
 //! assets, keep the server's JSON 404.
 
@@ -35,6 +37,8 @@ const TASK_PAGE: Asset = Asset { name: "task.html", content_type: HTML, body: in
 /// Sign-in and sign-out.
 const LOGIN_PAGE: Asset =
     Asset { name: "login.html", content_type: HTML, body: include_bytes!("../../web/login.html") };
+/// The service worker.
+const SERVICE_WORKER: Asset = Asset { name: "sw.js", content_type: JS, body: include_bytes!("../../web/sw.js") };
 
 /// Everything under `/assets/`.
 const ASSETS: &[Asset] = &[
@@ -50,15 +54,17 @@ const ASSETS: &[Asset] = &[
 const JS: &str = "text/javascript; charset=utf-8";
 
 /// What the pages may load and connect to: this origin only (`'self'` covers its `ws:` and
-/// `wss:` addresses too), no inline script or style, no framing.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+/// `wss:` addresses too; `worker-src` lets them register `/sw.js`), no inline script or
+/// style, no framing.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The page routes, as `(path, page)`.
-const PAGES: &[(&str, &Asset)] = &[("/", &LIST_PAGE), ("/tasks/{task_id}", &TASK_PAGE), ("/login", &LOGIN_PAGE)];
+/// The routes at fixed paths, as `(path, file)`: the pages and the service worker.
+const PAGES: &[(&str, &Asset)] =
+    &[("/", &LIST_PAGE), ("/tasks/{task_id}", &TASK_PAGE), ("/login", &LOGIN_PAGE), ("/sw.js", &SERVICE_WORKER)];
 
-/// Registers the pages and `/assets/{name}`; they answer GET and HEAD, and other methods
-/// with the API's JSON 405.
+/// Registers the pages, the service worker and `/assets/{name}`; they answer GET and HEAD,
+/// and other methods with the API's JSON 405.
 pub fn configure(config: &mut web::ServiceConfig) {
     for (path, page) in PAGES {
         let page: &'static Asset = page;
@@ -97,7 +103,7 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 fn etag(asset: &Asset) -> &'static str {
     static TAGS: OnceLock<Vec<(&'static str, String)>> = OnceLock::new();
     let tags = TAGS.get_or_init(|| {
-        let all = [&LIST_PAGE, &TASK_PAGE, &LOGIN_PAGE].into_iter().chain(ASSETS.iter());
+        let all = PAGES.iter().map(|(_, page)| *page).chain(ASSETS.iter());
         all.map(|a| {
             let hex: String = Sha256::digest(a.body).iter().take(12).map(|b| format!("{b:02x}")).collect();
             (a.name, format!("\"{hex}\""))

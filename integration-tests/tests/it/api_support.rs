@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use adapters::api::auth::NewToken;
-use config::ApiSettings;
+use config::{ApiSettings, NotificationSettings};
 use runtime::{Clock, Runtime, RuntimeOptions};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -27,11 +27,28 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts the runtime and the server on `db` with `api` settings.
     pub async fn start(db: &TestDb, clock: Arc<dyn Clock>, api: ApiSettings) -> ApiServer {
+        ApiServer::start_with(db, clock, api, NotificationSettings::default()).await
+    }
+
+    /// [`ApiServer::start`] with these `[notifications]` settings.
+    pub async fn start_with(
+        db: &TestDb,
+        clock: Arc<dyn Clock>,
+        api: ApiSettings,
+        notifications: NotificationSettings,
+    ) -> ApiServer {
         let options = RuntimeOptions { limits: adapters::app::plan_limits(&api), ..options("api-server", clock) };
         let runtime = start_with(db, options).await;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
-        let server = adapters::http::server(listener, runtime.clone(), api, Duration::from_secs(1)).expect("server");
+        let server = adapters::http::server_with_notifications(
+            listener,
+            runtime.clone(),
+            api,
+            notifications,
+            Duration::from_secs(1),
+        )
+        .expect("server");
         let handle = server.handle();
         actix::spawn(server);
         ApiServer { address, runtime, handle }

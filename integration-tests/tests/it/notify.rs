@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::ServerHandle;
 use adapters::api::auth::NewToken;
 use config::{ApiSettings, NotificationSettings};
-use runtime::{Runtime, RuntimeOptions, SystemClock};
+use runtime::{Clock, Runtime, RuntimeOptions, SystemClock};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -28,11 +28,17 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(db: &TestDb, notifications: NotificationSettings) -> Server {
+        Server::start_with_clock(db, notifications, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::start`] on a clock the test may drive.
+    pub(crate) async fn start_with_clock(
+        db: &TestDb,
+        notifications: NotificationSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Server {
         let api = ApiSettings::default();
-        let options = RuntimeOptions {
-            limits: adapters::app::plan_limits(&api),
-            ..options("notify-server", Arc::new(SystemClock))
-        };
+        let options = RuntimeOptions { limits: adapters::app::plan_limits(&api), ..options("notify-server", clock) };
         let runtime = start_with(db, options).await;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
@@ -61,13 +67,23 @@ impl Server {
 
     /// Sends a request; returns the status and the JSON body.
     pub(crate) async fn call(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let (address, method, path, token) = (self.address, method.to_owned(), path.to_owned(), token.to_owned());
+        self.request(method, path, Some(token), body).await
+    }
+
+    /// Sends a request with no `Authorization` header, as a service worker posts a link.
+    pub(crate) async fn call_without_token(&self, method: &str, path: &str) -> (u16, Value) {
+        self.request(method, path, None, None).await
+    }
+
+    async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let (address, method, path) = (self.address, method.to_owned(), path.to_owned());
+        let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             let body = body.map(|b| b.to_string()).unwrap_or_default();
             let mut stream = TcpStream::connect(address).unwrap();
             stream.set_read_timeout(Some(PATIENCE)).unwrap();
             let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+                "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
                  Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );

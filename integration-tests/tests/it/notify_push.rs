@@ -2,8 +2,9 @@
 //! real one does: checks the VAPID token (signature, audience with the port, expiry at most
 //! 24 h) and hands the encrypted payload to the "browser", which decrypts it with its own
 //! keys (the `ece` crate) as a browser would. Also: subscriptions validated, 404/410 removes
-//! a subscription, 429 waits for Retry-After, and the VAPID key is kept in the database
-//! (where a restarted server reads it).
+//! a subscription, 429 waits for Retry-After, the VAPID key is kept in the database (where a
+//! restarted server reads it), and an approval's message carries Approve / Reject links that
+//! decide once, and only while genuine and unexpired.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,7 +17,7 @@ use jwt_simple::prelude::{
     Base64UrlSafeNoPadding, ECDSAP256PublicKeyLike, ES256KeyPair, ES256PublicKey, NoCustomClaims, VerificationOptions,
 };
 use jwt_simple::reexports::ct_codecs::{Decoder as _, Encoder as _};
-use runtime::SystemClock;
+use runtime::{Clock, ManualClock, SystemClock};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -27,25 +28,25 @@ use crate::support::*;
 
 /// What the push service received and the browser read.
 #[derive(Debug)]
-struct Pushed {
+pub(crate) struct Pushed {
     /// The decrypted payload.
-    payload: Value,
+    pub(crate) payload: Value,
     ttl: String,
     urgency: String,
     at: Instant,
 }
 
 /// A browser's subscription and the push service behind it.
-struct PushService {
+pub(crate) struct PushService {
     /// The PushSubscription JSON the browser would send.
-    subscription: Value,
+    pub(crate) subscription: Value,
     pushes: mpsc::UnboundedReceiver<Pushed>,
 }
 
 impl PushService {
     /// A push service that expects tokens signed by `vapid_key` (base64url) and answers
     /// with `script` (status lines with headers), then `201 Created`.
-    fn start(vapid_key: &str, script: Vec<&'static str>) -> PushService {
+    pub(crate) fn start(vapid_key: &str, script: Vec<&'static str>) -> PushService {
         let (browser, auth) = ece::generate_keypair_and_auth_secret().unwrap();
         let components = browser.raw_components().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -123,7 +124,7 @@ impl PushService {
         PushService { subscription, pushes }
     }
 
-    async fn next(&mut self) -> Pushed {
+    pub(crate) async fn next(&mut self) -> Pushed {
         tokio::time::timeout(PATIENCE, self.pushes.recv()).await.expect("a push within PATIENCE").expect("a push")
     }
 }
@@ -247,6 +248,116 @@ on_both_backends! {
         assert_eq!(server.call("DELETE", &path, Some(&bob), None).await.status, 404);
         assert_eq!(server.call("DELETE", &path, Some(&ada), None).await.status, 204);
         assert_eq!(server.call("DELETE", &path, Some(&ada), None).await.status, 404);
+        server.stop().await;
+    }
+}
+
+/// Creates and starts a task whose first step waits for approval; returns its id.
+async fn approval_task(server: &Server, token: &str, title: &str) -> String {
+    let plan = json!({"title": title, "steps": [
+        {"name": "Review", "kind": "external", "requires_approval": true},
+        {"name": "Deploy", "kind": "external"},
+    ]});
+    let (status, body) = server.call("POST", "/api/tasks", token, Some(plan)).await;
+    assert_eq!(status, 201, "{body}");
+    body["task_id"].as_str().unwrap().to_owned()
+}
+
+/// The next push, which must be the approval of `task`'s step 1; answers its Approve and
+/// Reject links.
+async fn approval_links(service: &mut PushService, task: &str) -> (String, String) {
+    let pushed = service.next().await;
+    assert_eq!((pushed.payload["event"].as_str(), pushed.urgency.as_str()), (Some("approval_needed"), "high"));
+    assert_eq!(pushed.payload["task_id"], task);
+    assert_eq!(pushed.payload["body"], "⚠️ Approval required for Step 1");
+    let actions = pushed.payload["actions"].as_array().expect("actions");
+    let shape: Vec<(&str, &str)> =
+        actions.iter().map(|a| (a["action"].as_str().unwrap(), a["title"].as_str().unwrap())).collect();
+    assert_eq!(shape, [("approve", "Approve"), ("reject", "Reject")]);
+    let url = |i: usize| actions[i]["url"].as_str().unwrap().to_owned();
+    for link in [url(0), url(1)] {
+        assert!(link.starts_with("/api/approval-links/"), "{link}");
+    }
+    (url(0), url(1))
+}
+
+async fn task_status(server: &Server, token: &str, task: &str) -> (String, String) {
+    let (status, body) = server.call("GET", &format!("/api/tasks/{task}/progress"), token, None).await;
+    assert_eq!(status, 200, "{body}");
+    (body["status"].as_str().unwrap().to_owned(), body["steps"][0]["status"].as_str().unwrap().to_owned())
+}
+
+on_both_backends! {
+    async fn approval_links_decide_once_and_only_while_genuine_and_unexpired(backend: Backend) {
+        let db = TestDb::new(backend);
+        // A clock the test moves, to reach a link's expiry without waiting a day.
+        let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+        let server = Server::start_with_clock(&db, local(), clock.clone()).await;
+        let ada = server.token("ada").await;
+        let key = vapid_key(&server, &ada).await;
+        let mut service = PushService::start(&key, Vec::new());
+        subscribe(&server, &ada, &service).await;
+        let only_approvals = json!({"channels": {"push": ["approval_needed"]}});
+        let (status, _) = server.call("PUT", "/api/notifications/preferences", &ada, Some(only_approvals)).await;
+        assert_eq!(status, 200);
+
+        let task = approval_task(&server, &ada, "CRM").await;
+        let (approve, reject) = approval_links(&mut service, &task).await;
+        assert_eq!(task_status(&server, &ada, &task).await, ("approval".to_owned(), "approval".to_owned()));
+
+        // Changed links are refused, and decide nothing: a character of the signature
+        // flipped, the payload's task id changed (signature kept), not a link at all, and a
+        // link signed with another server's secret.
+        let (payload, signature) = approve.rsplit_once('.').unwrap();
+        let mut flipped: Vec<char> = signature.chars().collect();
+        let middle = flipped.len() / 2;
+        flipped[middle] = if flipped[middle] == 'A' { 'B' } else { 'A' };
+        let flipped = format!("{payload}.{}", flipped.into_iter().collect::<String>());
+        let token = payload.strip_prefix("/api/approval-links/").unwrap();
+        let json = String::from_utf8(Base64UrlSafeNoPadding::decode_to_vec(token, None).unwrap()).unwrap();
+        assert!(json.contains(&task), "{json}");
+        let other_task = Base64UrlSafeNoPadding::encode_to_string(json.replace(&task, "another-task")).unwrap();
+        let other_task = format!("/api/approval-links/{other_task}.{signature}");
+        let foreign = adapters::notify::links::LinkKey::new(b"another server's secret").unwrap();
+        let (_, foreign) = foreign.issue(&task, 1, "ada", clock.now_ms() + 60_000).remove(0);
+        for (link, what) in [(&flipped, "a flipped signature"), (&other_task, "another task id"), (&foreign, "another secret")] {
+            let (status, body) = server.call_without_token("POST", link).await;
+            assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{what}: {body}");
+        }
+        let (status, body) = server.call_without_token("POST", "/api/approval-links/nonsense").await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed")), "{body}");
+        assert_eq!(task_status(&server, &ada, &task).await.0, "approval");
+
+        // The Approve link, used twice at once with no API token: one use approves, the
+        // other is told it was used.
+        let (first, second) =
+            tokio::join!(server.call_without_token("POST", &approve), server.call_without_token("POST", &approve));
+        let (winner, loser) = if first.0 == 200 { (first, second) } else { (second, first) };
+        assert_eq!(winner.0, 200, "{}", winner.1);
+        assert_eq!(winner.1["task_id"], task.as_str());
+        assert_eq!(winner.1["steps"][0]["status"], "running", "{}", winner.1);
+        assert_eq!((loser.0, loser.1["error"]["code"].as_str()), (409, Some("already_used")), "{}", loser.1);
+        assert_eq!(task_status(&server, &ada, &task).await, ("running".to_owned(), "running".to_owned()));
+        let (status, body) = server.call_without_token("POST", &approve).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already_used")), "{body}");
+        assert_eq!(body["error"]["message"], "this approval link was already used");
+        // The Reject link of the same step: the step no longer waits.
+        let (status, body) = server.call_without_token("POST", &reject).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+        assert_eq!(body["error"]["message"], "step 1 of task ".to_owned() + &task + " is no longer waiting for approval");
+        // The task goes on.
+        server.report(&ada, &task, 1, "completed").await;
+        assert_eq!(task_status(&server, &ada, &task).await, ("running".to_owned(), "completed".to_owned()));
+
+        // A link past its expiry (24 h by default) says so, and decides nothing.
+        let later = approval_task(&server, &ada, "Store").await;
+        let (approve, _) = approval_links(&mut service, &later).await;
+        clock.advance(24 * 3600 * 1000);
+        let (status, body) = server.call_without_token("POST", &approve).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (410, Some("expired")), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("this approval link expired at "), "{message}");
+        assert_eq!(task_status(&server, &ada, &later).await.0, "approval");
         server.stop().await;
     }
 }

@@ -3,7 +3,9 @@
 //! client below (HTTP/1.1 over a TCP socket, JSON bodies). The server runs in this process
 //! ([`ApiServer`]); tasks advance through explicit reports on `external` steps, and every
 //! wait polls the page's DOM with a deadline. Screenshots of the list and a task's page,
-//! at desktop and phone sizes, go to `target/screenshots/`.
+//! at desktop and phone sizes, go to `target/screenshots/`. Web push runs end to end against
+//! the local push service of the push tests, with only the browser's own push-service calls
+//! substituted (offline, it has none to reach).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,10 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use config::{ApiSettings, NotificationSettings};
 use runtime::SystemClock;
 use serde_json::{json, Value};
 
 use crate::api_support::*;
+use crate::notify_push::PushService;
 use crate::on_both_backends;
 use crate::support::*;
 
@@ -299,6 +303,41 @@ impl Browser {
         let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
         let id = element_id(&found);
         self.command("POST", &format!("/element/{id}/click"), Some(json!({})));
+    }
+
+    /// Presses Enter on the element `css` selects, as a keyboard user would.
+    fn press_enter(&self, css: &str) {
+        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        let id = element_id(&found);
+        self.command("POST", &format!("/element/{id}/value"), Some(json!({"text": "\u{E007}"})));
+    }
+
+    /// Lets [`Browser::deliver_push`] reach service workers: done well before the push,
+    /// since a push handed over in the same moment may be dropped.
+    fn enable_service_workers(&self) {
+        self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "ServiceWorker.enable", "params": {}})));
+    }
+
+    /// Hands `data` to the service worker of `origin` as a push message, as the browser does
+    /// with what its push service delivers, until the worker shows a notification (handing
+    /// the same message over again only replaces it: one notification per task); answers
+    /// what it shows. A fresh profile numbers its first service worker registration 0.
+    fn deliver_push(&self, origin: &str, data: &str) -> Value {
+        let params = json!({"origin": origin, "registrationId": "0", "data": data});
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let deliver = json!({"cmd": "ServiceWorker.deliverPushMessage", "params": params});
+            self.command("POST", "/goog/cdp/execute", Some(deliver));
+            let attempt = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < attempt {
+                let shown = self.js(SHOWN_JS);
+                if shown.as_array().is_some_and(|n| !n.is_empty()) {
+                    return shown;
+                }
+                std::thread::sleep(Duration::from_millis(40));
+            }
+            assert!(Instant::now() < deadline, "the service worker showed no notification within {PATIENCE:?}");
+        }
     }
 
     /// Types `text` into the element `css` selects.
@@ -1129,6 +1168,179 @@ async fn sign_in_and_out_and_the_page_routes() {
         )
         .await;
     assert_eq!(error, format!("There is no task {theirs}, or it is not yours.").as_str());
+    page.close().await;
+    server.stop().await;
+}
+
+/// The push switch and what came of pressing it.
+const PUSH_STATE_JS: &str = r##"
+const button = document.querySelector("#push");
+return {
+  text: button.textContent,
+  pressed: button.getAttribute("aria-pressed"),
+  disabled: button.disabled,
+  tag: button.tagName,
+  message: document.querySelector("#push-message").textContent,
+  role: document.querySelector("#push-message").getAttribute("role"),
+  stored: localStorage.getItem("stepwise.push"),
+  errors: (window.stepwise && window.stepwise.errors) || [],
+};
+"##;
+
+/// The scope of the page's active service worker, once there is one.
+const SERVICE_WORKER_SCOPE_JS: &str = r##"
+navigator.serviceWorker.ready.then((r) => (window.swScope = r.scope));
+return window.swScope || null;
+"##;
+
+/// The notifications the service worker shows.
+const SHOWN_JS: &str = r##"
+navigator.serviceWorker.ready
+  .then((r) => r.getNotifications())
+  .then((shown) => (window.shown = shown.map((n) => ({
+    title: n.title, body: n.body, tag: n.tag, data: n.data,
+    actions: n.actions.map((a) => ({ action: a.action, title: a.title })),
+  }))));
+return window.shown || [];
+"##;
+
+/// `ada`'s push subscriptions as the server keeps them, as `(id, endpoint)`.
+async fn stored_subscriptions(server: &ApiServer) -> Vec<(String, String)> {
+    let db = Arc::clone(server.runtime.db());
+    let stored = tokio::task::spawn_blocking(move || db::push_subscriptions(&mut db.conn().unwrap(), "ada").unwrap())
+        .await
+        .unwrap();
+    stored.into_iter().map(|s| (s.id, s.endpoint)).collect()
+}
+
+#[actix::test]
+async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
+    let db = TestDb::new(Backend::Sqlite);
+    // The push service is on 127.0.0.1, as a real one never is.
+    let notifications = NotificationSettings { allow_private_endpoints: true, ..NotificationSettings::default() };
+    let server = ApiServer::start_with(&db, Arc::new(SystemClock), ApiSettings::default(), notifications).await;
+    let token = server.token("ada").await;
+    let only_approvals = json!({"channels": {"push": ["approval_needed"]}}).to_string();
+    assert_eq!(
+        server.call("PUT", "/api/notifications/preferences", Some(&token), Some(&only_approvals)).await.status,
+        200
+    );
+
+    // The service worker: JavaScript at the root (so its scope is the whole site), under a
+    // policy that lets the pages register it.
+    let worker = server.call("GET", "/sw.js", None, None).await;
+    assert_eq!(worker.status, 200);
+    assert_eq!(worker.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert!(worker.body.as_str().is_some_and(|js| js.contains("notificationclick")), "{:?}", worker.body);
+    let list = server.call("GET", "/", None, None).await;
+    assert!(list.header("content-security-policy").is_some_and(|p| p.contains("worker-src 'self'")));
+
+    let page = Page::open(&server, 1280, 800).await;
+    page.sign_in(&token, "/").await;
+    page.list("the list, live", |s| s["connection"] == "live").await;
+    page.run(Browser::grant_notifications).await;
+    let state = page.js(PUSH_STATE_JS).await;
+    assert_eq!(
+        (&state["tag"], &state["text"], &state["pressed"]),
+        (&json!("BUTTON"), &json!("Turn on push"), &json!("false"))
+    );
+    assert_eq!((&state["message"], &state["role"]), (&json!(""), &json!("status")));
+
+    // A browser whose push service cannot be reached: subscribing fails, and the page says
+    // so. Only PushManager.subscribe is replaced, by one failing as Chromium's does offline.
+    page.js(r#"PushManager.prototype.subscribe = () =>
+             Promise.reject(new DOMException("Registration failed - push service not available", "AbortError"));
+           return true;"#)
+        .await;
+    page.click("#push").await;
+    let state = page.wait_on(PUSH_STATE_JS, "the failure said", |s| s["message"] != "" && s["disabled"] == false).await;
+    assert_eq!(
+        state["message"],
+        "Push could not be turned on: the browser's push service failed (Registration failed - push service not available)."
+    );
+    assert_eq!(
+        (&state["text"], &state["pressed"], &state["stored"]),
+        (&json!("Turn on push"), &json!("false"), &Value::Null)
+    );
+    // The service worker was registered on the way, for the whole site.
+    let scope = page.wait_on(SERVICE_WORKER_SCOPE_JS, "an active service worker", |v| v.is_string()).await;
+    assert_eq!(scope, format!("{}/", page.base).as_str());
+    page.run(Browser::enable_service_workers).await;
+    assert!(stored_subscriptions(&server).await.is_empty());
+
+    // A push service on 127.0.0.1 that checks the server's VAPID token and decrypts with the
+    // browser's keys. Again only the browser's push-service part is replaced: subscribe
+    // answers with that service's subscription (getSubscription finds it again); the page
+    // registers it with the server itself.
+    let vapid = server.get("/api/push/vapid-public-key", &token).await.body["public_key"].as_str().unwrap().to_owned();
+    let mut service = PushService::start(&vapid, Vec::new());
+    let subscription = service.subscription.clone();
+    page.js(&format!(
+        r#"const json = {subscription};
+           const fake = {{
+             endpoint: json.endpoint,
+             toJSON: () => json,
+             unsubscribe: () => {{ window.unsubscribed = true; return Promise.resolve(true); }},
+           }};
+           let subscribed = null;
+           PushManager.prototype.subscribe = function (options) {{
+             const key = new Uint8Array(options.applicationServerKey);
+             window.subscribeOptions = {{
+               userVisibleOnly: options.userVisibleOnly,
+               key: btoa(String.fromCharCode(...key)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, ""),
+             }};
+             subscribed = fake;
+             return Promise.resolve(fake);
+           }};
+           PushManager.prototype.getSubscription = () => Promise.resolve(subscribed);
+           return true;"#
+    ))
+    .await;
+    page.click("#push").await;
+    let state = page.wait_on(PUSH_STATE_JS, "push on", |s| s["pressed"] == "true" && s["disabled"] == false).await;
+    assert_eq!(state["text"], "Push on");
+    assert_eq!(state["message"], "Push is on: this browser hears of your tasks even with no page open.");
+    let shot = page.screenshot("push-on-desktop.png").await;
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"), "{} is a PNG", shot.display());
+    assert_eq!(page.js("return window.subscribeOptions").await, json!({"userVisibleOnly": true, "key": vapid}));
+    let id = state["stored"].as_str().expect("the subscription's id, kept").to_owned();
+    let endpoint = subscription["endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(stored_subscriptions(&server).await, [(id, endpoint)]);
+
+    // An approval: the server pushes, the push service decrypts, the browser hands it to the
+    // service worker, which shows it with Approve and Reject.
+    let id = create(
+        &server,
+        &token,
+        r#"{"title": "Publish catalogue", "steps": [{"name": "Publish", "kind": "external", "requires_approval": true}]}"#,
+    )
+    .await;
+    let pushed = service.next().await.payload;
+    assert_eq!(pushed["event"], "approval_needed");
+    let origin = page.base.clone();
+    let data = pushed.to_string();
+    let shown = page.run(move |b| b.deliver_push(&origin, &data)).await;
+    let links = json!({"approve": pushed["actions"][0]["url"], "reject": pushed["actions"][1]["url"]});
+    assert!(links["approve"].as_str().is_some_and(|l| l.starts_with("/api/approval-links/")), "{pushed}");
+    assert_eq!(
+        shown,
+        json!([{
+            "title": "Stepwise",
+            "body": "⚠️ Approval required for Step 1",
+            "tag": format!("task:{id}"),
+            "data": {"url": format!("/tasks/{id}"), "task_id": id, "links": links},
+            "actions": [{"action": "approve", "title": "Approve"}, {"action": "reject", "title": "Reject"}],
+        }])
+    );
+
+    // Off again, from the keyboard: unsubscribed in the browser and gone from the server.
+    page.run(|b| b.press_enter("#push")).await;
+    let state = page.wait_on(PUSH_STATE_JS, "push off", |s| s["pressed"] == "false" && s["disabled"] == false).await;
+    assert_eq!((&state["text"], &state["message"]), (&json!("Turn on push"), &json!("Push is off for this browser.")));
+    assert_eq!(state["stored"], Value::Null);
+    assert_eq!(page.js("return window.unsubscribed === true").await, true);
+    assert!(stored_subscriptions(&server).await.is_empty());
+    assert_eq!(state["errors"], json!([]), "no script errors");
     page.close().await;
     server.stop().await;
 }
