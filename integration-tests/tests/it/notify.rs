@@ -4,14 +4,12 @@
 //! endpoint that slows no other user, bursts that become digests, and the delivery log.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
-use adapters::api::auth::NewToken;
 use config::{ApiSettings, NotificationSettings};
-use runtime::{Clock, Runtime, RuntimeOptions, SystemClock};
+use runtime::{Clock, SystemClock};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -19,11 +17,15 @@ use crate::api_support::ApiServer;
 use crate::on_both_backends;
 use crate::support::*;
 
-/// The server with chosen `[notifications]` settings.
-pub(crate) struct Server {
-    address: SocketAddr,
-    pub(crate) runtime: Runtime,
-    handle: ServerHandle,
+/// The server with chosen `[notifications]` settings, and calls that answer JSON.
+pub(crate) struct Server(ApiServer);
+
+impl std::ops::Deref for Server {
+    type Target = ApiServer;
+
+    fn deref(&self) -> &ApiServer {
+        &self.0
+    }
 }
 
 impl Server {
@@ -37,32 +39,7 @@ impl Server {
         notifications: NotificationSettings,
         clock: Arc<dyn Clock>,
     ) -> Server {
-        let api = ApiSettings::default();
-        let options = RuntimeOptions { limits: adapters::app::plan_limits(&api), ..options("notify-server", clock) };
-        let runtime = start_with(db, options).await;
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let address = listener.local_addr().unwrap();
-        let server = adapters::http::server_with_notifications(
-            listener,
-            runtime.clone(),
-            api,
-            notifications,
-            Duration::from_secs(1),
-        )
-        .expect("server");
-        let handle = server.handle();
-        actix::spawn(server);
-        Server { address, runtime, handle }
-    }
-
-    pub(crate) async fn token(&self, user: &str) -> String {
-        let token = NewToken::generate();
-        let (db, user, id, hash) = (Arc::clone(self.runtime.db()), user.to_owned(), token.id, token.hash);
-        let now = self.runtime.clock().now_ms();
-        tokio::task::spawn_blocking(move || db::insert_token(&mut db.conn().unwrap(), &id, &user, &hash, now).unwrap())
-            .await
-            .unwrap();
-        token.secret
+        Server(ApiServer::start_with(db, clock, ApiSettings::default(), notifications).await)
     }
 
     /// Sends a request; returns the status and the JSON body.
@@ -76,26 +53,9 @@ impl Server {
     }
 
     async fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let (address, method, path) = (self.address, method.to_owned(), path.to_owned());
-        let authorization = token.map(|token| format!("Authorization: Bearer {token}\r\n")).unwrap_or_default();
-        tokio::task::spawn_blocking(move || {
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let mut stream = TcpStream::connect(address).unwrap();
-            stream.set_read_timeout(Some(PATIENCE)).unwrap();
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(request.as_bytes()).unwrap();
-            let mut response = String::new();
-            let _ = stream.read_to_string(&mut response);
-            let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-            (status, serde_json::from_str(body).unwrap_or(Value::Null))
-        })
-        .await
-        .unwrap()
+        let body = body.map(|b| b.to_string());
+        let response = self.0.call(method, path, token, body.as_deref()).await;
+        (response.status, response.body)
     }
 
     /// Creates and starts a task of external steps named `steps`; returns its id.
@@ -164,8 +124,7 @@ impl Server {
     }
 
     pub(crate) async fn stop(self) {
-        self.handle.stop(true).await;
-        self.runtime.shutdown().await;
+        self.0.stop().await;
     }
 }
 
