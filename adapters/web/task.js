@@ -68,8 +68,13 @@ function init() {
       : "Cancel this task and start it over as a new run, from the first step?";
     confirmFirst(question, "Yes, start over", restart);
   });
-  $("approve").addEventListener("click", () => control("approve", { comment: comment() }));
-  $("reject").addEventListener("click", () => control("reject", { comment: comment() }));
+  // The decision names the step the page shows, so it can never land on a later approval.
+  const decision = () => {
+    const waiting = doc.steps.find((s) => s.status === "approval");
+    return { step: waiting ? waiting.order : null, comment: comment() };
+  };
+  $("approve").addEventListener("click", () => control("approve", decision()));
+  $("reject").addEventListener("click", () => control("reject", decision()));
   $("confirm-yes").addEventListener("click", () => {
     const action = pendingConfirm;
     closeConfirm();

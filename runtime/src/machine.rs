@@ -22,11 +22,17 @@ pub enum Control {
     Cancel,
     /// Approve the step that waits for approval.
     Approve {
+        /// The step the person decided on, when they named one (an approval link does): the
+        /// decision is refused unless that step is the one waiting, so a decision made for
+        /// one step can never land on a later one.
+        step: Option<u32>,
         /// What the person said.
         comment: Option<String>,
     },
     /// Reject the step that waits for approval: the task fails, unless the step is skippable.
     Reject {
+        /// The step the person decided on, when they named one; as for `Approve`.
+        step: Option<u32>,
         /// What the person said.
         comment: Option<String>,
     },
@@ -133,8 +139,10 @@ impl TaskState {
             (Control::Pause, TaskStatus::Running) => self.pause(now, &mut out),
             (Control::Resume, TaskStatus::Paused) => self.resume(now, &mut out),
             (Control::Cancel, status) if !status.is_final() => self.cancel(now, &mut out),
-            (Control::Approve { comment }, TaskStatus::Approval) => self.approve(comment, now, &mut out)?,
-            (Control::Reject { comment }, TaskStatus::Approval) => self.reject(comment, now, &mut out)?,
+            (Control::Approve { step, comment }, TaskStatus::Approval) => {
+                self.approve(*step, comment, now, &mut out)?
+            }
+            (Control::Reject { step, comment }, TaskStatus::Approval) => self.reject(*step, comment, now, &mut out)?,
             (Control::Retry { step }, TaskStatus::Failed) => self.retry(*step, now, &mut out)?,
             (Control::Skip { step }, status) if !status.is_final() => self.skip(*step, now, &mut out)?,
             _ => return Err(self.refuse(control)),
@@ -230,7 +238,19 @@ impl TaskState {
         out.effects.extend([Effect::StopStep, Effect::Finish]);
     }
 
-    fn waiting_step(&mut self) -> Result<&mut StepRecord, RuntimeError> {
+    /// The step waiting for approval, which must be `expected` when that is given.
+    fn waiting_step(&mut self, action: &'static str, expected: Option<u32>) -> Result<&mut StepRecord, RuntimeError> {
+        if let Some(order) = expected {
+            let status = self.step_mut(order)?.status;
+            if status != StepStatus::Approval {
+                return Err(RuntimeError::InvalidStepTransition {
+                    task_id: self.task_id(),
+                    step: order,
+                    action,
+                    status,
+                });
+            }
+        }
         let task_id = self.task_id();
         self.stored
             .steps
@@ -239,8 +259,14 @@ impl TaskState {
             .ok_or_else(|| RuntimeError::InvalidPlan(format!("task {task_id} waits for approval but no step does")))
     }
 
-    fn approve(&mut self, comment: &Option<String>, now: i64, out: &mut Transition) -> Result<(), RuntimeError> {
-        let step = self.waiting_step()?;
+    fn approve(
+        &mut self,
+        expected: Option<u32>,
+        comment: &Option<String>,
+        now: i64,
+        out: &mut Transition,
+    ) -> Result<(), RuntimeError> {
+        let step = self.waiting_step("approve", expected)?;
         step.approved = true;
         step.status = StepStatus::Pending;
         out.events.push(EventKind::ApprovalGiven {
@@ -253,8 +279,14 @@ impl TaskState {
         Ok(())
     }
 
-    fn reject(&mut self, comment: &Option<String>, now: i64, out: &mut Transition) -> Result<(), RuntimeError> {
-        let step = self.waiting_step()?;
+    fn reject(
+        &mut self,
+        expected: Option<u32>,
+        comment: &Option<String>,
+        now: i64,
+        out: &mut Transition,
+    ) -> Result<(), RuntimeError> {
+        let step = self.waiting_step("reject", expected)?;
         let order = step.order;
         out.events.push(EventKind::ApprovalGiven {
             step: order,

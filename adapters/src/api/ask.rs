@@ -251,8 +251,8 @@ async fn act(state: &ApiState, caller: &Caller, task_id: &str, action: Action) -
         Action::Pause => (Action::Pause, Some(Control::Pause)),
         Action::Resume => (Action::Resume, Some(Control::Resume)),
         Action::Cancel => (Action::Cancel, Some(Control::Cancel)),
-        Action::Approve => (Action::Approve, Some(Control::Approve { comment: None })),
-        Action::Reject => (Action::Reject, Some(Control::Reject { comment: None })),
+        Action::Approve => (Action::Approve, Some(Control::Approve { step: None, comment: None })),
+        Action::Reject => (Action::Reject, Some(Control::Reject { step: None, comment: None })),
         Action::Restart => (Action::Restart, None),
         Action::Retry { step } => match chosen(&step, false)? {
             Some(n) => (Action::Retry { step: Some(StepRef::Number(n)) }, Some(Control::Retry { step: n })),

@@ -40,10 +40,11 @@ fn default_start() -> bool {
     true
 }
 
-/// `{"comment"?}` of approve and reject.
+/// `{"step"?, "comment"?}` of approve and reject.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Decision {
+    step: Option<u32>,
     comment: Option<String>,
 }
 
@@ -274,7 +275,7 @@ pub async fn approve(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
-    apply(&state, &caller.user, &task_id, Control::Approve { comment: decision.comment }).await
+    apply(&state, &caller.user, &task_id, Control::Approve { step: decision.step, comment: decision.comment }).await
 }
 
 /// `POST /api/tasks/{task_id}/reject`
@@ -286,7 +287,7 @@ pub async fn reject(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
-    apply(&state, &caller.user, &task_id, Control::Reject { comment: decision.comment }).await
+    apply(&state, &caller.user, &task_id, Control::Reject { step: decision.step, comment: decision.comment }).await
 }
 
 /// `POST /api/tasks/{task_id}/restart`: cancels the task if it is not over and creates a

@@ -200,20 +200,14 @@ pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<Stri
     decided
 }
 
-/// Decides for the link's step, if that step is the one waiting. The runtime's approve and
-/// reject act on whichever step waits, so the check and the decision are two calls: a task
-/// that, in between, had this step decided another way, ran it to the end and came to wait
-/// on a later one would have that one decided. Closing that gap needs the runtime to take
-/// the step with the decision.
+/// Decides for the link's step. The runtime refuses the decision unless that very step is
+/// the one waiting, so a link can never decide a later approval of the same task.
 async fn decide(state: &ApiState, link: &ApprovalLink) -> Result<HttpResponse, ApiError> {
-    let task = state.runtime.task(&link.owner, &link.task_id).await?;
-    let waiting = task.task.status == db::TaskStatus::Approval
-        && task.steps.iter().any(|step| step.order == link.step && step.status == db::StepStatus::Approval);
-    if !waiting {
-        return Err(ApiError::Conflict(format!(
-            "step {} of task {} is no longer waiting for approval",
-            link.step, link.task_id
-        )));
-    }
-    crate::api::tasks::apply(state, &link.owner, &link.task_id, link.decision.control()).await
+    let control = link.decision.control(link.step);
+    crate::api::tasks::apply(state, &link.owner, &link.task_id, control).await.map_err(|error| match error {
+        ApiError::Conflict(_) => {
+            ApiError::Conflict(format!("step {} of task {} is no longer waiting for approval", link.step, link.task_id))
+        }
+        other => other,
+    })
 }

@@ -103,11 +103,12 @@ impl Decision {
         }
     }
 
-    /// The runtime's control for it: what `POST /api/tasks/{id}/approve|reject` sends.
-    pub fn control(self) -> Control {
+    /// The runtime's control for it, for `step` only: what `POST
+    /// /api/tasks/{id}/approve|reject` sends, bound to the step the link was made for.
+    pub fn control(self, step: u32) -> Control {
         match self {
-            Decision::Approve => Control::Approve { comment: None },
-            Decision::Reject => Control::Reject { comment: None },
+            Decision::Approve => Control::Approve { step: Some(step), comment: None },
+            Decision::Reject => Control::Reject { step: Some(step), comment: None },
         }
     }
 }
@@ -246,8 +247,8 @@ mod tests {
         assert_eq!(reject.decision, Decision::Reject);
         assert_ne!(approve.id, reject.id, "each link has its own id");
         assert_eq!(approve.id.len(), 32);
-        assert_eq!(approve.decision.control(), Control::Approve { comment: None });
-        assert_eq!(reject.decision.control(), Control::Reject { comment: None });
+        assert_eq!(approve.decision.control(3), Control::Approve { step: Some(3), comment: None });
+        assert_eq!(reject.decision.control(3), Control::Reject { step: Some(3), comment: None });
 
         // Expired from the millisecond it names.
         let token = token_of(&key, Decision::Approve, 1_000);

@@ -68,7 +68,10 @@ on_both_backends! {
         assert_eq!(progress.body["status"], "approval");
         assert_eq!(progress.body["waiting_on"], json!({"kind": "approval", "step": 2}));
         assert_eq!(progress.body["progress"], 50);
-        let approved = server.post(&format!("/api/tasks/{id}/approve"), &token, r#"{"comment": "go"}"#).await;
+        // Naming another step than the waiting one decides nothing.
+        let wrong = server.post(&format!("/api/tasks/{id}/approve"), &token, r#"{"step": 1, "comment": "go"}"#).await;
+        assert_eq!((wrong.status, wrong.code()), (409, "conflict"), "{:?}", wrong.body);
+        let approved = server.post(&format!("/api/tasks/{id}/approve"), &token, r#"{"step": 2, "comment": "go"}"#).await;
         assert_eq!(approved.status, 200, "{:?}", approved.body);
         assert_eq!(approved.body["steps"][1]["status"], "running");
         report(&server, &token, &id, 2, r#"{"status": "completed", "output": "ui"}"#).await;

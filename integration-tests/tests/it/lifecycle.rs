@@ -101,7 +101,7 @@ on_both_backends! {
         let refusals = [
             (Control::Resume, "cannot resume task", TaskStatus::Running),
             (Control::Start, "cannot start task", TaskStatus::Running),
-            (Control::Approve { comment: None }, "cannot approve task", TaskStatus::Running),
+            (Control::Approve { step: None, comment: None }, "cannot approve task", TaskStatus::Running),
             (Control::Retry { step: 1 }, "cannot retry task", TaskStatus::Running),
         ];
         for (control, message, status) in refusals {
@@ -131,19 +131,19 @@ on_both_backends! {
         let approved = rt.create_task("alice", &plan, true).await.unwrap();
         let task = rt.task("alice", &approved).await.unwrap();
         assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Approval, StepStatus::Approval));
-        rt.control("alice", &approved, Control::Approve { comment: Some("go".into()) }).await.unwrap();
+        rt.control("alice", &approved, Control::Approve { step: None, comment: Some("go".into()) }).await.unwrap();
         let task = rt.task("alice", &approved).await.unwrap();
         assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Running, StepStatus::Running));
 
         let rejected = rt.create_task("alice", &plan, true).await.unwrap();
-        rt.control("alice", &rejected, Control::Reject { comment: Some("not now".into()) }).await.unwrap();
+        rt.control("alice", &rejected, Control::Reject { step: None, comment: Some("not now".into()) }).await.unwrap();
         let task = rt.task("alice", &rejected).await.unwrap();
         assert_eq!(task.task.status, TaskStatus::Failed);
         assert_eq!(task.task.error.as_deref(), Some("step 1 failed: approval rejected: not now"));
 
         plan.steps[0].skippable = true;
         let skipped = rt.create_task("alice", &plan, true).await.unwrap();
-        rt.control("alice", &skipped, Control::Reject { comment: None }).await.unwrap();
+        rt.control("alice", &skipped, Control::Reject { step: None, comment: None }).await.unwrap();
         let task = rt.task("alice", &skipped).await.unwrap();
         assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Skipped, StepStatus::Running));
     }
@@ -237,7 +237,7 @@ on_both_backends! {
         clock.advance(2_000);
         rt.report("alice", &id, 1, report_done()).await.unwrap();
         clock.advance(30_000);
-        rt.control("alice", &id, Control::Approve { comment: None }).await.unwrap();
+        rt.control("alice", &id, Control::Approve { step: None, comment: None }).await.unwrap();
         clock.advance(4_000);
         rt.report("alice", &id, 2, report_done()).await.unwrap();
         let task = rt.task("alice", &id).await.unwrap();

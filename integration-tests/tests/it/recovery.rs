@@ -44,7 +44,7 @@ on_both_backends! {
         assert!(task.steps[0].substeps[0].done && !task.steps[0].substeps[1].done, "the checkpoint survived");
 
         rt.control("alice", &paused, Control::Resume).await.unwrap();
-        rt.control("alice", &waiting, Control::Approve { comment: None }).await.unwrap();
+        rt.control("alice", &waiting, Control::Approve { step: None, comment: None }).await.unwrap();
         let done = ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() };
         for id in [&paused, &waiting, &running] {
             rt.report("alice", id, 1, done.clone()).await.unwrap();

@@ -136,8 +136,8 @@ const CONTROLS: [Control; 8] = [
     Control::Pause,
     Control::Resume,
     Control::Cancel,
-    Control::Approve { comment: None },
-    Control::Reject { comment: None },
+    Control::Approve { step: None, comment: None },
+    Control::Reject { step: None, comment: None },
     Control::Retry { step: 1 },
     Control::Skip { step: 1 },
 ];
@@ -234,7 +234,7 @@ fn start_with_every_step_skipped_completes_the_task() {
 #[test]
 fn approve_runs_the_waiting_step() {
     let mut state = started(&[APPROVAL, PLAIN]);
-    let out = run(&mut state, Control::Approve { comment: Some("go".into()) }, 3000);
+    let out = run(&mut state, Control::Approve { step: None, comment: Some("go".into()) }, 3000);
     let given = EventKind::ApprovalGiven { step: 1, approved: true, comment: Some("go".into()) };
     assert_eq!(out.events, [given, step_started(1, 1)]);
     assert_eq!(out.effects, [Effect::StartStep(1)]);
@@ -244,9 +244,37 @@ fn approve_runs_the_waiting_step() {
 }
 
 #[test]
+fn a_decision_for_a_named_step_lands_only_on_that_step() {
+    let mut state = started(&[PLAIN, APPROVAL, APPROVAL]);
+    state.step_succeeded(1, 1, None, 2000);
+    assert_eq!(step(&state, 2).status, StepStatus::Approval);
+    // Made for step 3, which does not wait yet; step 2 stays waiting.
+    for control in [
+        Control::Approve { step: Some(3), comment: None },
+        Control::Reject { step: Some(3), comment: None },
+        Control::Approve { step: Some(1), comment: None },
+    ] {
+        let verb = control.verb();
+        let refused = state.control(&control, 3000);
+        let order = match control {
+            Control::Approve { step, .. } | Control::Reject { step, .. } => step.unwrap(),
+            _ => unreachable!(),
+        };
+        assert_step_refused(refused, verb, order, step(&state, order).status);
+        assert_eq!(step(&state, 2).status, StepStatus::Approval);
+    }
+    assert!(matches!(
+        state.control(&Control::Approve { step: Some(9), comment: None }, 3000),
+        Err(RuntimeError::StepNotFound { step: 9, .. })
+    ));
+    let out = run(&mut state, Control::Approve { step: Some(2), comment: None }, 3000);
+    assert_eq!(out.events[0], EventKind::ApprovalGiven { step: 2, approved: true, comment: None });
+}
+
+#[test]
 fn reject_fails_the_task_when_the_step_is_not_skippable() {
     let mut state = started(&[APPROVAL, PLAIN]);
-    let out = run(&mut state, Control::Reject { comment: Some("too risky".into()) }, 3000);
+    let out = run(&mut state, Control::Reject { step: None, comment: Some("too risky".into()) }, 3000);
     let given = EventKind::ApprovalGiven { step: 1, approved: false, comment: Some("too risky".into()) };
     let step_failed = EventKind::StepFailed { step: 1, error: "approval rejected: too risky".into() };
     let failed = EventKind::TaskFailed { step: 1, error: "approval rejected: too risky".into() };
@@ -260,7 +288,7 @@ fn reject_fails_the_task_when_the_step_is_not_skippable() {
 #[test]
 fn reject_skips_a_skippable_step_and_starts_the_next() {
     let mut state = started(&[Spec { skippable: true, ..APPROVAL }, PLAIN]);
-    let out = run(&mut state, Control::Reject { comment: None }, 3000);
+    let out = run(&mut state, Control::Reject { step: None, comment: None }, 3000);
     let given = EventKind::ApprovalGiven { step: 1, approved: false, comment: None };
     assert_eq!(out.events, [given, EventKind::StepSkipped { step: 1 }, step_started(2, 1)]);
     assert_eq!(out.effects, [Effect::StartStep(2)]);
