@@ -11,10 +11,22 @@ use runtime::Runtime;
 use serde_json::json;
 
 use crate::api::{self, ApiState};
+use crate::notify::email::EmailError;
 use crate::notify::{Notifier, NotifyConfig};
 
 /// How long `/readyz` waits for a database connection before answering 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the server could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener could not be used.
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    /// Email is configured but cannot be set up.
+    #[error("cannot set up email: {0}")]
+    Email(#[from] EmailError),
+}
 
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
 /// graceful-shutdown timeout, and the notifier with the default `[notifications]` settings;
@@ -24,7 +36,7 @@ pub fn server(
     runtime: Runtime,
     api: ApiSettings,
     shutdown_timeout: Duration,
-) -> std::io::Result<Server> {
+) -> Result<Server, ServerError> {
     server_with_notifications(listener, runtime, api, NotificationSettings::default(), shutdown_timeout)
 }
 
@@ -36,9 +48,9 @@ pub fn server_with_notifications(
     api: ApiSettings,
     notifications: NotificationSettings,
     shutdown_timeout: Duration,
-) -> std::io::Result<Server> {
+) -> Result<Server, ServerError> {
     let notifications = NotifyConfig::new(notifications, listener.local_addr()?);
-    Notifier::start(&runtime, notifications.clone());
+    Notifier::start(&runtime, notifications.clone())?;
     let state = web::Data::new(ApiState::new(runtime, api, notifications));
     Ok(HttpServer::new(move || {
         App::new()

@@ -174,16 +174,26 @@ async fn start(
     if recovery.resumed > 0 {
         eprintln!("resumed {} unfinished task(s) in {:?}", recovery.resumed, recovery.elapsed);
     }
-    let listener = bind(settings.server.listen, fallback_port)?;
-    let address = listener.local_addr()?;
-    let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
-    let server = http::server_with_notifications(
-        listener,
-        runtime.clone(),
-        settings.api.clone(),
-        settings.notifications.clone(),
-        shutdown_timeout,
-    )?;
+    let built = bind(settings.server.listen, fallback_port).and_then(|listener| {
+        let address = listener.local_addr()?;
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
+        let server = http::server_with_notifications(
+            listener,
+            runtime.clone(),
+            settings.api.clone(),
+            settings.notifications.clone(),
+            shutdown_timeout,
+        )?;
+        Ok((server, address))
+    });
+    let (server, address) = match built {
+        Ok(built) => built,
+        Err(error) => {
+            // The resumed tasks stop cleanly, their progress written, before the error shows.
+            runtime.shutdown().await;
+            return Err(error);
+        }
+    };
     println!("listening on http://{address}");
     std::io::stdout().flush()?;
     Ok((runtime, server, address))

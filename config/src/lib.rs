@@ -51,6 +51,7 @@
 //! | `notifications.email.smtp_url` | none: no email | `STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL` | `smtp://[USER:PASSWORD@]HOST[:PORT][?tls=none\|opportunistic\|required]` (STARTTLS; plain without `tls`) or `smtps://…` (implicit TLS); see [`SmtpUrl`] |
 //! | `notifications.email.from` | `"Stepwise <stepwise@localhost>"` | `STEPWISE_NOTIFICATIONS__EMAIL__FROM` | an address or `Name <address>` |
 //! | `notifications.email.long_task_seconds` | `600` | `STEPWISE_NOTIFICATIONS__EMAIL__LONG_TASK_SECONDS` | seconds: by default only tasks estimated at start to take longer get mail |
+//! | `notifications.email.ca_file` | none: the system's roots only | `STEPWISE_NOTIFICATIONS__EMAIL__CA_FILE` | absolute path of a PEM file of certificates to trust for the SMTP server's TLS as well (a private CA, a self-signed relay); read at load |
 //!
 //! A file setting all of them:
 //!
@@ -105,6 +106,7 @@
 //! smtp_url = "smtp://stepwise:secret@mail.example.com:587?tls=required"
 //! from = "Stepwise <stepwise@example.com>"
 //! long_task_seconds = 600
+//! ca_file = "/etc/stepwise/mail-ca.pem"
 //! ```
 //!
 //! # Errors

@@ -213,6 +213,7 @@ mod tests {
                     smtp_url: None,
                     from: "Stepwise <stepwise@localhost>".to_owned(),
                     long_task_seconds: 600,
+                    ca_file: None,
                 },
                 approval_link_ttl_s: 86_400,
             },
@@ -322,6 +323,7 @@ mod tests {
                     smtp_url: Some("smtps://ops:secret@mail.example.com".to_owned()),
                     from: "ops@example.com".to_owned(),
                     long_task_seconds: 60,
+                    ca_file: None,
                 },
                 approval_link_ttl_s: 600,
             },
@@ -378,6 +380,7 @@ mod tests {
                         smtp_url: Some("smtp://127.0.0.1:2525?tls=required".to_owned()),
                         from: "Tasks <tasks@example.com>".to_owned(),
                         long_task_seconds: 0,
+                        ca_file: None,
                     }
                 },
             ),
@@ -482,7 +485,7 @@ mod tests {
             (
                 None,
                 &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP", "smtp://mail.example.com")],
-                "unknown key notifications.email.smtp (from STEPWISE_NOTIFICATIONS__EMAIL__SMTP), expected one of: smtp_url, from, long_task_seconds",
+                "unknown key notifications.email.smtp (from STEPWISE_NOTIFICATIONS__EMAIL__SMTP), expected one of: smtp_url, from, long_task_seconds, ca_file",
             ),
             (
                 None,
@@ -627,6 +630,34 @@ mod tests {
         let smtp = settings.notifications.email.smtp().unwrap().unwrap();
         assert_eq!((smtp.tls, smtp.host.as_str(), smtp.port), (SmtpTls::None, "127.0.0.1", 2525));
         assert!(load(None, &[]).unwrap().notifications.email.smtp().is_none(), "email is off by default");
+    }
+
+    #[test]
+    fn the_smtp_ca_file_must_be_an_absolute_path_to_pem_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n").unwrap();
+        let with = |path: &Path| {
+            let path = path.display().to_string();
+            load(None, &[("STEPWISE_NOTIFICATIONS__EMAIL__CA_FILE", path.as_str())])
+        };
+        assert_eq!(with(&pem).unwrap().notifications.email.ca_file, Some(pem.clone()));
+
+        let missing = dir.path().join("missing.pem");
+        let cases = [
+            (Path::new("ca.pem"), "expected an absolute path".to_owned()),
+            (missing.as_path(), "cannot read it: No such file or directory (os error 2)".to_owned()),
+            (key.as_path(), "expected PEM certificates (-----BEGIN CERTIFICATE----- …)".to_owned()),
+        ];
+        for (path, reason) in cases {
+            let expected = format!(
+                "invalid value for notifications.email.ca_file: {:?} ({reason}) (from STEPWISE_NOTIFICATIONS__EMAIL__CA_FILE)",
+                path.display().to_string()
+            );
+            assert_eq!(with(path), Err(expected));
+        }
     }
 
     #[test]

@@ -280,13 +280,24 @@ pub struct EmailSettings {
     /// A task is long, and so worth a mail by default, when its estimated duration at start
     /// is more than this many seconds.
     pub long_task_seconds: u64,
+    /// A PEM file of certificates to trust for the SMTP server's TLS, besides the system's
+    /// roots: for a mail relay with a private CA or a self-signed certificate. Absolute.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for EmailSettings {
     fn default() -> Self {
-        EmailSettings { smtp_url: None, from: "Stepwise <stepwise@localhost>".to_owned(), long_task_seconds: 600 }
+        EmailSettings {
+            smtp_url: None,
+            from: "Stepwise <stepwise@localhost>".to_owned(),
+            long_task_seconds: 600,
+            ca_file: None,
+        }
     }
 }
+
+/// What starts each certificate in a PEM file.
+const PEM_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----";
 
 impl EmailSettings {
     /// The parsed `smtp_url`, if email is on.
@@ -311,6 +322,22 @@ impl EmailSettings {
                     "expected an address like stepwise@example.com or Stepwise <stepwise@example.com> ({error})"
                 ),
             });
+        }
+        if let Some(path) = &self.ca_file {
+            // Read now, so that a wrong path stops the server at start rather than every
+            // mail later.
+            let violation = |reason: String| Violation {
+                key: "notifications.email.ca_file",
+                value: format!("{:?}", path.display().to_string()),
+                reason,
+            };
+            if !path.is_absolute() {
+                return Err(violation("expected an absolute path".to_owned()));
+            }
+            let text = std::fs::read(path).map_err(|error| violation(format!("cannot read it: {error}")))?;
+            if !text.windows(PEM_CERTIFICATE.len()).any(|window| window == PEM_CERTIFICATE.as_bytes()) {
+                return Err(violation(format!("expected PEM certificates ({PEM_CERTIFICATE} …)")));
+            }
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The email channel: mail through the SMTP server the operator configures
-//! (`notifications.email.smtp_url`, plain, STARTTLS or implicit TLS, with lettre), to the
+//! (`notifications.email.smtp_url`, plain, STARTTLS or implicit TLS, with lettre; the
+//! certificates in `notifications.email.ca_file` trusted besides the system's roots), to the
 //! address each user gives. A mail is multipart/alternative, plain text and HTML: the seed's
 //! message as subject and headline, the task's progress (title, percent, "Step N of M: name",
 //! each step's status) and a link to its progress page, `{public_url}/tasks/{task_id}`.
@@ -7,18 +8,20 @@
 //! Which mails go out is decided by the user's worker in [`super`]; this module delivers them
 //! as the other channels do ([`super::deliver`]): one worker per user, throttled into
 //! digests, a timeout per attempt, retried on transient failures (SMTP `4xx`, a server that
-//! cannot be reached or does not answer) and given up on permanent ones (`5xx`). The SMTP
+//! cannot be reached or does not answer) and given up on permanent ones (`5xx`, TLS the
+//! library refused, STARTTLS required but not offered). The SMTP
 //! server is the operator's, not a user's, so the private-address rule of webhooks does not
 //! apply to it; users' addresses are only recipients.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use config::{NotificationSettings, SmtpTls, SmtpUrl};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use runtime::{task_percent, StoredTask};
 use tokio::sync::mpsc;
@@ -27,7 +30,7 @@ use super::deliver::{self, Attempt, Target, Throttle};
 use super::{Notice, Shared};
 use crate::api::wire::current_step;
 
-/// Why email cannot be set up; the server runs on without it.
+/// Why email cannot be set up; the server does not start without it.
 #[derive(Debug, thiserror::Error)]
 pub enum EmailError {
     /// `notifications.email.smtp_url` does not parse (validation lets none through).
@@ -36,6 +39,15 @@ pub enum EmailError {
     /// `notifications.email.from` is not an address (validation lets none through).
     #[error("notifications.email.from: {0}")]
     From(#[from] lettre::address::AddressError),
+    /// `notifications.email.ca_file` cannot be read or holds a certificate that does not
+    /// parse (validation read it once already; it may have changed since).
+    #[error("notifications.email.ca_file {path:?}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
     /// The TLS connector could not be made.
     #[error("cannot set up TLS for {server}: {source}")]
     Tls {
@@ -58,8 +70,16 @@ impl Mailer {
         let Some(url) = settings.email.smtp() else { return Ok(None) };
         let url: SmtpUrl = url.map_err(EmailError::Url)?;
         let from: Mailbox = settings.email.from.parse()?;
+        let roots = match &settings.email.ca_file {
+            Some(path) => trusted_roots(path)?,
+            None => Vec::new(),
+        };
         let parameters = || {
-            TlsParameters::new(url.host.clone()).map_err(|source| EmailError::Tls { server: url.to_string(), source })
+            let builder = roots
+                .iter()
+                .cloned()
+                .fold(TlsParameters::builder(url.host.clone()), |builder, root| builder.add_root_certificate(root));
+            builder.build().map_err(|source| EmailError::Tls { server: url.to_string(), source })
         };
         let tls = match url.tls {
             SmtpTls::None => Tls::None,
@@ -86,13 +106,52 @@ impl Mailer {
                 let line = response.first_line().unwrap_or_default();
                 Attempt::Delivered(format!("{} {line}", response.code()).trim_end().to_owned())
             }
-            // 5xx, or a mail lettre itself refuses: sending it again would fail the same way.
-            Err(error) if error.is_permanent() || error.is_client() => {
+            // 5xx, a mail lettre itself refuses (STARTTLS required but not offered among
+            // them), or TLS the library refused: sending it again would fail the same way
+            // until someone changes something.
+            Err(error) if error.is_permanent() || error.is_client() || error.is_tls() || tls_refused(&error) => {
                 Attempt::GiveUp { outcome: "failed", detail: error.to_string() }
             }
             Err(error) => Attempt::Retry { detail: error.to_string(), after: None },
         }
     }
+}
+
+/// Whether `error` is a TLS handshake the TLS library refused (a certificate no trusted root
+/// signed, a name that does not match, no protocol in common) rather than one the network cut
+/// short, which has an I/O error beneath it and may well work next time.
+fn tls_refused(error: &lettre::transport::smtp::Error) -> bool {
+    let mut handshake = false;
+    for cause in std::iter::successors(std::error::Error::source(error), |cause| cause.source()) {
+        if cause.is::<std::io::Error>() {
+            return false;
+        }
+        handshake |= cause.is::<native_tls::Error>();
+    }
+    handshake
+}
+
+/// Every certificate in the PEM file at `path`, to trust besides the system's roots. Each
+/// block is parsed on its own: a bundle holds several, and a PEM parser reads only one.
+fn trusted_roots(path: &Path) -> Result<Vec<Certificate>, EmailError> {
+    let failed = |reason: String| EmailError::CaFile { path: path.to_owned(), reason };
+    let text = std::fs::read_to_string(path).map_err(|error| failed(format!("cannot read it: {error}")))?;
+    const END: &str = "-----END CERTIFICATE-----";
+    let roots = text
+        .match_indices("-----BEGIN CERTIFICATE-----")
+        .map(|(start, _)| {
+            let end = text[start..]
+                .find(END)
+                .map(|at| start + at + END.len())
+                .ok_or_else(|| failed(format!("the certificate at byte {start} has no {END} line")))?;
+            Certificate::from_pem(&text.as_bytes()[start..end])
+                .map_err(|error| failed(format!("the certificate at byte {start} does not parse: {error}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if roots.is_empty() {
+        return Err(failed("it holds no PEM certificate".to_owned()));
+    }
+    Ok(roots)
 }
 
 /// One user's mails in order.
@@ -323,6 +382,29 @@ mod tests {
             let email = config::EmailSettings { smtp_url: Some(url.to_owned()), ..config::EmailSettings::default() };
             let settings = NotificationSettings { email, ..NotificationSettings::default() };
             assert!(Mailer::new(&settings).unwrap().is_some(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_that_does_not_parse_stops_email_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n", "does not parse"),
+            ("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n", "has no -----END CERTIFICATE----- line"),
+            ("nothing here\n", "it holds no PEM certificate"),
+        ];
+        for (i, (text, reason)) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("{i}.pem"));
+            std::fs::write(&path, text).unwrap();
+            let email = config::EmailSettings {
+                smtp_url: Some("smtp://mail.example.com?tls=required".to_owned()),
+                ca_file: Some(path.clone()),
+                ..config::EmailSettings::default()
+            };
+            let settings = NotificationSettings { email, ..NotificationSettings::default() };
+            let error = Mailer::new(&settings).err().expect("an error").to_string();
+            assert!(error.starts_with(&format!("notifications.email.ca_file {path:?}: ")), "{error}");
+            assert!(error.contains(reason), "{error}");
         }
     }
 

@@ -42,7 +42,7 @@ use lettre::message::Mailbox;
 use runtime::{Clock, EventKind, Runtime, Subscribe, TaskEvent, Topic};
 use tokio::sync::{mpsc, OnceCell};
 
-use self::email::Mailer;
+use self::email::{EmailError, Mailer};
 use self::links::{LinkKey, SecretError};
 use self::prefs::{NotifyEvent, Preferences};
 use self::push::{PushError, Vapid};
@@ -168,15 +168,13 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts the notifier on the current arbiter, subscribes it to every event, and reads
-    /// (on first start, makes) the VAPID key pair in the background. Email stays off, with
-    /// an error logged, if its transport cannot be made.
-    pub fn start(runtime: &Runtime, config: NotifyConfig) -> Addr<Notifier> {
+    /// (on first start, makes) the VAPID key pair in the background. Fails, starting
+    /// nothing, if email is configured and its transport cannot be made: an operator who set
+    /// up email is told at start, not by mails that silently never go.
+    pub fn start(runtime: &Runtime, config: NotifyConfig) -> Result<Addr<Notifier>, EmailError> {
         let settings = &config.settings;
         let client = endpoint::client(settings.allow_private_endpoints, Duration::from_secs(settings.timeout_s));
-        let mailer = Mailer::new(settings).unwrap_or_else(|error| {
-            tracing::error!(%error, "email is off: cannot set up the SMTP transport");
-            None
-        });
+        let mailer = Mailer::new(settings)?;
         let (db, clock) = (Arc::clone(runtime.db()), Arc::clone(runtime.clock()));
         let shared = Arc::new(Shared {
             db: Arc::downgrade(&db),
@@ -192,7 +190,7 @@ impl Notifier {
                 tracing::error!(%error, "cannot read or make the VAPID key pair; web push will fail");
             }
         });
-        notifier
+        Ok(notifier)
     }
 }
 

@@ -148,6 +148,25 @@ fn a_setting_of_the_wrong_type_names_the_key_and_value() {
 }
 
 #[test]
+fn email_that_cannot_be_set_up_stops_the_server_at_start() {
+    let db = TestDb::new(Backend::Sqlite);
+    let dir = tempfile::tempdir().unwrap();
+    // Passes the check at load (it looks like PEM) but is no certificate.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n").unwrap();
+    let mut env = db.env();
+    env.push(("STEPWISE_NOTIFICATIONS__EMAIL__SMTP_URL".into(), "smtp://127.0.0.1:1?tls=required".into()));
+    env.push(("STEPWISE_NOTIFICATIONS__EMAIL__CA_FILE".into(), ca_file.display().to_string()));
+    let (status, stdout, stderr) = run_binary(&["serve"], &env);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let message = format!(
+        "cannot set up email: notifications.email.ca_file {ca_file:?}: the certificate at byte 0 does not parse"
+    );
+    assert!(stderr.contains(&message), "{stderr:?} lacks {message:?}");
+    assert!(!stdout.contains("listening on"), "{stdout}");
+}
+
+#[test]
 fn help_documents_every_command() {
     let (status, stdout, _) = run_binary(&["--help"], &[]);
     assert!(status.success());

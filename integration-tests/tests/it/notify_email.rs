@@ -2,7 +2,10 @@
 //! 127.0.0.1: the mail's headers, parts, text and link; mail only for long tasks by
 //! default, judged after a restart by the estimate kept at start; preferences switching it
 //! per event; a dead SMTP server that delays no other
-//! channel; transient (4xx) replies retried and permanent (5xx) ones not; the delivery log.
+//! channel; transient (4xx) replies retried and permanent (5xx) ones not; the delivery log;
+//! STARTTLS and implicit TLS to a server whose certificate a test CA in
+//! `notifications.email.ca_file` signed, and nothing sent in the clear when TLS is required
+//! but not offered or not trusted.
 //!
 //! "Long" is judged by the task's estimate at start. On a fresh database the estimator has
 //! no history and assumes its cold-start pace of about a minute a step, so a one-step task
@@ -11,12 +14,15 @@
 //! steps take milliseconds. Tests that are not about length switch the rule off in the
 //! user's preferences (`email_long_tasks_only: false`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{EmailSettings, NotificationSettings};
 use mail_parser::{MessageParser, MimeHeaders};
+use openssl::ssl::SslAcceptor;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -41,6 +47,19 @@ struct Received {
     to: Vec<String>,
     data: Vec<u8>,
     reply: Reply,
+    /// Whether the session was encrypted when the message came.
+    tls: bool,
+}
+
+/// How the SMTP server offers TLS.
+#[derive(Clone)]
+enum Offer {
+    /// Not at all: no `STARTTLS` in its `EHLO` reply.
+    Plain,
+    /// `STARTTLS` after `EHLO`.
+    StartTls(Arc<SslAcceptor>),
+    /// TLS from the first byte, as on port 465.
+    Implicit(Arc<SslAcceptor>),
 }
 
 /// An SMTP server on 127.0.0.1 speaking just enough of RFC 5321 for lettre: answers the
@@ -53,14 +72,21 @@ struct SmtpServer {
 
 impl SmtpServer {
     fn start(script: Vec<Reply>) -> SmtpServer {
+        SmtpServer::offering(Offer::Plain, script)
+    }
+
+    /// A server that offers TLS as `offer` says; its URL is `smtps://` for implicit TLS and
+    /// plain `smtp://` otherwise (the test adds the `tls` it wants).
+    fn offering(offer: Offer, script: Vec<Reply>) -> SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let scheme = if matches!(offer, Offer::Implicit(_)) { "smtps" } else { "smtp" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let (sender, received) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
             let mut script = script.into_iter();
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                if !session(stream, &mut script, &sender) {
+                if !session(stream, &offer, &mut script, &sender) {
                     return;
                 }
             }
@@ -86,31 +112,70 @@ impl SmtpServer {
     async fn next(&mut self) -> Received {
         tokio::time::timeout(PATIENCE, self.received.recv()).await.expect("a mail within PATIENCE").expect("a mail")
     }
+
+    /// Whether a message came that was not yet taken.
+    fn has_more(&mut self) -> bool {
+        self.received.try_recv().is_ok()
+    }
+}
+
+/// The byte stream a session runs on: TCP, then perhaps TLS over it.
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+type Session = BufReader<Box<dyn Stream>>;
+
+fn say(session: &mut Session, text: &str) -> bool {
+    session.get_mut().write_all(text.as_bytes()).is_ok()
 }
 
 /// One SMTP session; false once the test is gone.
 fn session(
     stream: TcpStream,
+    offer: &Offer,
     script: &mut impl Iterator<Item = Reply>,
     sender: &mpsc::UnboundedSender<Received>,
 ) -> bool {
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    let mut say = |text: &str| out.write_all(text.as_bytes()).is_ok();
-    if !say("220 127.0.0.1 ESMTP test\r\n") {
+    let (mut session, mut tls): (Session, bool) = match offer {
+        Offer::Implicit(acceptor) => match acceptor.accept(stream) {
+            Ok(tls) => (BufReader::new(Box::new(tls)), true),
+            // The client did not trust the certificate: a session that never began.
+            Err(_) => return true,
+        },
+        _ => (BufReader::new(Box::new(stream)), false),
+    };
+    if !say(&mut session, "220 127.0.0.1 ESMTP test\r\n") {
         return true;
     }
     let (mut from, mut to) = (String::new(), Vec::new());
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        if session.read_line(&mut line).unwrap_or(0) == 0 {
             return true;
         }
         let command = line.trim_end().to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
+        let starttls = match offer {
+            Offer::StartTls(acceptor) if !tls => Some(acceptor),
+            _ => None,
+        };
         let answer = match verb.as_str() {
+            "EHLO" if starttls.is_some() => "250-127.0.0.1\r\n250-STARTTLS\r\n250 8BITMIME\r\n".to_owned(),
             "EHLO" => "250-127.0.0.1\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".to_owned(),
+            "STARTTLS" if starttls.is_some() => {
+                if !say(&mut session, "220 2.0.0 ready to start TLS\r\n") {
+                    return true;
+                }
+                let acceptor = starttls.unwrap();
+                match acceptor.accept(session.into_inner()) {
+                    Ok(encrypted) => session = BufReader::new(Box::new(encrypted)),
+                    Err(_) => return true,
+                }
+                // RFC 3207: the client starts over with EHLO; nothing said before counts.
+                (tls, from, to) = (true, String::new(), Vec::new());
+                continue;
+            }
             "HELO" | "NOOP" => "250 OK\r\n".to_owned(),
             "RSET" => {
                 (from, to) = (String::new(), Vec::new());
@@ -125,13 +190,13 @@ fn session(
                 "250 OK\r\n".to_owned()
             }
             "DATA" => {
-                if !say("354 go ahead\r\n") {
+                if !say(&mut session, "354 go ahead\r\n") {
                     return true;
                 }
                 let mut data = Vec::new();
                 loop {
                     let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    if session.read_line(&mut line).unwrap_or(0) == 0 {
                         return true;
                     }
                     if line == ".\r\n" {
@@ -141,7 +206,7 @@ fn session(
                     data.extend_from_slice(line.strip_prefix('.').unwrap_or(&line).as_bytes());
                 }
                 let reply = script.next().unwrap_or(Reply::Accept);
-                let message = Received { from: from.clone(), to: to.clone(), data, reply };
+                let message = Received { from: from.clone(), to: to.clone(), data, reply, tls };
                 if sender.send(message).is_err() {
                     return false;
                 }
@@ -152,12 +217,12 @@ fn session(
                 }
             }
             "QUIT" => {
-                say("221 bye\r\n");
+                say(&mut session, "221 bye\r\n");
                 return true;
             }
             _ => "502 not implemented\r\n".to_owned(),
         };
-        if !say(&answer) {
+        if !say(&mut session, &answer) {
             return true;
         }
     }
@@ -168,6 +233,75 @@ fn angle(command: &str) -> String {
     let start = command.find('<').map_or(0, |i| i + 1);
     let end = command[start..].find('>').map_or(command.len(), |i| start + i);
     command[start..end].to_owned()
+}
+
+/// A private CA of the test's own, in a PEM file for `notifications.email.ca_file`, and a
+/// TLS acceptor with a certificate it signed for 127.0.0.1 and localhost.
+struct TestCa {
+    _dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    acceptor: Arc<SslAcceptor>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        use openssl::asn1::Asn1Time;
+        use openssl::bn::{BigNum, MsbOption};
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::hash::MessageDigest;
+        use openssl::nid::Nid;
+        use openssl::pkey::{PKey, Private};
+        use openssl::ssl::SslMethod;
+        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+        use openssl::x509::{X509NameBuilder, X509};
+
+        let key = || -> PKey<Private> {
+            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+            PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+        };
+        // A certificate for `subject`'s key, signed by `issuer` (itself when `None`).
+        let certificate = |subject: &str, subject_key: &PKey<Private>, issuer: Option<(&X509, &PKey<Private>)>| {
+            let mut name = X509NameBuilder::new().unwrap();
+            name.append_entry_by_text("CN", subject).unwrap();
+            let name = name.build();
+            let mut serial = BigNum::new().unwrap();
+            serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+            let mut builder = X509::builder().unwrap();
+            builder.set_version(2).unwrap();
+            builder.set_serial_number(&serial.to_asn1_integer().unwrap()).unwrap();
+            builder.set_subject_name(&name).unwrap();
+            builder.set_issuer_name(issuer.map_or(&*name, |(ca, _)| ca.subject_name())).unwrap();
+            builder.set_pubkey(subject_key).unwrap();
+            builder.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
+            builder.set_not_after(&Asn1Time::days_from_now(1).unwrap()).unwrap();
+            if issuer.is_none() {
+                builder.append_extension(BasicConstraints::new().critical().ca().build().unwrap()).unwrap();
+                builder.append_extension(KeyUsage::new().critical().key_cert_sign().build().unwrap()).unwrap();
+            } else {
+                let names = SubjectAlternativeName::new()
+                    .ip("127.0.0.1")
+                    .dns("localhost")
+                    .build(&builder.x509v3_context(issuer.map(|(ca, _)| &**ca), None))
+                    .unwrap();
+                builder.append_extension(names).unwrap();
+            }
+            builder.sign(issuer.map_or(subject_key, |(_, ca_key)| ca_key), MessageDigest::sha256()).unwrap();
+            builder.build()
+        };
+        let ca_key = key();
+        let ca = certificate("Stepwise test CA", &ca_key, None);
+        let server_key = key();
+        let server = certificate("127.0.0.1", &server_key, Some((&ca, &ca_key)));
+
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        acceptor.set_private_key(&server_key).unwrap();
+        acceptor.set_certificate(&server).unwrap();
+        acceptor.check_private_key().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.to_pem().unwrap()).unwrap();
+        TestCa { _dir: dir, ca_file, acceptor: Arc::new(acceptor.build()) }
+    }
 }
 
 /// A parsed mail: subject, sender, recipient and both parts.
@@ -200,6 +334,13 @@ fn parse(data: &[u8]) -> Mail {
 fn with_email(smtp_url: &str) -> NotificationSettings {
     let email = EmailSettings { smtp_url: Some(smtp_url.to_owned()), ..EmailSettings::default() };
     NotificationSettings { email, ..local() }
+}
+
+/// [`with_email`] trusting `ca` besides the system's roots.
+fn trusting(ca: &TestCa, smtp_url: &str) -> NotificationSettings {
+    let settings = with_email(smtp_url);
+    let email = EmailSettings { ca_file: Some(ca.ca_file.clone()), ..settings.email };
+    NotificationSettings { email, ..settings }
 }
 
 /// Sets the caller's preferences; returns what was stored.
@@ -475,5 +616,58 @@ on_both_backends! {
         assert!(log[3]["detail"].as_str().unwrap().contains("554"), "{:#?}", log[3]);
         assert_eq!((log[4]["outcome"].as_str(), log[4]["message"].as_str()), (Some("delivered"), Some("Your After task has started")));
         server.stop().await;
+    }
+
+    async fn starttls_and_implicit_tls_reach_a_server_the_ca_file_trusts(backend: Backend) {
+        let ca = TestCa::new();
+        let offers = [
+            (Offer::StartTls(Arc::clone(&ca.acceptor)), "?tls=required"),
+            (Offer::StartTls(Arc::clone(&ca.acceptor)), "?tls=opportunistic"),
+            (Offer::Implicit(Arc::clone(&ca.acceptor)), ""),
+        ];
+        for (offer, query) in offers {
+            let db = TestDb::new(backend);
+            let mut smtp = SmtpServer::offering(offer, Vec::new());
+            let url = format!("{}{query}", smtp.url);
+            let server = Server::start(&db, trusting(&ca, &url)).await;
+            let ada = server.token("ada").await;
+            set_preferences(&server, &ada, json!({"email": "ada@example.com", "email_long_tasks_only": false, "channels": {"email": ["task_started"]}})).await;
+            task_of(&server, &ada, "Secret", 1).await;
+            let received = smtp.next().await;
+            assert!(received.tls, "{url}: the mail came in the clear");
+            assert_eq!(parse(&received.data).subject, "Your Secret task has started", "{url}");
+            let log = email_log(&server, &ada, 1).await;
+            assert_eq!((log[0]["outcome"].as_str(), log[0]["detail"].as_str()), (Some("delivered"), Some("250 2.0.0 queued")), "{url}");
+            server.stop().await;
+        }
+    }
+
+    async fn required_tls_that_is_untrusted_or_not_offered_sends_nothing_and_is_not_retried(backend: Backend) {
+        let ca = TestCa::new();
+        // A certificate no root vouches for, and a server with no STARTTLS at all.
+        let cases = [
+            (SmtpServer::offering(Offer::StartTls(Arc::clone(&ca.acceptor)), Vec::new()), "?tls=required", false, "certificate"),
+            (SmtpServer::offering(Offer::Implicit(Arc::clone(&ca.acceptor)), Vec::new()), "", false, "certificate"),
+            (SmtpServer::start(Vec::new()), "?tls=required", true, "STARTTLS"),
+        ];
+        for (mut smtp, query, trusted, reason) in cases {
+            let db = TestDb::new(backend);
+            let url = format!("{}{query}", smtp.url);
+            let settings = if trusted { trusting(&ca, &url) } else { with_email(&url) };
+            // Three attempts allowed: a failure that would be retried shows as attempt 2.
+            let server = Server::start(&db, NotificationSettings { max_attempts: 3, retry_backoff_ms: 1, ..settings }).await;
+            let ada = server.token("ada").await;
+            set_preferences(&server, &ada, json!({"email": "ada@example.com", "email_long_tasks_only": false, "channels": {"email": ["task_started"]}})).await;
+            task_of(&server, &ada, "Refused", 1).await;
+            task_of(&server, &ada, "Next", 1).await;
+            // One user's mails go in order, so a retry of the first would come before the second.
+            let log = email_log(&server, &ada, 2).await;
+            let seen: Vec<(&str, i64, &str)> = log.iter().map(|e| (e["message"].as_str().unwrap(), e["attempt"].as_i64().unwrap(), e["outcome"].as_str().unwrap())).collect();
+            assert_eq!(seen, [("Your Refused task has started", 1, "failed"), ("Your Next task has started", 1, "failed")], "{url}: {log:#?}");
+            let detail = log[0]["detail"].as_str().unwrap();
+            assert!(detail.contains(reason), "{url}: {detail}");
+            assert!(!smtp.has_more(), "{url}: a mail reached the server");
+            server.stop().await;
+        }
     }
 }
