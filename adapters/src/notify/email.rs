@@ -119,16 +119,20 @@ impl Mailer {
 
 /// Whether `error` is a TLS handshake the TLS library refused (a certificate no trusted root
 /// signed, a name that does not match, no protocol in common) rather than one the network cut
-/// short, which has an I/O error beneath it and may well work next time.
+/// short, which may well work next time. A refusal carries the library's own reason beneath
+/// the TLS error; a network failure carries an I/O error there, or nothing at all when the
+/// peer just closed the connection mid-handshake ("unexpected EOF").
 fn tls_refused(error: &lettre::transport::smtp::Error) -> bool {
-    let mut handshake = false;
+    let mut refused = false;
     for cause in std::iter::successors(std::error::Error::source(error), |cause| cause.source()) {
         if cause.is::<std::io::Error>() {
             return false;
         }
-        handshake |= cause.is::<native_tls::Error>();
+        if cause.is::<native_tls::Error>() {
+            refused = cause.source().is_some();
+        }
     }
-    handshake
+    refused
 }
 
 /// Every certificate in the PEM file at `path`, to trust besides the system's roots. Each

@@ -5,7 +5,7 @@
 //! channel; transient (4xx) replies retried and permanent (5xx) ones not; the delivery log;
 //! STARTTLS and implicit TLS to a server whose certificate a test CA in
 //! `notifications.email.ca_file` signed, and nothing sent in the clear when TLS is required
-//! but not offered or not trusted.
+//! but not offered or not trusted, while a handshake the network cuts short is retried.
 //!
 //! "Long" is judged by the task's estimate at start. On a fresh database the estimator has
 //! no history and assumes its cold-start pace of about a minute a step, so a one-step task
@@ -52,7 +52,6 @@ struct Received {
 }
 
 /// How the SMTP server offers TLS.
-#[derive(Clone)]
 enum Offer {
     /// Not at all: no `STARTTLS` in its `EHLO` reply.
     Plain,
@@ -60,6 +59,9 @@ enum Offer {
     StartTls(Arc<SslAcceptor>),
     /// TLS from the first byte, as on port 465.
     Implicit(Arc<SslAcceptor>),
+    /// `STARTTLS` offered, agreed to, and the connection closed before the handshake: a
+    /// network failure, not a refusal.
+    HangUpAtStartTls,
 }
 
 /// An SMTP server on 127.0.0.1 speaking just enough of RFC 5321 for lettre: answers the
@@ -156,18 +158,15 @@ fn session(
         }
         let command = line.trim_end().to_owned();
         let verb = command.split([' ', ':']).next().unwrap_or("").to_ascii_uppercase();
-        let starttls = match offer {
-            Offer::StartTls(acceptor) if !tls => Some(acceptor),
-            _ => None,
-        };
+        let starttls = !tls && matches!(offer, Offer::StartTls(_) | Offer::HangUpAtStartTls);
         let answer = match verb.as_str() {
-            "EHLO" if starttls.is_some() => "250-127.0.0.1\r\n250-STARTTLS\r\n250 8BITMIME\r\n".to_owned(),
+            "EHLO" if starttls => "250-127.0.0.1\r\n250-STARTTLS\r\n250 8BITMIME\r\n".to_owned(),
             "EHLO" => "250-127.0.0.1\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n".to_owned(),
-            "STARTTLS" if starttls.is_some() => {
+            "STARTTLS" if starttls => {
                 if !say(&mut session, "220 2.0.0 ready to start TLS\r\n") {
                     return true;
                 }
-                let acceptor = starttls.unwrap();
+                let Offer::StartTls(acceptor) = offer else { return true };
                 match acceptor.accept(session.into_inner()) {
                     Ok(encrypted) => session = BufReader::new(Box::new(encrypted)),
                     Err(_) => return true,
@@ -669,5 +668,19 @@ on_both_backends! {
             assert!(!smtp.has_more(), "{url}: a mail reached the server");
             server.stop().await;
         }
+    }
+
+    async fn a_tls_handshake_the_network_cuts_short_is_retried(backend: Backend) {
+        let db = TestDb::new(backend);
+        let smtp = SmtpServer::offering(Offer::HangUpAtStartTls, Vec::new());
+        let url = format!("{}?tls=required", smtp.url);
+        let server = Server::start(&db, NotificationSettings { max_attempts: 2, retry_backoff_ms: 1, ..with_email(&url) }).await;
+        let ada = server.token("ada").await;
+        set_preferences(&server, &ada, json!({"email": "ada@example.com", "email_long_tasks_only": false, "channels": {"email": ["task_started"]}})).await;
+        task_of(&server, &ada, "Flaky", 1).await;
+        let log = email_log(&server, &ada, 2).await;
+        let attempts: Vec<(i64, &str)> = log.iter().map(|e| (e["attempt"].as_i64().unwrap(), e["outcome"].as_str().unwrap())).collect();
+        assert_eq!(attempts, [(1, "failed"), (2, "failed")], "{log:#?}");
+        server.stop().await;
     }
 }
