@@ -189,10 +189,40 @@ export function stepLine(doc) {
 
 /// Seconds of work remaining now: the last estimate, counted down while the task runs.
 export function etaNow(doc) {
-  if (doc.eta_seconds == null) return null;
+  return countDown(doc, doc.eta_seconds, doc.status === "running");
+}
+
+/// Seconds of work a step not done yet still needs now: its last estimate, the running
+/// step's counted down while the task runs; null without one.
+export function stepExpectedNow(doc, step) {
+  if (isDone(step.status)) return null;
+  return countDown(doc, step.expected_seconds, doc.status === "running" && step.status === "running");
+}
+
+function countDown(doc, seconds, running) {
+  if (seconds == null) return null;
   const received = doc._eta_at || Date.now();
-  const elapsed = doc.status === "running" ? (Date.now() - received) / 1000 : 0;
-  return Math.max(0, doc.eta_seconds - elapsed);
+  const elapsed = running ? (Date.now() - received) / 1000 : 0;
+  return Math.max(0, seconds - elapsed);
+}
+
+/// "about 2 min left" for the running step, "about 2 min" for one still to come, or ""
+/// when the step has no estimate.
+export function stepExpectedText(doc, step) {
+  const seconds = stepExpectedNow(doc, step);
+  if (seconds == null) return "";
+  if (step.status !== "running" && step.status !== "paused") return `about ${humanDuration(seconds)}`;
+  return seconds < 1 ? "any moment now" : `about ${humanDuration(seconds)} left`;
+}
+
+/// Takes the estimate of `source` (an `eta` message or a progress document) into `doc`;
+/// `expected` maps a step's order to the seconds it still needs.
+export function adoptEta(doc, source, expected) {
+  doc.eta_seconds = source.eta_seconds;
+  doc.eta_range = source.eta_range;
+  doc.eta_confidence = source.eta_confidence;
+  doc._eta_at = Date.now();
+  for (const step of doc.steps) step.expected_seconds = expected.get(step.order) ?? null;
 }
 
 /// The ETA line and its range for the hover text, or the status line of a task that is
@@ -383,10 +413,7 @@ export function applyTransient(doc, m) {
     return true;
   }
   if (m.type === "eta") {
-    doc.eta_seconds = m.eta_seconds;
-    doc.eta_range = m.eta_range;
-    doc.eta_confidence = m.eta_confidence;
-    doc._eta_at = Date.now();
+    adoptEta(doc, m, new Map((m.steps || []).map((s) => [s.step, s.expected_seconds])));
     return true;
   }
   return false;

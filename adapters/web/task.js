@@ -8,6 +8,7 @@ import {
   LiveSocket,
   STEP_SYMBOLS,
   STEP_WORDS,
+  adoptEta,
   api,
   applyEvent,
   applyTransient,
@@ -29,6 +30,7 @@ import {
   showError,
   startedText,
   statusLine,
+  stepExpectedText,
   stepLine,
   wireNotifications,
   wirePush,
@@ -190,12 +192,7 @@ async function refreshTransient() {
     const now = latest.steps.find((s) => s.order === step.order);
     if (now && now.attempts === step.attempts && !isDone(step.status)) step.progress = Math.max(step.progress, now.progress);
   }
-  if (latest.seq >= doc.seq) {
-    doc.eta_seconds = latest.eta_seconds;
-    doc.eta_range = latest.eta_range;
-    doc.eta_confidence = latest.eta_confidence;
-    doc._eta_at = Date.now();
-  }
+  if (latest.seq >= doc.seq) adoptEta(doc, latest, new Map(latest.steps.map((s) => [s.order, s.expected_seconds])));
   recompute(doc);
   render();
 }
@@ -316,6 +313,10 @@ function render() {
 function renderTimes() {
   if (!doc) return;
   setText($("started"), startedText(doc));
+  for (const step of doc.steps) {
+    const row = rows.get(step.order);
+    if (row) setText(row.expected, stepExpectedText(doc, step));
+  }
   const eta = etaText(doc);
   const line = $("eta");
   line.hidden = !eta;
@@ -378,6 +379,7 @@ function renderSteps() {
 function buildStep(step) {
   const symbol = h("span", { class: "symbol", "aria-hidden": "true" });
   const status = h("span", { class: "step-status" });
+  const expected = h("span", { class: "step-expected" });
   const toggle = h(
     "button",
     {
@@ -429,7 +431,7 @@ function buildStep(step) {
       "div",
       { class: "step-row" },
       symbol,
-      h("span", { class: "step-label" }, h("span", { class: "step-name" }, `${step.order}. ${step.name}`), " ", status),
+      h("span", { class: "step-label" }, h("span", { class: "step-name" }, `${step.order}. ${step.name}`), " ", status, " ", expected),
       toggle,
       actions,
     ),
@@ -437,7 +439,7 @@ function buildStep(step) {
     error,
     panel,
   );
-  const row = { li, symbol, status, error, actions, substeps, toggle, panel, pre, more, logs };
+  const row = { li, symbol, status, expected, error, actions, substeps, toggle, panel, pre, more, logs };
   toggle.addEventListener("click", () => toggleLogs(step.order));
   more.addEventListener("click", () => loadLogs(step.order));
   rows.set(step.order, row);

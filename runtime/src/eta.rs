@@ -11,7 +11,7 @@ use estimator::{CompletedTask, Estimator, Observation, ProgressSample, StepRun, 
 pub use estimator::Confidence;
 
 /// How long a task still needs, in work seconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Eta {
     /// Most likely seconds remaining (the median).
     pub seconds: f64,
@@ -19,6 +19,31 @@ pub struct Eta {
     pub range: (f64, f64),
     /// How far to trust it.
     pub confidence: Confidence,
+    /// Each step still to finish, the running one first, with the work it is expected to
+    /// need. Skipped steps are not in it.
+    pub steps: Vec<StepEta>,
+}
+
+impl Eta {
+    /// Whether a person would see a difference from `old`: a second more or less in the
+    /// total or in a step, another confidence, or another set of steps to go.
+    pub(crate) fn moved_from(&self, old: &Eta) -> bool {
+        let apart = |a: f64, b: f64| (a - b).abs() >= 1.0;
+        apart(self.seconds, old.seconds)
+            || self.confidence != old.confidence
+            || self.steps.len() != old.steps.len()
+            || self.steps.iter().zip(&old.steps).any(|(a, b)| a.step != b.step || apart(a.expected_s, b.expected_s))
+    }
+}
+
+/// How much work one step that is not done yet is expected to need.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepEta {
+    /// The step's order in its task.
+    pub step: u32,
+    /// Expected (mean) work seconds still to go: for a running step its rest, for a step
+    /// not started its whole duration.
+    pub expected_s: f64,
 }
 
 /// A finished task's step runs by step order.
@@ -84,11 +109,12 @@ impl EtaModel {
     pub fn estimate(&self, task: &StoredTask, running_ms: i64, samples: &[ProgressSample]) -> Option<Eta> {
         let counted: Vec<&StepRecord> = task.steps.iter().filter(|s| s.status != StepStatus::Skipped).collect();
         let plan = TaskPlan { complexity: task.task.complexity, steps: counted.iter().map(|s| step_key(s)).collect() };
-        let completed_s = counted
+        let completed_s: Vec<f64> = counted
             .iter()
             .take_while(|s| s.status == StepStatus::Completed)
             .map(|s| (s.work_ms.max(1) as f64) / 1000.0)
             .collect();
+        let remaining = &counted[completed_s.len()..];
         let observation = Observation {
             completed_s,
             running_elapsed_s: running_ms.max(0) as f64 / 1000.0,
@@ -96,10 +122,44 @@ impl EtaModel {
         };
         let estimate =
             self.estimator.read().unwrap_or_else(PoisonError::into_inner).estimate(&plan, &observation).ok()?;
-        Some(Eta { seconds: estimate.eta_seconds, range: estimate.eta_range, confidence: estimate.confidence })
+        // The estimator lists the remaining steps in plan order, so they pair up one to one.
+        let steps = remaining
+            .iter()
+            .zip(&estimate.steps)
+            .map(|(step, expected)| StepEta { step: step.order, expected_s: expected.expected_s })
+            .collect();
+        Some(Eta { seconds: estimate.eta_seconds, range: estimate.eta_range, confidence: estimate.confidence, steps })
     }
 }
 
 fn step_run(key: &str, duration_ms: i64) -> StepRun {
     StepRun { key: key.to_owned(), duration_s: duration_ms.max(1) as f64 / 1000.0, progress: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eta(seconds: f64, confidence: Confidence, steps: &[(u32, f64)]) -> Eta {
+        let steps = steps.iter().map(|&(step, expected_s)| StepEta { step, expected_s }).collect();
+        Eta { seconds, range: (seconds / 2.0, seconds * 2.0), confidence, steps }
+    }
+
+    #[test]
+    fn an_eta_moved_when_a_person_would_see_it() {
+        use Confidence::{High, Low};
+        let old = eta(100.0, Low, &[(2, 40.0), (3, 60.0)]);
+        let cases = [
+            ("the same", eta(100.0, Low, &[(2, 40.0), (3, 60.0)]), false),
+            ("under a second anywhere", eta(100.6, Low, &[(2, 40.4), (3, 60.6)]), false),
+            ("the total by a second", eta(101.0, Low, &[(2, 40.0), (3, 60.0)]), true),
+            ("the confidence", eta(100.0, High, &[(2, 40.0), (3, 60.0)]), true),
+            ("one step by a second", eta(100.0, Low, &[(2, 39.0), (3, 60.0)]), true),
+            ("a step fewer", eta(100.0, Low, &[(3, 60.0)]), true),
+            ("another step", eta(100.0, Low, &[(2, 40.0), (4, 60.0)]), true),
+        ];
+        for (what, new, moved) in cases {
+            assert_eq!(new.moved_from(&old), moved, "{what}");
+        }
+    }
 }

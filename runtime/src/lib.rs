@@ -24,7 +24,7 @@ mod task;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{LogStream, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus};
 pub use error::RuntimeError;
-pub use eta::{step_key, Confidence, Eta};
+pub use eta::{step_key, Confidence, Eta, StepEta};
 pub use event::{EventKind, TaskEvent};
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler};
 pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};

@@ -399,15 +399,15 @@ impl TaskActor {
             _ => None,
         };
         self.eta_at = now;
-        let moved = match (self.eta, eta) {
-            (Some(old), Some(new)) => (old.seconds - new.seconds).abs() >= 1.0 || old.confidence != new.confidence,
+        let moved = match (&self.eta, &eta) {
+            (Some(old), Some(new)) => new.moved_from(old),
             (None, None) => false,
             _ => true,
         };
-        self.eta = eta;
-        if let (true, Some(eta)) = (moved, eta) {
-            self.publish(EventKind::EtaUpdated(eta), now);
+        if let (true, Some(eta)) = (moved, &eta) {
+            self.publish(EventKind::EtaUpdated(eta.clone()), now);
         }
+        self.eta = eta;
     }
 
     fn log(&self, step: u32, stream: LogStream, line: &str) {
@@ -594,7 +594,7 @@ impl Handler<GetView> for TaskActor {
         if let Some(step) = view.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
             step.work_ms = running_ms;
         }
-        MessageResult((view, self.eta))
+        MessageResult((view, self.eta.clone()))
     }
 }
 

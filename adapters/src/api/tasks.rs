@@ -99,7 +99,7 @@ fn step_order(text: &str) -> Result<u32, ApiError> {
 /// `user`'s task as a progress document.
 async fn document(state: &ApiState, user: &str, task_id: &str) -> Result<Value, ApiError> {
     let (task, eta) = state.runtime.task_view(user, task_id).await?;
-    serde_json::to_value(ProgressDocument::new(&task, eta)).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::to_value(ProgressDocument::new(&task, eta.as_ref())).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// `POST /api/tasks`
@@ -152,7 +152,8 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) 
     let ids: Vec<String> = page.tasks.into_iter().map(|task| task.id).collect();
     // A task deleted between the page and the views is left out.
     let views = state.runtime.task_views(&caller.user, &ids).await?;
-    let tasks: Vec<ProgressDocument> = views.iter().map(|(task, eta)| ProgressDocument::new(task, *eta)).collect();
+    let tasks: Vec<ProgressDocument> =
+        views.iter().map(|(task, eta)| ProgressDocument::new(task, eta.as_ref())).collect();
     let next_cursor = page.next.map(|(created_at, id)| format!("{created_at}.{id}"));
     Ok(HttpResponse::Ok().json(json!({"tasks": tasks, "next_cursor": next_cursor})))
 }

@@ -72,6 +72,9 @@ pub struct StepDocument<'a> {
     pub requires_approval: bool,
     /// Why it failed.
     pub error: Option<&'a str>,
+    /// Work seconds the step is expected to need still (the mean; for the running step its
+    /// rest), or null when it is done or the task has no estimate.
+    pub expected_seconds: Option<u64>,
 }
 
 /// A substep in a [`StepDocument`].
@@ -119,9 +122,11 @@ fn waiting_on(task: &StoredTask) -> Option<Value> {
 
 impl<'a> ProgressDocument<'a> {
     /// The document of `task` with its ETA, if it has one.
-    pub fn new(task: &'a StoredTask, eta: Option<Eta>) -> ProgressDocument<'a> {
+    pub fn new(task: &'a StoredTask, eta: Option<&Eta>) -> ProgressDocument<'a> {
         let record = &task.task;
         let completed = record.status == TaskStatus::Completed;
+        let eta = eta.filter(|_| !completed);
+        let expected = |order: u32| eta?.steps.iter().find(|s| s.step == order).map(|s| whole_seconds(s.expected_s));
         ProgressDocument {
             task_id: &record.id,
             title: &record.title,
@@ -131,9 +136,9 @@ impl<'a> ProgressDocument<'a> {
             total_steps: task.steps.len(),
             started_at: record.started_at.map(rfc3339),
             eta_seconds: if completed { Some(0) } else { eta.map(|e| whole_seconds(e.seconds)) },
-            steps: task.steps.iter().map(StepDocument::new).collect(),
-            eta_range: eta.filter(|_| !completed).map(|e| [whole_seconds(e.range.0), whole_seconds(e.range.1)]),
-            eta_confidence: eta.filter(|_| !completed).map(|e| confidence(e.confidence)),
+            steps: task.steps.iter().map(|s| StepDocument::new(s, expected(s.order))).collect(),
+            eta_range: eta.map(|e| [whole_seconds(e.range.0), whole_seconds(e.range.1)]),
+            eta_confidence: eta.map(|e| confidence(e.confidence)),
             waiting_on: waiting_on(task),
             error: record.error.as_deref(),
             complexity: record.complexity,
@@ -147,7 +152,7 @@ impl<'a> ProgressDocument<'a> {
 }
 
 impl<'a> StepDocument<'a> {
-    fn new(step: &'a StepRecord) -> StepDocument<'a> {
+    fn new(step: &'a StepRecord, expected_seconds: Option<u64>) -> StepDocument<'a> {
         StepDocument {
             order: step.order,
             name: &step.name,
@@ -159,6 +164,7 @@ impl<'a> StepDocument<'a> {
             attempts: step.attempts,
             requires_approval: step.requires_approval,
             error: step.error.as_deref(),
+            expected_seconds,
         }
     }
 }
@@ -210,6 +216,7 @@ fn eta_fields(eta: &Eta) -> Value {
         "eta_seconds": whole_seconds(eta.seconds),
         "eta_range": [whole_seconds(eta.range.0), whole_seconds(eta.range.1)],
         "eta_confidence": confidence(eta.confidence),
+        "steps": eta.steps.iter().map(|s| json!({"step": s.step, "expected_seconds": whole_seconds(s.expected_s)})).collect::<Vec<_>>(),
     })
 }
 
@@ -239,7 +246,7 @@ pub fn logged_message(event: &db::EventRecord) -> Value {
 }
 
 /// The `snapshot` message: the progress document of one task.
-pub fn snapshot_message(task: &StoredTask, eta: Option<Eta>) -> Value {
+pub fn snapshot_message(task: &StoredTask, eta: Option<&Eta>) -> Value {
     json!({
         "type": "snapshot",
         "task_id": task.task.id,

@@ -406,7 +406,7 @@ async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<
     let views = state.runtime.task_views(&caller.user, ids).await?;
     let snapshots = views
         .iter()
-        .map(|(task, eta)| (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, *eta)))
+        .map(|(task, eta)| (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, eta.as_ref())))
         .collect();
     Ok(Loaded::Snapshots(snapshots))
 }

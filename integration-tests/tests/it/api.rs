@@ -102,6 +102,48 @@ on_both_backends! {
         server.stop().await;
     }
 
+    async fn every_step_not_done_carries_its_expected_time_in_the_document_and_the_stream(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let server = ApiServer::start_default(&db, clock.clone()).await;
+        let token = server.token("alice").await;
+        let plan = r#"{"title": "Three", "steps": [
+            {"name": "a", "kind": "external"}, {"name": "b", "kind": "external"}, {"name": "c", "kind": "external"}
+        ]}"#;
+        let id = create(&server, &token, plan).await;
+        let bearer = format!("Bearer {token}");
+        let mut stream = server.websocket(&format!("/ws/tasks/{id}"), &[("Authorization", &bearer)]).await.unwrap();
+        let snapshot = stream.next().await;
+        let expected = |steps: &Value| -> Vec<Value> {
+            steps.as_array().unwrap().iter().map(|s| s["expected_seconds"].clone()).collect()
+        };
+        let at_start = expected(&snapshot["task"]["steps"]);
+        assert!(at_start.iter().all(|e| e.as_u64().is_some_and(|s| s > 0)), "each step has a time: {snapshot}");
+
+        clock.advance(5_000);
+        report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
+        let eta = stream.next_matching("the ETA after step 1", |m| m["type"] == "eta" && m["steps"][0]["step"] != 1).await;
+        let listed: Vec<u64> = eta["steps"].as_array().unwrap().iter().map(|s| s["step"].as_u64().unwrap()).collect();
+        assert_eq!(listed, [2, 3], "the steps still to go, the running one first: {eta}");
+        let document = server.get(&format!("/api/tasks/{id}/progress"), &token).await.body;
+        let in_document = expected(&document["steps"]);
+        assert_eq!(in_document[0], Value::Null, "a completed step needs nothing more: {document}");
+        assert_eq!(
+            in_document[1..],
+            [eta["steps"][0]["expected_seconds"].clone(), eta["steps"][1]["expected_seconds"].clone()],
+            "the document and the stream agree: {document} {eta}"
+        );
+
+        clock.advance(5_000);
+        report(&server, &token, &id, 2, r#"{"status": "completed"}"#).await;
+        clock.advance(5_000);
+        report(&server, &token, &id, 3, r#"{"status": "completed"}"#).await;
+        let document = server.get(&format!("/api/tasks/{id}/progress"), &token).await.body;
+        assert_eq!(document["status"], "completed");
+        assert_eq!(expected(&document["steps"]), [Value::Null, Value::Null, Value::Null], "{document}");
+        server.stop().await;
+    }
+
     async fn the_task_list_pages_newest_first(backend: Backend) {
         let db = TestDb::new(backend);
         let clock = Arc::new(ManualClock::new(1_000_000));

@@ -256,18 +256,58 @@ on_both_backends! {
             let (_, eta) = rt.task_view("alice", &id).await.unwrap();
             let eta = eta.expect("an ETA from the very start");
             assert!(eta.seconds > 0.0 && eta.range.0 <= eta.seconds && eta.seconds <= eta.range.1, "{eta:?}");
-            first_eta.get_or_insert(eta);
+            first_eta.get_or_insert(eta.clone());
             if round == 2 {
                 let error = (eta.seconds - 30.0).abs();
-                let cold = (first_eta.unwrap().seconds - 30.0).abs();
+                let cold = (first_eta.as_ref().unwrap().seconds - 30.0).abs();
                 assert!(error < cold, "history makes it better: {eta:?} vs cold {first_eta:?}");
                 assert!(eta.range.0 <= 30.0 && 30.0 <= eta.range.1, "the range holds the usual 30 s: {eta:?}");
+                // Each step's own history: the usual 10 s and 20 s.
+                assert_eq!(eta.steps.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2], "{eta:?}");
+                assert!((eta.steps[0].expected_s - 10.0).abs() < 3.0, "step 1 takes about 10 s: {eta:?}");
+                assert!((eta.steps[1].expected_s - 20.0).abs() < 6.0, "step 2 takes about 20 s: {eta:?}");
             }
             clock.advance(10_000);
             rt.report("alice", &id, 1, report_done()).await.unwrap();
-            clock.advance(20_000);
+            if round == 2 {
+                let (_, eta) = rt.task_view("alice", &id).await.unwrap();
+                let eta = eta.expect("an ETA while step 2 runs");
+                assert_eq!(eta.steps.iter().map(|s| s.step).collect::<Vec<_>>(), [2], "only step 2 is left: {eta:?}");
+                clock.advance(15_000);
+                let (_, later) = rt.task_view("alice", &id).await.unwrap();
+                let later = later.expect("an ETA while step 2 runs");
+                let rest = later.steps[0].expected_s;
+                assert!(rest > 0.0 && rest < eta.steps[0].expected_s, "15 s in, less is left: {eta:?} then {later:?}");
+                clock.advance(5_000);
+            } else {
+                clock.advance(20_000);
+            }
             rt.report("alice", &id, 2, report_done()).await.unwrap();
         }
+    }
+
+    async fn a_skipped_step_has_no_expected_time_and_the_others_keep_theirs(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "eta-skip", clock.clone()).await;
+        let id = rt.create_task("alice", &external_plan("Skipping", 3), true).await.unwrap();
+        let (_, eta) = rt.task_view("alice", &id).await.unwrap();
+        let steps: Vec<u32> = eta.expect("an ETA at start").steps.iter().map(|s| s.step).collect();
+        assert_eq!(steps, [1, 2, 3]);
+
+        clock.advance(4_000);
+        rt.report("alice", &id, 1, report_failed("disk full")).await.unwrap();
+        rt.control("alice", &id, Control::Skip { step: 1 }).await.unwrap();
+        let (task, eta) = rt.task_view("alice", &id).await.unwrap();
+        assert_eq!(task.steps[0].status, StepStatus::Skipped);
+        let eta = eta.expect("an ETA after the skip");
+        assert_eq!(eta.steps.iter().map(|s| s.step).collect::<Vec<_>>(), [2, 3], "{eta:?}");
+        assert!(eta.steps.iter().all(|s| s.expected_s > 0.0 && s.expected_s.is_finite()), "{eta:?}");
+
+        clock.advance(4_000);
+        rt.report("alice", &id, 2, report_done()).await.unwrap();
+        let (_, eta) = rt.task_view("alice", &id).await.unwrap();
+        assert_eq!(eta.expect("an ETA for step 3").steps.iter().map(|s| s.step).collect::<Vec<_>>(), [3]);
     }
 
     async fn percent_updates_are_coalesced_into_one_write_per_flush(backend: Backend) {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use adapters::api::wire::{event_message, is_logged, logged_message};
 use adapters::api::{OPENAPI, ROUTES};
-use runtime::{Confidence, Eta, EventKind, LogStream, SystemClock, TaskEvent};
+use runtime::{Confidence, Eta, EventKind, LogStream, StepEta, SystemClock, TaskEvent};
 use serde_json::{json, Value};
 
 use crate::api_support::{ApiServer, Response, WsClient};
@@ -320,7 +320,12 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::TaskCompleted,
         EventKind::TaskFailed { step: 1, error: text },
         EventKind::TaskCancelled,
-        EventKind::EtaUpdated(Eta { seconds: 12.4, range: (8.0, 20.6), confidence: Confidence::Medium }),
+        EventKind::EtaUpdated(Eta {
+            seconds: 12.4,
+            range: (8.0, 20.6),
+            confidence: Confidence::Medium,
+            steps: vec![StepEta { step: 2, expected_s: 4.6 }, StepEta { step: 3, expected_s: 9.0 }],
+        }),
     ]
 }
 

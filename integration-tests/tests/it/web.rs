@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{ApiSettings, NotificationSettings};
-use runtime::SystemClock;
+use runtime::{ManualClock, SystemClock};
 use serde_json::{json, Value};
 
 use crate::api_support::*;
@@ -70,6 +70,7 @@ return {
     status: li.dataset.status,
     symbol: text($(".step-row > .symbol", li)),
     text: text($(".step-status", li)),
+    expected: text($(".step-expected", li)),
     error: shown($(".step-error", li)) ? text($(".step-error", li)) : null,
     retry: shown($(".retry", li)),
     skip: shown($(".skip", li)),
@@ -1096,6 +1097,53 @@ async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 5_000, "{} is a PNG", path.display());
     }
+    page.close().await;
+    server.stop().await;
+}
+
+/// What the page should say of a step that is not done, from the progress document.
+fn expected_words(step: &Value) -> String {
+    let seconds = step["expected_seconds"].as_u64().unwrap_or_else(|| panic!("an expected time: {step}"));
+    format!("about {}", adapters::terminal::human_duration(seconds as f64))
+}
+
+#[actix::test]
+async fn each_step_not_done_shows_the_time_it_is_expected_to_need() {
+    let db = TestDb::new(Backend::Sqlite);
+    // The server's estimates only move when the test moves its clock.
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let server = ApiServer::start_default(&db, clock.clone()).await;
+    let token = server.token("ada").await;
+    let id = create(&server, &token, PLAN).await;
+    let page = Page::open(&server, 1280, 800).await;
+    page.sign_in(&token, &format!("/tasks/{id}")).await;
+    let state = page.task("the task page, live", live).await;
+
+    let document = progress(&server, &token, &id).await;
+    // The running step counts down in the browser's own time, so only its form is fixed.
+    let running = step(&state, 1)["expected"].as_str().unwrap();
+    assert!(running.starts_with("about ") && running.ends_with(" left") || running == "any moment now", "{state:#}");
+    for order in 2..=4 {
+        assert_eq!(step(&state, order)["expected"], expected_words(&document["steps"][order - 1]), "{state:#}");
+    }
+
+    clock.advance(20_000);
+    report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+    let document = progress(&server, &token, &id).await;
+    let wanted = [expected_words(&document["steps"][2]), expected_words(&document["steps"][3])];
+    let state = page
+        .task("the estimates after step 1", move |s| {
+            s["steps"][0]["expected"] == ""
+                && s["steps"][2]["expected"] == wanted[0]
+                && s["steps"][3]["expected"] == wanted[1]
+        })
+        .await;
+    assert!(
+        step(&state, 2)["expected"].as_str().unwrap().ends_with(" left")
+            || step(&state, 2)["expected"] == "any moment now",
+        "{state:#}"
+    );
+    assert!(step(&state, 1)["text"].as_str().unwrap().starts_with("completed"), "{state:#}");
     page.close().await;
     server.stop().await;
 }
