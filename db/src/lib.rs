@@ -33,7 +33,7 @@ pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{
-    EventRecord, LogRecord, LogStream, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
+    EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,
 };
 pub use notifications::{

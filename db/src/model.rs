@@ -286,4 +286,15 @@ pub struct StepRunRecord {
     pub duration_ms: i64,
     /// When it finished, ms since the epoch.
     pub finished_at: i64,
+    /// The progress it reported on the way, oldest first.
+    pub progress: Vec<ProgressMark>,
+}
+
+/// A percent a step reported after some work time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressMark {
+    /// Work time of the attempt when it was reported, ms.
+    pub elapsed_ms: i64,
+    /// The step's percent then, 0–100.
+    pub percent: u8,
 }

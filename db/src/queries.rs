@@ -10,7 +10,7 @@ use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
 use crate::model::{
-    EventRecord, LogRecord, LogStream, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
+    EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,
 };
 use crate::schema::{step_logs, step_runs, steps, substeps, task_events, task_progress, tasks};
@@ -494,6 +494,7 @@ pub fn commit(conn: &mut AnyConnection, change: &Commit<'_>) -> Result<i64, DbEr
                     step_runs::complexity.eq(to_i32(run.complexity)),
                     step_runs::duration_ms.eq(run.duration_ms),
                     step_runs::finished_at.eq(run.finished_at),
+                    step_runs::progress.eq(encode_marks(&run.progress)),
                 ))
                 .execute(conn)?;
         }
@@ -1068,19 +1069,40 @@ pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<St
     let mut rows = step_runs::table
         .order((step_runs::finished_at.desc(), step_runs::task_id.desc(), step_runs::step_order.desc()))
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-        .load::<(String, i32, i32, String, i32, i64, i64)>(conn)?;
+        .load::<(String, i32, i32, String, i32, i64, i64, String)>(conn)?;
     rows.reverse();
     rows.into_iter()
-        .map(|(task_id, step, attempt, step_key, complexity, duration_ms, finished_at)| {
+        .map(|(task_id, step, attempt, step_key, complexity, duration_ms, finished_at, progress)| {
             Ok(StepRunRecord {
-                task_id,
                 step: to_u32(step, "step_runs.step_order")?,
                 attempt: to_u32(attempt, "step_runs.attempt")?,
                 step_key,
                 complexity: to_u32(complexity, "step_runs.complexity")?,
                 duration_ms,
                 finished_at,
+                progress: decode_marks(&progress)
+                    .map_err(|e| DbError::Corrupt(format!("step_runs.progress of {task_id}: {e}")))?,
+                task_id,
             })
+        })
+        .collect()
+}
+
+/// `elapsed_ms:percent` pairs separated by spaces: compact, and readable in a SQL shell.
+fn encode_marks(marks: &[ProgressMark]) -> String {
+    marks.iter().map(|m| format!("{}:{}", m.elapsed_ms, m.percent)).collect::<Vec<_>>().join(" ")
+}
+
+fn decode_marks(text: &str) -> Result<Vec<ProgressMark>, String> {
+    text.split_whitespace()
+        .map(|pair| {
+            let parsed = pair.split_once(':').and_then(|(ms, percent)| Some((ms.parse().ok()?, percent.parse().ok()?)));
+            match parsed {
+                Some((elapsed_ms, percent)) if elapsed_ms >= 0 && percent <= 100 => {
+                    Ok(ProgressMark { elapsed_ms, percent })
+                }
+                _ => Err(format!("`{pair}` is not elapsed_ms:percent")),
+            }
         })
         .collect()
 }
@@ -1173,6 +1195,19 @@ mod tests {
     }
 
     const RUNNING: StepStatus = StepStatus::Running;
+
+    #[test]
+    fn progress_marks_round_trip_and_bad_text_is_named() {
+        let mark = |elapsed_ms, percent| ProgressMark { elapsed_ms, percent };
+        for marks in [vec![], vec![mark(0, 0)], vec![mark(1_500, 30), mark(86_400_000, 100)]] {
+            assert_eq!(decode_marks(&encode_marks(&marks)), Ok(marks.clone()), "{marks:?}");
+        }
+        assert_eq!(encode_marks(&[mark(1_500, 30), mark(2_000, 45)]), "1500:30 2000:45");
+        for bad in ["1500", "a:30", "1500:x", "1500:101", "-1:30", "1500:30 2000"] {
+            let error = decode_marks(bad).unwrap_err();
+            assert!(error.contains("is not elapsed_ms:percent"), "{bad}: {error}");
+        }
+    }
 
     /// A flush writes `task_progress` rows only: no event, `last_seq` unchanged, the fence
     /// and the "same attempt, only upwards" rule kept. On SQLite (per-task path) and, when

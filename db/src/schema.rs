@@ -97,6 +97,7 @@ diesel::table! {
         complexity -> Integer,
         duration_ms -> BigInt,
         finished_at -> BigInt,
+        progress -> Text,
     }
 }
 

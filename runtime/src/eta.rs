@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{PoisonError, RwLock};
 
-use db::{StepRecord, StepRunRecord, StepStatus, StoredTask};
+use db::{ProgressMark, StepRecord, StepRunRecord, StepStatus, StoredTask};
 use estimator::{CompletedTask, Estimator, Observation, ProgressSample, StepRun, TaskPlan};
 
 pub use estimator::Confidence;
@@ -82,7 +82,7 @@ impl EtaModel {
         let mut estimator = Estimator::default();
         let mut learned = 0;
         for (complexity, steps) in tasks.into_values() {
-            let steps = steps.into_values().map(|r| step_run(&r.step_key, r.duration_ms)).collect();
+            let steps = steps.into_values().map(|r| step_run(&r.step_key, r.duration_ms, &r.progress)).collect();
             if estimator.record_task(&CompletedTask { complexity, steps }).is_ok() {
                 learned += 1;
             }
@@ -91,13 +91,14 @@ impl EtaModel {
         learned
     }
 
-    /// Learns from a task that completed.
-    pub fn learn(&self, task: &StoredTask) {
+    /// Learns from a task that completed, with the progress its steps reported by order
+    /// (a step completed before a restart has none).
+    pub fn learn(&self, task: &StoredTask, samples: &BTreeMap<u32, Vec<ProgressMark>>) {
         let steps: Vec<StepRun> = task
             .steps
             .iter()
             .filter(|s| s.status == StepStatus::Completed)
-            .map(|s| step_run(&step_key(s), s.work_ms))
+            .map(|s| step_run(&step_key(s), s.work_ms, samples.get(&s.order).map_or(&[], Vec::as_slice)))
             .collect();
         let completed = CompletedTask { complexity: task.task.complexity, steps };
         // A task of zero-length steps teaches nothing; the estimator refuses it, rightly.
@@ -106,7 +107,7 @@ impl EtaModel {
 
     /// The ETA of a live task whose running step has `running_ms` of work so far and the
     /// given progress samples.
-    pub fn estimate(&self, task: &StoredTask, running_ms: i64, samples: &[ProgressSample]) -> Option<Eta> {
+    pub fn estimate(&self, task: &StoredTask, running_ms: i64, samples: &[ProgressMark]) -> Option<Eta> {
         let counted: Vec<&StepRecord> = task.steps.iter().filter(|s| s.status != StepStatus::Skipped).collect();
         let plan = TaskPlan { complexity: task.task.complexity, steps: counted.iter().map(|s| step_key(s)).collect() };
         let completed_s: Vec<f64> = counted
@@ -118,7 +119,7 @@ impl EtaModel {
         let observation = Observation {
             completed_s,
             running_elapsed_s: running_ms.max(0) as f64 / 1000.0,
-            progress: samples.to_vec(),
+            progress: samples.iter().map(sample).collect(),
         };
         let estimate =
             self.estimator.read().unwrap_or_else(PoisonError::into_inner).estimate(&plan, &observation).ok()?;
@@ -132,8 +133,16 @@ impl EtaModel {
     }
 }
 
-fn step_run(key: &str, duration_ms: i64) -> StepRun {
-    StepRun { key: key.to_owned(), duration_s: duration_ms.max(1) as f64 / 1000.0, progress: Vec::new() }
+fn step_run(key: &str, duration_ms: i64, progress: &[ProgressMark]) -> StepRun {
+    let progress = progress.iter().map(sample).collect();
+    StepRun { key: key.to_owned(), duration_s: duration_ms.max(1) as f64 / 1000.0, progress }
+}
+
+fn sample(mark: &ProgressMark) -> ProgressSample {
+    ProgressSample {
+        elapsed_s: mark.elapsed_ms.max(0) as f64 / 1000.0,
+        fraction: f64::from(mark.percent.min(100)) / 100.0,
+    }
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 //! While a commit is in flight the actor handles no other message, so transitions are
 //! strictly ordered.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use db::{Commit, LogStream, NewEvent, StepRunRecord, StepStatus, StoredTask, TaskStatus};
-use estimator::ProgressSample;
+use db::{Commit, LogStream, NewEvent, ProgressMark, StepRunRecord, StepStatus, StoredTask, TaskStatus};
 use tokio::sync::watch;
 
 use crate::eta::{step_key, Eta};
@@ -135,7 +135,10 @@ pub(crate) struct TaskActor {
     /// The latest estimate, when it was made, and the running step's progress samples.
     eta: Option<Eta>,
     eta_at: i64,
-    samples: Vec<ProgressSample>,
+    samples: Vec<ProgressMark>,
+    /// The samples of each step completed while this actor ran, by order, for learning
+    /// from the task once it completes.
+    finished_samples: BTreeMap<u32, Vec<ProgressMark>>,
 }
 
 impl TaskActor {
@@ -152,6 +155,7 @@ impl TaskActor {
             eta: None,
             eta_at: i64::MIN,
             samples: Vec::new(),
+            finished_samples: BTreeMap::new(),
         }
     }
 
@@ -218,8 +222,10 @@ impl TaskActor {
                 complexity: next.stored.task.complexity,
                 duration_ms,
                 finished_at: at,
+                progress: self.samples.clone(),
             })
         });
+        let completed = transition.completed_run.map(|(order, _)| order);
         let needs_lease = !self.holds_lease;
         let release_lease = transition.effects.contains(&Effect::Finish);
         let (task_id, token, owner, ttl) =
@@ -256,14 +262,28 @@ impl TaskActor {
             act.state.stored.task.lease_token = token;
             let first_seq = last_seq - transition.events.len() as i64 + 1;
             let step_started = transition.events.iter().any(|e| matches!(e, EventKind::StepStarted { .. }));
+            let substep_of = transition.events.iter().find_map(|e| match e {
+                EventKind::SubstepDone { step, .. } => Some(*step),
+                _ => None,
+            });
             for (seq, kind) in (first_seq..).zip(transition.events) {
                 act.shared.hub.do_send(act.event(seq, at, kind));
+            }
+            // A substep done moves the percent of a step still running: a sample like a
+            // reported percent.
+            let still_running =
+                act.state.stored.steps.iter().find(|s| Some(s.order) == substep_of && s.status == StepStatus::Running);
+            if let Some(percent) = still_running.map(|s| s.progress) {
+                act.record_sample(percent, at);
+            }
+            if let Some(order) = completed {
+                act.finished_samples.insert(order, std::mem::take(&mut act.samples));
             }
             if step_started {
                 act.samples.clear();
             }
             if act.state.status() == TaskStatus::Completed {
-                act.shared.eta.learn(&act.state.stored);
+                act.shared.eta.learn(&act.state.stored, &act.finished_samples);
             }
             for effect in transition.effects {
                 act.apply(effect, ctx);
@@ -364,19 +384,22 @@ impl TaskActor {
             let task_percent = self.state.percent();
             let at = self.shared.clock.now_ms();
             self.publish(EventKind::Progress { step, attempt, percent, task_percent }, at);
-            let sample =
-                ProgressSample { elapsed_s: self.running_ms(at) as f64 / 1000.0, fraction: f64::from(percent) / 100.0 };
-            if self.samples.len() == MAX_SAMPLES {
-                // Keep the shape of the curve in bounded memory: drop every other old sample.
-                let mut index = 0;
-                self.samples.retain(|_| {
-                    index += 1;
-                    index % 2 == 0
-                });
-            }
-            self.samples.push(sample);
+            self.record_sample(percent, at);
             self.update_eta(false);
         }
+    }
+
+    /// Keeps the running step's `percent` at `at` for the estimator.
+    fn record_sample(&mut self, percent: u8, at: i64) {
+        if self.samples.len() == MAX_SAMPLES {
+            // Keep the shape of the curve in bounded memory: drop every other old sample.
+            let mut index = 0;
+            self.samples.retain(|_| {
+                index += 1;
+                index % 2 == 0
+            });
+        }
+        self.samples.push(ProgressMark { elapsed_ms: self.running_ms(at), percent });
     }
 
     /// Work time of the running step so far.

@@ -67,6 +67,12 @@ on_both_backends! {
         let runs = db::recent_step_runs(&mut conn, 10).unwrap();
         assert_eq!(runs.iter().filter(|r| r.task_id == id).count(), 2, "completed runs feed the estimator");
         assert_eq!(runs[0].step_key, "external:Step 1");
+        // The percents step 1 reported on the way (the progress report, then the substep),
+        // kept for the estimator; step 2 reported none.
+        let percents: Vec<u8> = runs[0].progress.iter().map(|m| m.percent).collect();
+        assert_eq!(percents, [30, 50], "{:?}", runs[0]);
+        assert!(runs[0].progress.windows(2).all(|w| w[0].elapsed_ms <= w[1].elapsed_ms), "{:?}", runs[0]);
+        assert_eq!(runs[1].progress, [], "{:?}", runs[1]);
     }
 
     async fn pause_and_resume_continue_from_the_exact_point(backend: Backend) {

@@ -56,6 +56,67 @@ on_both_backends! {
         assert!(kinds.contains(&"task_recovered".to_owned()), "the history shows the interruption: {kinds:?}");
     }
 
+    async fn the_progress_past_steps_reported_teaches_the_estimator_also_after_a_restart(backend: Backend) {
+        // Step 1 always reports 50% after 2 s of work and then takes 18 s more: its percent
+        // runs far ahead of its time, which only its history can tell.
+        async fn biased_history(rt: &runtime::Runtime, clock: &ManualClock, with_progress: bool) {
+            for _ in 0..6 {
+                let id = rt.create_task("alice", &external_plan("Biased", 1), true).await.unwrap();
+                clock.advance(2_000);
+                if with_progress {
+                    rt.report("alice", &id, 1, ExternalReport { progress: Some(50), ..ExternalReport::default() }).await.unwrap();
+                }
+                clock.advance(18_000);
+                let done = ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() };
+                rt.report("alice", &id, 1, done).await.unwrap();
+            }
+        }
+        /// The expected rest of step 1 of a new task that reports 50% after 2 s.
+        async fn rest_at_half(rt: &runtime::Runtime, clock: &ManualClock) -> f64 {
+            let id = rt.create_task("alice", &external_plan("Biased", 1), true).await.unwrap();
+            clock.advance(2_000);
+            rt.report("alice", &id, 1, ExternalReport { progress: Some(50), ..ExternalReport::default() }).await.unwrap();
+            let (_, eta) = rt.task_view("alice", &id).await.unwrap();
+            eta.expect("an ETA").steps[0].expected_s
+        }
+
+        let control_db = TestDb::new(backend);
+        let control_clock = Arc::new(ManualClock::new(1_000_000));
+        let control = start_on(&control_db, "no-progress", control_clock.clone()).await;
+        biased_history(&control, &control_clock, false).await;
+        let unlearned = rest_at_half(&control, &control_clock).await;
+
+        let db = Arc::new(TestDb::new(backend));
+        let (first, learned) = (Arc::clone(&db), Arc::new(std::sync::Mutex::new(None)));
+        let seen = Arc::clone(&learned);
+        in_own_system(move || async move {
+            let clock = Arc::new(ManualClock::new(1_000_000));
+            let rt = start_on(&first, "first", clock.clone()).await;
+            biased_history(&rt, &clock, true).await;
+            *seen.lock().unwrap() = Some(rest_at_half(&rt, &clock).await);
+            rt.shutdown().await;
+        });
+        let learned = learned.lock().unwrap().expect("an estimate before the restart");
+        assert!(
+            (learned - 18.0).abs() < (unlearned - 18.0).abs(),
+            "with the past percents 18 s are left, {learned:.1} s estimated; without them {unlearned:.1} s"
+        );
+
+        // After the restart the history, percents included, comes from the database: the
+        // same situation gets the same estimate once the background training is done.
+        let clock = Arc::new(ManualClock::new(2_000_000));
+        let rt = start_on(&db, "second", clock.clone()).await;
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let rest = rest_at_half(&rt, &clock).await;
+            if (rest - learned).abs() < 1e-6 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "after the restart {rest:.3} s, before it {learned:.3} s");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     async fn a_killed_server_resumes_and_no_completed_step_runs_twice(backend: Backend) {
         let db = TestDb::new(backend);
         let dir = db.dir.path().display().to_string();
