@@ -1064,9 +1064,13 @@ pub fn recent_logs(
     }
 }
 
-/// The newest `limit` completed step runs, oldest first (the estimator's history).
+/// The newest `limit` completed step runs of completed tasks, oldest first (the estimator's
+/// history). A task that failed or was cancelled is left out, as the live estimator learns
+/// only from tasks that complete: a restart must not change what it knows.
 pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<StepRunRecord>, DbError> {
+    let completed = tasks::table.filter(tasks::status.eq(TaskStatus::Completed.as_str())).select(tasks::id);
     let mut rows = step_runs::table
+        .filter(step_runs::task_id.eq_any(completed))
         .order((step_runs::finished_at.desc(), step_runs::task_id.desc(), step_runs::step_order.desc()))
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
         .load::<(String, i32, i32, String, i32, i64, i64, String)>(conn)?;

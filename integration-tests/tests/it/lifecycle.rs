@@ -176,6 +176,27 @@ on_both_backends! {
         assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
     }
 
+    async fn only_completed_tasks_are_the_estimators_history(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let history = |rt: &runtime::Runtime| {
+            let mut conn = rt.db().conn().unwrap();
+            let runs = db::recent_step_runs(&mut conn, 100).unwrap();
+            runs.into_iter().map(|r| (r.task_id, r.step)).collect::<Vec<_>>()
+        };
+        let failed = rt.create_task("alice", &external_plan("Fails, then not", 2), true).await.unwrap();
+        rt.report("alice", &failed, 1, report_done()).await.unwrap();
+        rt.report("alice", &failed, 2, report_failed("disk full")).await.unwrap();
+        let cancelled = rt.create_task("alice", &external_plan("Cancelled", 2), true).await.unwrap();
+        rt.report("alice", &cancelled, 1, report_done()).await.unwrap();
+        rt.control("alice", &cancelled, Control::Cancel).await.unwrap();
+        assert_eq!(history(&rt), [], "a failed or cancelled task teaches nothing, as live");
+
+        rt.control("alice", &failed, Control::Retry { step: 2 }).await.unwrap();
+        rt.report("alice", &failed, 2, report_done()).await.unwrap();
+        assert_eq!(history(&rt), [(failed.clone(), 1), (failed, 2)], "once it completes, it does");
+    }
+
     async fn cancel_and_start_over_runs_the_same_plan_afresh(backend: Backend) {
         let db = TestDb::new(backend);
         let rt = start(&db).await;
