@@ -211,7 +211,9 @@ function countDown(doc, seconds, running) {
 export function stepExpectedText(doc, step) {
   const seconds = stepExpectedNow(doc, step);
   if (seconds == null) return "";
-  if (step.status !== "running" && step.status !== "paused") return `about ${humanDuration(seconds)}`;
+  if (step.status !== "running" && step.status !== "paused") {
+    return seconds < 1 ? "under a second" : `about ${humanDuration(seconds)}`;
+  }
   return seconds < 1 ? "any moment now" : `about ${humanDuration(seconds)} left`;
 }
 
