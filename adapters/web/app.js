@@ -258,7 +258,7 @@ export function etaText(doc) {
   if (seconds == null) return { text: "ETA: estimating…", range: "" };
   let range = "";
   if (Array.isArray(doc.eta_range)) {
-    const [low, high] = doc.eta_range;
+    const [low, high] = doc.eta_range.map((s) => countDown(doc, s, doc.status === "running"));
     range = `likely ${humanDuration(low)} to ${humanDuration(high)}`;
     if (doc.eta_confidence) range += ` (${doc.eta_confidence} confidence)`;
   }

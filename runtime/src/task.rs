@@ -92,6 +92,11 @@ pub(crate) struct GetView;
 /// How often a live task re-estimates its ETA from progress alone.
 const ETA_EVERY_MS: i64 = 1_000;
 
+/// How often a running task re-estimates when nothing happens: a step that reports
+/// nothing still moves its estimate (an overrun raises it). One estimate is some tens of
+/// microseconds per running task.
+const SILENT_ETA_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How long to wait before trying again to record a step's end.
 const STEP_END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -132,9 +137,11 @@ pub(crate) struct TaskActor {
     holds_lease: bool,
     /// Effects to apply once the actor has started (after a recovery).
     startup: Vec<Effect>,
-    /// The latest estimate, when it was made, and the running step's progress samples.
+    /// The latest estimate, when it was made, the last one published with the running
+    /// step's work time then, and the running step's progress samples.
     eta: Option<Eta>,
     eta_at: i64,
+    published: Option<(Eta, i64)>,
     samples: Vec<ProgressMark>,
     /// The samples of each step completed while this actor ran, by order, for learning
     /// from the task once it completes.
@@ -154,6 +161,7 @@ impl TaskActor {
             startup: Vec::new(),
             eta: None,
             eta_at: i64::MIN,
+            published: None,
             samples: Vec::new(),
             finished_samples: BTreeMap::new(),
         }
@@ -409,26 +417,33 @@ impl TaskActor {
     }
 
     /// Re-estimates the time remaining (at most once per ETA_EVERY_MS unless `force`) and
-    /// publishes it when it moved.
+    /// publishes it when it moved away from what subscribers show: the last published
+    /// estimate, counted down by the work done since (as the web page counts it).
     fn update_eta(&mut self, force: bool) {
         let now = self.shared.clock.now_ms();
         if !force && now.saturating_sub(self.eta_at) < ETA_EVERY_MS {
             return;
         }
+        let running_ms = self.running_ms(now);
         let eta = match self.state.status() {
             TaskStatus::Running | TaskStatus::Paused | TaskStatus::Approval => {
-                self.shared.eta.estimate(&self.state.stored, self.running_ms(now), &self.samples)
+                self.shared.eta.estimate(&self.state.stored, running_ms, &self.samples)
             }
             _ => None,
         };
         self.eta_at = now;
-        let moved = match (&self.eta, &eta) {
-            (Some(old), Some(new)) => new.moved_from(old),
+        let moved = match (&self.published, &eta) {
+            (Some((old, old_ms)), Some(new)) => {
+                new.moved_from(&old.counted_down(running_ms.saturating_sub(*old_ms).max(0) as f64 / 1000.0))
+            }
             (None, None) => false,
             _ => true,
         };
-        if let (true, Some(eta)) = (moved, &eta) {
-            self.publish(EventKind::EtaUpdated(eta.clone()), now);
+        if moved {
+            if let Some(eta) = &eta {
+                self.publish(EventKind::EtaUpdated(eta.clone()), now);
+            }
+            self.published = eta.clone().map(|eta| (eta, running_ms));
         }
         self.eta = eta;
     }
@@ -471,6 +486,11 @@ impl Actor for TaskActor {
         for effect in std::mem::take(&mut self.startup) {
             self.apply(effect, ctx);
         }
+        ctx.run_interval(SILENT_ETA_EVERY, |act, _| {
+            if act.state.status() == TaskStatus::Running {
+                act.update_eta(false);
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use runtime::{
-    Control, EventKind, ExternalReport, ManualClock, ReportOutcome, RuntimeError, RuntimeOptions, StepPlan, StepStatus,
-    TaskStatus,
+    Clock, Control, EventKind, ExternalReport, ManualClock, ReportOutcome, RuntimeError, RuntimeOptions, StepPlan,
+    StepStatus, TaskStatus,
 };
 use serde_json::json;
 
@@ -311,6 +311,75 @@ on_both_backends! {
             }
             rt.report("alice", &id, 2, report_done()).await.unwrap();
         }
+    }
+
+    async fn a_silent_step_that_overruns_gets_a_fresh_eta_by_itself(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "eta-silent", clock.clone()).await;
+        let plan = external_plan("Usually 10 s", 1);
+        for _ in 0..3 {
+            let id = rt.create_task("alice", &plan, true).await.unwrap();
+            clock.advance(10_000);
+            rt.report("alice", &id, 1, report_done()).await.unwrap();
+        }
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        let mut events = events_of(&rt, &id).await;
+
+        // Nothing is reported and nobody asks. Counted down, the estimate at the start says
+        // nothing is left 40 s later; the task re-estimates on its own and says otherwise.
+        clock.advance(40_000);
+        let overrun_at = clock.now_ms();
+        let fresh = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let event = events.recv().await.expect("the task's events");
+                match event.kind {
+                    EventKind::EtaUpdated(eta) if event.at >= overrun_at => return eta,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("an ETA published during the overrun");
+        assert!(fresh.seconds >= 1.0, "{fresh:?}");
+        assert_eq!(fresh.steps.len(), 1, "{fresh:?}");
+        assert!(fresh.steps[0].expected_s > 0.0, "40 s into a 10 s step, still some left: {fresh:?}");
+    }
+
+    async fn an_eta_on_course_is_not_published_again_every_second(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "eta-on-course", clock.clone()).await;
+        let plan = external_plan("Steady", 2);
+        for _ in 0..3 {
+            let id = rt.create_task("alice", &plan, true).await.unwrap();
+            clock.advance(10_000);
+            rt.report("alice", &id, 1, report_done()).await.unwrap();
+            clock.advance(20_000);
+            rt.report("alice", &id, 2, report_done()).await.unwrap();
+        }
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        let mut events = events_of(&rt, &id).await;
+        // The first half of a step that usually takes 10 s, re-estimated every second: the
+        // estimate falls as the page counts it down, so nothing needs sending.
+        for _ in 0..5 {
+            clock.advance(1_000);
+            rt.task_view("alice", &id).await.unwrap();
+        }
+        // Events arrive in order: once this one is in, any ETA published before it is too.
+        rt.report("alice", &id, 1, ExternalReport { log: Some("marker".into()), ..ExternalReport::default() })
+            .await
+            .unwrap();
+        let mut published = Vec::new();
+        loop {
+            let event = events.recv().await.expect("the task's events");
+            match event.kind {
+                EventKind::EtaUpdated(eta) => published.push(eta),
+                EventKind::Log { .. } => break,
+                _ => {}
+            }
+        }
+        assert_eq!(published, [], "the page counts the ETA down itself");
     }
 
     async fn a_skipped_step_has_no_expected_time_and_the_others_keep_theirs(backend: Backend) {
