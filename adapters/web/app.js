@@ -193,10 +193,26 @@ export function etaNow(doc) {
 }
 
 /// Seconds of work a step not done yet still needs now: its last estimate, the running
-/// step's counted down while the task runs; null without one.
+/// step's counted down while the task runs; null without one, and once the step failed
+/// or the task ended.
 export function stepExpectedNow(doc, step) {
-  if (isDone(step.status)) return null;
+  if (isDone(step.status) || step.status === "failed" || isFinal(doc.status)) return null;
   return countDown(doc, step.expected_seconds, doc.status === "running" && step.status === "running");
+}
+
+/// Folds the countdown so far into the figures and starts it again. Called before every
+/// change of state, so that time spent paused or waiting for approval is never counted
+/// and a step that starts counts from its own start.
+function settleCountdown(doc) {
+  const running = doc.status === "running";
+  const step = doc.steps.find((s) => s.status === "running");
+  const eta = etaNow(doc);
+  const range = Array.isArray(doc.eta_range) ? doc.eta_range.map((s) => countDown(doc, s, running)) : doc.eta_range;
+  const rest = step ? stepExpectedNow(doc, step) : null;
+  if (eta != null) doc.eta_seconds = eta;
+  doc.eta_range = range;
+  if (rest != null) step.expected_seconds = rest;
+  doc._eta_at = Date.now();
 }
 
 function countDown(doc, seconds, running) {
@@ -310,6 +326,7 @@ export function isLogged(message) {
 /// Answers whether it changed anything.
 export function applyEvent(doc, m) {
   const step = m.step != null ? doc.steps.find((s) => s.order === m.step) : null;
+  settleCountdown(doc);
   switch (m.type) {
     case "task_created":
       break;
@@ -370,7 +387,6 @@ export function applyEvent(doc, m) {
     case "task_resumed":
       doc.status = "running";
       doc.steps.filter((s) => s.status === "paused").forEach((s) => (s.status = "running"));
-      doc._eta_at = Date.now();
       break;
     case "task_complete":
       doc.status = "completed";

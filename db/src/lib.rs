@@ -43,8 +43,8 @@ pub use notifications::{
 };
 pub use queries::{
     commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history, recent_logs,
-    recent_step_runs, record_progress, record_recovered, Commit, FlushOutcome, LogLine, NewEvent, NewStep, NewTask,
-    ProgressUpdate, TaskPage,
+    recent_step_runs, record_progress, record_recovered, task_step_runs, Commit, FlushOutcome, LogLine, NewEvent,
+    NewStep, NewTask, ProgressUpdate, TaskPage,
 };
 
 use std::path::PathBuf;

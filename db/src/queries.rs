@@ -1073,23 +1073,41 @@ pub fn recent_step_runs(conn: &mut AnyConnection, limit: usize) -> Result<Vec<St
         .filter(step_runs::task_id.eq_any(completed))
         .order((step_runs::finished_at.desc(), step_runs::task_id.desc(), step_runs::step_order.desc()))
         .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-        .load::<(String, i32, i32, String, i32, i64, i64, String)>(conn)?;
+        .load::<StepRunRow>(conn)?;
     rows.reverse();
-    rows.into_iter()
-        .map(|(task_id, step, attempt, step_key, complexity, duration_ms, finished_at, progress)| {
-            Ok(StepRunRecord {
-                step: to_u32(step, "step_runs.step_order")?,
-                attempt: to_u32(attempt, "step_runs.attempt")?,
-                step_key,
-                complexity: to_u32(complexity, "step_runs.complexity")?,
-                duration_ms,
-                finished_at,
-                progress: decode_marks(&progress)
-                    .map_err(|e| DbError::Corrupt(format!("step_runs.progress of {task_id}: {e}")))?,
-                task_id,
-            })
-        })
+    rows.into_iter().map(step_run_record).collect()
+}
+
+/// The completed step runs of one task, oldest first.
+pub fn task_step_runs(conn: &mut AnyConnection, task_id: &str) -> Result<Vec<StepRunRecord>, DbError> {
+    step_runs::table
+        .filter(step_runs::task_id.eq(task_id))
+        .order((step_runs::finished_at.asc(), step_runs::step_order.asc(), step_runs::attempt.asc()))
+        .load::<StepRunRow>(conn)?
+        .into_iter()
+        .map(step_run_record)
         .collect()
+}
+
+type StepRunRow = (String, i32, i32, String, i32, i64, i64, String);
+
+fn step_run_record(row: StepRunRow) -> Result<StepRunRecord, DbError> {
+    let (task_id, step, attempt, step_key, complexity, duration_ms, finished_at, progress) = row;
+    // The samples only sharpen estimates: one unreadable row must not cost the whole history.
+    let progress = decode_marks(&progress).unwrap_or_else(|error| {
+        tracing::warn!(task_id, step, %error, "step_runs.progress unreadable; the run is kept without it");
+        Vec::new()
+    });
+    Ok(StepRunRecord {
+        step: to_u32(step, "step_runs.step_order")?,
+        attempt: to_u32(attempt, "step_runs.attempt")?,
+        step_key,
+        complexity: to_u32(complexity, "step_runs.complexity")?,
+        duration_ms,
+        finished_at,
+        progress,
+        task_id,
+    })
 }
 
 /// `elapsed_ms:percent` pairs separated by spaces: compact, and readable in a SQL shell.

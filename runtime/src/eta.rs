@@ -19,14 +19,15 @@ pub struct Eta {
     pub range: (f64, f64),
     /// How far to trust it.
     pub confidence: Confidence,
-    /// Each step still to finish, the running one first, with the work it is expected to
-    /// need. Skipped steps are not in it.
+    /// Each step still to finish, the one the task is at first (running, paused or waiting
+    /// for approval), with the work it is expected to need. Skipped steps are not in it.
     pub steps: Vec<StepEta>,
 }
 
 impl Eta {
     /// This estimate after `work_s` more seconds of work had it learned nothing: the total,
-    /// its range and the running step's rest count down, as clients count them.
+    /// its range and the first step's rest count down, as clients count them. Work only
+    /// grows while that step runs.
     pub(crate) fn counted_down(&self, work_s: f64) -> Eta {
         let less = |seconds: f64| (seconds - work_s).max(0.0);
         let mut steps = self.steps.clone();
@@ -79,48 +80,23 @@ pub(crate) struct EtaModel {
 }
 
 impl EtaModel {
-    /// Replaces the estimator with one trained on `runs` (oldest first), grouped by task in
-    /// the order the tasks finished.
+    /// Replaces the estimator with one trained on `runs` (oldest first): the step runs of
+    /// completed tasks, as stored.
     pub fn train(&self, runs: &[StepRunRecord]) -> usize {
-        // Keyed by (when the task finished, its id); each holds its complexity and its runs
-        // by step order.
-        let mut tasks: BTreeMap<(i64, &str), (u32, StepsByOrder)> = BTreeMap::new();
-        let mut finished: BTreeMap<&str, i64> = BTreeMap::new();
-        for run in runs {
-            let last = finished.entry(&run.task_id).or_insert(run.finished_at);
-            *last = (*last).max(run.finished_at);
-        }
-        for run in runs {
-            let entry = tasks
-                .entry((finished[run.task_id.as_str()], &run.task_id))
-                .or_insert((run.complexity, BTreeMap::new()));
-            // A retried step keeps its last attempt.
-            entry.1.insert(run.step, run);
-        }
         let mut estimator = Estimator::default();
-        let mut learned = 0;
-        for (complexity, steps) in tasks.into_values() {
-            let steps = steps.into_values().map(|r| step_run(&r.step_key, r.duration_ms, &r.progress)).collect();
-            if estimator.record_task(&CompletedTask { complexity, steps }).is_ok() {
-                learned += 1;
-            }
-        }
+        let learned = completed_tasks(runs).iter().filter(|task| estimator.record_task(task).is_ok()).count();
         *self.estimator.write().unwrap_or_else(PoisonError::into_inner) = estimator;
         learned
     }
 
-    /// Learns from a task that completed, with the progress its steps reported by order
-    /// (a step completed before a restart has none).
-    pub fn learn(&self, task: &StoredTask, samples: &BTreeMap<u32, Vec<ProgressMark>>) {
-        let steps: Vec<StepRun> = task
-            .steps
-            .iter()
-            .filter(|s| s.status == StepStatus::Completed)
-            .map(|s| step_run(&step_key(s), s.work_ms, samples.get(&s.order).map_or(&[], Vec::as_slice)))
-            .collect();
-        let completed = CompletedTask { complexity: task.task.complexity, steps };
-        // A task of zero-length steps teaches nothing; the estimator refuses it, rightly.
-        let _ = self.estimator.write().unwrap_or_else(PoisonError::into_inner).record_task(&completed);
+    /// Learns from a task that just completed, from its step runs as stored: the same data
+    /// training reads after a restart, so a restart does not change what is known.
+    pub fn learn(&self, runs: &[StepRunRecord]) {
+        let mut estimator = self.estimator.write().unwrap_or_else(PoisonError::into_inner);
+        for task in completed_tasks(runs) {
+            // A task of zero-length steps teaches nothing; the estimator refuses it, rightly.
+            let _ = estimator.record_task(&task);
+        }
     }
 
     /// The ETA of a live task whose running step has `running_ms` of work so far and the
@@ -149,6 +125,31 @@ impl EtaModel {
             .collect();
         Some(Eta { seconds: estimate.eta_seconds, range: estimate.eta_range, confidence: estimate.confidence, steps })
     }
+}
+
+/// `runs` (oldest first) grouped into tasks, in the order the tasks finished.
+fn completed_tasks(runs: &[StepRunRecord]) -> Vec<CompletedTask> {
+    // Keyed by (when the task finished, its id); each holds its complexity and its runs by
+    // step order.
+    let mut tasks: BTreeMap<(i64, &str), (u32, StepsByOrder)> = BTreeMap::new();
+    let mut finished: BTreeMap<&str, i64> = BTreeMap::new();
+    for run in runs {
+        let last = finished.entry(&run.task_id).or_insert(run.finished_at);
+        *last = (*last).max(run.finished_at);
+    }
+    for run in runs {
+        let entry =
+            tasks.entry((finished[run.task_id.as_str()], &run.task_id)).or_insert((run.complexity, BTreeMap::new()));
+        // A retried step keeps its last attempt.
+        entry.1.insert(run.step, run);
+    }
+    tasks
+        .into_values()
+        .map(|(complexity, steps)| CompletedTask {
+            complexity,
+            steps: steps.into_values().map(|r| step_run(&r.step_key, r.duration_ms, &r.progress)).collect(),
+        })
+        .collect()
 }
 
 fn step_run(key: &str, duration_ms: i64, progress: &[ProgressMark]) -> StepRun {

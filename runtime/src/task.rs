@@ -5,7 +5,6 @@
 //! While a commit is in flight the actor handles no other message, so transitions are
 //! strictly ordered.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -143,9 +142,6 @@ pub(crate) struct TaskActor {
     eta_at: i64,
     published: Option<(Eta, i64)>,
     samples: Vec<ProgressMark>,
-    /// The samples of each step completed while this actor ran, by order, for learning
-    /// from the task once it completes.
-    finished_samples: BTreeMap<u32, Vec<ProgressMark>>,
 }
 
 impl TaskActor {
@@ -163,7 +159,6 @@ impl TaskActor {
             eta_at: i64::MIN,
             published: None,
             samples: Vec::new(),
-            finished_samples: BTreeMap::new(),
         }
     }
 
@@ -233,7 +228,17 @@ impl TaskActor {
                 progress: self.samples.clone(),
             })
         });
-        let completed = transition.completed_run.map(|(order, _)| order);
+        // A substep done that raised its step's percent is a progress sample, like a report.
+        let raised_by_substep = transition.events.iter().find_map(|e| match e {
+            EventKind::SubstepDone { step, .. } => {
+                let percent = |steps: &[db::StepRecord]| steps.iter().find(|s| s.order == *step).map(|s| s.progress);
+                (percent(&next.stored.steps) > percent(&self.state.stored.steps)).then_some(*step)
+            }
+            _ => None,
+        });
+        // A task that completes is learned from its runs as stored, as training after a
+        // restart reads them, so both know the same (also of steps run before a restart).
+        let completes = next.status() == TaskStatus::Completed;
         let needs_lease = !self.holds_lease;
         let release_lease = transition.effects.contains(&Effect::Finish);
         let (task_id, token, owner, ttl) =
@@ -256,10 +261,12 @@ impl TaskActor {
                 step_run,
                 release_lease,
             };
-            db::commit(conn, &change).map(|seq| Some((seq, token)))
+            let seq = db::commit(conn, &change)?;
+            let runs = if completes { db::task_step_runs(conn, &task_id)? } else { Vec::new() };
+            Ok(Some((seq, token, runs)))
         });
         Box::pin(actix::fut::wrap_future(work).map(move |result, act: &mut TaskActor, ctx| {
-            let (last_seq, token) = match result {
+            let (last_seq, token, runs) = match result {
                 Ok(Some(committed)) => committed,
                 Ok(None) => return Err(RuntimeError::HeldElsewhere(act.task_id.to_string())),
                 Err(error) => return Err(act.commit_failed(error, ctx)),
@@ -270,28 +277,20 @@ impl TaskActor {
             act.state.stored.task.lease_token = token;
             let first_seq = last_seq - transition.events.len() as i64 + 1;
             let step_started = transition.events.iter().any(|e| matches!(e, EventKind::StepStarted { .. }));
-            let substep_of = transition.events.iter().find_map(|e| match e {
-                EventKind::SubstepDone { step, .. } => Some(*step),
-                _ => None,
-            });
             for (seq, kind) in (first_seq..).zip(transition.events) {
                 act.shared.hub.do_send(act.event(seq, at, kind));
             }
-            // A substep done moves the percent of a step still running: a sample like a
-            // reported percent.
-            let still_running =
-                act.state.stored.steps.iter().find(|s| Some(s.order) == substep_of && s.status == StepStatus::Running);
-            if let Some(percent) = still_running.map(|s| s.progress) {
+            let still_current = act.state.stored.steps.iter().find(|s| {
+                Some(s.order) == raised_by_substep && matches!(s.status, StepStatus::Running | StepStatus::Paused)
+            });
+            if let Some(percent) = still_current.map(|s| s.progress) {
                 act.record_sample(percent, at);
-            }
-            if let Some(order) = completed {
-                act.finished_samples.insert(order, std::mem::take(&mut act.samples));
             }
             if step_started {
                 act.samples.clear();
             }
-            if act.state.status() == TaskStatus::Completed {
-                act.shared.eta.learn(&act.state.stored, &act.finished_samples);
+            if completes {
+                act.shared.eta.learn(&runs);
             }
             for effect in transition.effects {
                 act.apply(effect, ctx);
@@ -410,9 +409,14 @@ impl TaskActor {
         self.samples.push(ProgressMark { elapsed_ms: self.running_ms(at), percent });
     }
 
-    /// Work time of the running step so far.
+    /// Work time so far of the step in progress (running, or paused part-way).
     fn running_ms(&self, now: i64) -> i64 {
-        let Some(step) = self.state.stored.steps.iter().find(|s| s.status == StepStatus::Running) else { return 0 };
+        let Some(step) =
+            self.state.stored.steps.iter().find(|s| matches!(s.status, StepStatus::Running | StepStatus::Paused))
+        else {
+            return 0;
+        };
+        // `running_since` is only set while the step runs.
         step.work_ms + self.state.running_since.map_or(0, |since| (now - since).max(0))
     }
 

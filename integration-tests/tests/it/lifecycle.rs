@@ -20,6 +20,18 @@ fn report_failed(error: &str) -> ExternalReport {
     ExternalReport { outcome: Some(ReportOutcome::Failed { error: error.into() }), ..ExternalReport::default() }
 }
 
+/// Runs `plan` to completion three times, step i taking `durations_ms[i]` of `clock`: the
+/// history the ETA tests estimate from.
+async fn usual_history(rt: &runtime::Runtime, clock: &ManualClock, plan: &runtime::TaskPlan, durations_ms: &[i64]) {
+    for _ in 0..3 {
+        let id = rt.create_task("alice", plan, true).await.unwrap();
+        for (step, ms) in (1..).zip(durations_ms) {
+            clock.advance(*ms);
+            rt.report("alice", &id, step, report_done()).await.unwrap();
+        }
+    }
+}
+
 on_both_backends! {
     async fn steps_run_in_order_and_every_transition_is_persisted(backend: Backend) {
         let db = TestDb::new(backend);
@@ -176,6 +188,49 @@ on_both_backends! {
         assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
     }
 
+    async fn a_substep_that_does_not_raise_the_percent_is_no_new_sample(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "samples", clock.clone()).await;
+        let mut plan = external_plan("Substeps", 1);
+        plan.steps[0].substeps = vec!["a".into(), "b".into()];
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        let substep = |name: &str| ExternalReport { substep_done: Some(name.into()), ..ExternalReport::default() };
+        clock.advance(1_000);
+        rt.report("alice", &id, 1, ExternalReport { progress: Some(80), ..ExternalReport::default() }).await.unwrap();
+        clock.advance(1_000);
+        rt.report("alice", &id, 1, substep("a")).await.unwrap();
+        clock.advance(1_000);
+        rt.report("alice", &id, 1, substep("b")).await.unwrap();
+        clock.advance(1_000);
+        rt.report("alice", &id, 1, report_done()).await.unwrap();
+        let mut conn = rt.db().conn().unwrap();
+        let runs = db::task_step_runs(&mut conn, &id).unwrap();
+        let marks: Vec<(i64, u8)> = runs[0].progress.iter().map(|m| (m.elapsed_ms, m.percent)).collect();
+        // "a" left the percent at 80 (half the substeps): 80 % was not reached again at 2 s.
+        assert_eq!(marks, [(1_000, 80), (3_000, 100)]);
+    }
+
+    async fn a_paused_step_keeps_its_estimate(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "eta-paused", clock.clone()).await;
+        let plan = external_plan("Pausable", 2);
+        usual_history(&rt, &clock, &plan, &[10_000, 20_000]).await;
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        clock.advance(7_000);
+        let (_, running) = rt.task_view("alice", &id).await.unwrap();
+        rt.control("alice", &id, Control::Pause).await.unwrap();
+        clock.advance(60_000);
+        let (task, paused) = rt.task_view("alice", &id).await.unwrap();
+        assert_eq!(task.steps[0].status, StepStatus::Paused);
+        // Seven seconds of work done either way; a minute of pause is no work.
+        assert_eq!(paused, running, "paused, the estimate is the one it had when it ran");
+        rt.control("alice", &id, Control::Resume).await.unwrap();
+        let (_, resumed) = rt.task_view("alice", &id).await.unwrap();
+        assert_eq!(resumed, running);
+    }
+
     async fn only_completed_tasks_are_the_estimators_history(backend: Backend) {
         let db = TestDb::new(backend);
         let rt = start(&db).await;
@@ -318,11 +373,7 @@ on_both_backends! {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let rt = start_on(&db, "eta-silent", clock.clone()).await;
         let plan = external_plan("Usually 10 s", 1);
-        for _ in 0..3 {
-            let id = rt.create_task("alice", &plan, true).await.unwrap();
-            clock.advance(10_000);
-            rt.report("alice", &id, 1, report_done()).await.unwrap();
-        }
+        usual_history(&rt, &clock, &plan, &[10_000]).await;
         let id = rt.create_task("alice", &plan, true).await.unwrap();
         let mut events = events_of(&rt, &id).await;
 
@@ -351,13 +402,7 @@ on_both_backends! {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let rt = start_on(&db, "eta-on-course", clock.clone()).await;
         let plan = external_plan("Steady", 2);
-        for _ in 0..3 {
-            let id = rt.create_task("alice", &plan, true).await.unwrap();
-            clock.advance(10_000);
-            rt.report("alice", &id, 1, report_done()).await.unwrap();
-            clock.advance(20_000);
-            rt.report("alice", &id, 2, report_done()).await.unwrap();
-        }
+        usual_history(&rt, &clock, &plan, &[10_000, 20_000]).await;
         let id = rt.create_task("alice", &plan, true).await.unwrap();
         let mut events = events_of(&rt, &id).await;
         // The first half of a step that usually takes 10 s, re-estimated every second: the

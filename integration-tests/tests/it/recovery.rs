@@ -59,21 +59,29 @@ on_both_backends! {
     async fn the_progress_past_steps_reported_teaches_the_estimator_also_after_a_restart(backend: Backend) {
         // Step 1 always reports 50% after 2 s of work and then takes 18 s more: its percent
         // runs far ahead of its time, which only its history can tell.
+        // Step 2 fails once and is retried, so the task ends in another actor than the one
+        // that saw step 1's percents.
         async fn biased_history(rt: &runtime::Runtime, clock: &ManualClock, with_progress: bool) {
+            let done = || ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() };
             for _ in 0..6 {
-                let id = rt.create_task("alice", &external_plan("Biased", 1), true).await.unwrap();
+                let id = rt.create_task("alice", &external_plan("Biased", 2), true).await.unwrap();
                 clock.advance(2_000);
                 if with_progress {
                     rt.report("alice", &id, 1, ExternalReport { progress: Some(50), ..ExternalReport::default() }).await.unwrap();
                 }
                 clock.advance(18_000);
-                let done = ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() };
-                rt.report("alice", &id, 1, done).await.unwrap();
+                rt.report("alice", &id, 1, done()).await.unwrap();
+                let failed = ExternalReport { outcome: Some(ReportOutcome::Failed { error: "busy".into() }), ..ExternalReport::default() };
+                rt.report("alice", &id, 2, failed).await.unwrap();
+                rt.control("alice", &id, Control::Retry { step: 2 }).await.unwrap();
+                clock.advance(1_000);
+                rt.report("alice", &id, 2, done()).await.unwrap();
+                assert_eq!(rt.task("alice", &id).await.unwrap().task.status, TaskStatus::Completed);
             }
         }
         /// The expected rest of step 1 of a new task that reports 50% after 2 s.
         async fn rest_at_half(rt: &runtime::Runtime, clock: &ManualClock) -> f64 {
-            let id = rt.create_task("alice", &external_plan("Biased", 1), true).await.unwrap();
+            let id = rt.create_task("alice", &external_plan("Biased", 2), true).await.unwrap();
             clock.advance(2_000);
             rt.report("alice", &id, 1, ExternalReport { progress: Some(50), ..ExternalReport::default() }).await.unwrap();
             let (_, eta) = rt.task_view("alice", &id).await.unwrap();

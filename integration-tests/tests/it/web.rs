@@ -368,6 +368,20 @@ impl Browser {
         );
     }
 
+    /// Gives every page opened from now on a clock that stands still until the test moves
+    /// it with `window.stepwiseTest.advance(ms)`: what the page counts down is then the
+    /// test's to decide, not the machine's.
+    fn freeze_clock(&self) {
+        let source = "(() => { let now = Date.now(); Date.now = () => now; \
+                      window.stepwiseTest = { advance: (ms) => { now += ms; } }; })();";
+        let params = json!({"source": source});
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": params})),
+        );
+    }
+
     /// Asks the pages for no motion, as a person who set `prefers-reduced-motion` would.
     fn reduce_motion(&self) {
         let params = json!({"features": [{"name": "prefers-reduced-motion", "value": "reduce"}]});
@@ -1154,6 +1168,85 @@ async fn each_step_not_done_shows_the_time_it_is_expected_to_need() {
         "{state:#}"
     );
     assert!(step(&state, 1)["text"].as_str().unwrap().starts_with("completed"), "{state:#}");
+    page.close().await;
+    server.stop().await;
+}
+
+/// The page's ETA line for the progress document's estimate, `counted` seconds later (with
+/// its range, which screen readers get in words).
+fn eta_words(document: &Value, counted: f64) -> String {
+    let seconds = |v: &Value| adapters::terminal::human_duration(v.as_u64().unwrap() as f64 - counted);
+    let range = &document["eta_range"];
+    format!(
+        "ETA: {} remaining (likely {} to {} ({} confidence))",
+        seconds(&document["eta_seconds"]),
+        seconds(&range[0]),
+        seconds(&range[1]),
+        document["eta_confidence"].as_str().unwrap()
+    )
+}
+
+/// What the page should say of the running step that still needs `seconds`.
+fn left_words(seconds: f64) -> String {
+    match seconds {
+        s if s < 1.0 => "any moment now".to_owned(),
+        s => format!("about {} left", adapters::terminal::human_duration(s)),
+    }
+}
+
+#[actix::test]
+async fn the_page_counts_down_only_while_the_task_runs() {
+    let db = TestDb::new(Backend::Sqlite);
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let server = ApiServer::start_default(&db, clock.clone()).await;
+    let token = server.token("ada").await;
+    let plan = r#"{"title": "Approve, then deploy", "complexity": 2, "steps": [
+        {"name": "Prepare", "kind": "external"},
+        {"name": "Deploy", "kind": "external", "requires_approval": true}]}"#;
+    // History: Prepare takes 10 s, Deploy 20 s.
+    for _ in 0..3 {
+        let id = create(&server, &token, plan).await;
+        clock.advance(10_000);
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+        assert_eq!(server.post(&format!("/api/tasks/{id}/approve"), &token, "{}").await.status, 200);
+        clock.advance(20_000);
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
+    }
+    let id = create(&server, &token, plan).await;
+    let page = Page::open(&server, 1280, 800).await;
+    page.run(Browser::freeze_clock).await;
+    page.sign_in(&token, &format!("/tasks/{id}")).await;
+    page.task("the task page, live", live).await;
+    let document = progress(&server, &token, &id).await;
+    let prepare = document["steps"][0]["expected_seconds"].as_u64().unwrap();
+
+    // Six seconds of the browser's time while Prepare runs: the page counts them off.
+    page.js("window.stepwiseTest.advance(6000); return true").await;
+    let wanted = left_words(prepare as f64 - 6.0);
+    let state = page.task("six seconds counted down", move |s| s["steps"][0]["expected"] == wanted.as_str()).await;
+    assert_eq!(state["eta"], eta_words(&document, 6.0), "{state:#}");
+
+    // Prepare ends and Deploy waits for approval for twenty seconds: nothing is counted.
+    clock.advance(10_000);
+    report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+    page.task("Deploy waits for approval", |s| s["steps"][1]["status"] == "approval").await;
+    page.js("window.stepwiseTest.advance(20000); return true").await;
+    assert_eq!(server.post(&format!("/api/tasks/{id}/approve"), &token, "{}").await.status, 200);
+    let document = progress(&server, &token, &id).await;
+    let deploy = document["steps"][1]["expected_seconds"].as_u64().unwrap();
+    let wanted = left_words(deploy as f64);
+    let state = page
+        .task("Deploy running, with its whole time", move |s| {
+            s["steps"][1]["status"] == "running" && s["steps"][1]["expected"] == wanted.as_str()
+        })
+        .await;
+    assert_eq!(state["eta"], eta_words(&document, 0.0), "{state:#}");
+
+    // A failed task expects nothing more of any step.
+    report(&server, &token, &id, 2, json!({"status": "failed", "error": "no capacity"})).await;
+    let state = page.task("the task failed", |s| s["status_line"].as_str().is_some_and(|l| l.starts_with("✗"))).await;
+    let expected: Vec<&Value> = state["steps"].as_array().unwrap().iter().map(|s| &s["expected"]).collect();
+    assert_eq!(expected, [&json!(""), &json!("")], "{state:#}");
     page.close().await;
     server.stop().await;
 }
