@@ -262,7 +262,15 @@ impl TaskActor {
                 release_lease,
             };
             let seq = db::commit(conn, &change)?;
-            let runs = if completes { db::task_step_runs(conn, &task_id)? } else { Vec::new() };
+            // The commit stands whatever this read does: a task not learned from is a
+            // lesser estimate, a commit taken for failed would be a wrong state.
+            let runs = match completes {
+                true => db::task_step_runs(conn, &task_id).unwrap_or_else(|error| {
+                    tracing::warn!(task_id, %error, "could not read the completed task's runs to learn from");
+                    Vec::new()
+                }),
+                false => Vec::new(),
+            };
             Ok(Some((seq, token, runs)))
         });
         Box::pin(actix::fut::wrap_future(work).map(move |result, act: &mut TaskActor, ctx| {
