@@ -167,6 +167,17 @@ where
     .map_err(db_error)
 }
 
+impl From<crate::transcript::TranscriptError> for ApiError {
+    fn from(error: crate::transcript::TranscriptError) -> ApiError {
+        match error {
+            crate::transcript::TranscriptError::Db(error) => db_error(error),
+            crate::transcript::TranscriptError::ShuttingDown => {
+                ApiError::Unavailable("the server is shutting down".to_owned())
+            }
+        }
+    }
+}
+
 /// A database failure, logged in full and reported without internals.
 pub fn db_error(error: db::DbError) -> ApiError {
     tracing::error!(%error, "database error while answering a request");

@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{blocking_query, ApiError};
 use super::wire::{rfc3339, ProgressDocument};
 use super::{body, ApiState};
-use crate::plans::{PlanDocument, StepDocument};
+use crate::plans::{PlanDocument, PlanStep};
 
 /// Tasks per page of `GET /api/tasks` unless `limit` says otherwise, and the most allowed.
 const PAGE: usize = 50;
@@ -29,7 +29,7 @@ struct CreateTask {
     complexity: u32,
     #[serde(default = "default_start")]
     start: bool,
-    steps: Vec<StepDocument>,
+    steps: Vec<PlanStep>,
 }
 
 fn default_complexity() -> u32 {
@@ -43,7 +43,7 @@ fn default_start() -> bool {
 /// `{"step"?, "comment"?}` of approve and reject.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Decision {
+struct DecisionBody {
     step: Option<u32>,
     comment: Option<String>,
 }
@@ -275,7 +275,7 @@ pub async fn approve(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
+    let decision: DecisionBody = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
     apply(&state, &caller.user, &task_id, Control::Approve { step: decision.step, comment: decision.comment }).await
 }
 
@@ -287,7 +287,7 @@ pub async fn reject(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
+    let decision: DecisionBody = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
     apply(&state, &caller.user, &task_id, Control::Reject { step: decision.step, comment: decision.comment }).await
 }
 

@@ -237,9 +237,7 @@ impl Session {
         let (state, caller, scope) = (Arc::clone(&self.state), self.caller.clone(), self.scope.clone());
         let read = async move {
             match (scope, replay_after) {
-                (Scope::One(task_id), Some(after)) => {
-                    replay(&state, &caller, &task_id, after).await.map(Loaded::Replay)
-                }
+                (Scope::One(task_id), Some(after)) => replay(&state, &caller, &task_id, after).await,
                 (Scope::One(task_id), None) => snapshots(&state, &caller, &[task_id.to_string()]).await,
                 (Scope::All, _) => {
                     let ids = newest_tasks(&state, &caller).await?;
@@ -261,19 +259,9 @@ impl Session {
     }
 
     fn loaded(&mut self, loaded: Loaded, ctx: &mut ws::WebsocketContext<Self>) {
-        match loaded {
-            Loaded::Snapshots(snapshots) => {
-                for (task_id, seq, message) in snapshots {
-                    Self::send(ctx, &message);
-                    self.delivered.insert(task_id, seq);
-                }
-            }
-            Loaded::Replay(events) => {
-                for (task_id, seq, message) in events {
-                    Self::send(ctx, &message);
-                    self.delivered.insert(task_id, seq);
-                }
-            }
+        for (task_id, seq, message) in loaded {
+            Self::send(ctx, &message);
+            self.delivered.insert(task_id, seq);
         }
         let Phase::Loading(waiting) = std::mem::replace(&mut self.phase, Phase::Live) else { return };
         for event in waiting {
@@ -318,10 +306,10 @@ impl Session {
         let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
         let read = async move { replay(&state, &caller, &task_id, after).await };
         ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
-            Ok(events) => session.loaded(Loaded::Replay(events), ctx),
+            Ok(events) => session.loaded(events, ctx),
             Err(error) => {
                 Self::send(ctx, &error_message(&error));
-                session.loaded(Loaded::Replay(Vec::new()), ctx);
+                session.loaded(Vec::new(), ctx);
             }
         }));
     }
@@ -390,11 +378,8 @@ fn error_message(error: &ApiError) -> Value {
     json!({"type": "error", "error": {"code": error.code(), "message": error.to_string()}})
 }
 
-/// Messages read for a session, each with its task and seq.
-enum Loaded {
-    Snapshots(Vec<(Arc<str>, i64, Value)>),
-    Replay(Vec<(Arc<str>, i64, Value)>),
-}
+/// Messages read for a session (snapshots or a replay), each with its task and seq.
+type Loaded = Vec<(Arc<str>, i64, Value)>;
 
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
     let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
@@ -408,16 +393,11 @@ async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<
         .iter()
         .map(|(task, eta)| (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, eta.as_ref())))
         .collect();
-    Ok(Loaded::Snapshots(snapshots))
+    Ok(snapshots)
 }
 
 /// The task's logged events after `after`, read page by page up to the newest.
-async fn replay(
-    state: &ApiState,
-    caller: &Caller,
-    task_id: &str,
-    after: i64,
-) -> Result<Vec<(Arc<str>, i64, Value)>, ApiError> {
+async fn replay(state: &ApiState, caller: &Caller, task_id: &str, after: i64) -> Result<Loaded, ApiError> {
     // Ownership first: another user's task reads as missing.
     let task = state.runtime.task(&caller.user, task_id).await?;
     check_after(after, task.task.last_seq)?;

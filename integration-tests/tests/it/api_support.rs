@@ -41,14 +41,8 @@ impl ApiServer {
         let runtime = start_with(db, options).await;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
-        let server = adapters::http::server_with_notifications(
-            listener,
-            runtime.clone(),
-            api,
-            notifications,
-            Duration::from_secs(1),
-        )
-        .expect("server");
+        let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))
+            .expect("server");
         let handle = server.handle();
         actix::spawn(server);
         ApiServer { address, runtime, handle }
