@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::http::header;
@@ -21,6 +21,8 @@ use bytestring::ByteString;
 use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
+// tokio's clock, which tests can pause and move.
+use tokio::time::Instant;
 
 use super::auth::{request_token, Caller, WS_BEARER_PREFIX};
 use super::error::{blocking_query, ApiError};

@@ -524,19 +524,29 @@ on_both_backends! {
         let token = server.token("alice").await;
         let bearer = format!("Bearer {token}");
         let mut alive = server.websocket("/ws/tasks", &[("Authorization", &bearer)]).await.unwrap();
-        let mut silent = server.websocket("/ws/tasks", &[("Authorization", &bearer)]).await.unwrap();
+        let silent = SilentSocket::connect(&server, "/ws/tasks", &[("Authorization", &bearer)]).await;
+        let mut late = server.websocket("/ws/tasks", &[("Authorization", &bearer)]).await.unwrap();
         // A client that stops reading sends no pongs either.
-        silent.paused.store(true, std::sync::atomic::Ordering::Release);
-        let started = std::time::Instant::now();
-        // Reading, the other one answers every ping and outlives the silent one.
-        alive.send(r#"{"type": "ping"}"#);
-        assert_eq!(alive.next_matching("pong", |m| m["type"] == "pong").await["type"], "pong");
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        silent.paused.store(false, std::sync::atomic::Ordering::Release);
-        assert_eq!(silent.closed().await, Some(4008), "closed for want of pongs");
-        assert!(started.elapsed() >= std::time::Duration::from_secs(2), "not before the timeout");
-        alive.send(r#"{"type": "ping"}"#);
-        assert_eq!(alive.next_matching("pong", |m| m["type"] == "pong").await["type"], "pong", "the other one lives");
+        late.paused.store(true, std::sync::atomic::Ordering::Release);
+        let _frozen = FrozenClock::start();
+        // Each second of the heartbeat, the reading client answers the pings; its own ping
+        // and the pong back show the server has read everything it sent before.
+        for second in 1..=3 {
+            tokio::time::advance(std::time::Duration::from_secs(1)).await;
+            if second == 2 {
+                // Silent for exactly the timeout: not yet too long.
+                late.paused.store(false, std::sync::atomic::Ordering::Release);
+                late.send(r#"{"type": "ping"}"#);
+                assert_eq!(late.next_matching("pong", |m| m["type"] == "pong").await["type"], "pong");
+            }
+            alive.send(r#"{"type": "ping"}"#);
+            assert_eq!(alive.next_matching("pong", |m| m["type"] == "pong").await["type"], "pong", "second {second}");
+        }
+        assert_eq!(silent.close_code().await, Some(4008), "closed for want of pongs past the timeout");
+        for (name, client) in [("alive", &mut alive), ("late", &mut late)] {
+            client.send(r#"{"type": "ping"}"#);
+            assert_eq!(client.next_matching("pong", |m| m["type"] == "pong").await["type"], "pong", "{name} lives");
+        }
         server.stop().await;
     }
 
