@@ -98,10 +98,13 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("GET", "/api/tasks/{task_id}/progress") => web::get().to(tasks::progress),
         ("GET", "/api/tasks/{task_id}/history") => web::get().to(tasks::history),
         ("GET", "/api/tasks/{task_id}/logs") => web::get().to(tasks::logs),
-        ("POST", "/api/tasks/{task_id}/start") => web::post().to(tasks::start),
-        ("POST", "/api/tasks/{task_id}/pause") => web::post().to(tasks::pause),
-        ("POST", "/api/tasks/{task_id}/resume") => web::post().to(tasks::resume),
-        ("POST", "/api/tasks/{task_id}/cancel") => web::post().to(tasks::cancel),
+        (
+            "POST",
+            "/api/tasks/{task_id}/start"
+            | "/api/tasks/{task_id}/pause"
+            | "/api/tasks/{task_id}/resume"
+            | "/api/tasks/{task_id}/cancel",
+        ) => web::post().to(tasks::control),
         ("POST", "/api/tasks/{task_id}/restart") => web::post().to(tasks::restart),
         ("POST", "/api/tasks/{task_id}/approve") => web::post().to(tasks::approve),
         ("POST", "/api/tasks/{task_id}/reject") => web::post().to(tasks::reject),

@@ -231,40 +231,22 @@ pub(crate) async fn apply(
     Ok(HttpResponse::Ok().json(document(state, user, task_id).await?))
 }
 
-/// `POST /api/tasks/{task_id}/start`
-pub async fn start(
+/// `POST /api/tasks/{task_id}/start | pause | resume | cancel`: the controls that take no
+/// body, named by the route's last segment.
+pub async fn control(
     state: web::Data<ApiState>,
     caller: Caller,
     task_id: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Start).await
-}
-
-/// `POST /api/tasks/{task_id}/pause`
-pub async fn pause(
-    state: web::Data<ApiState>,
-    caller: Caller,
-    task_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Pause).await
-}
-
-/// `POST /api/tasks/{task_id}/resume`
-pub async fn resume(
-    state: web::Data<ApiState>,
-    caller: Caller,
-    task_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Resume).await
-}
-
-/// `POST /api/tasks/{task_id}/cancel`
-pub async fn cancel(
-    state: web::Data<ApiState>,
-    caller: Caller,
-    task_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Cancel).await
+    let control = match req.match_pattern().as_deref().and_then(|pattern| pattern.rsplit('/').next()) {
+        Some("start") => Control::Start,
+        Some("pause") => Control::Pause,
+        Some("resume") => Control::Resume,
+        Some("cancel") => Control::Cancel,
+        other => return Err(ApiError::Internal(format!("no control is registered at {other:?}"))),
+    };
+    apply(&state, &caller.user, &task_id, control).await
 }
 
 /// `POST /api/tasks/{task_id}/approve`
