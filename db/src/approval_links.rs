@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
-use crate::queries::to_i32;
+use crate::rows::to_i32;
 use crate::schema::{approval_link_uses, server_secrets};
 use crate::DbError;
 

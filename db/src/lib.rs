@@ -19,18 +19,25 @@ mod accounts;
 mod approval_links;
 mod chat;
 mod connection;
+#[cfg(test)]
+mod fixtures;
+mod history;
 mod lease;
 mod model;
 mod notifications;
-mod queries;
+mod progress;
+mod rows;
 mod schema;
+mod tasks;
 #[cfg(test)]
 mod testing;
+mod transition;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
 pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
+pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
@@ -41,11 +48,9 @@ pub use notifications::{
     record_start_estimate, save_notification_preferences, save_push_subscription, start_estimate, vapid_private_key,
     NotificationRecord, PushSubscriptionRecord,
 };
-pub use queries::{
-    commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history, recent_logs,
-    recent_step_runs, record_progress, record_recovered, task_step_runs, Commit, FlushOutcome, LogLine, NewEvent,
-    NewStep, NewTask, ProgressUpdate, TaskPage,
-};
+pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
+pub use tasks::{insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
+pub use transition::{commit, record_recovered, Commit, NewEvent};
 
 use std::path::PathBuf;
 
