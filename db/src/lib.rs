@@ -13,7 +13,8 @@
 //! VAPID key and tasks' estimated durations at start, the `approval_links` functions for the
 //! server's named secrets and the record of used approval links, and the `chat` functions for
 //! each user's chat transcript. All functions are blocking: call them off the actor event
-//! loops.
+//! loops. The `testing` feature adds the `testing` module: throwaway databases on both
+//! backends for this crate's tests and the integration tests.
 
 mod accounts;
 mod approval_links;
@@ -29,8 +30,8 @@ mod progress;
 mod rows;
 mod schema;
 mod tasks;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod transition;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
