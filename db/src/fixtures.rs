@@ -76,12 +76,12 @@ pub(crate) fn percent(task_id: &str, token: i64, step: u32, percent: u8) -> Prog
 
 /// (id, seq, step, percent, status) of each progress row.
 pub(crate) fn history(conn: &mut AnyConnection, id: &str) -> Vec<(i64, i64, u32, u8, StepStatus)> {
-    progress_history(conn, id).unwrap().into_iter().map(|r| (r.id, r.seq, r.step, r.percent, r.status)).collect()
+    progress_history(conn, OWNER, id).unwrap().into_iter().map(|r| (r.id, r.seq, r.step, r.percent, r.status)).collect()
 }
 
 /// The kinds of the task's logged events, in order.
 pub(crate) fn event_kinds(conn: &mut AnyConnection, id: &str) -> Vec<String> {
-    events_after(conn, id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect()
+    events_after(conn, OWNER, id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect()
 }
 
 /// Short for the status most progress rows have.

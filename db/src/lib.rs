@@ -7,7 +7,9 @@
 //! task's lease token; the transition's events, and only transitions, go to the per-task
 //! event log), [`record_progress`] for the coalesced percent and log batches (percents are
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
-//! ownership, the history readers for the API and the estimator, the `accounts` functions
+//! ownership, the history readers for the API (each takes the task's owner and filters on
+//! it in SQL: another user's task is [`DbError::NotFound`], exactly like a missing one) and
+//! the estimator, the `accounts` functions
 //! for users and their API tokens, the `notifications` functions for each user's
 //! notification preferences, the log of delivery attempts, push subscriptions, the server's
 //! VAPID key and tasks' estimated durations at start, the `approval_links` functions for the
@@ -89,7 +91,7 @@ pub enum DbError {
         /// The token the refused write carried.
         token: i64,
     },
-    /// No such task.
+    /// No such task, or not the owner's: the two read alike.
     #[error("no task {0}")]
     NotFound(String),
     /// A stored value could not be read back.

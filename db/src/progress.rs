@@ -373,7 +373,7 @@ mod tests {
 
     use super::*;
     use crate::connection::{establish, MIGRATIONS};
-    use crate::fixtures::{commit_events, event, event_kinds, history, percent, plan, started, RUNNING};
+    use crate::fixtures::{commit_events, event, event_kinds, history, percent, plan, started, OWNER, RUNNING};
     use crate::testing::TestDb;
     use crate::{insert_task, load_task, logs_after, Backend};
 
@@ -408,7 +408,7 @@ mod tests {
             assert_eq!(history(conn, "a"), [(1, 3, 1, 0, RUNNING), (2, 3, 1, 40, RUNNING)], "{backend:?}");
             assert_eq!(history(conn, "b"), [(1, 3, 1, 0, RUNNING), (2, 3, 1, 30, RUNNING)], "{backend:?}");
             assert_eq!(load_task(conn, "a").unwrap().unwrap().steps[0].progress, 40, "{backend:?}");
-            assert_eq!(logs_after(conn, "a", None, 0, 10).unwrap()[0].line, "working", "{backend:?}");
+            assert_eq!(logs_after(conn, OWNER, "a", None, 0, 10).unwrap()[0].line, "working", "{backend:?}");
 
             // Only upwards, only the same attempt, only with the current lease.
             let stale = ProgressUpdate { attempt: 2, ..percent("a", a, 1, 90) };
