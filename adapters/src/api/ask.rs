@@ -172,9 +172,9 @@ async fn show(state: &ApiState, caller: &Caller, task_id: &str, view: View) -> R
                 Some(step) => Some(resolve_step(&task, &step)?),
                 None => None,
             };
-            let (db, id) = (Arc::clone(state.runtime.db()), task_id.to_owned());
+            let (db, owner, id) = (Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.to_owned());
             let order = step.map(|(order, _)| order);
-            let lines = blocking_query(db, move |conn| db::recent_logs(conn, &id, order, LOG_LINES)).await?;
+            let lines = blocking_query(db, move |conn| db::recent_logs(conn, &owner, &id, order, LOG_LINES)).await?;
             let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
             Ok(reply::logs(&task.task.title, step, &lines))
         }

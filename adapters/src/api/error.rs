@@ -178,8 +178,13 @@ impl From<crate::transcript::TranscriptError> for ApiError {
     }
 }
 
-/// A database failure, logged in full and reported without internals.
+/// A database failure, logged in full and reported without internals; no such task (or
+/// another user's, which the database's readers tell no differently) is a 404 like any
+/// missing task.
 pub fn db_error(error: db::DbError) -> ApiError {
+    if let db::DbError::NotFound(_) = error {
+        return ApiError::NotFound(error.to_string());
+    }
     tracing::error!(%error, "database error while answering a request");
     match error {
         db::DbError::Pool(_) => ApiError::Unavailable("the database is unavailable; try again shortly".to_owned()),

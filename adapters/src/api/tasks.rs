@@ -179,9 +179,8 @@ pub async fn history(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.runtime.task(&caller.user, &task_id).await?;
-    let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
-    let rows = blocking_query(db, move |conn| db::progress_history(conn, &id)).await?;
+    let (db, owner, id) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.clone());
+    let rows = blocking_query(db, move |conn| db::progress_history(conn, &owner, &id)).await?;
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -204,13 +203,15 @@ pub async fn logs(
     if !(1..=MAX_LOG_PAGE).contains(&limit) {
         return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_LOG_PAGE}, got {limit}")));
     }
-    let task = state.runtime.task(&caller.user, &task_id).await?;
-    if let Some(step) = query.step.filter(|step| !task.steps.iter().any(|s| s.order == *step)) {
-        return Err(ApiError::NotFound(format!("task {} has no step {step}", &*task_id)));
+    if let Some(step) = query.step {
+        let task = state.runtime.task(&caller.user, &task_id).await?;
+        if !task.steps.iter().any(|s| s.order == step) {
+            return Err(ApiError::NotFound(format!("task {} has no step {step}", &*task_id)));
+        }
     }
     let after = query.after.unwrap_or(0);
-    let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
-    let lines = blocking_query(db, move |conn| db::logs_after(conn, &id, query.step, after, limit)).await?;
+    let (db, owner, id) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.clone());
+    let lines = blocking_query(db, move |conn| db::logs_after(conn, &owner, &id, query.step, after, limit)).await?;
     let next_after = lines.last().map_or(after, |line| line.seq);
     let lines: Vec<Value> = lines
         .iter()

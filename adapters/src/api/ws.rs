@@ -400,15 +400,15 @@ async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<
 
 /// The task's logged events after `after`, read page by page up to the newest.
 async fn replay(state: &ApiState, caller: &Caller, task_id: &str, after: i64) -> Result<Loaded, ApiError> {
-    // Ownership first: another user's task reads as missing.
+    // For the newest seq `after` may not pass (another user's task reads as missing).
     let task = state.runtime.task(&caller.user, task_id).await?;
     check_after(after, task.task.last_seq)?;
     let id: Arc<str> = task_id.into();
     let mut messages = Vec::new();
     let mut from = after;
     loop {
-        let (db, task) = (Arc::clone(state.runtime.db()), task_id.to_owned());
-        let page = blocking_query(db, move |conn| db::events_after(conn, &task, from, REPLAY_PAGE)).await?;
+        let (db, owner, task) = (Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.to_owned());
+        let page = blocking_query(db, move |conn| db::events_after(conn, &owner, &task, from, REPLAY_PAGE)).await?;
         let full = page.len() == REPLAY_PAGE;
         for event in &page {
             from = event.seq;

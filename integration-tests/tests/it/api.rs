@@ -414,7 +414,7 @@ on_both_backends! {
         server.runtime.flush().await;
         let database = Arc::clone(server.runtime.db());
         let task_id = id.clone();
-        let log = tokio::task::spawn_blocking(move || db::events_after(&mut database.conn().unwrap(), &task_id, last, 1000).unwrap())
+        let log = tokio::task::spawn_blocking(move || db::events_after(&mut database.conn().unwrap(), "alice", &task_id, last, 1000).unwrap())
             .await
             .unwrap();
         assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), seen, "the stream is the persisted log");
