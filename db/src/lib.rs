@@ -91,7 +91,8 @@ pub enum DbError {
         /// The token the refused write carried.
         token: i64,
     },
-    /// No such task, or not the owner's: the two read alike.
+    /// No such task, or not the owner's: the two read alike. Only for tasks: the API answers
+    /// it as a missing task (404 "no task …").
     #[error("no task {0}")]
     NotFound(String),
     /// A stored value could not be read back.

@@ -21,8 +21,6 @@ use bytestring::ByteString;
 use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
-// tokio's clock, which tests can pause and move.
-use tokio::time::Instant;
 
 use super::auth::{request_token, Caller, WS_BEARER_PREFIX};
 use super::error::{blocking_query, ApiError};
@@ -197,7 +195,8 @@ pub struct Session {
     /// replay or a live event).
     delivered: HashMap<Arc<str>, i64>,
     phase: Phase,
-    last_heard: Instant,
+    /// When the client last sent anything, by the runtime's clock (which tests move).
+    last_heard_ms: i64,
 }
 
 impl Session {
@@ -208,6 +207,7 @@ impl Session {
         after_seq: Option<i64>,
         events: BoundedEvents,
     ) -> Session {
+        let last_heard_ms = state.runtime.clock().now_ms();
         Session {
             state,
             caller,
@@ -218,7 +218,7 @@ impl Session {
             subscription: events.id,
             delivered: HashMap::new(),
             phase: Phase::Loading(Vec::new()),
-            last_heard: Instant::now(),
+            last_heard_ms,
         }
     }
 
@@ -420,6 +420,12 @@ async fn replay(state: &ApiState, caller: &Caller, task_id: &str, after: i64) ->
     }
 }
 
+/// Whether a client last heard from at `last_heard_ms` has been silent for longer than
+/// `timeout_ms` at `now_ms`; silent for exactly the timeout is not yet too long.
+fn timed_out(last_heard_ms: i64, now_ms: i64, timeout_ms: i64) -> bool {
+    now_ms.saturating_sub(last_heard_ms) > timeout_ms
+}
+
 impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
@@ -430,9 +436,9 @@ impl Actor for Session {
             }));
         }
         let heartbeat = Duration::from_secs(self.state.limits.ws_heartbeat_s);
-        let timeout = Duration::from_secs(self.state.limits.ws_client_timeout_s);
+        let timeout_ms = i64::try_from(self.state.limits.ws_client_timeout_s).unwrap_or(i64::MAX / 1000) * 1000;
         ctx.run_interval(heartbeat, move |session, ctx| {
-            if session.last_heard.elapsed() > timeout {
+            if timed_out(session.last_heard_ms, session.state.runtime.clock().now_ms(), timeout_ms) {
                 ctx.close(Some(ws::CloseReason {
                     code: ws::CloseCode::Other(close_code::TIMED_OUT),
                     description: Some("no pong from the client".to_owned()),
@@ -471,7 +477,7 @@ impl StreamHandler<Arc<TaskEvent>> for Session {
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
     fn handle(&mut self, message: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
-        self.last_heard = Instant::now();
+        self.last_heard_ms = self.state.runtime.clock().now_ms();
         match message {
             Ok(ws::Message::Text(text)) => self.client_message(&text, ctx),
             Ok(ws::Message::Ping(payload)) => ctx.pong(&payload),
@@ -499,6 +505,17 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
                 }));
                 ctx.stop();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_client_times_out_only_when_silent_for_longer_than_the_timeout() {
+        for (last_heard, now, timed_out) in [(0, 44_999, false), (0, 45_000, false), (0, 45_001, true), (10, 5, false)]
+        {
+            assert_eq!(super::timed_out(last_heard, now, 45_000), timed_out, "heard at {last_heard}, now {now}");
         }
     }
 }

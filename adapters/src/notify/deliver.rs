@@ -6,8 +6,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper::header::RETRY_AFTER;
@@ -24,41 +23,62 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// The most messages one digest lists; older ones beyond it are only counted.
 const MAX_LISTED: usize = 20;
 
-/// Messages one user's worker on one channel may have waiting. A message that finds the
-/// queue full is folded into the next digest (counted, its text dropped), so an endpoint
-/// that stalls cannot make a queue grow without limit.
+/// Messages one user's worker on one channel may have waiting. Past that, only the newest
+/// message that did not fit is kept, and the ones it replaced are counted into the next
+/// digest: an endpoint that stalls cannot make a queue grow without limit, and the digest
+/// still ends with the newest message (its task, its address).
 const CHANNEL_QUEUE: usize = 64;
+
+/// What did not fit in a full queue: the newest such message, and how many it replaced.
+struct Overflow<T> {
+    newest: Option<T>,
+    folded: usize,
+}
 
 /// The sending half of one user's queue on one channel.
 pub(crate) struct Outbox<T> {
     sender: mpsc::Sender<T>,
-    folded: Arc<AtomicUsize>,
+    overflow: Arc<Mutex<Overflow<T>>>,
 }
 
 /// The worker's half of an [`Outbox`].
 pub(crate) struct Inbox<T> {
     receiver: mpsc::Receiver<T>,
-    folded: Arc<AtomicUsize>,
+    overflow: Arc<Mutex<Overflow<T>>>,
 }
 
 /// A new queue for one user's channel worker.
 pub(crate) fn queue<T>() -> (Outbox<T>, Inbox<T>) {
     let (sender, receiver) = mpsc::channel(CHANNEL_QUEUE);
-    let folded = Arc::new(AtomicUsize::new(0));
-    (Outbox { sender, folded: Arc::clone(&folded) }, Inbox { receiver, folded })
+    let overflow = Arc::new(Mutex::new(Overflow { newest: None, folded: 0 }));
+    (Outbox { sender, overflow: Arc::clone(&overflow) }, Inbox { receiver, overflow })
 }
 
 impl<T> Outbox<T> {
-    /// Queues `item`, or folds it into the next digest if the queue is full; gives it back
-    /// if the worker has ended (it went idle), so a new one can be started.
+    /// Queues `item`, or keeps it as the newest overflow if the queue is full; gives it
+    /// back if the worker has ended (it went idle), so a new one can be started.
     pub(crate) fn offer(&self, item: T) -> Result<(), T> {
         match self.sender.try_send(item) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => {
-                self.folded.fetch_add(1, Ordering::Relaxed);
+            Err(TrySendError::Full(item)) => {
+                let mut overflow = self.overflow.lock().unwrap_or_else(PoisonError::into_inner);
+                if overflow.newest.replace(item).is_some() {
+                    overflow.folded += 1;
+                }
                 Ok(())
             }
             Err(TrySendError::Closed(item)) => Err(item),
+        }
+    }
+}
+
+impl<T> Inbox<T> {
+    /// Adds what overflowed since the last batch to `batch`: it came after everything queued.
+    fn drain_overflow(&self, batch: &mut Batch<T>) {
+        let mut overflow = self.overflow.lock().unwrap_or_else(PoisonError::into_inner);
+        batch.folded += std::mem::take(&mut overflow.folded);
+        if let Some(newest) = overflow.newest.take() {
+            batch.push(newest);
         }
     }
 }
@@ -100,7 +120,8 @@ impl Throttle {
     }
 
     /// The next message's worth of the queue: one item while under the rate; over it,
-    /// everything that comes until the window frees a slot. `None` when the worker should end.
+    /// everything that comes until the window frees a slot (the newest [`MAX_LISTED`] listed,
+    /// the rest counted). `None` when the worker should end.
     pub(crate) async fn next<T>(&mut self, inbox: &mut Inbox<T>) -> Option<Batch<T>> {
         let first = next_or_idle(&mut inbox.receiver).await?;
         let mut batch = Batch { items: vec![first], folded: 0 };
@@ -118,7 +139,7 @@ impl Throttle {
             }
             self.prune();
         }
-        batch.folded += inbox.folded.swap(0, Ordering::Relaxed);
+        inbox.drain_overflow(&mut batch);
         self.sent.push_back(Instant::now());
         Some(batch)
     }
@@ -342,17 +363,19 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_folds_what_does_not_fit_and_a_closed_one_gives_it_back() {
+    fn a_full_queue_keeps_the_newest_of_what_does_not_fit_and_a_closed_one_gives_it_back() {
         let (outbox, mut inbox) = queue::<Notice>();
         for n in 0..CHANNEL_QUEUE + 5 {
             assert!(outbox.offer(notice(n)).is_ok());
         }
-        assert_eq!(inbox.folded.load(Ordering::Relaxed), 5, "five found the queue full");
-        let mut queued = 0;
-        while inbox.receiver.try_recv().is_ok() {
-            queued += 1;
+        let mut batch = Batch { items: Vec::new(), folded: 0 };
+        while let Ok(queued) = inbox.receiver.try_recv() {
+            batch.push(queued);
         }
-        assert_eq!(queued, CHANNEL_QUEUE, "the queue holds no more than its bound");
+        assert_eq!(batch.items.len() + batch.folded, CHANNEL_QUEUE, "the queue holds no more than its bound");
+        inbox.drain_overflow(&mut batch);
+        assert_eq!(batch.items.last(), Some(&notice(CHANNEL_QUEUE + 4)), "the newest message comes last");
+        assert_eq!(batch.items.len() + batch.folded, CHANNEL_QUEUE + 5, "the four it replaced are counted");
         drop(inbox);
         assert_eq!(outbox.offer(notice(99)).err(), Some(notice(99)), "a closed queue hands the message back");
     }

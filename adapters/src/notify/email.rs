@@ -165,7 +165,7 @@ pub(crate) async fn worker(shared: Arc<Shared>, owner: Arc<str>, mut queue: Inbo
         let Some((notice, to)) = deliver::digest_to(batch) else { continue };
         let shown = to.email.to_string();
         let target = Target { owner: &owner, channel: "email", shown: &shown };
-        let task = load_task(&shared, &notice.task_id).await;
+        let task = load_task(&shared, &owner, &notice.task_id).await;
         let message = match mail(&mailer.from, to, &notice, task.as_ref(), &shared.config.public_url) {
             Ok(message) => message,
             Err(error) => {
@@ -179,7 +179,8 @@ pub(crate) async fn worker(shared: Arc<Shared>, owner: Arc<str>, mut queue: Inbo
 }
 
 /// The task as stored now, for the mail's summary; a mail without one still goes out.
-async fn load_task(shared: &Shared, task_id: &str) -> Option<StoredTask> {
+/// The task the mail is about, if it is `owner`'s: a mail never shows another user's task.
+async fn load_task(shared: &Shared, owner: &str, task_id: &str) -> Option<StoredTask> {
     let db = shared.db()?;
     let id = task_id.to_owned();
     let loaded = tokio::task::spawn_blocking(move || {
@@ -188,7 +189,7 @@ async fn load_task(shared: &Shared, task_id: &str) -> Option<StoredTask> {
     })
     .await;
     match loaded {
-        Ok(Ok(task)) => task,
+        Ok(Ok(task)) => task.filter(|task| task.task.owner == owner),
         Ok(Err(error)) => {
             tracing::warn!(%error, task = task_id, "cannot read the task for its mail; sending it without the progress");
             None

@@ -14,6 +14,12 @@
 //! only its own user's messages on that channel. A burst beyond `notifications.burst`
 //! messages in `notifications.digest_window_s` is held and sent as one digest.
 //!
+//! Every queue is bounded. A user's events wait for their worker in a queue of
+//! [`USER_QUEUE`]; that worker only reads the database, so a full queue means the database
+//! is stalled, and an event that finds it full is dropped and logged. Each channel's queue
+//! holds 64 messages; past that the newest is kept and the rest are counted into the next
+//! digest, which lists the newest 20 messages.
+//!
 //! Email goes, by default, only to long tasks: those whose estimated duration at start (the
 //! ETA the task actor publishes right after `task_started`) was more than
 //! `notifications.email.long_task_seconds`. That estimate is kept in the database, so a
@@ -161,7 +167,7 @@ impl Shared {
 /// Events one user's worker may have waiting. The worker only reads the user's preferences
 /// and queues messages for the channels, so a full queue means the database is stalled; an
 /// event that finds it full is dropped (and logged) rather than held without limit.
-const USER_QUEUE: usize = 1024;
+pub const USER_QUEUE: usize = 1024;
 
 /// The hub subscriber that notifies task owners. It holds no runtime handle, and the
 /// database only weakly, so it ends with the hub.

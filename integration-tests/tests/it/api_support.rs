@@ -333,21 +333,3 @@ fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
     }
     None
 }
-
-/// Pauses tokio's clock for as long as it is held, so that time moves only by
-/// `tokio::time::advance`. A paused clock otherwise jumps to the next timer whenever the
-/// runtime idles, as it does while a client thread is on its way; tokio does not jump while
-/// a blocking task runs, so one is kept running until this is dropped.
-pub struct FrozenClock {
-    _release: std::sync::mpsc::Sender<()>,
-}
-
-impl FrozenClock {
-    /// Pauses the clock of the current (single-threaded) runtime.
-    pub fn start() -> FrozenClock {
-        tokio::time::pause();
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        drop(tokio::task::spawn_blocking(move || released.recv()));
-        FrozenClock { _release: release }
-    }
-}
