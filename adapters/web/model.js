@@ -18,9 +18,9 @@ function isDone(status) {
   return status === "completed" || status === "skipped";
 }
 
-/// The step the task is at: the first not yet done, else the last.
+/// The step the task is at, as the document names it.
 export function currentStep(doc) {
-  return doc.steps.find((s) => !isDone(s.status)) || doc.steps[doc.steps.length - 1] || null;
+  return doc.steps.find((s) => s.order === doc.current_step) || null;
 }
 
 /// Seconds of work remaining now: the last estimate, counted down while the task runs.
