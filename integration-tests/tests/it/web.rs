@@ -383,10 +383,13 @@ on_both_backends! {
         assert_eq!(symbols(&missed), "◐○○○", "nothing arrives while disconnected");
 
         page.js("window.stepwise.reconnectNow(); return true").await;
-        let state = page.task("reconnected with the missed step", |s| {
-            live(s) && s["step_line"] == "Step 2 of 4: Generate application UI" && s["steps"][1]["substeps"][0]
-                .as_str()
-                .is_some_and(|t| t.contains('✓'))
+        // The page reads the task again on reconnecting, so what it shows may come before the
+        // replay does: wait for both.
+        let state = page.task("reconnected with the missed step, and its replay", |s| {
+            live(s)
+                && s["step_line"] == "Step 2 of 4: Generate application UI"
+                && s["steps"][1]["substeps"][0].as_str().is_some_and(|t| t.contains('✓'))
+                && at_least(s, "events", 3)
         })
         .await;
         assert_eq!(symbols(&state), "✓◐○○");
@@ -476,7 +479,12 @@ async fn screenshots_of_the_list_and_the_task_page() {
     assert_eq!(state["tasks"][0]["id"], fresh.as_str());
     report(&server, &token, &fresh, 1, json!({"status": "completed"})).await;
     page.list("the new task completed", |s| s["tasks"][0]["symbol"] == "✓").await;
-    let told = page.js("return window.stepwise.notifications").await;
+    // The page may show the end (read from the server) a moment before it hears the event.
+    let told = page
+        .wait_on("return window.stepwise.notifications", "three notifications", |n| {
+            n.as_array().is_some_and(|n| n.len() >= 3)
+        })
+        .await;
     assert_eq!(
         told,
         json!(["Your Send invoices task has started", "Step 1 complete: Send", "✓ Send invoices is complete"])
