@@ -6,7 +6,9 @@
 // never read as HTML. What the bot does shows up on the page by itself, over the page's live
 // WebSocket; the events that make notices also make the box look for them.
 
-import { api, debug, h } from "/assets/app.js";
+import { api } from "./api.js";
+import { debug } from "./debug.js";
+import { h } from "./dom.js";
 
 /// How the transcript names each sender, and what the box shows.
 const WHO = { you: "You", bot: "Stepwise", notice: "Update", error: "Error" };

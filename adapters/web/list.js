@@ -2,42 +2,22 @@
 // bar, percent, step line and ETA, kept live over `/ws/tasks` (a snapshot per task on
 // every connection, then every task's events).
 
-import {
-  LiveSocket,
-  TASK_SYMBOLS,
-  TASK_WORDS,
-  api,
-  applyEvent,
-  applyTransient,
-  debug,
-  etaText,
-  fresh,
-  h,
-  isLogged,
-  merge,
-  notify,
-  requireToken,
-  setBar,
-  setText,
-  showConnection,
-  showError,
-  statusLine,
-  stepLine,
-  wireNotifications,
-  wirePush,
-  wireSignOut,
-} from "/assets/app.js";
+import { api, requireToken, wireSignOut } from "./api.js";
+import { debug } from "./debug.js";
+import { h, setBar, setText, showError } from "./dom.js";
+import { LiveSocket, showConnection } from "./live.js";
+import { TrackedTask, isLogged } from "./model.js";
+import { notify, wireNotifications } from "./notify.js";
+import { wirePush } from "./push.js";
+import { TASK_SYMBOLS, TASK_WORDS, etaText, statusLine, stepLine } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 
-/// Progress documents by task id.
+/// The tasks followed, by task id: every task on the page, and tasks the WebSocket told of
+/// whose first document is still being read.
 const tasks = new Map();
 /// Their list items by task id.
 const items = new Map();
-/// Tasks being read because an event named a task not on the page yet.
-const fetching = new Set();
-/// Their events that came meanwhile.
-const early = new Map();
 /// The server's newest-first order (creation times have whole seconds only): the list's
 /// place of each task, smaller first; tasks that turn up later go on top.
 const rank = new Map();
@@ -47,7 +27,25 @@ function place(id, at) {
   if (!rank.has(id)) rank.set(id, at !== undefined ? at : --top);
 }
 
-debug.tasks = () => [...tasks.values()];
+debug.tasks = () => shown().map((task) => task.doc);
+
+/// Follows the task `id`, which has a list item once its first document is in.
+function follow(id) {
+  const task = new TrackedTask({
+    read: () => api("GET", `/api/tasks/${encodeURIComponent(id)}/progress`),
+    changed: () => {
+      place(id);
+      render();
+    },
+    announce: notify,
+  });
+  tasks.set(id, task);
+  return task;
+}
+
+function shown() {
+  return [...tasks.values()].filter((task) => task.doc);
+}
 
 async function init() {
   requireToken();
@@ -57,8 +55,8 @@ async function init() {
   try {
     const page = await api("GET", "/api/tasks?limit=50");
     page.tasks.forEach((doc, i) => {
-      tasks.set(doc.task_id, fresh(doc));
       place(doc.task_id, i);
+      follow(doc.task_id).snapshot(doc);
     });
   } catch (error) {
     showError(error.message);
@@ -87,63 +85,21 @@ function received(m) {
     showError(m.error && m.error.message);
     return;
   }
+  const task = tasks.get(m.task_id);
   if (m.type === "snapshot") {
-    place(m.task_id);
-    tasks.set(m.task_id, merge(tasks.get(m.task_id), m.task));
-    render();
-    return;
-  }
-  const doc = tasks.get(m.task_id);
-  if (!doc) {
-    // A task that is new to this page (created elsewhere): read it whole, keeping its
-    // events until then.
-    if (isLogged(m)) fetchTask(m.task_id, m);
-    return;
-  }
-  if (!isLogged(m)) {
-    if (applyTransient(doc, m)) render();
-    return;
-  }
-  if (m.seq <= doc.seq) return;
-  if (m.seq > doc.seq + 1) {
-    fetchTask(m.task_id, m);
-    return;
-  }
-  applyEvent(doc, m);
-  notify(doc, m);
-  render();
-}
-
-/// Reads a task whole. `trigger` is a live event of a task the page did not know: such
-/// events are kept until the read is back, then announced (and applied if newer).
-async function fetchTask(id, trigger) {
-  if (trigger) {
-    if (!early.has(id)) early.set(id, []);
-    early.get(id).push(trigger);
-  }
-  if (fetching.has(id)) return;
-  fetching.add(id);
-  try {
-    const read = await api("GET", `/api/tasks/${encodeURIComponent(id)}/progress`);
-    place(id);
-    const doc = merge(tasks.get(id), read);
-    tasks.set(id, doc);
-    for (const m of (early.get(id) || []).sort((a, b) => a.seq - b.seq)) {
-      if (m.seq === doc.seq + 1) applyEvent(doc, m);
-      if (m.seq <= doc.seq) notify(doc, m);
-    }
-    render();
-  } catch {
-    // Gone, or not ours: nothing to show.
-  } finally {
-    early.delete(id);
-    fetching.delete(id);
+    (task || follow(m.task_id)).snapshot(m.task);
+  } else if (isLogged(m)) {
+    // A task new to this page (created elsewhere) is read whole; its events are told of
+    // once that read is in.
+    (task || follow(m.task_id)).event(m);
+  } else if (task) {
+    task.transient(m);
   }
 }
 
 function render() {
   const list = $("tasks");
-  const ordered = [...tasks.values()].sort(
+  const ordered = shown().map((task) => task.doc).sort(
     (a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || rank.get(a.task_id) - rank.get(b.task_id),
   );
   $("empty").hidden = ordered.length > 0;
@@ -212,7 +168,7 @@ function drawEta(doc, row) {
 }
 
 function renderTimes() {
-  for (const doc of tasks.values()) {
+  for (const { doc } of shown()) {
     const row = items.get(doc.task_id);
     if (row) drawEta(doc, row);
   }

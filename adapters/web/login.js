@@ -2,7 +2,7 @@
 // `/login#token=…` signs in directly (a fragment never reaches the server or its logs);
 // `&next=/tasks/ID` in the fragment, or `?next=` in the query, says where to go after.
 
-import { forgetToken, setToken, token } from "/assets/app.js";
+import { forgetToken, setToken, token } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 

@@ -4,46 +4,24 @@
 // the task over `/ws/tasks/{id}`: a snapshot first, then the events; after a dropped
 // connection it resumes with `?after_seq=` the newest seq it has, so no step is missed.
 
-import {
-  LiveSocket,
-  STEP_SYMBOLS,
-  STEP_WORDS,
-  adoptEta,
-  api,
-  applyEvent,
-  applyTransient,
-  debug,
-  etaText,
-  fresh,
-  h,
-  humanDuration,
-  isDone,
-  isFinal,
-  isLogged,
-  merge,
-  notify,
-  recompute,
-  requireToken,
-  setBar,
-  setText,
-  showConnection,
-  showError,
-  startedText,
-  statusLine,
-  stepExpectedText,
-  stepLine,
-  wireNotifications,
-  wirePush,
-  wireSignOut,
-} from "/assets/app.js";
+import { api, requireToken, wireSignOut } from "./api.js";
+import { debug } from "./debug.js";
+import { h, setBar, setText, showError } from "./dom.js";
+import { LiveSocket, showConnection } from "./live.js";
+import { TrackedTask, isFinal, isLogged } from "./model.js";
+import { notify, wireNotifications } from "./notify.js";
+import { wirePush } from "./push.js";
+import { STEP_SYMBOLS, STEP_WORDS, etaText, humanDuration, startedText, statusLine, stepExpectedText, stepLine } from "./words.js";
 
 const LOG_PAGE = 500;
 
 const taskId = decodeURIComponent(location.pathname.replace(/^\/tasks\//, "").replace(/\/$/, ""));
 const $ = (id) => document.getElementById(id);
 
-/// The progress document as the page knows it; `doc.seq` is the newest logged event applied.
-let doc = null;
+const progressPath = `/api/tasks/${encodeURIComponent(taskId)}/progress`;
+
+/// The task as the server last described it (`task.doc`).
+const task = new TrackedTask({ read: () => api("GET", progressPath), changed: render, announce: notify });
 /// Per step order: its row's elements and its log panel's state.
 const rows = new Map();
 /// A control request in flight (its buttons stay disabled meanwhile).
@@ -51,7 +29,7 @@ let busy = false;
 /// What the confirmation box would do if confirmed.
 let pendingConfirm = null;
 
-debug.task = () => doc;
+debug.task = () => task.doc;
 debug.events = [];
 
 function init() {
@@ -65,14 +43,14 @@ function init() {
     confirmFirst("Cancel this task? Its running step stops and the task ends.", "Yes, cancel the task", () => control("cancel")),
   );
   $("restart").addEventListener("click", () => {
-    const question = isFinal(doc.status)
+    const question = isFinal(task.doc.status)
       ? "Start this task over as a new run, from the first step?"
       : "Cancel this task and start it over as a new run, from the first step?";
     confirmFirst(question, "Yes, start over", restart);
   });
   // The decision names the step the page shows, so it can never land on a later approval.
   const decision = () => {
-    const waiting = doc.steps.find((s) => s.status === "approval");
+    const waiting = task.doc.steps.find((s) => s.status === "approval");
     return { step: waiting ? waiting.order : null, comment: comment() };
   };
   $("approve").addEventListener("click", () => control("approve", decision()));
@@ -93,14 +71,13 @@ function comment() {
 
 async function load() {
   try {
-    doc = fresh(await api("GET", `/api/tasks/${encodeURIComponent(taskId)}/progress`));
+    task.snapshot(await api("GET", progressPath));
   } catch (error) {
     if (error.status === 404) return notFound();
     showError(error.message);
     showConnection("offline");
     return;
   }
-  render();
   socket.start();
   setInterval(renderTimes, 1000);
 }
@@ -119,22 +96,23 @@ function notFound() {
 let connectedBefore = false;
 
 const socket = new LiveSocket({
-  // The first connection gets a snapshot; later ones resume after the newest seq applied.
+  // The first connection gets a snapshot; later ones resume after the newest seq heard.
   url: () =>
-    connectedBefore && doc
-      ? `/ws/tasks/${encodeURIComponent(taskId)}?after_seq=${doc.seq}`
+    connectedBefore && task.doc
+      ? `/ws/tasks/${encodeURIComponent(taskId)}?after_seq=${task.heard}`
       : `/ws/tasks/${encodeURIComponent(taskId)}`,
   onMessage: received,
   onState: (state, wait) => {
     showConnection(state, wait);
     if (state === "live") {
-      if (connectedBefore) refreshTransient();
+      // The replay brings every logged event missed, but not percents and estimates.
+      if (connectedBefore) task.refresh();
       connectedBefore = true;
     }
   },
   onGiveUp: async () => {
     try {
-      await api("GET", `/api/tasks/${encodeURIComponent(taskId)}/progress`);
+      await api("GET", progressPath);
       return "retry";
     } catch (error) {
       if (error.status === 404) {
@@ -152,49 +130,25 @@ function received(m, live) {
     return;
   }
   if (m.type === "snapshot") {
-    doc = merge(doc, m.task);
-    render();
+    task.snapshot(m.task);
     return;
   }
-  if (!doc) return;
+  if (!task.doc) return;
   if (m.type === "log") {
     appendLive(m);
     return;
   }
   if (!isLogged(m)) {
-    if (applyTransient(doc, m)) render();
+    task.transient(m);
     return;
   }
-  if (m.seq <= doc.seq) return; // already applied (from a document or a replay)
-  if (m.seq > doc.seq + 1) {
+  if (m.seq > task.heard + 1) {
     // A gap the server should never leave: reconnect and replay from what we have.
-    debug.errors.push(`gap: have ${doc.seq}, got ${m.seq}`);
+    debug.errors.push(`gap: have ${task.heard}, got ${m.seq}`);
     live.socket.close(4000, "gap");
     return;
   }
-  applyEvent(doc, m);
-  debug.events.push({ seq: m.seq, type: m.type, step: m.step });
-  notify(doc, m);
-  render();
-}
-
-/// After a reconnection the replay brings every logged event; percents and the ETA are
-/// transient, so they are read once from the document (never its states, which the
-/// replay owns).
-async function refreshTransient() {
-  let latest;
-  try {
-    latest = await api("GET", `/api/tasks/${encodeURIComponent(taskId)}/progress`);
-  } catch {
-    return;
-  }
-  for (const step of doc.steps) {
-    const now = latest.steps.find((s) => s.order === step.order);
-    if (now && now.attempts === step.attempts && !isDone(step.status)) step.progress = Math.max(step.progress, now.progress);
-  }
-  if (latest.seq >= doc.seq) adoptEta(doc, latest, new Map(latest.steps.map((s) => [s.order, s.expected_seconds])));
-  recompute(doc);
-  render();
+  if (task.event(m)) debug.events.push({ seq: m.seq, type: m.type, step: m.step });
 }
 
 // ---------------------------------------------------------------- controls
@@ -206,8 +160,7 @@ async function control(action, body) {
   render();
   showError("");
   try {
-    const answer = await api("POST", `/api/tasks/${encodeURIComponent(taskId)}/${action}`, body);
-    doc = merge(doc, answer);
+    task.adopt(await api("POST", `/api/tasks/${encodeURIComponent(taskId)}/${action}`, body));
     if (action === "approve" || action === "reject") $("approval-comment").value = "";
   } catch (error) {
     showError(`Could not ${action}: ${error.message}`);
@@ -224,7 +177,7 @@ async function stepControl(action, order) {
   render();
   showError("");
   try {
-    doc = merge(doc, await api("POST", `/api/tasks/${encodeURIComponent(taskId)}/steps/${order}/${action}`));
+    task.adopt(await api("POST", `/api/tasks/${encodeURIComponent(taskId)}/steps/${order}/${action}`));
   } catch (error) {
     showError(`Could not ${action} step ${order}: ${error.message}`);
   } finally {
@@ -265,7 +218,7 @@ function confirmFirst(question, yes, action) {
   pendingConfirm = action;
   setText($("confirm-question"), question);
   setText($("confirm-yes"), yes);
-  $("confirm-no").textContent = isFinal(doc.status) ? "Never mind" : "Keep it running";
+  $("confirm-no").textContent = isFinal(task.doc.status) ? "Never mind" : "Keep it running";
   $("confirm").hidden = false;
   $("confirm-no").focus();
 }
@@ -278,6 +231,7 @@ function closeConfirm() {
 // ---------------------------------------------------------------- drawing
 
 function render() {
+  const doc = task.doc;
   if (!doc) return;
   $("task").hidden = false;
   $("task").dataset.status = doc.status;
@@ -288,7 +242,7 @@ function render() {
   setBar($("bar"), doc.progress);
   setText($("percent"), `${doc.progress}%`);
   setText($("step-line"), stepLine(doc));
-  renderSteps();
+  renderSteps(doc);
   renderTimes();
   const status = statusLine(doc);
   setText($("status-line"), status.text);
@@ -311,6 +265,7 @@ function render() {
 }
 
 function renderTimes() {
+  const doc = task.doc;
   if (!doc) return;
   setText($("started"), startedText(doc));
   for (const step of doc.steps) {
@@ -343,7 +298,7 @@ function stepStatusText(step) {
   return words;
 }
 
-function renderSteps() {
+function renderSteps(doc) {
   const list = $("steps");
   const shape = doc.steps.map((s) => `${s.order}:${s.name}:${s.substeps.map((x) => x.name).join("|")}`).join("\n");
   if (list.dataset.shape !== shape) {

@@ -3,7 +3,8 @@
 //! `/assets/`, and the service worker at `/sw.js` (at the root, so that its scope is the
 //! whole site: it shows web push messages and posts their Approve / Reject links), all
 //! compiled into the binary (plain HTML, CSS and JavaScript from
-//! `adapters/web/`; no build step). The pages need no token to load: their script keeps the
+//! `adapters/web/`; no build step: the scripts are ES modules that import one another by
+//! relative path, each served as an asset of its own). The pages need no token to load: their script keeps the
 //! token in the browser's `localStorage`, calls the API with `Authorization: Bearer` and
 //! follows tasks over the WebSocket API, offering the token as a subprotocol.
 //!
@@ -29,6 +30,14 @@ struct Asset {
 }
 
 const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// A script, named as in `adapters/web/`.
+macro_rules! script {
+    ($name:literal) => {
+        Asset { name: $name, content_type: JS, body: include_bytes!(concat!("../../web/", $name)) }
+    };
+}
 
 /// The task list.
 const LIST_PAGE: Asset = Asset { name: "index.html", content_type: HTML, body: include_bytes!("../../web/index.html") };
@@ -38,24 +47,31 @@ const TASK_PAGE: Asset = Asset { name: "task.html", content_type: HTML, body: in
 const LOGIN_PAGE: Asset =
     Asset { name: "login.html", content_type: HTML, body: include_bytes!("../../web/login.html") };
 /// The service worker.
-const SERVICE_WORKER: Asset = Asset { name: "sw.js", content_type: JS, body: include_bytes!("../../web/sw.js") };
+const SERVICE_WORKER: Asset = script!("sw.js");
 
 /// Everything under `/assets/`.
 const ASSETS: &[Asset] = &[
     Asset { name: "app.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../web/app.css") },
-    Asset { name: "app.js", content_type: JS, body: include_bytes!("../../web/app.js") },
-    Asset { name: "list.js", content_type: JS, body: include_bytes!("../../web/list.js") },
-    Asset { name: "task.js", content_type: JS, body: include_bytes!("../../web/task.js") },
-    Asset { name: "login.js", content_type: JS, body: include_bytes!("../../web/login.js") },
-    Asset { name: "chat.js", content_type: JS, body: include_bytes!("../../web/chat.js") },
     Asset { name: "icon.svg", content_type: "image/svg+xml", body: include_bytes!("../../web/icon.svg") },
+    // The pages' own scripts.
+    script!("list.js"),
+    script!("task.js"),
+    script!("login.js"),
+    script!("chat.js"),
+    // The modules they share.
+    script!("api.js"),
+    script!("debug.js"),
+    script!("dom.js"),
+    script!("live.js"),
+    script!("model.js"),
+    script!("notify.js"),
+    script!("push.js"),
+    script!("words.js"),
 ];
 
-const JS: &str = "text/javascript; charset=utf-8";
-
-/// What the pages may load and connect to: this origin only (`'self'` covers its `ws:` and
-/// `wss:` addresses too; `worker-src` lets them register `/sw.js`), no inline script or
-/// style, no framing.
+/// What the pages may load and connect to: this origin only (`'self'` covers the module
+/// scripts a page's script imports, and this origin's `ws:` and `wss:` addresses; `worker-src`
+/// lets them register `/sw.js`), no inline script or style, no framing.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
@@ -132,4 +148,28 @@ fn serve(req: &HttpRequest, asset: &Asset) -> HttpResponse {
     }
     // actix-web sends only the head (with the length) when answering HEAD.
     response.content_type(asset.content_type).body(asset.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files `text` loads from `/assets/`: a module's imports (`from "./name"`) and a
+    /// page's scripts and images (`src="/assets/name"`).
+    fn loads(text: &str) -> Vec<&str> {
+        let imports = text.split("from \"./").skip(1);
+        let sources = text.split("src=\"/assets/").skip(1);
+        imports.chain(sources).filter_map(|rest| rest.split('"').next()).collect()
+    }
+
+    #[test]
+    fn every_file_a_page_or_a_module_loads_is_served() {
+        let files = PAGES.iter().map(|(_, page)| *page).chain(ASSETS);
+        for file in files {
+            let text = std::str::from_utf8(file.body).expect("text");
+            for name in loads(text) {
+                assert!(ASSETS.iter().any(|a| a.name == name), "{} loads {name}, which is not served", file.name);
+            }
+        }
+    }
 }

@@ -21,16 +21,6 @@ const PLAN: &str = r#"{"title": "Cellphone Store CRM", "complexity": 3, "steps":
 /// Method, path, body, then the status, error code and words the message must contain.
 type BadRequest = (&'static str, String, Option<String>, u16, &'static str, &'static str);
 
-async fn create(server: &ApiServer, token: &str, plan: &str) -> String {
-    let created = server.post("/api/tasks", token, plan).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    created.body["task_id"].as_str().unwrap().to_owned()
-}
-
-async fn report(server: &ApiServer, token: &str, id: &str, step: u32, body: &str) -> Response {
-    server.post(&format!("/api/tasks/{id}/steps/{step}/report"), token, body).await
-}
-
 on_both_backends! {
     async fn a_task_runs_end_to_end_over_http(backend: Backend) {
         let db = TestDb::new(backend);
@@ -57,12 +47,10 @@ on_both_backends! {
         assert_eq!(step["status"], "running");
         assert_eq!(step["substeps"], json!([{"name": "customers", "done": false}, {"name": "products", "done": false}]));
 
-        let worked = report(&server, &token, &id, 1, r#"{"progress": 40, "log": "made tables"}"#).await;
-        assert_eq!(worked.status, 200, "{:?}", worked.body);
-        let ticked = report(&server, &token, &id, 1, r#"{"substep_done": "customers"}"#).await;
-        assert_eq!(ticked.body["steps"][0]["substeps"][0]["done"], true);
-        let done = report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
-        assert_eq!(done.status, 200, "{:?}", done.body);
+        report(&server, &token, &id, 1, json!({"progress": 40, "log": "made tables"})).await;
+        let ticked = report(&server, &token, &id, 1, json!({"substep_done": "customers"})).await;
+        assert_eq!(ticked["steps"][0]["substeps"][0]["done"], true);
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
 
         let progress = server.get(&format!("/api/tasks/{id}/progress"), &token).await;
         assert_eq!(progress.body["status"], "approval");
@@ -74,7 +62,7 @@ on_both_backends! {
         let approved = server.post(&format!("/api/tasks/{id}/approve"), &token, r#"{"step": 2, "comment": "go"}"#).await;
         assert_eq!(approved.status, 200, "{:?}", approved.body);
         assert_eq!(approved.body["steps"][1]["status"], "running");
-        report(&server, &token, &id, 2, r#"{"status": "completed", "output": "ui"}"#).await;
+        report(&server, &token, &id, 2, json!({"status": "completed", "output": "ui"})).await;
 
         let finished = server.get(&format!("/api/tasks/{id}/progress"), &token).await;
         assert_eq!(finished.body["status"], "completed");
@@ -121,7 +109,7 @@ on_both_backends! {
         assert!(at_start.iter().all(|e| e.as_u64().is_some_and(|s| s > 0)), "each step has a time: {snapshot}");
 
         clock.advance(5_000);
-        report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
         let eta = stream.next_matching("the ETA after step 1", |m| m["type"] == "eta" && m["steps"][0]["step"] != 1).await;
         let listed: Vec<u64> = eta["steps"].as_array().unwrap().iter().map(|s| s["step"].as_u64().unwrap()).collect();
         assert_eq!(listed, [2, 3], "the steps still to go, the running one first: {eta}");
@@ -135,9 +123,9 @@ on_both_backends! {
         );
 
         clock.advance(5_000);
-        report(&server, &token, &id, 2, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
         clock.advance(5_000);
-        report(&server, &token, &id, 3, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 3, json!({"status": "completed"})).await;
         let document = server.get(&format!("/api/tasks/{id}/progress"), &token).await.body;
         assert_eq!(document["status"], "completed");
         assert_eq!(expected(&document["steps"]), [Value::Null, Value::Null, Value::Null], "{document}");
@@ -186,16 +174,16 @@ on_both_backends! {
         assert_eq!(server.post(&format!("/api/tasks/{id}/pause"), &token, "").await.body["status"], "paused");
         assert_eq!(server.post(&format!("/api/tasks/{id}/resume"), &token, "").await.body["status"], "running");
 
-        let failed = report(&server, &token, &id, 1, r#"{"status": "failed", "error": "disk full"}"#).await;
-        assert_eq!(failed.body["status"], "failed");
-        assert_eq!(failed.body["steps"][0]["error"], "disk full");
-        assert_eq!(failed.body["waiting_on"], json!({"kind": "retry", "step": 1}));
-        let late = report(&server, &token, &id, 1, r#"{"progress": 10}"#).await;
+        let failed = report(&server, &token, &id, 1, json!({"status": "failed", "error": "disk full"})).await;
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["steps"][0]["error"], "disk full");
+        assert_eq!(failed["waiting_on"], json!({"kind": "retry", "step": 1}));
+        let late = server.post(&format!("/api/tasks/{id}/steps/1/report"), &token, r#"{"progress": 10}"#).await;
         assert_eq!(late.status, 409, "a report to a step that is not running: {:?}", late.body);
         let retried = server.post(&format!("/api/tasks/{id}/steps/1/retry"), &token, "").await;
         assert_eq!(retried.body["steps"][0]["status"], "running");
         assert_eq!(retried.body["steps"][0]["attempts"], 2);
-        report(&server, &token, &id, 1, r#"{"status": "failed"}"#).await;
+        report(&server, &token, &id, 1, json!({"status": "failed"})).await;
         let skipped = server.post(&format!("/api/tasks/{id}/steps/1/skip"), &token, "").await;
         assert_eq!(skipped.body["steps"][0]["status"], "skipped");
         assert_eq!(skipped.body["status"], "approval");
@@ -351,10 +339,10 @@ on_both_backends! {
             assert_eq!(snapshot["task"]["task_id"], id.as_str());
             assert_eq!(snapshot["seq"], snapshot["task"]["seq"]);
         }
-        report(&server, &token, &id, 1, r#"{"progress": 50}"#).await;
-        report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 1, json!({"progress": 50})).await;
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
         server.post(&format!("/api/tasks/{id}/approve"), &token, "").await;
-        report(&server, &token, &id, 2, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
         for socket in [&mut one, &mut all] {
             let progress = socket.next_matching("progress", |m| m["type"] == "progress").await;
             assert_eq!((progress["percent"].as_u64(), progress["step"].as_u64()), (Some(25), Some(1)), "{progress}");
@@ -381,22 +369,22 @@ on_both_backends! {
         let snapshot = first.next().await;
         let mut seen: Vec<i64> = Vec::new();
         let mut last = snapshot["seq"].as_i64().unwrap();
-        report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
-        report(&server, &token, &id, 2, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 2, json!({"status": "completed"})).await;
         let started_3 = first.next_matching("step 3 started", |m| m["type"] == "step_started" && m["step"] == 3).await;
         last = last.max(started_3["seq"].as_i64().unwrap());
         drop(first);
         // The task moves on while nobody listens.
-        report(&server, &token, &id, 3, r#"{"progress": 30}"#).await;
-        report(&server, &token, &id, 3, r#"{"status": "completed"}"#).await;
-        report(&server, &token, &id, 4, r#"{"status": "failed", "error": "boom"}"#).await;
+        report(&server, &token, &id, 3, json!({"progress": 30})).await;
+        report(&server, &token, &id, 3, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 4, json!({"status": "failed", "error": "boom"})).await;
         server.post(&format!("/api/tasks/{id}/steps/4/retry"), &token, "").await;
 
         let mut second = server.websocket(&format!("{path}?after_seq={last}"), &[("Authorization", &bearer)]).await.unwrap();
         // And on while the replay is read.
-        report(&server, &token, &id, 4, r#"{"status": "completed"}"#).await;
-        report(&server, &token, &id, 5, r#"{"status": "completed"}"#).await;
-        report(&server, &token, &id, 6, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 4, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 5, json!({"status": "completed"})).await;
+        report(&server, &token, &id, 6, json!({"status": "completed"})).await;
         loop {
             let message = second.next().await;
             assert_ne!(message["type"], "snapshot", "a resumed stream replays instead of a snapshot");
@@ -429,7 +417,7 @@ on_both_backends! {
         let id = create(&server, &token, PLAN).await;
         let bearer = format!("Bearer {token}");
         let before = server.get(&format!("/api/tasks/{id}/progress"), &token).await.body["seq"].as_i64().unwrap();
-        report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
         let mut feed = server.websocket("/ws/tasks", &[("Authorization", &bearer)]).await.unwrap();
         let snapshot = feed.next().await;
         let now = snapshot["seq"].as_i64().unwrap();
@@ -503,12 +491,11 @@ on_both_backends! {
         // Far more than the sockets' buffers and the session's queue hold: long log lines.
         let line = "y".repeat(32 * 1024);
         for i in 0..1000 {
-            let sent = report(&server, &token, &id, 1, &json!({"log": format!("{i} {line}")}).to_string()).await;
-            assert_eq!(sent.status, 200);
+            report(&server, &token, &id, 1, json!({"log": format!("{i} {line}")})).await;
             let got = fast.next_matching("the log line", |m| m["type"] == "log").await;
             assert!(got["line"].as_str().unwrap().starts_with(&format!("{i} ")), "the fast client keeps up, in order");
         }
-        report(&server, &token, &id, 1, r#"{"status": "completed"}"#).await;
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
         fast.next_matching("step_complete", |m| m["type"] == "step_complete").await;
 
         slow.paused.store(false, std::sync::atomic::Ordering::Release);

@@ -1,9 +1,9 @@
 //! The API under test: the real server on 127.0.0.1:0 in this process (so tests can drive
-//! its clock and runtime), a plain HTTP/1.1 client over a TCP socket, and a WebSocket
-//! client (tungstenite) on its own thread. Blocking I/O runs off the actix thread, which
-//! also runs the hub.
+//! its clock and runtime), requests to it through the tests' HTTP client, a WebSocket client
+//! (tungstenite) on its own thread (blocking I/O runs off the actix thread, which also runs
+//! the hub), and the steps most tests take: create a task, report on its steps, read it.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use runtime::{Clock, Runtime, RuntimeOptions};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::http_client;
 use crate::support::{options, start_with, TestDb, PATIENCE};
 
 /// A running API server.
@@ -91,12 +92,12 @@ impl ApiServer {
 
     /// Sends a request with exactly these headers and body.
     pub async fn raw(&self, method: &str, path: &str, headers: &[(String, String)], body: Option<&[u8]>) -> Response {
-        let (address, method, path) = (self.address, method.to_owned(), path.to_owned());
-        let headers = headers.to_vec();
-        let body = body.map(<[u8]>::to_vec);
-        tokio::task::spawn_blocking(move || http(address, &method, &path, &headers, body.as_deref()))
+        let answer = http_client::send(self.address, method, path, headers, body, PATIENCE)
             .await
-            .expect("the HTTP client thread")
+            .unwrap_or_else(|e| panic!("the server did not answer: {e}"));
+        let text = String::from_utf8_lossy(&answer.body);
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.into_owned()));
+        Response { status: answer.status, headers: answer.headers, body }
     }
 
     /// Opens a WebSocket on `path` with extra request headers.
@@ -133,31 +134,6 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
-}
-
-fn http(address: SocketAddr, method: &str, path: &str, headers: &[(String, String)], body: Option<&[u8]>) -> Response {
-    let mut stream = TcpStream::connect(address).expect("connect to the server");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.map_or(0, <[u8]>::len)));
-    stream.write_all(request.as_bytes()).unwrap();
-    if let Some(body) = body {
-        // A server that refuses a large body early may close before it is all sent.
-        let _ = stream.write_all(body);
-    }
-    let mut response = Vec::new();
-    let _ = stream.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers =
-        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-    Response { status, headers, body }
 }
 
 /// A WebSocket client reading on its own thread; messages arrive in a channel.
@@ -332,4 +308,26 @@ fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
         bytes = &bytes[header + length..];
     }
     None
+}
+
+/// Creates a task from `plan` (JSON) as the token's user; answers its id.
+pub async fn create(server: &ApiServer, token: &str, plan: &str) -> String {
+    let created = server.post("/api/tasks", token, plan).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body["task_id"].as_str().unwrap().to_owned()
+}
+
+/// An outside worker's report on step `step` of task `id`, which the server must accept;
+/// answers the progress document it answers with.
+pub async fn report(server: &ApiServer, token: &str, id: &str, step: u32, body: Value) -> Value {
+    let answer = server.post(&format!("/api/tasks/{id}/steps/{step}/report"), token, &body.to_string()).await;
+    assert_eq!(answer.status, 200, "report {body} on step {step}: {:?}", answer.body);
+    answer.body
+}
+
+/// Task `id`'s progress document.
+pub async fn progress(server: &ApiServer, token: &str, id: &str) -> Value {
+    let answer = server.get(&format!("/api/tasks/{id}/progress"), token).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.body
 }

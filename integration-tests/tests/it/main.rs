@@ -3,7 +3,9 @@
 //! per test), through the `on_both_backends!` macro.
 
 mod api_support;
+mod http_client;
 mod support;
+mod webdriver;
 
 mod api;
 mod bad_input;

@@ -49,11 +49,6 @@ fn probe(method: &str, path: &str) -> Probe {
     }
 }
 
-fn task_id(created: &Response) -> String {
-    assert_eq!(created.status, 201, "{}", created.body);
-    created.body["task_id"].as_str().unwrap().to_owned()
-}
-
 fn without(body: &Value, id: &str) -> String {
     body.to_string().replace(id, "ID")
 }
@@ -63,9 +58,8 @@ on_both_backends! {
         let db = TestDb::new(backend);
         let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
         let (alice, bob) = (server.token("alice").await, server.token("bob").await);
-        let id = task_id(&server.post("/api/tasks", &alice, PLAN).await);
-        let report = format!("/api/tasks/{id}/steps/1/report");
-        assert_eq!(server.post(&report, &alice, r#"{"progress": 30, "log": "alice's line"}"#).await.status, 200);
+        let id = create(&server, &alice, PLAN).await;
+        report(&server, &alice, &id, 1, json!({"progress": 30, "log": "alice's line"})).await;
         let bearer = format!("Bearer {bob}");
         let mut bobs_feed = server.websocket("/ws/tasks", &[("Authorization", &bearer)]).await.unwrap();
 
@@ -126,8 +120,8 @@ on_both_backends! {
         assert_eq!(theirs.status, 404);
 
         // Alice's task moves; bob's feed sees nothing of it, only his own task afterwards.
-        assert_eq!(server.post(&report, &alice, r#"{"status": "completed"}"#).await.status, 200);
-        let own = task_id(&server.post("/api/tasks", &bob, PLAN).await);
+        report(&server, &alice, &id, 1, json!({"status": "completed"})).await;
+        let own = create(&server, &bob, PLAN).await;
         let first = bobs_feed.next_matching("a message about a task", |m| m.get("task_id").is_some()).await;
         assert_eq!(first["task_id"], own.as_str(), "bob's first task message is about his own task: {first}");
         assert_eq!(server.get(&format!("/api/tasks/{id}/progress"), &alice).await.body["status"], "approval");

@@ -1,27 +1,22 @@
-//! The web progress view in a real headless Chromium (Debian's `chromium` and
-//! `chromium-driver`, never a downloaded browser), driven over WebDriver by the small
-//! client below (HTTP/1.1 over a TCP socket, JSON bodies). The server runs in this process
-//! ([`ApiServer`]); tasks advance through explicit reports on `external` steps, and every
-//! wait polls the page's DOM with a deadline. Screenshots of the list and a task's page,
-//! at desktop and phone sizes, go to `target/screenshots/`. Web push runs end to end against
-//! the local push service of the push tests, with only the browser's own push-service calls
-//! substituted (offline, it has none to reach).
+//! The web progress view in a real headless Chromium ([`Browser`]). The server runs in this
+//! process ([`ApiServer`]); tasks advance through explicit reports on `external` steps, and
+//! every wait polls the page's DOM with a deadline. Screenshots of the list and a task's
+//! page, at desktop and phone sizes, go to `target/screenshots/`. Web push runs end to end
+//! against the local push service of the push tests, with only the browser's own
+//! push-service calls substituted (offline, it has none to reach).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{ApiSettings, NotificationSettings};
-use runtime::{ManualClock, SystemClock};
+use runtime::{Clock, ManualClock, SystemClock};
 use serde_json::{json, Value};
 
 use crate::api_support::*;
 use crate::notify_push::PushService;
 use crate::on_both_backends;
 use crate::support::*;
+use crate::webdriver::Browser;
 
 /// The seed's task: four external steps, the second with the seed's substeps, the third
 /// waiting for approval.
@@ -32,12 +27,6 @@ const PLAN: &str = r#"{"title": "Cellphone Store CRM", "complexity": 4, "steps":
     {"name": "Add search and filters", "kind": "external", "requires_approval": true},
     {"name": "Configure workflows", "kind": "external"}
 ]}"#;
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// How long one WebDriver command may take (a navigation waits for the page to load).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The task page as a person sees it: what the tests wait on and compare.
 const TASK_STATE_JS: &str = r##"
@@ -106,494 +95,34 @@ return {
 };
 "##;
 
-// ------------------------------------------------------------------ the WebDriver client
-
-/// Chromium's and chromedriver's paths (`STEPWISE_TEST_CHROMIUM`/`_CHROMEDRIVER` override
-/// Debian's); a missing one fails the test, saying how to install it.
-fn browser_paths() -> (PathBuf, PathBuf) {
-    let chromium = PathBuf::from(std::env::var("STEPWISE_TEST_CHROMIUM").unwrap_or_else(|_| CHROMIUM.to_owned()));
-    let driver = PathBuf::from(std::env::var("STEPWISE_TEST_CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.to_owned()));
-    for path in [&chromium, &driver] {
-        assert!(
-            path.exists(),
-            "{} is missing: the web view's tests need a headless Chromium and its WebDriver; install them with \
-             `apt-get install -y chromium chromium-driver` (.ci/run does)",
-            path.display()
-        );
-    }
-    (chromium, driver)
-}
-
-/// A WebDriver error answer.
-#[derive(Debug)]
-struct DriverError {
-    status: u16,
-    value: Value,
-}
-
-/// One headless Chromium session behind its own chromedriver on a free port.
-struct Browser {
-    driver: Child,
-    address: SocketAddr,
-    session: String,
-    profile: tempfile::TempDir,
-}
+// ------------------------------------------------------------------ the pages
 
 impl Browser {
-    /// Starts chromedriver and a session with a fresh profile and a window of `width` ×
-    /// `height`.
-    fn start(width: u32, height: u32) -> Browser {
-        let (chromium, chromedriver) = browser_paths();
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let profile = tempfile::tempdir().expect("a temporary profile directory");
-            let port = free_port();
-            let address: SocketAddr = ([127, 0, 0, 1], port).into();
-            let log = profile.path().join("chromedriver.log");
-            let child = Command::new(&chromedriver)
-                .arg(format!("--port={port}"))
-                .arg(format!("--log-path={}", log.display()))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {}: {e}", chromedriver.display()));
-            let mut browser = Browser { driver: child, address, session: String::new(), profile };
-            match browser.wait_ready() {
-                Ok(()) => {
-                    browser.create_session(&chromium, width, height);
-                    return browser;
-                }
-                // Another process took the port first: try another (dropping kills this one).
-                Err(error) => last_error = error,
-            }
-        }
-        panic!("chromedriver did not start: {last_error}");
-    }
-
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Ok(Some(status)) = self.driver.try_wait() {
-                return Err(format!("chromedriver exited with {status}"));
-            }
-            if let Ok(value) = self.request("GET", "/status", None) {
-                if value["ready"] == true {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(format!("not ready within {PATIENCE:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn create_session(&mut self, chromium: &Path, width: u32, height: u32) {
-        let user_data = self.profile.path().join("chromium");
-        let args = [
-            "--headless=new".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--no-first-run".to_owned(),
-            "--lang=en-US".to_owned(),
-            format!("--user-data-dir={}", user_data.display()),
-            format!("--window-size={width},{height}"),
-        ];
-        let capabilities = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": args},
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }}});
-        let created = self.request("POST", "/session", Some(&capabilities)).unwrap_or_else(|e| {
-            panic!("chromedriver could not start {}: {e:?}", chromium.display());
-        });
-        self.session = created["sessionId"].as_str().expect("a session id").to_owned();
-        self.viewport(width, height, false);
-    }
-
-    /// Sends one WebDriver command; answers its `value`.
-    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, DriverError> {
-        let failed = |message: String| DriverError { status: 0, value: json!({"message": message}) };
-        let mut stream =
-            TcpStream::connect_timeout(&self.address, Duration::from_secs(5)).map_err(|e| failed(e.to_string()))?;
-        stream.set_read_timeout(Some(COMMAND_TIMEOUT)).unwrap();
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json; \
-             charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
-            self.address,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).map_err(|e| failed(e.to_string()))?;
-        // chromedriver may keep the connection open: read the head, then Content-Length bytes.
-        let mut response = Vec::new();
-        let mut chunk = [0u8; 16 * 1024];
-        let split = loop {
-            if let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-                break split;
-            }
-            let read = stream.read(&mut chunk).map_err(|e| failed(e.to_string()))?;
-            if read == 0 {
-                return Err(failed("the connection closed before the response's head".into()));
-            }
-            response.extend_from_slice(&chunk[..read]);
-        };
-        let head = String::from_utf8_lossy(&response[..split]).into_owned();
-        let header = |name: &str| {
-            head.lines().find_map(|l| {
-                let (key, value) = l.split_once(':')?;
-                key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_ascii_lowercase())
-            })
-        };
-        let mut body = response[split + 4..].to_vec();
-        match header("content-length").and_then(|l| l.parse::<usize>().ok()) {
-            Some(length) => {
-                while body.len() < length {
-                    let read = stream.read(&mut chunk).map_err(|e| failed(e.to_string()))?;
-                    if read == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..read]);
-                }
-                body.truncate(length);
-            }
-            None => {
-                stream.read_to_end(&mut body).map_err(|e| failed(e.to_string()))?;
-                if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
-                    body = dechunk(&body);
-                }
-            }
-        }
-        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let value: Value = serde_json::from_slice(&body).map_err(|e| failed(format!("{e}: {head}")))?;
-        let value = value.get("value").cloned().unwrap_or(value);
-        if status == 200 {
-            Ok(value)
-        } else {
-            Err(DriverError { status, value })
-        }
-    }
-
-    /// A command of this session; panics on an error answer.
-    fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let full = format!("/session/{}{path}", self.session);
-        self.request(method, &full, body.as_ref())
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path} failed ({}): {}", e.status, e.value))
-    }
-
-    fn goto(&self, url: &str) {
-        self.command("POST", "/url", Some(json!({"url": url})));
-    }
-
-    fn refresh(&self) {
-        self.command("POST", "/refresh", Some(json!({})));
-    }
-
-    /// Runs `script` (a function body) in the page; answers what it returns.
-    fn js(&self, script: &str) -> Value {
-        self.command("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
-    }
-
-    /// Clicks the element `css` selects, as a person would (a trusted event).
-    fn click(&self, css: &str) {
-        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
-        let id = element_id(&found);
-        self.command("POST", &format!("/element/{id}/click"), Some(json!({})));
-    }
-
-    /// Presses Enter on the element `css` selects, as a keyboard user would.
-    fn press_enter(&self, css: &str) {
-        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
-        let id = element_id(&found);
-        self.command("POST", &format!("/element/{id}/value"), Some(json!({"text": "\u{E007}"})));
-    }
-
-    /// Lets [`Browser::deliver_push`] reach service workers: done well before the push,
-    /// since a push handed over in the same moment may be dropped.
-    fn enable_service_workers(&self) {
-        self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "ServiceWorker.enable", "params": {}})));
-    }
-
-    /// Hands `data` to the service worker of `origin` as a push message, as the browser does
-    /// with what its push service delivers, until the worker shows a notification (handing
-    /// the same message over again only replaces it: one notification per task); answers
-    /// what it shows. A fresh profile numbers its first service worker registration 0.
-    fn deliver_push(&self, origin: &str, data: &str) -> Value {
-        let params = json!({"origin": origin, "registrationId": "0", "data": data});
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let deliver = json!({"cmd": "ServiceWorker.deliverPushMessage", "params": params});
-            self.command("POST", "/goog/cdp/execute", Some(deliver));
-            let attempt = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < attempt {
-                let shown = self.js(SHOWN_JS);
-                if shown.as_array().is_some_and(|n| !n.is_empty()) {
-                    return shown;
-                }
-                std::thread::sleep(Duration::from_millis(40));
-            }
-            assert!(Instant::now() < deadline, "the service worker showed no notification within {PATIENCE:?}");
-        }
-    }
-
-    /// Types `text` into the element `css` selects.
-    fn type_into(&self, css: &str, text: &str) {
-        let found = self.command("POST", "/element", Some(json!({"using": "css selector", "value": css})));
-        let id = element_id(&found);
-        self.command("POST", &format!("/element/{id}/clear"), Some(json!({})));
-        self.command("POST", &format!("/element/{id}/value"), Some(json!({"text": text})));
-    }
-
-    /// Lets the page show desktop notifications without asking.
-    fn grant_notifications(&self) {
-        self.command(
-            "POST",
-            "/permissions",
-            Some(json!({"descriptor": {"name": "notifications"}, "state": "granted"})),
-        );
-    }
-
-    /// Sets the viewport to `width` × `height` CSS pixels (`mobile` as a phone would).
-    fn viewport(&self, width: u32, height: u32, mobile: bool) {
-        let params = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile});
-        self.command(
-            "POST",
-            "/goog/cdp/execute",
-            Some(json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params})),
-        );
-    }
-
-    /// Gives every page opened from now on a clock that stands still until the test moves
-    /// it with `window.stepwiseTest.advance(ms)`: what the page counts down is then the
-    /// test's to decide, not the machine's.
-    fn freeze_clock(&self) {
-        let source = "(() => { let now = Date.now(); Date.now = () => now; \
-                      window.stepwiseTest = { advance: (ms) => { now += ms; } }; })();";
-        let params = json!({"source": source});
-        self.command(
-            "POST",
-            "/goog/cdp/execute",
-            Some(json!({"cmd": "Page.addScriptToEvaluateOnNewDocument", "params": params})),
-        );
-    }
-
-    /// Asks the pages for no motion, as a person who set `prefers-reduced-motion` would.
-    fn reduce_motion(&self) {
-        let params = json!({"features": [{"name": "prefers-reduced-motion", "value": "reduce"}]});
-        self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": params})));
-    }
-
-    /// Saves a PNG of the whole page (beyond the viewport too) to `path`.
-    fn screenshot(&self, path: &Path) {
-        let metrics =
-            self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "Page.getLayoutMetrics", "params": {}})));
-        let size = &metrics["cssContentSize"];
-        let viewport = &metrics["cssLayoutViewport"];
-        let width = size["width"].as_f64().unwrap_or(0.0).max(viewport["clientWidth"].as_f64().unwrap_or(0.0));
-        let height = size["height"].as_f64().unwrap_or(0.0).max(viewport["clientHeight"].as_f64().unwrap_or(0.0));
-        let params = json!({"format": "png", "captureBeyondViewport": true,
-                            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}});
-        let shot =
-            self.command("POST", "/goog/cdp/execute", Some(json!({"cmd": "Page.captureScreenshot", "params": params})));
-        let png = base64_decode(shot["data"].as_str().expect("screenshot data"));
-        std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    }
-
-    /// The browser console, for failure messages.
-    fn console(&self) -> String {
-        let full = format!("/session/{}/se/log", self.session);
-        match self.request("POST", &full, Some(&json!({"type": "browser"}))) {
-            Ok(Value::Array(entries)) => {
-                entries.iter().map(|e| e["message"].as_str().unwrap_or("").to_owned()).collect::<Vec<_>>().join("\n")
-            }
-            _ => String::new(),
-        }
-    }
-
-    /// Polls `script` until `wanted` holds for what it returns; panics after PATIENCE with
-    /// the last answer, the page's text and the console.
-    fn wait(&self, what: &str, script: &str, wanted: &dyn Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let value = self.js(script);
-            if wanted(&value) {
-                return value;
-            }
-            if Instant::now() > deadline {
-                let text = self.js("return document.body ? document.body.innerText : ''");
-                panic!(
-                    "{what}: not within {PATIENCE:?}.\nlast state: {value:#}\npage text: {}\nconsole: {}",
-                    text.as_str().unwrap_or(""),
-                    self.console()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(40));
-        }
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        if !self.session.is_empty() {
-            let _ = self.request("DELETE", &format!("/session/{}", self.session), None);
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
-
-fn element_id(found: &Value) -> String {
-    found["element-6066-11e4-a52e-4f735466cecf"].as_str().expect("a WebDriver element reference").to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(end) = body.windows(2).position(|w| w == b"\r\n") else { return out };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..end]).trim(), 16).unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        let start = end + 2;
-        out.extend_from_slice(&body[start..(start + size).min(body.len())]);
-        body = &body[(start + size + 2).min(body.len())..];
-    }
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0);
-    for sextet in text.bytes().filter_map(value) {
-        bits = (bits << 6) | u32::from(sextet);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
-}
-
-/// Where screenshots go: `screenshots/` in the target directory this test was built in.
-fn screenshot_dir() -> PathBuf {
-    let test_exe = std::env::current_exe().expect("the test executable's path");
-    let target = test_exe.parent().and_then(Path::parent).and_then(Path::parent).expect("target/<profile>/deps");
-    let dir = target.join("screenshots");
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir
-}
-
-// ------------------------------------------------------------------ the page, from async tests
-
-/// A browser driven from the actix test thread: every WebDriver call runs on the blocking
-/// pool, so the server (on this thread) keeps serving the page meanwhile.
-#[derive(Clone)]
-struct Page {
-    browser: Arc<Browser>,
-    base: String,
-}
-
-impl Page {
-    async fn open(server: &ApiServer, width: u32, height: u32) -> Page {
-        let browser =
-            tokio::task::spawn_blocking(move || Browser::start(width, height)).await.expect("start a browser");
-        Page { browser: Arc::new(browser), base: format!("http://{}", server.address) }
-    }
-
-    async fn run<R: Send + 'static>(&self, work: impl FnOnce(&Browser) -> R + Send + 'static) -> R {
-        let browser = Arc::clone(&self.browser);
-        tokio::task::spawn_blocking(move || work(&browser)).await.expect("the WebDriver thread")
-    }
-
-    async fn goto(&self, path: &str) {
-        let url = format!("{}{path}", self.base);
-        self.run(move |b| b.goto(&url)).await;
-    }
-
     /// Signs in through `/login#token=…` and lands on `next`.
     async fn sign_in(&self, token: &str, next: &str) {
-        let fragment = format!("/login#token={token}&next={next}");
-        self.goto(&fragment).await;
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        let script = script.to_owned();
-        self.run(move |b| b.js(&script)).await
-    }
-
-    async fn click(&self, css: &str) {
-        let css = css.to_owned();
-        self.run(move |b| b.click(&css)).await;
-    }
-
-    async fn wait_on(
-        &self,
-        script: &'static str,
-        what: &str,
-        wanted: impl Fn(&Value) -> bool + Send + 'static,
-    ) -> Value {
-        let what = what.to_owned();
-        self.run(move |b| b.wait(&what, script, &wanted)).await
+        self.goto(&format!("/login#token={token}&next={next}")).await;
     }
 
     /// Waits until the task page's state satisfies `wanted`; answers that state.
-    async fn task(&self, what: &str, wanted: impl Fn(&Value) -> bool + Send + 'static) -> Value {
+    async fn task(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         self.wait_on(TASK_STATE_JS, what, wanted).await
     }
 
     /// Waits until the list page's state satisfies `wanted`.
-    async fn list(&self, what: &str, wanted: impl Fn(&Value) -> bool + Send + 'static) -> Value {
+    async fn list(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
         self.wait_on(LIST_STATE_JS, what, wanted).await
-    }
-
-    async fn screenshot(&self, name: &str) -> PathBuf {
-        let path = screenshot_dir().join(name);
-        let target = path.clone();
-        self.run(move |b| b.screenshot(&target)).await;
-        println!("screenshot: {}", path.display());
-        path
-    }
-
-    async fn close(self) {
-        let browser = self.browser;
-        tokio::task::spawn_blocking(move || drop(browser)).await.expect("close the browser");
     }
 }
 
 // ------------------------------------------------------------------ helpers
 
-async fn create(server: &ApiServer, token: &str, plan: &str) -> String {
-    let created = server.post("/api/tasks", token, plan).await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    created.body["task_id"].as_str().unwrap().to_owned()
-}
-
-async fn report(server: &ApiServer, token: &str, id: &str, step: u32, body: Value) {
-    let answer = server.post(&format!("/api/tasks/{id}/steps/{step}/report"), token, &body.to_string()).await;
-    assert_eq!(answer.status, 200, "report {body} on step {step}: {:?}", answer.body);
-}
-
-async fn progress(server: &ApiServer, token: &str, id: &str) -> Value {
-    let answer = server.get(&format!("/api/tasks/{id}/progress"), token).await;
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-    answer.body
+/// What most tests here start from: the server on `clock` over a fresh database of
+/// `backend` (to be kept until the end), and `ada`'s token.
+async fn start(backend: Backend, clock: Arc<dyn Clock>) -> (TestDb, ApiServer, String) {
+    let db = TestDb::new(backend);
+    let server = ApiServer::start_default(&db, clock).await;
+    let token = server.token("ada").await;
+    (db, server, token)
 }
 
 fn step(state: &Value, order: usize) -> &Value {
@@ -608,8 +137,8 @@ fn symbols(state: &Value) -> String {
 }
 
 /// Desktop notifications: granted by the browser, switched on with a click.
-async fn notifications_on(page: &Page) {
-    page.run(Browser::grant_notifications).await;
+async fn notifications_on(page: &Browser) {
+    page.grant_notifications().await;
     page.click("#notify").await;
     let pressed = "return document.querySelector('#notify').getAttribute('aria-pressed')";
     page.wait_on(pressed, "notifications on", |v| v == "true").await;
@@ -628,11 +157,9 @@ fn live(state: &Value) -> bool {
 
 on_both_backends! {
     async fn the_task_page_follows_a_running_task_live(backend: Backend) {
-        let db = TestDb::new(backend);
-        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
-        let token = server.token("ada").await;
+        let (_db, server, token) = start(backend, Arc::new(SystemClock)).await;
         let id = create(&server, &token, PLAN).await;
-        let page = Page::open(&server, 1280, 800).await;
+        let page = Browser::open(server.address, 1280, 800).await;
 
         page.sign_in(&token, &format!("/tasks/{id}")).await;
         let state = page.task("the task page, signed in and live", live).await;
@@ -738,11 +265,9 @@ on_both_backends! {
     }
 
     async fn the_page_pauses_resumes_approves_retries_and_starts_over(backend: Backend) {
-        let db = TestDb::new(backend);
-        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
-        let token = server.token("ada").await;
+        let (_db, server, token) = start(backend, Arc::new(SystemClock)).await;
         let id = create(&server, &token, PLAN).await;
-        let page = Page::open(&server, 1280, 800).await;
+        let page = Browser::open(server.address, 1280, 800).await;
         page.sign_in(&token, &format!("/tasks/{id}")).await;
         page.task("the task page", live).await;
         notifications_on(&page).await;
@@ -766,7 +291,7 @@ on_both_backends! {
         report(&server, &token, &id, 1, json!({"status": "completed"})).await;
         report(&server, &token, &id, 2, json!({"status": "completed"})).await;
         page.task("the approval box", |s| s["approval"] == "⚠ Approve step 3: Add search and filters?").await;
-        page.run(|b| b.type_into("#approval-comment", "looks good")).await;
+        page.type_into("#approval-comment", "looks good").await;
         page.click("#approve").await;
         let state = page.task("step 3 running", |s| s["steps"][2]["status"] == "running").await;
         assert_eq!(state["approval"], Value::Null);
@@ -826,17 +351,15 @@ on_both_backends! {
     }
 
     async fn the_page_survives_a_reload_and_a_dropped_socket(backend: Backend) {
-        let db = TestDb::new(backend);
-        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
-        let token = server.token("ada").await;
+        let (_db, server, token) = start(backend, Arc::new(SystemClock)).await;
         let id = create(&server, &token, PLAN).await;
         report(&server, &token, &id, 1, json!({"progress": 40})).await;
-        let page = Page::open(&server, 1280, 800).await;
+        let page = Browser::open(server.address, 1280, 800).await;
         page.sign_in(&token, &format!("/tasks/{id}")).await;
         let before = page.task("the task page at 10%", |s| live(s) && s["valuenow"] == "10").await;
 
         // Reload in the middle of the task: the same state.
-        page.run(Browser::refresh).await;
+        page.refresh().await;
         let after = page.task("the reloaded page", |s| live(s) && at_least(s, "connections", 1)).await;
         for key in ["title", "valuenow", "percent", "step_line", "pause", "resume", "approval"] {
             assert_eq!(before[key], after[key], "{key} after a reload");
@@ -860,10 +383,13 @@ on_both_backends! {
         assert_eq!(symbols(&missed), "◐○○○", "nothing arrives while disconnected");
 
         page.js("window.stepwise.reconnectNow(); return true").await;
-        let state = page.task("reconnected with the missed step", |s| {
-            live(s) && s["step_line"] == "Step 2 of 4: Generate application UI" && s["steps"][1]["substeps"][0]
-                .as_str()
-                .is_some_and(|t| t.contains('✓'))
+        // The page reads the task again on reconnecting, so what it shows may come before the
+        // replay does: wait for both.
+        let state = page.task("reconnected with the missed step, and its replay", |s| {
+            live(s)
+                && s["step_line"] == "Step 2 of 4: Generate application UI"
+                && s["steps"][1]["substeps"][0].as_str().is_some_and(|t| t.contains('✓'))
+                && at_least(s, "events", 3)
         })
         .await;
         assert_eq!(symbols(&state), "✓◐○○");
@@ -885,9 +411,7 @@ on_both_backends! {
 
 #[actix::test]
 async fn screenshots_of_the_list_and_the_task_page() {
-    let db = TestDb::new(Backend::Sqlite);
-    let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
-    let token = server.token("ada").await;
+    let (_db, server, token) = start(Backend::Sqlite, Arc::new(SystemClock)).await;
     // A few tasks in different states for the list, oldest first.
     let done =
         create(&server, &token, r#"{"title": "Nightly import", "steps": [{"name": "Fetch", "kind": "external"}]}"#)
@@ -921,7 +445,7 @@ async fn screenshots_of_the_list_and_the_task_page() {
     report(&server, &token, &crm, 2, json!({"substep_done": "Product list view"})).await;
     report(&server, &token, &crm, 2, json!({"progress": 60})).await;
 
-    let page = Page::open(&server, 1280, 800).await;
+    let page = Browser::open(server.address, 1280, 800).await;
     page.sign_in(&token, "/").await;
     let state = page
         .list("the list with five tasks", |s| {
@@ -930,7 +454,7 @@ async fn screenshots_of_the_list_and_the_task_page() {
         .await;
     // Bars jump rather than glide, so the screenshots show where they are (the setting
     // lasts for the page it is made on).
-    page.run(Browser::reduce_motion).await;
+    page.reduce_motion().await;
     let cards = state["tasks"].as_array().unwrap();
     let titles: Vec<&str> = cards.iter().map(|t| t["title"].as_str().unwrap()).collect();
     assert_eq!(
@@ -955,7 +479,12 @@ async fn screenshots_of_the_list_and_the_task_page() {
     assert_eq!(state["tasks"][0]["id"], fresh.as_str());
     report(&server, &token, &fresh, 1, json!({"status": "completed"})).await;
     page.list("the new task completed", |s| s["tasks"][0]["symbol"] == "✓").await;
-    let told = page.js("return window.stepwise.notifications").await;
+    // The page may show the end (read from the server) a moment before it hears the event.
+    let told = page
+        .wait_on("return window.stepwise.notifications", "three notifications", |n| {
+            n.as_array().is_some_and(|n| n.len() >= 3)
+        })
+        .await;
     assert_eq!(
         told,
         json!(["Your Send invoices task has started", "Step 1 complete: Send", "✓ Send invoices is complete"])
@@ -966,17 +495,17 @@ async fn screenshots_of_the_list_and_the_task_page() {
 
     page.goto(&format!("/tasks/{crm}")).await;
     page.task("the CRM task page", |s| live(s) && s["valuenow"] == "45").await;
-    page.run(Browser::reduce_motion).await;
+    page.reduce_motion().await;
     page.click("[data-order='1'] .logs-toggle").await;
     page.task("step 1's logs", |s| s["steps"][0]["logs"].as_str().is_some_and(|l| l.contains("created tables"))).await;
     let task_desktop = page.screenshot("task-desktop.png").await;
 
-    page.run(|b| b.viewport(390, 844, true)).await;
+    page.viewport(390, 844, true).await;
     let width = page.js("return [window.innerWidth, document.documentElement.scrollWidth]").await;
     assert_eq!(width, json!([390, 390]), "the task page fits a phone's width without scrolling sideways");
     let task_phone = page.screenshot("task-phone.png").await;
     page.goto("/").await;
-    page.run(Browser::reduce_motion).await;
+    page.reduce_motion().await;
     page.list("the list on a phone", |s| {
         s["connection"] == "live" && s["tasks"].as_array().is_some_and(|t| t.len() == 6)
     })
@@ -985,7 +514,7 @@ async fn screenshots_of_the_list_and_the_task_page() {
     assert_eq!(width, json!([390, 390]), "the list fits a phone's width without scrolling sideways");
     let list_phone = page.screenshot("list-phone.png").await;
     page.goto(&format!("/tasks/{waiting}")).await;
-    page.run(Browser::reduce_motion).await;
+    page.reduce_motion().await;
     page.task("a task waiting for approval", |s| live(s) && s["approval"].is_string()).await;
     let approval_phone = page.screenshot("task-approval-phone.png").await;
 
@@ -1016,7 +545,7 @@ return {
 };
 "##;
 
-impl Page {
+impl Browser {
     /// Types `message` into the chat box, sends it and waits for the bot's reply; answers
     /// the reply's text.
     async fn say(&self, message: &str) -> String {
@@ -1025,8 +554,7 @@ impl Page {
             s["messages"].as_array().unwrap().iter().filter(|m| m["from"] != "notice").cloned().collect()
         };
         let before = turns(&self.js(CHAT_STATE_JS).await).len();
-        let typed = message.to_owned();
-        self.run(move |b| b.type_into("#chat-input", &typed)).await;
+        self.type_into("#chat-input", message).await;
         self.click("#chat-form button[type=submit]").await;
         let state = self
             .wait_on(CHAT_STATE_JS, &format!("the reply to {message:?}"), move |s| {
@@ -1043,9 +571,7 @@ impl Page {
 
 #[actix::test]
 async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
-    let db = TestDb::new(Backend::Sqlite);
-    let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
-    let token = server.token("ada").await;
+    let (_db, server, token) = start(Backend::Sqlite, Arc::new(SystemClock)).await;
     let id = create(&server, &token, PLAN).await;
     report(&server, &token, &id, 1, json!({"status": "completed"})).await;
     report(&server, &token, &id, 2, json!({"substep_done": "Customer list view"})).await;
@@ -1056,11 +582,11 @@ async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let page = Page::open(&server, 1280, 800).await;
+    let page = Browser::open(server.address, 1280, 800).await;
     page.sign_in(&token, "/").await;
     page.list("the list with the CRM task", |s| s["connection"] == "live" && s["tasks"][0]["status"] == "running")
         .await;
-    page.run(Browser::reduce_motion).await;
+    page.reduce_motion().await;
     // Before any conversation, the transcript holds the notifier's notices about the task.
     let opened =
         page.wait_on(CHAT_STATE_JS, "the task's notices in the chat box", |s| at_least(s, "messages", 2)).await;
@@ -1110,7 +636,7 @@ async fn the_chat_box_answers_and_a_confirmed_cancel_cancels() {
     assert_eq!(state["errors"], json!([]));
     let chat_desktop = page.screenshot("chat-desktop.png").await;
 
-    page.run(|b| b.viewport(390, 844, true)).await;
+    page.viewport(390, 844, true).await;
     let width = page.js("return [window.innerWidth, document.documentElement.scrollWidth]").await;
     assert_eq!(width, json!([390, 390]), "the chat box fits a phone's width without scrolling sideways");
     let chat_phone = page.screenshot("chat-phone.png").await;
@@ -1133,13 +659,11 @@ fn expected_words(step: &Value) -> String {
 
 #[actix::test]
 async fn each_step_not_done_shows_the_time_it_is_expected_to_need() {
-    let db = TestDb::new(Backend::Sqlite);
     // The server's estimates only move when the test moves its clock.
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let server = ApiServer::start_default(&db, clock.clone()).await;
-    let token = server.token("ada").await;
+    let (_db, server, token) = start(Backend::Sqlite, clock.clone()).await;
     let id = create(&server, &token, PLAN).await;
-    let page = Page::open(&server, 1280, 800).await;
+    let page = Browser::open(server.address, 1280, 800).await;
     page.sign_in(&token, &format!("/tasks/{id}")).await;
     let state = page.task("the task page, live", live).await;
 
@@ -1196,10 +720,8 @@ fn left_words(seconds: f64) -> String {
 
 #[actix::test]
 async fn the_page_counts_down_only_while_the_task_runs() {
-    let db = TestDb::new(Backend::Sqlite);
     let clock = Arc::new(ManualClock::new(1_000_000));
-    let server = ApiServer::start_default(&db, clock.clone()).await;
-    let token = server.token("ada").await;
+    let (_db, server, token) = start(Backend::Sqlite, clock.clone()).await;
     let plan = r#"{"title": "Approve, then deploy", "complexity": 2, "steps": [
         {"name": "Prepare", "kind": "external"},
         {"name": "Deploy", "kind": "external", "requires_approval": true}]}"#;
@@ -1213,8 +735,8 @@ async fn the_page_counts_down_only_while_the_task_runs() {
         report(&server, &token, &id, 2, json!({"status": "completed"})).await;
     }
     let id = create(&server, &token, plan).await;
-    let page = Page::open(&server, 1280, 800).await;
-    page.run(Browser::freeze_clock).await;
+    let page = Browser::open(server.address, 1280, 800).await;
+    page.freeze_clock().await;
     page.sign_in(&token, &format!("/tasks/{id}")).await;
     page.task("the task page, live", live).await;
     let document = progress(&server, &token, &id).await;
@@ -1253,9 +775,7 @@ async fn the_page_counts_down_only_while_the_task_runs() {
 
 #[actix::test]
 async fn sign_in_and_out_and_the_page_routes() {
-    let db = TestDb::new(Backend::Sqlite);
-    let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
-    let token = server.token("ada").await;
+    let (_db, server, token) = start(Backend::Sqlite, Arc::new(SystemClock)).await;
 
     // Pages load without a token; assets are compiled in; unknown paths stay JSON 404s.
     for path in ["/", "/tasks/anything", "/login"] {
@@ -1282,11 +802,11 @@ async fn sign_in_and_out_and_the_page_routes() {
     assert_eq!(head.status, 200);
     assert_eq!(head.body, "", "HEAD answers with the head only");
 
-    let page = Page::open(&server, 1280, 800).await;
+    let page = Browser::open(server.address, 1280, 800).await;
     // Without a token, a page sends the visitor to sign in, and back after.
     page.goto("/").await;
     page.wait_on("return location.pathname + location.search", "the sign-in page", |v| v == "/login?next=%2F").await;
-    page.run(|b| b.type_into("#token", "sw_000000000000_nope")).await;
+    page.type_into("#token", "sw_000000000000_nope").await;
     page.click("#sign-in button[type=submit]").await;
     let error = page
         .wait_on(
@@ -1296,8 +816,7 @@ async fn sign_in_and_out_and_the_page_routes() {
         )
         .await;
     assert_eq!(error, "That token was not accepted: it is unknown or revoked.");
-    let token_typed = token.clone();
-    page.run(move |b| b.type_into("#token", &token_typed)).await;
+    page.type_into("#token", &token).await;
     page.click("#sign-in button[type=submit]").await;
     page.list("the list after signing in", |s| s["path"] == "/" && s["connection"] == "live").await;
 
@@ -1386,10 +905,10 @@ async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
     let list = server.call("GET", "/", None, None).await;
     assert!(list.header("content-security-policy").is_some_and(|p| p.contains("worker-src 'self'")));
 
-    let page = Page::open(&server, 1280, 800).await;
+    let page = Browser::open(server.address, 1280, 800).await;
     page.sign_in(&token, "/").await;
     page.list("the list, live", |s| s["connection"] == "live").await;
-    page.run(Browser::grant_notifications).await;
+    page.grant_notifications().await;
     let state = page.js(PUSH_STATE_JS).await;
     assert_eq!(
         (&state["tag"], &state["text"], &state["pressed"]),
@@ -1416,7 +935,7 @@ async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
     // The service worker was registered on the way, for the whole site.
     let scope = page.wait_on(SERVICE_WORKER_SCOPE_JS, "an active service worker", |v| v.is_string()).await;
     assert_eq!(scope, format!("{}/", page.base).as_str());
-    page.run(Browser::enable_service_workers).await;
+    page.enable_service_workers().await;
     assert!(stored_subscriptions(&server).await.is_empty());
 
     // A push service on 127.0.0.1 that checks the server's VAPID token and decrypts with the
@@ -1468,9 +987,7 @@ async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
     .await;
     let pushed = service.next().await.payload;
     assert_eq!(pushed["event"], "approval_needed");
-    let origin = page.base.clone();
-    let data = pushed.to_string();
-    let shown = page.run(move |b| b.deliver_push(&origin, &data)).await;
+    let shown = page.deliver_push(&pushed.to_string(), SHOWN_JS).await;
     let links = json!({"approve": pushed["actions"][0]["url"], "reject": pushed["actions"][1]["url"]});
     assert!(links["approve"].as_str().is_some_and(|l| l.starts_with("/api/approval-links/")), "{pushed}");
     assert_eq!(
@@ -1485,7 +1002,7 @@ async fn the_push_switch_subscribes_and_the_service_worker_shows_an_approval() {
     );
 
     // Off again, from the keyboard: unsubscribed in the browser and gone from the server.
-    page.run(|b| b.press_enter("#push")).await;
+    page.press_enter("#push").await;
     let state = page.wait_on(PUSH_STATE_JS, "push off", |s| s["pressed"] == "false" && s["disabled"] == false).await;
     assert_eq!((&state["text"], &state["message"]), (&json!("Turn on push"), &json!("Push is off for this browser.")));
     assert_eq!(state["stored"], Value::Null);
