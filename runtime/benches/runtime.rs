@@ -88,7 +88,9 @@ fn options() -> RuntimeOptions {
 
 async fn start(url: &str) -> (Runtime, runtime::Recovery) {
     let database = Arc::new(db::Database::open(url, 8).expect("open the bench database"));
-    Runtime::start(database, Handlers::builtin(20).with("spin", Spin).with("instant", AtOnce), options()).await.expect("runtime starts")
+    Runtime::start(database, Handlers::builtin(20).with("spin", Spin).with("instant", AtOnce), options())
+        .await
+        .expect("runtime starts")
 }
 
 fn plan(kind: &str, steps: usize) -> TaskPlan {
@@ -147,8 +149,7 @@ async fn read_estimates(rt: &Runtime, ids: &[String], readers: usize, stop: impl
         stop.await;
         done.set(true);
     };
-    let (mut latencies, ()) =
-        futures_util::future::join(join_all((0..readers).map(reader)), stopping).await;
+    let (mut latencies, ()) = futures_util::future::join(join_all((0..readers).map(reader)), stopping).await;
     let mut all: Vec<Duration> = latencies.iter_mut().flat_map(std::mem::take).collect();
     all.sort_unstable();
     all

@@ -81,7 +81,12 @@ fn parse_params(params: &Value) -> Result<ExecParams, String> {
     if let Some(dir) = raw.cwd.as_deref().filter(|dir| !Path::new(dir).is_absolute()) {
         return Err(format!("\"cwd\" must be an absolute path, got {dir:?}"));
     }
-    Ok(ExecParams { timeout: raw.timeout_s.as_ref().map(timeout).transpose()?, argv: raw.argv, env: raw.env, cwd: raw.cwd })
+    Ok(ExecParams {
+        timeout: raw.timeout_s.as_ref().map(timeout).transpose()?,
+        argv: raw.argv,
+        env: raw.env,
+        cwd: raw.cwd,
+    })
 }
 
 fn timeout(seconds: &Number) -> Result<Duration, String> {
