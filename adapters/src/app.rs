@@ -39,18 +39,11 @@ pub fn instance_id(settings: &Settings) -> Result<String, StartError> {
     match std::fs::read_to_string(&path) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_owned()),
         _ => {
-            let id = format!("stepwise-{:016x}", random_u64());
+            let id = format!("stepwise-{:016x}", rand::random::<u64>());
             std::fs::write(&path, &id).map_err(data_dir_error)?;
             Ok(id)
         }
     }
-}
-
-/// 64 random bits from the standard library's randomly seeded hasher (no extra crate for
-/// one id).
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// Opens the database the settings name (creating the data directory for the default

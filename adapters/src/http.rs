@@ -29,20 +29,9 @@ pub enum ServerError {
 }
 
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
-/// graceful-shutdown timeout, and the notifier with the default `[notifications]` settings;
-/// it stops on SIGINT or SIGTERM.
+/// graceful-shutdown timeout and these `[notifications]` settings; it stops on SIGINT or
+/// SIGTERM. Starts the [`Notifier`] on the current arbiter: call it inside the actix system.
 pub fn server(
-    listener: TcpListener,
-    runtime: Runtime,
-    api: ApiSettings,
-    shutdown_timeout: Duration,
-) -> Result<Server, ServerError> {
-    server_with_notifications(listener, runtime, api, NotificationSettings::default(), shutdown_timeout)
-}
-
-/// [`server`] with these `[notifications]` settings. Starts the [`Notifier`] on the
-/// current arbiter: call it inside the actix system.
-pub fn server_with_notifications(
     listener: TcpListener,
     runtime: Runtime,
     api: ApiSettings,

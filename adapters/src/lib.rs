@@ -13,4 +13,5 @@ mod ids;
 pub mod notify;
 pub mod plans;
 pub mod terminal;
+pub mod transcript;
 pub mod web;

@@ -177,7 +177,7 @@ async fn start(
     let built = bind(settings.server.listen, fallback_port).and_then(|listener| {
         let address = listener.local_addr()?;
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
-        let server = http::server_with_notifications(
+        let server = http::server(
             listener,
             runtime.clone(),
             settings.api.clone(),

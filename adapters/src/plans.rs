@@ -16,13 +16,13 @@ pub struct PlanDocument {
     #[serde(default = "one")]
     pub complexity: u32,
     /// The steps in order.
-    pub steps: Vec<StepDocument>,
+    pub steps: Vec<PlanStep>,
 }
 
 /// A step of a [`PlanDocument`].
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StepDocument {
+pub struct PlanStep {
     /// Explicit 1-based order (all steps or none).
     #[serde(default)]
     pub order: Option<u32>,

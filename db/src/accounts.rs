@@ -111,8 +111,7 @@ mod tests {
     use super::*;
     use crate::testing::TestDb;
 
-    /// Insert, look up, list, and revoke by id and by user, on SQLite and (when
-    /// `STEPWISE_TEST_PG_URL` is set; skipped silently otherwise) PostgreSQL.
+    /// Insert, look up, list, and revoke by id and by user, on SQLite and PostgreSQL.
     #[test]
     fn tokens_are_stored_found_listed_and_revoked() {
         for test_db in TestDb::all() {
@@ -126,29 +125,29 @@ mod tests {
             insert_token(conn, "tok2", "alice", "hash2", 20).unwrap();
             insert_token(conn, "tok3", "bob", "hash3", 15).unwrap();
 
-            assert_eq!(token_user(conn, "hash2").unwrap(), Some(("tok2".into(), "alice".into())), "{backend}");
-            assert_eq!(token_user(conn, "nope").unwrap(), None, "{backend}");
+            assert_eq!(token_user(conn, "hash2").unwrap(), Some(("tok2".into(), "alice".into())), "{backend:?}");
+            assert_eq!(token_user(conn, "nope").unwrap(), None, "{backend:?}");
             let ids = |tokens: Vec<ApiToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
-            assert_eq!(ids(list_tokens(conn, None).unwrap()), ["tok1", "tok3", "tok2"], "{backend}: oldest first");
-            assert_eq!(ids(list_tokens(conn, Some("alice")).unwrap()), ["tok1", "tok2"], "{backend}");
-            assert!(list_tokens(conn, Some("carol")).unwrap().is_empty(), "{backend}");
+            assert_eq!(ids(list_tokens(conn, None).unwrap()), ["tok1", "tok3", "tok2"], "{backend:?}: oldest first");
+            assert_eq!(ids(list_tokens(conn, Some("alice")).unwrap()), ["tok1", "tok2"], "{backend:?}");
+            assert!(list_tokens(conn, Some("carol")).unwrap().is_empty(), "{backend:?}");
 
-            assert_eq!(revoke_tokens(conn, TokenSelector::Id("tok1"), 30).unwrap(), 1, "{backend}");
-            assert_eq!(token_user(conn, "hash1").unwrap(), None, "{backend}: a revoked token is not found");
-            assert_eq!(revoke_tokens(conn, TokenSelector::Id("tok1"), 40).unwrap(), 0, "{backend}: already revoked");
-            assert_eq!(revoke_tokens(conn, TokenSelector::Id("missing"), 40).unwrap(), 0, "{backend}");
-            assert_eq!(revoke_tokens(conn, TokenSelector::User("alice"), 50).unwrap(), 1, "{backend}: tok2 only");
-            assert_eq!(token_user(conn, "hash2").unwrap(), None, "{backend}");
-            assert_eq!(token_user(conn, "hash3").unwrap(), Some(("tok3".into(), "bob".into())), "{backend}");
+            assert_eq!(revoke_tokens(conn, TokenSelector::Id("tok1"), 30).unwrap(), 1, "{backend:?}");
+            assert_eq!(token_user(conn, "hash1").unwrap(), None, "{backend:?}: a revoked token is not found");
+            assert_eq!(revoke_tokens(conn, TokenSelector::Id("tok1"), 40).unwrap(), 0, "{backend:?}: already revoked");
+            assert_eq!(revoke_tokens(conn, TokenSelector::Id("missing"), 40).unwrap(), 0, "{backend:?}");
+            assert_eq!(revoke_tokens(conn, TokenSelector::User("alice"), 50).unwrap(), 1, "{backend:?}: tok2 only");
+            assert_eq!(token_user(conn, "hash2").unwrap(), None, "{backend:?}");
+            assert_eq!(token_user(conn, "hash3").unwrap(), Some(("tok3".into(), "bob".into())), "{backend:?}");
 
             let alice: Vec<Option<i64>> =
                 list_tokens(conn, Some("alice")).unwrap().into_iter().map(|t| t.revoked_at).collect();
-            assert_eq!(alice, [Some(30), Some(50)], "{backend}: revocation times are kept, not overwritten");
+            assert_eq!(alice, [Some(30), Some(50)], "{backend:?}: revocation times are kept, not overwritten");
         }
     }
 
     /// A duplicate secret hash or id is refused and leaves nothing behind, on SQLite and
-    /// (when `STEPWISE_TEST_PG_URL` is set; skipped silently otherwise) PostgreSQL.
+    /// PostgreSQL.
     #[test]
     fn duplicate_tokens_are_refused_whole() {
         for test_db in TestDb::all() {
@@ -156,11 +155,11 @@ mod tests {
             let database = test_db.open();
             let conn = &mut *database.conn().unwrap();
             insert_token(conn, "tok1", "alice", "hash1", 10).unwrap();
-            assert!(matches!(insert_token(conn, "tok2", "bob", "hash1", 20), Err(DbError::Query(_))), "{backend}");
-            assert!(matches!(insert_token(conn, "tok1", "bob", "hash2", 20), Err(DbError::Query(_))), "{backend}");
+            assert!(matches!(insert_token(conn, "tok2", "bob", "hash1", 20), Err(DbError::Query(_))), "{backend:?}");
+            assert!(matches!(insert_token(conn, "tok1", "bob", "hash2", 20), Err(DbError::Query(_))), "{backend:?}");
             let users: Vec<String> = users::table.select(users::name).load(conn).unwrap();
-            assert_eq!(users, ["alice"], "{backend}: the failed inserts' user rows were rolled back");
-            assert_eq!(list_tokens(conn, None).unwrap().len(), 1, "{backend}");
+            assert_eq!(users, ["alice"], "{backend:?}: the failed inserts' user rows were rolled back");
+            assert_eq!(list_tokens(conn, None).unwrap().len(), 1, "{backend:?}");
         }
     }
 

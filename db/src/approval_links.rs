@@ -6,7 +6,7 @@
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
-use crate::queries::to_i32;
+use crate::rows::to_i32;
 use crate::schema::{approval_link_uses, server_secrets};
 use crate::DbError;
 
@@ -88,17 +88,17 @@ mod tests {
     use crate::testing::TestDb;
 
     /// A secret is made once per name; a link is used once, can be released and used again,
-    /// and rows of links expired for longer than the grace are forgotten. On SQLite and (when
-    /// `STEPWISE_TEST_PG_URL` is set) PostgreSQL.
+    /// and rows of links expired for longer than the grace are forgotten. On SQLite and
+    /// PostgreSQL.
     #[test]
     fn secrets_are_made_once_and_links_are_used_once() {
         for test_db in TestDb::all() {
             let backend = test_db.backend;
             let database = test_db.open();
             let mut conn = database.conn().unwrap();
-            assert_eq!(server_secret(&mut conn, "links", "first", 1).unwrap(), "first", "{backend}");
-            assert_eq!(server_secret(&mut conn, "links", "second", 2).unwrap(), "first", "{backend}");
-            assert_eq!(server_secret(&mut conn, "other", "third", 3).unwrap(), "third", "{backend}");
+            assert_eq!(server_secret(&mut conn, "links", "first", 1).unwrap(), "first", "{backend:?}");
+            assert_eq!(server_secret(&mut conn, "links", "second", 2).unwrap(), "first", "{backend:?}");
+            assert_eq!(server_secret(&mut conn, "other", "third", 3).unwrap(), "third", "{backend:?}");
 
             let link = ApprovalLinkUse {
                 link_id: "l1".to_owned(),
@@ -109,11 +109,11 @@ mod tests {
                 expires_at: 1_000,
                 used_at: 500,
             };
-            assert!(use_approval_link(&mut conn, &link).unwrap(), "{backend}");
-            assert!(!use_approval_link(&mut conn, &link).unwrap(), "{backend}: used twice");
+            assert!(use_approval_link(&mut conn, &link).unwrap(), "{backend:?}");
+            assert!(!use_approval_link(&mut conn, &link).unwrap(), "{backend:?}: used twice");
             assert!(release_approval_link(&mut conn, "l1").unwrap());
             assert!(!release_approval_link(&mut conn, "l1").unwrap());
-            assert!(use_approval_link(&mut conn, &link).unwrap(), "{backend}: usable once released");
+            assert!(use_approval_link(&mut conn, &link).unwrap(), "{backend:?}: usable once released");
 
             // Another use a day and more after l1 expired forgets l1.
             let later = ApprovalLinkUse {
@@ -123,7 +123,7 @@ mod tests {
                 ..link.clone()
             };
             assert!(use_approval_link(&mut conn, &later).unwrap());
-            assert!(!release_approval_link(&mut conn, "l1").unwrap(), "{backend}: l1 was forgotten");
+            assert!(!release_approval_link(&mut conn, "l1").unwrap(), "{backend:?}: l1 was forgotten");
         }
     }
 }

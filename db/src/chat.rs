@@ -116,8 +116,7 @@ mod tests {
     }
 
     /// A transcript lists in order, newest page or after an id, only the user's own lines,
-    /// and keeps at most the cap; on SQLite and (when `STEPWISE_TEST_PG_URL` is set)
-    /// PostgreSQL.
+    /// and keeps at most the cap; on SQLite and PostgreSQL.
     #[test]
     fn transcripts_list_in_order_and_stay_capped() {
         for test_db in TestDb::all() {

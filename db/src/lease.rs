@@ -7,8 +7,8 @@ use diesel::prelude::*;
 use crate::connection::AnyConnection;
 use crate::connection::Database;
 use crate::model::StoredTask;
-use crate::queries::{assemble, leased_steps, leased_tasks, LIVE};
 use crate::schema::tasks;
+use crate::tasks::{assemble, leased_steps, leased_tasks, LIVE};
 use crate::DbError;
 
 /// Takes the lease on one task if nobody else holds it (free, expired, or already

@@ -7,30 +7,40 @@
 //! task's lease token; the transition's events, and only transitions, go to the per-task
 //! event log), [`record_progress`] for the coalesced percent and log batches (percents are
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
-//! ownership, the history readers for the API and the estimator, the `accounts` functions
+//! ownership, the history readers for the API (each takes the task's owner and filters on
+//! it in SQL: another user's task is [`DbError::NotFound`], exactly like a missing one) and
+//! the estimator, the `accounts` functions
 //! for users and their API tokens, the `notifications` functions for each user's
 //! notification preferences, the log of delivery attempts, push subscriptions, the server's
 //! VAPID key and tasks' estimated durations at start, the `approval_links` functions for the
 //! server's named secrets and the record of used approval links, and the `chat` functions for
 //! each user's chat transcript. All functions are blocking: call them off the actor event
-//! loops.
+//! loops. The `testing` feature adds the `testing` module: throwaway databases on both
+//! backends for this crate's tests and the integration tests.
 
 mod accounts;
 mod approval_links;
 mod chat;
 mod connection;
+#[cfg(test)]
+mod fixtures;
+mod history;
 mod lease;
 mod model;
 mod notifications;
-mod queries;
+mod progress;
+mod rows;
 mod schema;
-#[cfg(test)]
-mod testing;
+mod tasks;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod transition;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
 pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
+pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
 pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
@@ -41,11 +51,9 @@ pub use notifications::{
     record_start_estimate, save_notification_preferences, save_push_subscription, start_estimate, vapid_private_key,
     NotificationRecord, PushSubscriptionRecord,
 };
-pub use queries::{
-    commit, events_after, insert_task, list_tasks, load_task, load_tasks, logs_after, progress_history, recent_logs,
-    recent_step_runs, record_progress, record_recovered, task_step_runs, Commit, FlushOutcome, LogLine, NewEvent,
-    NewStep, NewTask, ProgressUpdate, TaskPage,
-};
+pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
+pub use tasks::{insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
+pub use transition::{commit, record_recovered, Commit, NewEvent};
 
 use std::path::PathBuf;
 
@@ -83,7 +91,7 @@ pub enum DbError {
         /// The token the refused write carried.
         token: i64,
     },
-    /// No such task.
+    /// No such task, or not the owner's: the two read alike.
     #[error("no task {0}")]
     NotFound(String),
     /// A stored value could not be read back.

@@ -298,7 +298,7 @@ mod tests {
     }
 
     /// Preferences are saved, replaced and read back; the log lists a user's own attempts
-    /// newest first, on SQLite and (when `STEPWISE_TEST_PG_URL` is set) PostgreSQL.
+    /// newest first, on SQLite and PostgreSQL.
     #[test]
     fn preferences_and_the_delivery_log_round_trip() {
         for test_db in TestDb::all() {

@@ -1,51 +1,68 @@
-//! Databases for the crate's tests: a SQLite file in a temporary directory always, and a
-//! throwaway PostgreSQL database when `STEPWISE_TEST_PG_URL` names a server (unset, the
-//! PostgreSQL half of every test is skipped silently, so `cargo test` needs no server).
+//! Throwaway databases for tests, this crate's and the integration tests' (the `testing`
+//! feature): a SQLite file in a temporary directory, or a PostgreSQL database created on the
+//! server `STEPWISE_TEST_PG_URL` names and dropped after. Every test runs on both backends,
+//! so an unset variable fails the test rather than skipping half of it.
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use crate::Database;
 
-/// One test's database, removed when dropped.
-pub(crate) struct TestDb {
+/// The variable naming the PostgreSQL server tests create their databases on.
+const PG_URL_VAR: &str = "STEPWISE_TEST_PG_URL";
+
+/// The backend a test database is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    /// A SQLite file.
+    Sqlite,
+    /// A database on the PostgreSQL server `STEPWISE_TEST_PG_URL` names.
+    Postgres,
+}
+
+/// A database that exists for one test, removed when dropped.
+pub struct TestDb {
     /// The database URL.
-    pub(crate) url: String,
-    /// Which backend, for assertion messages.
-    pub(crate) backend: &'static str,
-    // Holds the SQLite file; for PostgreSQL it only needs to outlive the test.
-    _dir: tempfile::TempDir,
+    pub url: String,
+    /// Its backend.
+    pub backend: TestBackend,
+    /// A temporary directory for the test: the SQLite file lives here, and the test may put
+    /// its own files beside it.
+    pub dir: tempfile::TempDir,
     /// The PostgreSQL server URL and the database created on it.
     postgres: Option<(String, String)>,
 }
 
 impl TestDb {
-    /// A SQLite database, and a PostgreSQL one if a server is configured.
-    pub(crate) fn all() -> Vec<TestDb> {
-        let mut all = vec![TestDb::sqlite()];
-        all.extend(TestDb::postgres());
-        all
+    /// A fresh database on `backend`. Panics if PostgreSQL is asked for and not configured.
+    pub fn new(backend: TestBackend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match backend {
+            TestBackend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("stepwise.db").display());
+                TestDb { url, backend, dir, postgres: None }
+            }
+            TestBackend::Postgres => {
+                let server = pg_server();
+                let name = format!("stepwise_test_{:016x}", rand::random::<u64>());
+                admin(&server, &format!("CREATE DATABASE {name}"));
+                let url = match server.rsplit_once('/') {
+                    Some((base, _)) => format!("{base}/{name}"),
+                    None => panic!("{PG_URL_VAR} needs a database path: {server}"),
+                };
+                TestDb { url, backend, dir, postgres: Some((server, name)) }
+            }
+        }
     }
 
-    fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let url = format!("sqlite://{}", dir.path().join("stepwise.db").display());
-        TestDb { url, backend: "sqlite", _dir: dir, postgres: None }
-    }
-
-    fn postgres() -> Option<TestDb> {
-        let server = std::env::var("STEPWISE_TEST_PG_URL").ok()?;
-        let name = format!("stepwise_db_test_{:016x}", random_u64());
-        admin(&server, &format!("CREATE DATABASE {name}"));
-        let (base, _) = server.rsplit_once('/').expect("STEPWISE_TEST_PG_URL names a database");
-        let url = format!("{base}/{name}");
-        let dir = tempfile::tempdir().expect("temporary directory");
-        Some(TestDb { url, backend: "postgres", _dir: dir, postgres: Some((server, name)) })
+    /// A fresh database on each backend.
+    pub fn all() -> [TestDb; 2] {
+        [TestDb::new(TestBackend::Sqlite), TestDb::new(TestBackend::Postgres)]
     }
 
     /// Opens the database (migrating it) with a small pool.
-    pub(crate) fn open(&self) -> Database {
-        Database::open(&self.url, 2).unwrap_or_else(|e| panic!("open the {} test database: {e}", self.backend))
+    pub fn open(&self) -> Database {
+        Database::open(&self.url, 2).unwrap_or_else(|e| panic!("open the {:?} test database: {e}", self.backend))
     }
 }
 
@@ -57,12 +74,16 @@ impl Drop for TestDb {
     }
 }
 
+fn pg_server() -> String {
+    std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
+        panic!(
+            "{PG_URL_VAR} is not set: run the tests with scripts/test, which starts PostgreSQL, or set it to a \
+             server whose user may CREATE DATABASE (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+        )
+    })
+}
+
 fn admin(server: &str, sql: &str) {
     let mut conn = PgConnection::establish(server).unwrap_or_else(|e| panic!("connect to {server}: {e}"));
     conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }

@@ -30,7 +30,7 @@ pub use eta::{step_key, Confidence, Eta, StepEta};
 pub use event::{EventKind, TaskEvent};
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler};
 pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
-pub use machine::{task_percent, Control, ExternalReport, ReportOutcome};
+pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome};
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
 pub use runtime::{BoundedEvents, Recovery, Runtime, RuntimeOptions};

@@ -515,6 +515,11 @@ pub fn task_percent(stored: &StoredTask) -> u8 {
     u8::try_from(sum / stored.steps.len() as u64).unwrap_or(100)
 }
 
+/// The step a task is at: the first not yet done, else the last.
+pub fn current_step(stored: &StoredTask) -> Option<&StepRecord> {
+    stored.steps.iter().find(|s| !s.status.is_done()).or_else(|| stored.steps.last())
+}
+
 fn substep_percent(step: &StepRecord) -> u8 {
     if step.substeps.is_empty() {
         return 0;

@@ -2,7 +2,7 @@
 //! this handler keeps one conversation per user (forgotten after [`IDLE_MS`] of silence, so
 //! an old "Cancel X?" cannot be answered by a much later "yes"), fetches what the answer
 //! needs and does what the user confirmed. Every message and reply is kept in the user's
-//! transcript, with the notifications their chat preferences route there ([`append`]);
+//! transcript ([`crate::transcript`]), with the notifications their chat preferences route there;
 //! `GET /api/chat` reads it.
 
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ use crate::chat::intent::StepRef;
 use crate::chat::reply::{self, StepView, SubstepView, TaskView};
 use crate::chat::resolve::{step_order, TaskSummary};
 use crate::chat::{Action, Conversation, Decision, View};
+use crate::transcript::{self, Sender};
 
 /// How long a conversation is remembered without a message.
 pub const IDLE_MS: i64 = 10 * 60 * 1000;
@@ -68,7 +69,7 @@ pub async fn ask(
     }
     let now = state.runtime.clock().now_ms();
     // Kept before acting: a message that did something is never missing from the transcript.
-    append(state.runtime.db(), &caller.user, Sender::User, &message.message, None, now).await?;
+    transcript::append(state.runtime.db(), &caller.user, Sender::User, &message.message, None, now).await?;
     let tasks = summaries(&state, &caller).await?;
     let decision = state.conversations.with(&caller.user, now, |c| c.handle(&message.message, &tasks));
     let answer = match decision {
@@ -83,51 +84,10 @@ pub async fn ask(
     let task_id = answer["task_id"].as_str();
     let now = state.runtime.clock().now_ms();
     // The user has the reply either way; a transcript missing it is the lesser harm.
-    if let Err(error) = append(state.runtime.db(), &caller.user, Sender::Bot, reply, task_id, now).await {
+    if let Err(error) = transcript::append(state.runtime.db(), &caller.user, Sender::Bot, reply, task_id, now).await {
         tracing::warn!(%error, user = %caller.user, "cannot keep the bot's reply in the transcript");
     }
     Ok(HttpResponse::Ok().json(answer))
-}
-
-/// Who wrote a line of a transcript.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sender {
-    /// The user's message.
-    User,
-    /// The bot's reply.
-    Bot,
-    /// A notification ("✅ Your CRM is ready!").
-    Notice,
-}
-
-impl Sender {
-    fn as_str(self) -> &'static str {
-        match self {
-            Sender::User => "user",
-            Sender::Bot => "bot",
-            Sender::Notice => "notice",
-        }
-    }
-}
-
-/// Adds a line to `user`'s transcript.
-pub async fn append(
-    db: &Arc<db::Database>,
-    user: &str,
-    sender: Sender,
-    text: &str,
-    task_id: Option<&str>,
-    now: i64,
-) -> Result<(), ApiError> {
-    let line = db::ChatMessageRecord {
-        id: crate::ids::sortable_id(now),
-        user: user.to_owned(),
-        sender: sender.as_str().to_owned(),
-        text: text.to_owned(),
-        task_id: task_id.map(str::to_owned),
-        created_at: now,
-    };
-    blocking_query(Arc::clone(db), move |conn| db::insert_chat_message(conn, &line)).await
 }
 
 /// Transcript lines per page unless `limit` says otherwise, and the most allowed.
@@ -204,7 +164,7 @@ async fn show(state: &ApiState, caller: &Caller, task_id: &str, view: View) -> R
                     substeps: s.substeps.iter().map(|u| SubstepView { name: u.name.clone(), done: u.done }).collect(),
                 })
                 .collect(),
-            current_step: super::wire::current_step(&task).map(|s| s.order),
+            current_step: runtime::current_step(&task).map(|s| s.order),
             eta_seconds: eta.map(|e| e.seconds),
         })),
         View::Logs { step } => {
@@ -212,9 +172,9 @@ async fn show(state: &ApiState, caller: &Caller, task_id: &str, view: View) -> R
                 Some(step) => Some(resolve_step(&task, &step)?),
                 None => None,
             };
-            let (db, id) = (Arc::clone(state.runtime.db()), task_id.to_owned());
+            let (db, owner, id) = (Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.to_owned());
             let order = step.map(|(order, _)| order);
-            let lines = blocking_query(db, move |conn| db::recent_logs(conn, &id, order, LOG_LINES)).await?;
+            let lines = blocking_query(db, move |conn| db::recent_logs(conn, &owner, &id, order, LOG_LINES)).await?;
             let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
             Ok(reply::logs(&task.task.title, step, &lines))
         }

@@ -167,8 +167,24 @@ where
     .map_err(db_error)
 }
 
-/// A database failure, logged in full and reported without internals.
+impl From<crate::transcript::TranscriptError> for ApiError {
+    fn from(error: crate::transcript::TranscriptError) -> ApiError {
+        match error {
+            crate::transcript::TranscriptError::Db(error) => db_error(error),
+            crate::transcript::TranscriptError::ShuttingDown => {
+                ApiError::Unavailable("the server is shutting down".to_owned())
+            }
+        }
+    }
+}
+
+/// A database failure, logged in full and reported without internals; no such task (or
+/// another user's, which the database's readers tell no differently) is a 404 like any
+/// missing task.
 pub fn db_error(error: db::DbError) -> ApiError {
+    if let db::DbError::NotFound(_) = error {
+        return ApiError::NotFound(error.to_string());
+    }
     tracing::error!(%error, "database error while answering a request");
     match error {
         db::DbError::Pool(_) => ApiError::Unavailable("the database is unavailable; try again shortly".to_owned()),

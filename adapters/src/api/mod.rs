@@ -1,7 +1,8 @@
 //! The HTTP and WebSocket API (documented in `openapi.json`, served at
 //! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
-//! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, bearer tokens and rates in [`auth`], the JSON shapes in [`wire`];
-//! the notification, web push and approval-link routes live in [`crate::notify::api`].
+//! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, the notification, web push and
+//! approval-link routes in `notifications`, bearer tokens and rates in [`auth`], the JSON
+//! shapes in [`wire`].
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
 
@@ -9,6 +10,7 @@ pub(crate) mod ask;
 pub mod auth;
 pub(crate) mod body;
 pub mod error;
+pub(crate) mod notifications;
 pub(crate) mod tasks;
 pub mod wire;
 pub mod ws;
@@ -96,10 +98,13 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("GET", "/api/tasks/{task_id}/progress") => web::get().to(tasks::progress),
         ("GET", "/api/tasks/{task_id}/history") => web::get().to(tasks::history),
         ("GET", "/api/tasks/{task_id}/logs") => web::get().to(tasks::logs),
-        ("POST", "/api/tasks/{task_id}/start") => web::post().to(tasks::start),
-        ("POST", "/api/tasks/{task_id}/pause") => web::post().to(tasks::pause),
-        ("POST", "/api/tasks/{task_id}/resume") => web::post().to(tasks::resume),
-        ("POST", "/api/tasks/{task_id}/cancel") => web::post().to(tasks::cancel),
+        (
+            "POST",
+            "/api/tasks/{task_id}/start"
+            | "/api/tasks/{task_id}/pause"
+            | "/api/tasks/{task_id}/resume"
+            | "/api/tasks/{task_id}/cancel",
+        ) => web::post().to(tasks::control),
         ("POST", "/api/tasks/{task_id}/restart") => web::post().to(tasks::restart),
         ("POST", "/api/tasks/{task_id}/approve") => web::post().to(tasks::approve),
         ("POST", "/api/tasks/{task_id}/reject") => web::post().to(tasks::reject),
@@ -108,13 +113,13 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/tasks/{task_id}/steps/{order}/report") => web::post().to(tasks::report),
         ("GET", "/api/chat") => web::get().to(ask::transcript),
         ("POST", "/api/chat") => web::post().to(ask::ask),
-        ("GET", "/api/notifications") => web::get().to(crate::notify::api::list),
-        ("GET", "/api/notifications/preferences") => web::get().to(crate::notify::api::preferences),
-        ("PUT", "/api/notifications/preferences") => web::put().to(crate::notify::api::set_preferences),
-        ("GET", "/api/push/vapid-public-key") => web::get().to(crate::notify::api::vapid_public_key),
-        ("POST", "/api/push/subscriptions") => web::post().to(crate::notify::api::subscribe),
-        ("DELETE", "/api/push/subscriptions/{subscription_id}") => web::delete().to(crate::notify::api::unsubscribe),
-        ("POST", "/api/approval-links/{token}") => web::post().to(crate::notify::api::use_approval_link),
+        ("GET", "/api/notifications") => web::get().to(notifications::list),
+        ("GET", "/api/notifications/preferences") => web::get().to(notifications::preferences),
+        ("PUT", "/api/notifications/preferences") => web::put().to(notifications::set_preferences),
+        ("GET", "/api/push/vapid-public-key") => web::get().to(notifications::vapid_public_key),
+        ("POST", "/api/push/subscriptions") => web::post().to(notifications::subscribe),
+        ("DELETE", "/api/push/subscriptions/{subscription_id}") => web::delete().to(notifications::unsubscribe),
+        ("POST", "/api/approval-links/{token}") => web::post().to(notifications::use_approval_link),
         ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
         ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
         _ => return None,

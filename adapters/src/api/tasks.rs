@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{blocking_query, ApiError};
 use super::wire::{rfc3339, ProgressDocument};
 use super::{body, ApiState};
-use crate::plans::{PlanDocument, StepDocument};
+use crate::plans::{PlanDocument, PlanStep};
 
 /// Tasks per page of `GET /api/tasks` unless `limit` says otherwise, and the most allowed.
 const PAGE: usize = 50;
@@ -29,7 +29,7 @@ struct CreateTask {
     complexity: u32,
     #[serde(default = "default_start")]
     start: bool,
-    steps: Vec<StepDocument>,
+    steps: Vec<PlanStep>,
 }
 
 fn default_complexity() -> u32 {
@@ -43,7 +43,7 @@ fn default_start() -> bool {
 /// `{"step"?, "comment"?}` of approve and reject.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Decision {
+struct DecisionBody {
     step: Option<u32>,
     comment: Option<String>,
 }
@@ -179,9 +179,8 @@ pub async fn history(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.runtime.task(&caller.user, &task_id).await?;
-    let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
-    let rows = blocking_query(db, move |conn| db::progress_history(conn, &id)).await?;
+    let (db, owner, id) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.clone());
+    let rows = blocking_query(db, move |conn| db::progress_history(conn, &owner, &id)).await?;
     let rows: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -204,13 +203,15 @@ pub async fn logs(
     if !(1..=MAX_LOG_PAGE).contains(&limit) {
         return Err(ApiError::Malformed(format!("limit must be 1 to {MAX_LOG_PAGE}, got {limit}")));
     }
-    let task = state.runtime.task(&caller.user, &task_id).await?;
-    if let Some(step) = query.step.filter(|step| !task.steps.iter().any(|s| s.order == *step)) {
-        return Err(ApiError::NotFound(format!("task {} has no step {step}", &*task_id)));
+    if let Some(step) = query.step {
+        let task = state.runtime.task(&caller.user, &task_id).await?;
+        if !task.steps.iter().any(|s| s.order == step) {
+            return Err(ApiError::NotFound(format!("task {} has no step {step}", &*task_id)));
+        }
     }
     let after = query.after.unwrap_or(0);
-    let (db, id) = (std::sync::Arc::clone(state.runtime.db()), task_id.clone());
-    let lines = blocking_query(db, move |conn| db::logs_after(conn, &id, query.step, after, limit)).await?;
+    let (db, owner, id) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.clone());
+    let lines = blocking_query(db, move |conn| db::logs_after(conn, &owner, &id, query.step, after, limit)).await?;
     let next_after = lines.last().map_or(after, |line| line.seq);
     let lines: Vec<Value> = lines
         .iter()
@@ -231,40 +232,22 @@ pub(crate) async fn apply(
     Ok(HttpResponse::Ok().json(document(state, user, task_id).await?))
 }
 
-/// `POST /api/tasks/{task_id}/start`
-pub async fn start(
+/// `POST /api/tasks/{task_id}/start | pause | resume | cancel`: the controls that take no
+/// body, named by the route's last segment.
+pub async fn control(
     state: web::Data<ApiState>,
     caller: Caller,
     task_id: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Start).await
-}
-
-/// `POST /api/tasks/{task_id}/pause`
-pub async fn pause(
-    state: web::Data<ApiState>,
-    caller: Caller,
-    task_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Pause).await
-}
-
-/// `POST /api/tasks/{task_id}/resume`
-pub async fn resume(
-    state: web::Data<ApiState>,
-    caller: Caller,
-    task_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Resume).await
-}
-
-/// `POST /api/tasks/{task_id}/cancel`
-pub async fn cancel(
-    state: web::Data<ApiState>,
-    caller: Caller,
-    task_id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    apply(&state, &caller.user, &task_id, Control::Cancel).await
+    let control = match req.match_pattern().as_deref().and_then(|pattern| pattern.rsplit('/').next()) {
+        Some("start") => Control::Start,
+        Some("pause") => Control::Pause,
+        Some("resume") => Control::Resume,
+        Some("cancel") => Control::Cancel,
+        other => return Err(ApiError::Internal(format!("no control is registered at {other:?}"))),
+    };
+    apply(&state, &caller.user, &task_id, control).await
 }
 
 /// `POST /api/tasks/{task_id}/approve`
@@ -275,7 +258,7 @@ pub async fn approve(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
+    let decision: DecisionBody = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
     apply(&state, &caller.user, &task_id, Control::Approve { step: decision.step, comment: decision.comment }).await
 }
 
@@ -287,7 +270,7 @@ pub async fn reject(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let decision: Decision = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
+    let decision: DecisionBody = body::optional_json(&req, payload, state.limits.max_body_bytes).await?;
     apply(&state, &caller.user, &task_id, Control::Reject { step: decision.step, comment: decision.comment }).await
 }
 

@@ -1,7 +1,9 @@
 //! The JSON the API speaks: the seed's progress document (its fields exactly, plus fields
 //! clients need, never renamed) and the WebSocket messages made from runtime events.
 
-use runtime::{task_percent, Confidence, Eta, EventKind, StepRecord, StepStatus, StoredTask, TaskEvent, TaskStatus};
+use runtime::{
+    current_step, task_percent, Confidence, Eta, EventKind, StepRecord, StepStatus, StoredTask, TaskEvent, TaskStatus,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -102,11 +104,6 @@ fn confidence(confidence: Confidence) -> &'static str {
 
 fn whole_seconds(seconds: f64) -> u64 {
     seconds.max(0.0).round() as u64
-}
-
-/// The step a task is at: the first not yet done, else the last.
-pub(crate) fn current_step(task: &StoredTask) -> Option<&StepRecord> {
-    task.steps.iter().find(|s| !s.status.is_done()).or_else(|| task.steps.last())
 }
 
 fn waiting_on(task: &StoredTask) -> Option<Value> {

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use actix_web::http::header;
@@ -21,6 +21,8 @@ use bytestring::ByteString;
 use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
+// tokio's clock, which tests can pause and move.
+use tokio::time::Instant;
 
 use super::auth::{request_token, Caller, WS_BEARER_PREFIX};
 use super::error::{blocking_query, ApiError};
@@ -237,9 +239,7 @@ impl Session {
         let (state, caller, scope) = (Arc::clone(&self.state), self.caller.clone(), self.scope.clone());
         let read = async move {
             match (scope, replay_after) {
-                (Scope::One(task_id), Some(after)) => {
-                    replay(&state, &caller, &task_id, after).await.map(Loaded::Replay)
-                }
+                (Scope::One(task_id), Some(after)) => replay(&state, &caller, &task_id, after).await,
                 (Scope::One(task_id), None) => snapshots(&state, &caller, &[task_id.to_string()]).await,
                 (Scope::All, _) => {
                     let ids = newest_tasks(&state, &caller).await?;
@@ -261,19 +261,9 @@ impl Session {
     }
 
     fn loaded(&mut self, loaded: Loaded, ctx: &mut ws::WebsocketContext<Self>) {
-        match loaded {
-            Loaded::Snapshots(snapshots) => {
-                for (task_id, seq, message) in snapshots {
-                    Self::send(ctx, &message);
-                    self.delivered.insert(task_id, seq);
-                }
-            }
-            Loaded::Replay(events) => {
-                for (task_id, seq, message) in events {
-                    Self::send(ctx, &message);
-                    self.delivered.insert(task_id, seq);
-                }
-            }
+        for (task_id, seq, message) in loaded {
+            Self::send(ctx, &message);
+            self.delivered.insert(task_id, seq);
         }
         let Phase::Loading(waiting) = std::mem::replace(&mut self.phase, Phase::Live) else { return };
         for event in waiting {
@@ -318,10 +308,10 @@ impl Session {
         let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
         let read = async move { replay(&state, &caller, &task_id, after).await };
         ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
-            Ok(events) => session.loaded(Loaded::Replay(events), ctx),
+            Ok(events) => session.loaded(events, ctx),
             Err(error) => {
                 Self::send(ctx, &error_message(&error));
-                session.loaded(Loaded::Replay(Vec::new()), ctx);
+                session.loaded(Vec::new(), ctx);
             }
         }));
     }
@@ -390,11 +380,8 @@ fn error_message(error: &ApiError) -> Value {
     json!({"type": "error", "error": {"code": error.code(), "message": error.to_string()}})
 }
 
-/// Messages read for a session, each with its task and seq.
-enum Loaded {
-    Snapshots(Vec<(Arc<str>, i64, Value)>),
-    Replay(Vec<(Arc<str>, i64, Value)>),
-}
+/// Messages read for a session (snapshots or a replay), each with its task and seq.
+type Loaded = Vec<(Arc<str>, i64, Value)>;
 
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
     let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
@@ -408,25 +395,20 @@ async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<
         .iter()
         .map(|(task, eta)| (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, eta.as_ref())))
         .collect();
-    Ok(Loaded::Snapshots(snapshots))
+    Ok(snapshots)
 }
 
 /// The task's logged events after `after`, read page by page up to the newest.
-async fn replay(
-    state: &ApiState,
-    caller: &Caller,
-    task_id: &str,
-    after: i64,
-) -> Result<Vec<(Arc<str>, i64, Value)>, ApiError> {
-    // Ownership first: another user's task reads as missing.
+async fn replay(state: &ApiState, caller: &Caller, task_id: &str, after: i64) -> Result<Loaded, ApiError> {
+    // For the newest seq `after` may not pass (another user's task reads as missing).
     let task = state.runtime.task(&caller.user, task_id).await?;
     check_after(after, task.task.last_seq)?;
     let id: Arc<str> = task_id.into();
     let mut messages = Vec::new();
     let mut from = after;
     loop {
-        let (db, task) = (Arc::clone(state.runtime.db()), task_id.to_owned());
-        let page = blocking_query(db, move |conn| db::events_after(conn, &task, from, REPLAY_PAGE)).await?;
+        let (db, owner, task) = (Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.to_owned());
+        let page = blocking_query(db, move |conn| db::events_after(conn, &owner, &task, from, REPLAY_PAGE)).await?;
         let full = page.len() == REPLAY_PAGE;
         for event in &page {
             from = event.seq;

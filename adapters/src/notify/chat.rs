@@ -6,18 +6,16 @@ use std::sync::Arc;
 
 use hyper::header::{CONTENT_TYPE, USER_AGENT};
 use hyper::{Body, Request, Uri};
-use tokio::sync::mpsc;
 
-use super::deliver::{self, Target, Throttle};
+use super::deliver::{self, Inbox, Target, Throttle};
 use super::{endpoint, Notice, Shared};
 
 /// One user's chat messages in order.
-pub(crate) async fn worker(shared: Arc<Shared>, owner: Arc<str>, mut queue: mpsc::UnboundedReceiver<(Notice, Uri)>) {
+pub(crate) async fn worker(shared: Arc<Shared>, owner: Arc<str>, mut queue: Inbox<(Notice, Uri)>) {
     let mut throttle = Throttle::new(&shared);
-    while let Some(held) = throttle.next(&mut queue).await {
+    while let Some(batch) = throttle.next(&mut queue).await {
         // A digest goes to the newest webhook the user gave.
-        let Some(uri) = held.last().map(|(_, uri)| uri.clone()) else { continue };
-        let notice = deliver::digest(held.into_iter().map(|(notice, _)| notice).collect());
+        let Some((notice, uri)) = deliver::digest_to(batch) else { continue };
         let shown = endpoint::origin(&uri);
         let target = Target { owner: &owner, channel: "chat", shown: &shown };
         let body = serde_json::json!({"text": notice.text}).to_string();

@@ -6,17 +6,81 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::RETRY_AFTER;
 use hyper::{Body, Request, StatusCode};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
 use super::{endpoint, next_or_idle, Notice, Shared};
 
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The most messages one digest lists; older ones beyond it are only counted.
+const MAX_LISTED: usize = 20;
+
+/// Messages one user's worker on one channel may have waiting. A message that finds the
+/// queue full is folded into the next digest (counted, its text dropped), so an endpoint
+/// that stalls cannot make a queue grow without limit.
+const CHANNEL_QUEUE: usize = 64;
+
+/// The sending half of one user's queue on one channel.
+pub(crate) struct Outbox<T> {
+    sender: mpsc::Sender<T>,
+    folded: Arc<AtomicUsize>,
+}
+
+/// The worker's half of an [`Outbox`].
+pub(crate) struct Inbox<T> {
+    receiver: mpsc::Receiver<T>,
+    folded: Arc<AtomicUsize>,
+}
+
+/// A new queue for one user's channel worker.
+pub(crate) fn queue<T>() -> (Outbox<T>, Inbox<T>) {
+    let (sender, receiver) = mpsc::channel(CHANNEL_QUEUE);
+    let folded = Arc::new(AtomicUsize::new(0));
+    (Outbox { sender, folded: Arc::clone(&folded) }, Inbox { receiver, folded })
+}
+
+impl<T> Outbox<T> {
+    /// Queues `item`, or folds it into the next digest if the queue is full; gives it back
+    /// if the worker has ended (it went idle), so a new one can be started.
+    pub(crate) fn offer(&self, item: T) -> Result<(), T> {
+        match self.sender.try_send(item) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.folded.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Closed(item)) => Err(item),
+        }
+    }
+}
+
+/// What a worker sends at once: one message, or the messages of a burst (the newest
+/// [`MAX_LISTED`]) and how many more were folded in.
+pub(crate) struct Batch<T> {
+    /// Oldest first; never empty.
+    pub(crate) items: Vec<T>,
+    /// Messages counted but not listed.
+    pub(crate) folded: usize,
+}
+
+impl<T> Batch<T> {
+    fn push(&mut self, item: T) {
+        if self.items.len() == MAX_LISTED {
+            self.items.remove(0);
+            self.folded += 1;
+        }
+        self.items.push(item);
+    }
+}
 
 /// At most `notifications.burst` messages per `notifications.digest_window_s` for one user
 /// on one channel.
@@ -37,25 +101,26 @@ impl Throttle {
 
     /// The next message's worth of the queue: one item while under the rate; over it,
     /// everything that comes until the window frees a slot. `None` when the worker should end.
-    pub(crate) async fn next<T>(&mut self, queue: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
-        let first = next_or_idle(queue).await?;
-        let mut held = vec![first];
+    pub(crate) async fn next<T>(&mut self, inbox: &mut Inbox<T>) -> Option<Batch<T>> {
+        let first = next_or_idle(&mut inbox.receiver).await?;
+        let mut batch = Batch { items: vec![first], folded: 0 };
         self.prune();
         if self.sent.len() >= self.burst {
             let free_at = self.sent[0] + self.window;
             loop {
                 tokio::select! {
                     () = tokio::time::sleep_until(free_at) => break,
-                    next = queue.recv() => match next {
-                        Some(item) => held.push(item),
+                    next = inbox.receiver.recv() => match next {
+                        Some(item) => batch.push(item),
                         None => break,
                     },
                 }
             }
             self.prune();
         }
+        batch.folded += inbox.folded.swap(0, Ordering::Relaxed);
         self.sent.push_back(Instant::now());
-        Some(held)
+        Some(batch)
     }
 
     fn prune(&mut self) {
@@ -65,17 +130,32 @@ impl Throttle {
     }
 }
 
-/// One message for `held` (never empty): itself if alone, else a digest of their texts
-/// about the newest one's task. A digest offers no decision: it may speak of several
-/// approvals, and a button must say which it decides.
-pub(crate) fn digest(mut held: Vec<Notice>) -> Notice {
-    if held.len() == 1 {
-        return held.remove(0);
+/// One message for `batch`: its message if alone, else a digest of their texts about the
+/// newest one's task. A digest offers no decision: it may speak of several approvals, and a
+/// button must say which it decides.
+pub(crate) fn digest(mut batch: Batch<Notice>) -> Notice {
+    if batch.items.len() == 1 && batch.folded == 0 {
+        return batch.items.remove(0);
     }
-    let lines: Vec<String> = held.iter().map(|notice| format!("• {}", notice.text)).collect();
-    let count = held.len();
-    let task_id = held.pop().map(|last| last.task_id).unwrap_or_default();
+    let mut lines: Vec<String> = batch.items.iter().map(|notice| format!("• {}", notice.text)).collect();
+    if batch.folded > 0 {
+        lines.push(format!("• and {} more", batch.folded));
+    }
+    let count = batch.items.len() + batch.folded;
+    let task_id = batch.items.pop().map(|last| last.task_id).unwrap_or_default();
     Notice { task_id, event: "digest", text: format!("{count} updates:\n{}", lines.join("\n")), approval_step: None }
+}
+
+/// [`digest`] for a channel whose items carry where they go: the digest goes to the newest.
+pub(crate) fn digest_to<A>(batch: Batch<(Notice, A)>) -> Option<(Notice, A)> {
+    let folded = batch.folded;
+    let mut notices = Vec::with_capacity(batch.items.len());
+    let mut newest = None;
+    for (notice, address) in batch.items {
+        notices.push(notice);
+        newest = Some(address);
+    }
+    Some((digest(Batch { items: notices, folded }), newest?))
 }
 
 /// How a delivery ended.
@@ -245,5 +325,61 @@ pub(crate) async fn record(
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::warn!(%error, user = target.owner, "cannot log a notification attempt"),
         Err(_) => tracing::warn!(user = target.owner, "cannot log a notification attempt: the server is stopping"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(n: usize) -> Notice {
+        Notice {
+            task_id: format!("task-{n}"),
+            event: "step_complete",
+            text: format!("Step {n} complete"),
+            approval_step: None,
+        }
+    }
+
+    #[test]
+    fn a_full_queue_folds_what_does_not_fit_and_a_closed_one_gives_it_back() {
+        let (outbox, mut inbox) = queue::<Notice>();
+        for n in 0..CHANNEL_QUEUE + 5 {
+            assert!(outbox.offer(notice(n)).is_ok());
+        }
+        assert_eq!(inbox.folded.load(Ordering::Relaxed), 5, "five found the queue full");
+        let mut queued = 0;
+        while inbox.receiver.try_recv().is_ok() {
+            queued += 1;
+        }
+        assert_eq!(queued, CHANNEL_QUEUE, "the queue holds no more than its bound");
+        drop(inbox);
+        assert_eq!(outbox.offer(notice(99)).err(), Some(notice(99)), "a closed queue hands the message back");
+    }
+
+    #[test]
+    fn a_batch_lists_the_newest_and_counts_the_rest() {
+        let mut batch = Batch { items: vec![notice(0)], folded: 3 };
+        for n in 1..MAX_LISTED + 10 {
+            batch.push(notice(n));
+        }
+        assert_eq!(batch.items.len(), MAX_LISTED);
+        assert_eq!(batch.folded, 3 + 10);
+        let digest = digest(batch);
+        assert_eq!(digest.event, "digest");
+        assert_eq!(digest.task_id, format!("task-{}", MAX_LISTED + 9), "about the newest message's task");
+        let lines: Vec<&str> = digest.text.lines().collect();
+        assert_eq!(lines[0], format!("{} updates:", MAX_LISTED + 13));
+        assert_eq!(lines[1], "• Step 10 complete", "the oldest listed is the first not folded");
+        assert_eq!(lines.last(), Some(&"• and 13 more"));
+    }
+
+    #[test]
+    fn a_lone_message_goes_as_itself_unless_others_were_folded() {
+        assert_eq!(digest(Batch { items: vec![notice(1)], folded: 0 }), notice(1));
+        let folded = digest(Batch { items: vec![notice(1)], folded: 2 });
+        assert_eq!(folded.text, "3 updates:\n• Step 1 complete\n• and 2 more");
+        let to = digest_to(Batch { items: vec![(notice(1), "a"), (notice(2), "b")], folded: 0 });
+        assert_eq!(to.map(|(notice, address)| (notice.event, address)), Some(("digest", "b")), "to the newest address");
     }
 }

@@ -24,11 +24,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use runtime::{task_percent, StoredTask};
-use tokio::sync::mpsc;
 
-use super::deliver::{self, Attempt, Target, Throttle};
+use super::deliver::{self, Attempt, Inbox, Target, Throttle};
 use super::{Notice, Shared};
-use crate::api::wire::current_step;
 
 /// Why email cannot be set up; the server does not start without it.
 #[derive(Debug, thiserror::Error)]
@@ -159,17 +157,12 @@ fn trusted_roots(path: &Path) -> Result<Vec<Certificate>, EmailError> {
 }
 
 /// One user's mails in order.
-pub(crate) async fn worker(
-    shared: Arc<Shared>,
-    owner: Arc<str>,
-    mut queue: mpsc::UnboundedReceiver<(Notice, Mailbox)>,
-) {
+pub(crate) async fn worker(shared: Arc<Shared>, owner: Arc<str>, mut queue: Inbox<(Notice, Mailbox)>) {
     let mut throttle = Throttle::new(&shared);
-    while let Some(held) = throttle.next(&mut queue).await {
+    while let Some(batch) = throttle.next(&mut queue).await {
         let Some(mailer) = shared.mailer.as_ref() else { return };
         // A digest goes to the newest address the user gave.
-        let Some(to) = held.last().map(|(_, to)| to.clone()) else { continue };
-        let notice = deliver::digest(held.into_iter().map(|(notice, _)| notice).collect());
+        let Some((notice, to)) = deliver::digest_to(batch) else { continue };
         let shown = to.email.to_string();
         let target = Target { owner: &owner, channel: "email", shown: &shown };
         let task = load_task(&shared, &notice.task_id).await;
@@ -227,7 +220,8 @@ pub fn mail(
 fn summary(task: &StoredTask) -> (String, Option<String>) {
     let record = &task.task;
     let headline = format!("{}: {}%, {}", record.title, task_percent(task), record.status.as_str());
-    let step = current_step(task).map(|step| format!("Step {} of {}: {}", step.order, task.steps.len(), step.name));
+    let step =
+        runtime::current_step(task).map(|step| format!("Step {} of {}: {}", step.order, task.steps.len(), step.name));
     (headline, step)
 }
 

@@ -76,30 +76,30 @@ pub enum SecretError {
 /// What a link decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Decision {
+pub enum LinkDecision {
     /// Approve the step.
     Approve,
     /// Reject it.
     Reject,
 }
 
-impl Decision {
+impl LinkDecision {
     /// Both, in the order a notification shows them.
-    pub const ALL: [Decision; 2] = [Decision::Approve, Decision::Reject];
+    pub const ALL: [LinkDecision; 2] = [LinkDecision::Approve, LinkDecision::Reject];
 
     /// The name in payloads and in the notification's `actions`.
     pub fn name(self) -> &'static str {
         match self {
-            Decision::Approve => "approve",
-            Decision::Reject => "reject",
+            LinkDecision::Approve => "approve",
+            LinkDecision::Reject => "reject",
         }
     }
 
     /// The button's label.
     pub fn title(self) -> &'static str {
         match self {
-            Decision::Approve => "Approve",
-            Decision::Reject => "Reject",
+            LinkDecision::Approve => "Approve",
+            LinkDecision::Reject => "Reject",
         }
     }
 
@@ -107,8 +107,8 @@ impl Decision {
     /// /api/tasks/{id}/approve|reject` sends, bound to the step the link was made for.
     pub fn control(self, step: u32) -> Control {
         match self {
-            Decision::Approve => Control::Approve { step: Some(step), comment: None },
-            Decision::Reject => Control::Reject { step: Some(step), comment: None },
+            LinkDecision::Approve => Control::Approve { step: Some(step), comment: None },
+            LinkDecision::Reject => Control::Reject { step: Some(step), comment: None },
         }
     }
 }
@@ -126,7 +126,7 @@ pub struct ApprovalLink {
     /// The step waiting for approval.
     pub step: u32,
     /// What using the link does.
-    pub decision: Decision,
+    pub decision: LinkDecision,
     /// The task's owner.
     pub owner: String,
     /// When it stops working, ms since the epoch.
@@ -164,8 +164,8 @@ impl LinkKey {
 
     /// The Approve and Reject links (paths on this server) for `step` of `owner`'s task,
     /// working until `expires_at` (ms since the epoch).
-    pub fn issue(&self, task_id: &str, step: u32, owner: &str, expires_at: i64) -> Vec<(Decision, String)> {
-        Decision::ALL
+    pub fn issue(&self, task_id: &str, step: u32, owner: &str, expires_at: i64) -> Vec<(LinkDecision, String)> {
+        LinkDecision::ALL
             .into_iter()
             .map(|decision| {
                 let payload = serde_json::json!({
@@ -224,7 +224,7 @@ impl LinkKey {
 mod tests {
     use super::*;
 
-    fn token_of(key: &LinkKey, decision: Decision, expires_at: i64) -> String {
+    fn token_of(key: &LinkKey, decision: LinkDecision, expires_at: i64) -> String {
         let links = key.issue("task-1", 3, "ada", expires_at);
         let (_, path) = links.into_iter().find(|(d, _)| *d == decision).unwrap();
         path.strip_prefix(PATH).unwrap().to_owned()
@@ -234,24 +234,24 @@ mod tests {
     fn a_link_says_what_it_was_made_for_until_it_expires() {
         let key = LinkKey::new(b"secret").unwrap();
         let links = key.issue("task-1", 3, "ada", 1_000);
-        let decisions: Vec<Decision> = links.iter().map(|(d, _)| *d).collect();
-        assert_eq!(decisions, [Decision::Approve, Decision::Reject]);
+        let decisions: Vec<LinkDecision> = links.iter().map(|(d, _)| *d).collect();
+        assert_eq!(decisions, [LinkDecision::Approve, LinkDecision::Reject]);
         assert!(links.iter().all(|(_, path)| path.starts_with("/api/approval-links/")));
 
         let approve = key.verify(links[0].1.strip_prefix(PATH).unwrap(), 999).unwrap();
         let reject = key.verify(links[1].1.strip_prefix(PATH).unwrap(), 0).unwrap();
         assert_eq!(
             (approve.task_id.as_str(), approve.step, approve.decision, approve.owner.as_str(), approve.expires_at),
-            ("task-1", 3, Decision::Approve, "ada", 1_000)
+            ("task-1", 3, LinkDecision::Approve, "ada", 1_000)
         );
-        assert_eq!(reject.decision, Decision::Reject);
+        assert_eq!(reject.decision, LinkDecision::Reject);
         assert_ne!(approve.id, reject.id, "each link has its own id");
         assert_eq!(approve.id.len(), 32);
         assert_eq!(approve.decision.control(3), Control::Approve { step: Some(3), comment: None });
         assert_eq!(reject.decision.control(3), Control::Reject { step: Some(3), comment: None });
 
         // Expired from the millisecond it names.
-        let token = token_of(&key, Decision::Approve, 1_000);
+        let token = token_of(&key, LinkDecision::Approve, 1_000);
         assert_eq!(key.verify(&token, 1_000), Err(LinkError::Expired { expires_at: 1_000 }));
         assert_eq!(key.verify(&token, 5_000), Err(LinkError::Expired { expires_at: 1_000 }));
     }
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn changed_foreign_and_malformed_links_are_refused() {
         let key = LinkKey::new(b"secret").unwrap();
-        let token = token_of(&key, Decision::Approve, 1_000);
+        let token = token_of(&key, LinkDecision::Approve, 1_000);
         let (payload, signature) = token.split_once('.').unwrap();
 
         // Any character of the signature flipped.

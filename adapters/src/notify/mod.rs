@@ -2,11 +2,11 @@
 //! the five events people wait for into messages in the seed's wording, reads each owner's
 //! [`prefs::Preferences`] and delivers on the channels they chose: the chat webhook
 //! ([`chat`]), web push ([`push`]), whose approval messages carry signed Approve / Reject
-//! links ([`links`]) the service worker (`/sw.js`, served by [`crate::web`]) posts back, and
+//! links ([`links`]) the service worker (`/sw.js`, served by the `web` module) posts back, and
 //! email ([`email`]); browser notifications are shown by the progress page itself from its
 //! WebSocket, following the same preferences. The chat channel's messages also go into the
 //! user's chat transcript, beside their conversation with the bot. Every delivery attempt is
-//! logged in the `notifications` table (`GET /api/notifications`, in [`api`]).
+//! logged in the `notifications` table (`GET /api/notifications`).
 //!
 //! Delivery never blocks the runtime: the hub only hands the notifier an event; each user
 //! has a worker that reads their preferences, and each user's deliveries on each channel run
@@ -21,7 +21,6 @@
 //! (started before email was configured, or never estimated) counts as long once it has run
 //! longer than the threshold. A `task_started` mail waits for the estimate.
 
-pub mod api;
 mod chat;
 mod deliver;
 pub mod email;
@@ -40,12 +39,15 @@ use config::NotificationSettings;
 use db::Database;
 use lettre::message::Mailbox;
 use runtime::{Clock, EventKind, Runtime, Subscribe, TaskEvent, Topic};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, OnceCell};
 
+use self::deliver::{Inbox, Outbox};
 use self::email::{EmailError, Mailer};
 use self::links::{LinkKey, SecretError};
 use self::prefs::{NotifyEvent, Preferences};
 use self::push::{PushError, Vapid};
+use crate::transcript;
 
 /// How long a worker waits for work before it ends (the next event starts a new one).
 const IDLE: Duration = Duration::from_secs(300);
@@ -156,11 +158,16 @@ impl Shared {
     }
 }
 
+/// Events one user's worker may have waiting. The worker only reads the user's preferences
+/// and queues messages for the channels, so a full queue means the database is stalled; an
+/// event that finds it full is dropped (and logged) rather than held without limit.
+const USER_QUEUE: usize = 1024;
+
 /// The hub subscriber that notifies task owners. It holds no runtime handle, and the
 /// database only weakly, so it ends with the hub.
 pub struct Notifier {
     shared: Arc<Shared>,
-    users: HashMap<Arc<str>, mpsc::UnboundedSender<TaskEvent>>,
+    users: HashMap<Arc<str>, mpsc::Sender<TaskEvent>>,
     /// Tasks that started and whose first ETA (their estimate at start) has not come yet;
     /// kept only while email is on, the one channel that needs it.
     starting: HashSet<Arc<str>>,
@@ -184,6 +191,7 @@ impl Notifier {
             mailer,
         });
         let notifier = Notifier { shared, users: HashMap::new(), starting: HashSet::new() }.start();
+        // Sent once, at start.
         runtime.hub().do_send(Subscribe { topic: Topic::All, subscriber: notifier.clone().recipient() });
         actix::spawn(async move {
             if let Err(error) = config.vapid(&db, clock.now_ms()).await {
@@ -191,6 +199,26 @@ impl Notifier {
             }
         });
         Ok(notifier)
+    }
+
+    /// Whether the notifier acts on `event`; keeps track of the tasks whose estimate at
+    /// start is awaited.
+    fn wants(&mut self, event: &TaskEvent) -> bool {
+        match &event.kind {
+            // The task actor estimates right after committing the start, so the first ETA
+            // after `task_started` is the estimate at start.
+            EventKind::EtaUpdated(_) => self.starting.remove(&event.task_id),
+            EventKind::TaskStarted if self.shared.mailer.is_some() => {
+                self.starting.insert(Arc::clone(&event.task_id));
+                true
+            }
+            // The task ended and no estimate came (the estimator had none): stop waiting.
+            EventKind::TaskCompleted | EventKind::TaskFailed { .. } | EventKind::TaskCancelled => {
+                self.starting.remove(&event.task_id);
+                notify_event(&event.kind).is_some()
+            }
+            kind => notify_event(kind).is_some(),
+        }
     }
 }
 
@@ -202,40 +230,32 @@ impl Handler<TaskEvent> for Notifier {
     type Result = ();
 
     fn handle(&mut self, event: TaskEvent, _: &mut Context<Self>) {
-        match &event.kind {
-            // The task actor estimates right after committing the start, so the first ETA
-            // after `task_started` is the estimate at start.
-            EventKind::EtaUpdated(_) => {
-                if !self.starting.remove(&event.task_id) {
-                    return;
-                }
-            }
-            EventKind::TaskStarted if self.shared.mailer.is_some() => {
-                self.starting.insert(Arc::clone(&event.task_id));
-            }
-            // The task ended and no estimate came (the estimator had none): stop waiting.
-            EventKind::TaskCompleted | EventKind::TaskFailed { .. } | EventKind::TaskCancelled => {
-                self.starting.remove(&event.task_id);
-                if notify_event(&event.kind).is_none() {
-                    return;
-                }
-            }
-            kind if notify_event(kind).is_some() => {}
-            _ => return,
+        if !self.wants(&event) {
+            return;
         }
         let owner = Arc::clone(&event.owner);
         let event = match self.users.get(&owner) {
-            Some(worker) => match worker.send(event) {
-                Ok(()) => return,
-                // The worker went idle and ended: start another.
-                Err(returned) => returned.0,
-            },
             None => event,
+            Some(worker) => match worker.try_send(event) {
+                Ok(()) => return,
+                Err(TrySendError::Full(event)) => {
+                    tracing::warn!(user = %owner, task = %event.task_id, "the user's notification queue is full; dropping an event");
+                    return;
+                }
+                // The worker went idle and ended: start another.
+                Err(TrySendError::Closed(event)) => event,
+            },
         };
+        self.start_worker(owner, event);
+    }
+}
+
+impl Notifier {
+    fn start_worker(&mut self, owner: Arc<str>, first: TaskEvent) {
         self.users.retain(|_, worker| !worker.is_closed());
-        let (sender, receiver) = mpsc::unbounded_channel();
-        // Cannot fail: the receiver is alive.
-        let _ = sender.send(event);
+        let (sender, receiver) = mpsc::channel(USER_QUEUE);
+        // Cannot fail: the queue is new and its receiver alive.
+        let _ = sender.try_send(first);
         self.users.insert(Arc::clone(&owner), sender);
         actix::spawn(user_worker(Arc::clone(&self.shared), owner, receiver));
     }
@@ -243,7 +263,7 @@ impl Handler<TaskEvent> for Notifier {
 
 /// The next item of a worker's queue; `None` once it has been idle for [`IDLE`] (then it
 /// takes no more, and what was already queued is still handed out) or the sender is gone.
-pub(crate) async fn next_or_idle<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -> Option<T> {
+pub(crate) async fn next_or_idle<T>(receiver: &mut mpsc::Receiver<T>) -> Option<T> {
     match tokio::time::timeout(IDLE, receiver.recv()).await {
         Ok(item) => item,
         Err(_) => {
@@ -253,12 +273,27 @@ pub(crate) async fn next_or_idle<T>(receiver: &mut mpsc::UnboundedReceiver<T>) -
     }
 }
 
+/// Where one event's message goes, by the user's preferences.
+struct Route {
+    /// The chat channel wants it: it joins the transcript, and goes to the webhook if any.
+    chat: bool,
+    webhook: Option<String>,
+    push: bool,
+    mailbox: Option<Mailbox>,
+}
+
+/// One user's queues to their channel workers, each started when first needed.
+#[derive(Default)]
+struct Channels {
+    chat: Option<Outbox<(Notice, hyper::Uri)>>,
+    push: Option<Outbox<Notice>>,
+    email: Option<Outbox<(Notice, Mailbox)>>,
+}
+
 /// One user's events in order: reads their preferences and hands each message to the
 /// channels that want it.
-async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::UnboundedReceiver<TaskEvent>) {
-    let mut chat: Option<mpsc::UnboundedSender<(Notice, hyper::Uri)>> = None;
-    let mut push: Option<mpsc::UnboundedSender<Notice>> = None;
-    let mut email: Option<mpsc::UnboundedSender<(Notice, Mailbox)>> = None;
+async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Receiver<TaskEvent>) {
+    let mut channels = Channels::default();
     while let Some(event) = next_or_idle(&mut events).await {
         let Some(db) = shared.db() else { return };
         // The estimate at start stands for `task_started` on the email channel, which needs
@@ -274,59 +309,80 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
                 None => continue,
             },
         };
-        let preferences = match prefs::load(&db, &owner).await {
-            Ok(preferences) => preferences,
-            Err(error) => {
-                tracing::warn!(%error, user = %owner, task = %event.task_id, "cannot read notification preferences; not notifying");
-                continue;
-            }
-        };
-        let on_event = start_estimate.is_none();
-        let wants_chat = on_event && preferences.channels.chat.contains(&wanted);
-        let webhook = preferences.chat_webhook_url.as_deref().filter(|_| wants_chat);
-        let wants_push = on_event && preferences.channels.push.contains(&wanted);
-        let mut mailbox = mailbox_for(&shared, &preferences, wanted, start_estimate);
-        if mailbox.is_some()
-            && preferences.email_long_tasks_only
-            && !is_long(&shared, &db, &event, start_estimate).await
-        {
-            mailbox = None;
-        }
-        if !wants_chat && !wants_push && mailbox.is_none() {
-            continue;
-        }
-        let Some(text) = text_of(&db, &event.task_id, wanted, &event.kind).await else { continue };
+        let Some(route) = route(&shared, &db, &owner, &event, wanted, start_estimate).await else { continue };
+        let Some(text) = text_of(&db, &owner, &event.task_id, wanted, &event.kind).await else { continue };
         let approval_step = match event.kind {
             EventKind::ApprovalNeeded { step, .. } => Some(step),
             _ => None,
         };
         let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text, approval_step };
-        if wants_chat {
-            into_transcript(&shared, &db, &owner, &notice).await;
+        channels.dispatch(&shared, &db, &owner, notice, route).await;
+    }
+}
+
+/// Which channels want the event, by the user's preferences; `None` if none does.
+async fn route(
+    shared: &Shared,
+    db: &Arc<Database>,
+    owner: &str,
+    event: &TaskEvent,
+    wanted: NotifyEvent,
+    start_estimate: Option<i64>,
+) -> Option<Route> {
+    let preferences = match prefs::load(db, owner).await {
+        Ok(preferences) => preferences,
+        Err(error) => {
+            tracing::warn!(%error, user = %owner, task = %event.task_id, "cannot read notification preferences; not notifying");
+            return None;
         }
-        if let Some(mailbox) = mailbox {
+    };
+    let on_event = start_estimate.is_none();
+    let chat = on_event && preferences.channels.chat.contains(&wanted);
+    let webhook = preferences.chat_webhook_url.clone().filter(|_| chat);
+    let push = on_event && preferences.channels.push.contains(&wanted);
+    let mut mailbox = mailbox_for(shared, &preferences, wanted, start_estimate);
+    if mailbox.is_some() && preferences.email_long_tasks_only && !is_long(shared, db, event, start_estimate).await {
+        mailbox = None;
+    }
+    (chat || push || mailbox.is_some()).then_some(Route { chat, webhook, push, mailbox })
+}
+
+impl Channels {
+    /// Hands `notice` to each channel of `route`; a chat notice also joins the transcript.
+    async fn dispatch(
+        &mut self,
+        shared: &Arc<Shared>,
+        db: &Arc<Database>,
+        owner: &Arc<str>,
+        notice: Notice,
+        route: Route,
+    ) {
+        if route.chat {
+            into_transcript(shared, db, owner, &notice).await;
+        }
+        if let Some(mailbox) = route.mailbox {
             let item = (notice.clone(), mailbox);
-            hand_over(&mut email, item, |queue| email::worker(Arc::clone(&shared), Arc::clone(&owner), queue));
+            hand_over(&mut self.email, item, |queue| email::worker(Arc::clone(shared), Arc::clone(owner), queue));
         }
-        if let Some(webhook) = webhook {
-            match endpoint::check_url(webhook, shared.settings().allow_private_endpoints) {
+        if let Some(webhook) = route.webhook {
+            match endpoint::check_url(&webhook, shared.settings().allow_private_endpoints) {
                 Ok(uri) => {
                     let item = (notice.clone(), uri);
-                    hand_over(&mut chat, item, |queue| chat::worker(Arc::clone(&shared), Arc::clone(&owner), queue));
+                    hand_over(&mut self.chat, item, |queue| chat::worker(Arc::clone(shared), Arc::clone(owner), queue));
                 }
                 Err(refused) => {
                     // Saved under laxer settings than the server now has.
                     let shown =
                         webhook.parse().map_or_else(|_| "an invalid URL".to_owned(), |uri| endpoint::origin(&uri));
-                    let target = deliver::Target { owner: &owner, channel: "chat", shown: &shown };
-                    deliver::record(&shared, &target, &notice, 1, "refused", Some(refused.0)).await;
+                    let target = deliver::Target { owner, channel: "chat", shown: &shown };
+                    deliver::record(shared, &target, &notice, 1, "refused", Some(refused.0)).await;
                 }
             }
         }
-        if wants_push {
-            match shared.config.vapid(&db, shared.clock.now_ms()).await {
-                Ok(vapid) => hand_over(&mut push, notice, |queue| {
-                    push::worker(Arc::clone(&shared), vapid, Arc::clone(&owner), queue)
+        if route.push {
+            match shared.config.vapid(db, shared.clock.now_ms()).await {
+                Ok(vapid) => hand_over(&mut self.push, notice, |queue| {
+                    push::worker(Arc::clone(shared), vapid, Arc::clone(owner), queue)
                 }),
                 Err(error) => tracing::warn!(%error, user = %owner, "no VAPID key pair; not pushing"),
             }
@@ -338,9 +394,8 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Unb
 /// conversation. A database write, not a call out: it needs no worker of its own, no digest,
 /// and no entry in the delivery log (the transcript is its own record).
 async fn into_transcript(shared: &Shared, db: &Arc<Database>, owner: &str, notice: &Notice) {
-    let sender = crate::api::ask::Sender::Notice;
-    let now = shared.clock.now_ms();
-    if let Err(error) = crate::api::ask::append(db, owner, sender, &notice.text, Some(&notice.task_id), now).await {
+    let (sender, now) = (transcript::Sender::Notice, shared.clock.now_ms());
+    if let Err(error) = transcript::append(db, owner, sender, &notice.text, Some(&notice.task_id), now).await {
         tracing::warn!(%error, user = owner, task = %notice.task_id, "cannot add a notification to the chat transcript");
     }
 }
@@ -348,22 +403,22 @@ async fn into_transcript(shared: &Shared, db: &Arc<Database>, owner: &str, notic
 /// Queues `item` for a channel's worker, starting one if there is none or the last went
 /// idle.
 fn hand_over<T, F: std::future::Future<Output = ()> + 'static>(
-    worker: &mut Option<mpsc::UnboundedSender<T>>,
+    worker: &mut Option<Outbox<T>>,
     item: T,
-    start: impl FnOnce(mpsc::UnboundedReceiver<T>) -> F,
+    start: impl FnOnce(Inbox<T>) -> F,
 ) {
     let item = match worker.as_ref() {
-        Some(sender) => match sender.send(item) {
-            Ok(()) => return,
-            Err(returned) => returned.0,
-        },
         None => item,
+        Some(outbox) => match outbox.offer(item) {
+            Ok(()) => return,
+            Err(returned) => returned,
+        },
     };
-    let (sender, receiver) = mpsc::unbounded_channel();
-    // Cannot fail: the receiver is alive.
-    let _ = sender.send(item);
-    *worker = Some(sender);
-    actix::spawn(start(receiver));
+    let (outbox, inbox) = deliver::queue();
+    // Cannot fail: the queue is new and its worker not yet started.
+    let _ = outbox.offer(item);
+    *worker = Some(outbox);
+    actix::spawn(start(inbox));
 }
 
 /// Where `wanted` is mailed, if email is on, the user gave an address and wants mail for
@@ -440,7 +495,13 @@ async fn is_long(shared: &Shared, db: &Arc<Database>, event: &TaskEvent, known: 
 
 /// The message of `wanted` (of an event of `kind`), with the task's title read from the
 /// database when it needs one.
-async fn text_of(db: &Arc<Database>, task_id: &str, wanted: NotifyEvent, kind: &EventKind) -> Option<String> {
+async fn text_of(
+    db: &Arc<Database>,
+    owner: &str,
+    task_id: &str,
+    wanted: NotifyEvent,
+    kind: &EventKind,
+) -> Option<String> {
     let needs_title = matches!(wanted, NotifyEvent::TaskStarted | NotifyEvent::TaskComplete);
     let title = if needs_title {
         let (db, id) = (Arc::clone(db), task_id.to_owned());
@@ -450,8 +511,8 @@ async fn text_of(db: &Arc<Database>, task_id: &str, wanted: NotifyEvent, kind: &
         })
         .await;
         match loaded {
-            Ok(Ok(Some(task))) => task.task.title,
-            Ok(Ok(None)) => return None,
+            Ok(Ok(Some(task))) if task.task.owner == owner => task.task.title,
+            Ok(Ok(_)) => return None,
             Ok(Err(error)) => {
                 tracing::warn!(%error, task = task_id, "cannot read the task to notify about it");
                 return None;

@@ -14,14 +14,13 @@ use hyper::{Body, Request, Uri};
 use jwt_simple::prelude::{Base64UrlSafeNoPadding, ES256KeyPair};
 use jwt_simple::reexports::ct_codecs::{Decoder as _, Encoder as _};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use web_push::{
     ContentEncoding, PartialVapidSignatureBuilder, SubscriptionInfo, Urgency, VapidSignatureBuilder,
     WebPushMessageBuilder,
 };
 
-use super::deliver::{self, Delivery, Target, Throttle};
-use super::links::Decision;
+use super::deliver::{self, Delivery, Inbox, Target, Throttle};
+use super::links::LinkDecision;
 use super::{endpoint, Notice, Shared};
 
 /// The largest plaintext payload: what `web-push` accepts, so that with the encryption's
@@ -122,7 +121,7 @@ fn urgency(event: &str) -> Urgency {
 /// page, the event, and `actions`: for an approval, `{"action", "title", "url"}` of each
 /// link in `links`, else none. A body too long for [`MAX_PAYLOAD_BYTES`] (a long digest) is
 /// cut, with an ellipsis.
-pub fn payload(notice: &Notice, links: &[(Decision, String)]) -> Vec<u8> {
+pub fn payload(notice: &Notice, links: &[(LinkDecision, String)]) -> Vec<u8> {
     let actions: Vec<serde_json::Value> = links
         .iter()
         .map(|(decision, url)| serde_json::json!({"action": decision.name(), "title": decision.title(), "url": url}))
@@ -154,15 +153,10 @@ pub fn payload(notice: &Notice, links: &[(Decision, String)]) -> Vec<u8> {
 }
 
 /// One user's push messages in order, each to all their subscriptions at once.
-pub(crate) async fn worker(
-    shared: Arc<Shared>,
-    vapid: Vapid,
-    owner: Arc<str>,
-    mut queue: mpsc::UnboundedReceiver<Notice>,
-) {
+pub(crate) async fn worker(shared: Arc<Shared>, vapid: Vapid, owner: Arc<str>, mut queue: Inbox<Notice>) {
     let mut throttle = Throttle::new(&shared);
-    while let Some(held) = throttle.next(&mut queue).await {
-        let notice = deliver::digest(held);
+    while let Some(batch) = throttle.next(&mut queue).await {
+        let notice = deliver::digest(batch);
         let Some(db) = shared.db() else { return };
         let (user, reader) = (owner.to_string(), Arc::clone(&db));
         let subscriptions = tokio::task::spawn_blocking(move || {
@@ -191,7 +185,12 @@ pub(crate) async fn worker(
 
 /// The Approve and Reject links of an approval's message; none for other messages, or when
 /// the key cannot be read (logged): the message still tells, and the page decides.
-async fn approval_links(shared: &Shared, db: &Arc<Database>, owner: &str, notice: &Notice) -> Vec<(Decision, String)> {
+async fn approval_links(
+    shared: &Shared,
+    db: &Arc<Database>,
+    owner: &str,
+    notice: &Notice,
+) -> Vec<(LinkDecision, String)> {
     let Some(step) = notice.approval_step else { return Vec::new() };
     let now = shared.clock.now_ms();
     match shared.config.link_key(db, now).await {
@@ -272,7 +271,7 @@ mod tests {
         assert_eq!(parsed["body"], "Your CRM task has started");
         assert_eq!(parsed["url"], "/tasks/t1");
         assert_eq!(parsed["actions"], serde_json::json!([]));
-        let links = [(Decision::Approve, "/a".repeat(200)), (Decision::Reject, "/r".repeat(200))];
+        let links = [(LinkDecision::Approve, "/a".repeat(200)), (LinkDecision::Reject, "/r".repeat(200))];
         for text in ["é\"".repeat(3000), "\u{1}".repeat(5000), "✅".repeat(2000)] {
             let long = Notice { task_id: "t1".to_owned(), event: "approval_needed", text, approval_step: Some(1) };
             let bytes = payload(&long, &links);

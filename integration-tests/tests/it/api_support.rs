@@ -41,14 +41,8 @@ impl ApiServer {
         let runtime = start_with(db, options).await;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
-        let server = adapters::http::server_with_notifications(
-            listener,
-            runtime.clone(),
-            api,
-            notifications,
-            Duration::from_secs(1),
-        )
-        .expect("server");
+        let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))
+            .expect("server");
         let handle = server.handle();
         actix::spawn(server);
         ApiServer { address, runtime, handle }
@@ -283,5 +277,77 @@ impl WsClient {
     /// Sends a text frame.
     pub fn send(&self, text: &str) {
         self.outgoing.send(text.to_owned()).expect("the WebSocket client thread");
+    }
+}
+
+/// A WebSocket client that, once connected, neither reads nor writes until asked how the
+/// server closed it: a client that reads would answer the server's pings, and one that
+/// answers a ping after the server has closed gets its connection reset, losing the close
+/// frame.
+pub struct SilentSocket(TcpStream);
+
+impl SilentSocket {
+    /// Connects with these request headers.
+    pub async fn connect(server: &ApiServer, path: &str, headers: &[(&str, &str)]) -> SilentSocket {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}{path}", server.address).into_client_request().unwrap();
+        for (name, value) in headers {
+            let name = tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        let address = server.address;
+        tokio::task::spawn_blocking(move || {
+            let stream = TcpStream::connect(address).expect("connect to the server");
+            let (socket, _) = tungstenite::client(request, stream).expect("WebSocket handshake");
+            SilentSocket(socket.into_inner())
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Reads everything the server sent until it closed the connection; the code of its
+    /// close frame, if it sent one.
+    pub async fn close_code(mut self) -> Option<u16> {
+        let mut bytes = Vec::new();
+        self.0.set_read_timeout(Some(PATIENCE)).unwrap();
+        let read = tokio::task::spawn_blocking(move || self.0.read_to_end(&mut bytes).map(|_| bytes));
+        let bytes = read.await.unwrap().expect("the server closes the connection");
+        close_code_in(&bytes)
+    }
+}
+
+/// The code of the first close frame among the server's (unmasked) frames.
+fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
+    while bytes.len() >= 2 {
+        let (opcode, short) = (bytes[0] & 0x0f, usize::from(bytes[1] & 0x7f));
+        let (length, header) = match short {
+            126 => (usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])), 4),
+            127 => (usize::try_from(u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?)).ok()?, 10),
+            length => (length, 2),
+        };
+        let payload = bytes.get(header..header + length)?;
+        if opcode == 0x8 {
+            return Some(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
+        }
+        bytes = &bytes[header + length..];
+    }
+    None
+}
+
+/// Pauses tokio's clock for as long as it is held, so that time moves only by
+/// `tokio::time::advance`. A paused clock otherwise jumps to the next timer whenever the
+/// runtime idles, as it does while a client thread is on its way; tokio does not jump while
+/// a blocking task runs, so one is kept running until this is dropped.
+pub struct FrozenClock {
+    _release: std::sync::mpsc::Sender<()>,
+}
+
+impl FrozenClock {
+    /// Pauses the clock of the current (single-threaded) runtime.
+    pub fn start() -> FrozenClock {
+        tokio::time::pause();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        drop(tokio::task::spawn_blocking(move || released.recv()));
+        FrozenClock { _release: release }
     }
 }

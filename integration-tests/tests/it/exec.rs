@@ -22,7 +22,7 @@ async fn step_one_logs(rt: &Runtime, id: &str) -> Vec<(LogStream, String)> {
     rt.flush().await;
     let database = Arc::clone(rt.db());
     let mut conn = database.conn().unwrap();
-    db::logs_after(&mut conn, id, Some(1), 0, 100).unwrap().into_iter().map(|l| (l.stream, l.line)).collect()
+    db::logs_after(&mut conn, "alice", id, Some(1), 0, 100).unwrap().into_iter().map(|l| (l.stream, l.line)).collect()
 }
 
 fn is_task_failed(kind: &EventKind) -> bool {

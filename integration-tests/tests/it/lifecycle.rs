@@ -64,7 +64,7 @@ on_both_backends! {
         rt.flush().await;
         let database = Arc::clone(rt.db());
         let mut conn = database.conn().unwrap();
-        let log = db::events_after(&mut conn, &id, 0, 1000).unwrap();
+        let log = db::events_after(&mut conn, "alice", &id, 0, 1000).unwrap();
         let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "the event log is gap-free");
         let kinds: Vec<&str> = log.iter().map(|e| e.kind.as_str()).collect();
@@ -72,9 +72,9 @@ on_both_backends! {
             kinds,
             ["task_created", "task_started", "step_started", "substep_done", "step_complete", "step_started", "step_complete", "task_complete"]
         );
-        let history = db::progress_history(&mut conn, &id).unwrap();
+        let history = db::progress_history(&mut conn, "alice", &id).unwrap();
         assert!(history.iter().any(|r| r.step == 1 && r.percent == 100 && r.status == StepStatus::Completed));
-        let logs = db::logs_after(&mut conn, &id, Some(1), 0, 100).unwrap();
+        let logs = db::logs_after(&mut conn, "alice", &id, Some(1), 0, 100).unwrap();
         assert_eq!(logs.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["working"]);
         let runs = db::recent_step_runs(&mut conn, 10).unwrap();
         assert_eq!(runs.iter().filter(|r| r.task_id == id).count(), 2, "completed runs feed the estimator");
@@ -467,9 +467,9 @@ on_both_backends! {
 
         let database = Arc::clone(rt.db());
         let mut conn = database.conn().unwrap();
-        let progress: Vec<_> = db::events_after(&mut conn, &id, 0, 1000).unwrap().into_iter().filter(|e| e.kind == "progress").collect();
+        let progress: Vec<_> = db::events_after(&mut conn, "alice", &id, 0, 1000).unwrap().into_iter().filter(|e| e.kind == "progress").collect();
         assert!(progress.is_empty(), "percents are history, not events: {progress:?}");
-        let history = db::progress_history(&mut conn, &id).unwrap();
+        let history = db::progress_history(&mut conn, "alice", &id).unwrap();
         let running: Vec<u8> = history.iter().filter(|r| r.status == StepStatus::Running).map(|r| r.percent).collect();
         assert_eq!(running, [0, 100], "the step's start, then only the latest percent");
         assert_eq!(db::load_task(&mut conn, &id).unwrap().unwrap().steps[0].progress, 100);

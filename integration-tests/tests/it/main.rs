@@ -15,5 +15,6 @@ mod notify;
 mod notify_email;
 mod notify_push;
 mod openapi;
+mod ownership;
 mod recovery;
 mod web;

@@ -52,7 +52,7 @@ on_both_backends! {
         }
         let database = Arc::clone(rt.db());
         let mut conn = database.conn().unwrap();
-        let kinds: Vec<String> = db::events_after(&mut conn, &running, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = db::events_after(&mut conn, "alice", &running, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
         assert!(kinds.contains(&"task_recovered".to_owned()), "the history shows the interruption: {kinds:?}");
     }
 
@@ -155,7 +155,7 @@ on_both_backends! {
 
         let database = db.open();
         let mut conn = database.conn().unwrap();
-        let kinds: Vec<String> = db::events_after(&mut conn, &task_id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
+        let kinds: Vec<String> = db::events_after(&mut conn, "local", &task_id, 0, 100).unwrap().into_iter().map(|e| e.kind).collect();
         assert!(kinds.contains(&"task_recovered".to_owned()), "the history shows the interruption: {kinds:?}");
         assert_eq!(kinds.last().map(String::as_str), Some("task_complete"));
         let task = db::load_task(&mut conn, &task_id).unwrap().unwrap();

@@ -13,15 +13,11 @@ use runtime::{
 use serde_json::{json, Value};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// The backends and a throwaway database per test: db's, shared with its own tests.
+pub use db::testing::{TestBackend as Backend, TestDb};
+
 /// How long a test waits for something that must happen before calling it a failure.
 pub const PATIENCE: Duration = Duration::from_secs(30);
-
-/// The database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// Runs each test body once per backend, as `NAME::sqlite` and `NAME::postgres`.
 #[macro_export]
@@ -48,58 +44,20 @@ macro_rules! on_both_backends {
     };
 }
 
-/// A database that exists for one test: a SQLite file in a temporary directory, or a
-/// PostgreSQL database created on the server `STEPWISE_TEST_PG_URL` names and dropped after.
-pub struct TestDb {
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    postgres: Option<(String, String)>,
+/// What points the `stepwise` binary at a test database.
+pub trait BinaryEnv {
+    /// Environment variables for the binary: this database, a data directory, port 0.
+    fn env(&self) -> Vec<(String, String)>;
 }
 
-impl TestDb {
-    pub fn new(backend: Backend) -> TestDb {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        match backend {
-            Backend::Sqlite => {
-                let url = format!("sqlite://{}", dir.path().join("stepwise.db").display());
-                TestDb { url, dir, postgres: None }
-            }
-            Backend::Postgres => {
-                let server = std::env::var("STEPWISE_TEST_PG_URL").expect(
-                    "STEPWISE_TEST_PG_URL is not set: run the suite with scripts/test, which starts PostgreSQL",
-                );
-                let name = format!("stepwise_test_{:016x}", random_u64());
-                psql(&server, &format!("CREATE DATABASE {name}"));
-                let url = match server.rsplit_once('/') {
-                    Some((base, _)) => format!("{base}/{name}"),
-                    None => panic!("STEPWISE_TEST_PG_URL needs a database path: {server}"),
-                };
-                TestDb { url, dir, postgres: Some((server, name)) }
-            }
-        }
-    }
-
-    /// Environment variables that point the `stepwise` binary at this database.
-    pub fn env(&self) -> Vec<(String, String)> {
+impl BinaryEnv for TestDb {
+    fn env(&self) -> Vec<(String, String)> {
         vec![
             ("STEPWISE_DATA_DIR".into(), self.dir.path().display().to_string()),
             ("STEPWISE_DATABASE__URL".into(), self.url.clone()),
             ("STEPWISE_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
             ("STEPWISE_LOG__LEVEL".into(), "warn".into()),
         ]
-    }
-
-    /// Opens the database directly (the server must not be running on SQLite).
-    pub fn open(&self) -> db::Database {
-        db::Database::open(&self.url, 2).expect("open the test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((server, name)) = &self.postgres {
-            psql(server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        }
     }
 }
 
@@ -111,19 +69,6 @@ pub fn psql_on(url: &str, sql: &str) -> String {
         .expect("run psql (PostgreSQL's client)");
     assert!(output.status.success(), "psql failed: {sql}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-fn psql(server: &str, sql: &str) {
-    let status = Command::new("psql")
-        .args([server, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .status()
-        .expect("run psql (PostgreSQL's client) to manage test databases");
-    assert!(status.success(), "psql failed: {sql}");
-}
-
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new().build_hasher().finish()
 }
 
 /// A step kind for tests whose handler panics.

@@ -9,13 +9,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::links::{ApprovalLink, LinkError, SecretError};
-use super::prefs::{self, Preferences, PrefsError};
-use super::push::{PushError, PushSubscriptionJson};
-use crate::api::auth::Caller;
-use crate::api::error::{blocking_query, db_error, ApiError};
-use crate::api::wire::rfc3339;
-use crate::api::{body, ApiState};
+use super::auth::Caller;
+use super::error::{blocking_query, db_error, ApiError};
+use super::wire::rfc3339;
+use super::{body, ApiState};
+use crate::notify::links::{ApprovalLink, LinkError, SecretError};
+use crate::notify::prefs::{self, Preferences, PrefsError};
+use crate::notify::push::{PushError, PushSubscriptionJson};
 
 /// Log entries per page unless `limit` says otherwise, and the most allowed.
 const PAGE: usize = 50;
@@ -204,7 +204,7 @@ pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<Stri
 /// the one waiting, so a link can never decide a later approval of the same task.
 async fn decide(state: &ApiState, link: &ApprovalLink) -> Result<HttpResponse, ApiError> {
     let control = link.decision.control(link.step);
-    crate::api::tasks::apply(state, &link.owner, &link.task_id, control).await.map_err(|error| match error {
+    super::tasks::apply(state, &link.owner, &link.task_id, control).await.map_err(|error| match error {
         ApiError::Conflict(_) => {
             ApiError::Conflict(format!("step {} of task {} is no longer waiting for approval", link.step, link.task_id))
         }
