@@ -110,6 +110,8 @@ pub struct Runtime {
     threads: Arc<Mutex<Vec<Arbiter>>>,
     next_arbiter: Arc<AtomicUsize>,
     limits: PlanLimits,
+    /// Turns true once the history is learned (or found unreadable).
+    history: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A bounded subscription (see [`Runtime::bounded_events`]).
@@ -156,6 +158,7 @@ impl Runtime {
         let threads: Vec<Arbiter> = (0..options.task_threads.max(1)).map(|_| Arbiter::new()).collect();
         let arbiters = threads.iter().map(Arbiter::handle).collect();
         let registry = Arc::new(Registry::default());
+        let (history_learned, history) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             db,
             hub,
@@ -176,10 +179,11 @@ impl Runtime {
             threads: Arc::new(Mutex::new(threads)),
             next_arbiter: Arc::new(AtomicUsize::new(0)),
             limits: options.limits,
+            history,
         };
         let recovery = runtime.recover().await?;
         runtime.keep_leases(options.lease_ttl / 3);
-        runtime.learn_history();
+        runtime.learn_history(history_learned);
         Ok((runtime, recovery))
     }
 
@@ -227,8 +231,8 @@ impl Runtime {
     }
 
     /// Trains the estimator on the persisted step runs, in the background: until it is done,
-    /// estimates are cold-start ones.
-    fn learn_history(&self) {
+    /// estimates are cold-start ones. `learned` is told when it is over.
+    fn learn_history(&self, learned: tokio::sync::watch::Sender<bool>) {
         let shared = Arc::clone(&self.shared);
         actix::spawn(async move {
             match blocking(&shared.db, |conn| db::recent_step_runs(conn, HISTORY_RUNS)).await {
@@ -238,7 +242,18 @@ impl Runtime {
                 }
                 Err(error) => tracing::warn!(%error, "could not load the estimator's history; ETAs start cold"),
             }
+            learned.send_replace(true);
         });
+    }
+
+    /// Resolves once the estimator has learned the stored history at start (or found it
+    /// unreadable): from then on a live task's estimate is the one it had before a restart.
+    /// A completed task needs no such wait: the command that completes it is answered once
+    /// its task is learned.
+    pub async fn history_learned(&self) {
+        let mut history = self.history.clone();
+        // Fails only if the training was dropped with the runtime: nothing to wait for then.
+        let _ = history.wait_for(|learned| *learned).await;
     }
 
     fn keep_leases(&self, every: Duration) {
