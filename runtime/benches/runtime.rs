@@ -4,7 +4,9 @@
 //! `BENCH_LIVE_TASKS` [10000] idle live tasks held at once, `BENCH_HUB_EVENTS` [1000000]
 //! progress events published straight into the hub, `BENCH_E2E_TASKS` [1000] tasks of
 //! `BENCH_E2E_STEPS` [5] steps whose handlers each report 100 percents, and
-//! `BENCH_RESUME_TASKS` [100000] stored live tasks resumed by a fresh start.
+//! `BENCH_RESUME_TASKS` [100000] stored live tasks resumed by a fresh start, and
+//! `BENCH_LEARN_TASKS` [2000] tasks of `BENCH_LEARN_STEPS` [10] instant steps that complete
+//! (and are learned from) while the live tasks' estimates are read.
 //! `BENCH_DATABASE_URL` runs it on another database (e.g. PostgreSQL) instead of a
 //! temporary SQLite file.
 
@@ -60,6 +62,19 @@ impl StepHandler for Spin {
     }
 }
 
+/// Completes at once: a task of these only commits, completes and is learned from.
+struct AtOnce;
+
+impl StepHandler for AtOnce {
+    fn validate(&self, _: &Value) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn run(&self, _: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+}
+
 fn options() -> RuntimeOptions {
     RuntimeOptions {
         instance_id: "bench".into(),
@@ -73,7 +88,9 @@ fn options() -> RuntimeOptions {
 
 async fn start(url: &str) -> (Runtime, runtime::Recovery) {
     let database = Arc::new(db::Database::open(url, 8).expect("open the bench database"));
-    Runtime::start(database, Handlers::builtin(20).with("spin", Spin), options()).await.expect("runtime starts")
+    Runtime::start(database, Handlers::builtin(20).with("spin", Spin).with("instant", AtOnce), options())
+        .await
+        .expect("runtime starts")
 }
 
 fn plan(kind: &str, steps: usize) -> TaskPlan {
@@ -86,9 +103,14 @@ fn plan(kind: &str, steps: usize) -> TaskPlan {
 
 /// Creates and starts `n` tasks, a few hundred at a time; returns their ids.
 async fn create(rt: &Runtime, n: usize, plan: &TaskPlan) -> Vec<String> {
+    create_for(rt, "bench", n, plan).await
+}
+
+/// Creates and starts `n` tasks of `owner`, a few hundred at a time; returns their ids.
+async fn create_for(rt: &Runtime, owner: &str, n: usize, plan: &TaskPlan) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
-        let created = join_all(chunk.iter().map(|_| rt.create_task("bench", plan, true))).await;
+        let created = join_all(chunk.iter().map(|_| rt.create_task(owner, plan, true))).await;
         ids.extend(created.into_iter().map(|r| r.expect("create a bench task")));
     }
     ids
@@ -102,6 +124,74 @@ async fn wait_until(mut done: impl FnMut() -> bool) {
 
 fn per_second(count: f64, elapsed: Duration) -> f64 {
     count / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Reads the live tasks' views (task and estimate), round robin from `readers` concurrent
+/// readers, until `stop` resolves; returns each read's latency, sorted.
+async fn read_estimates(rt: &Runtime, ids: &[String], readers: usize, stop: impl std::future::Future) -> Vec<Duration> {
+    let done = std::cell::Cell::new(false);
+    let reader = |first: usize| {
+        let done = &done;
+        async move {
+            let mut latencies = Vec::new();
+            let mut next = first;
+            while !done.get() {
+                let began = Instant::now();
+                let (_, eta) = rt.task_view("bench", &ids[next % ids.len()]).await.expect("a live task's view");
+                latencies.push(began.elapsed());
+                assert!(eta.is_some(), "a live task has an estimate");
+                next += readers;
+            }
+            latencies
+        }
+    };
+    let stopping = async {
+        stop.await;
+        done.set(true);
+    };
+    let (mut latencies, ()) = futures_util::future::join(join_all((0..readers).map(reader)), stopping).await;
+    let mut all: Vec<Duration> = latencies.iter_mut().flat_map(std::mem::take).collect();
+    all.sort_unstable();
+    all
+}
+
+/// "p50 … µs, p99 … µs, max … ms" of sorted latencies.
+fn percentiles(sorted: &[Duration]) -> String {
+    let at = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or_default();
+    format!(
+        "p50 {:.0} µs, p99 {:.0} µs, max {:.1} ms over {} reads",
+        at(0.5).as_secs_f64() * 1e6,
+        at(0.99).as_secs_f64() * 1e6,
+        at(1.0).as_secs_f64() * 1e3,
+        sorted.len()
+    )
+}
+
+/// The live tasks' estimates while other tasks complete and are learned from: the reads'
+/// latency, first with nothing else going on, then under the learning.
+async fn estimates_while_learning(rt: &Runtime, live: &[String]) {
+    let (tasks, steps) = (size("BENCH_LEARN_TASKS", 2_000), size("BENCH_LEARN_STEPS", 10));
+    let idle = read_estimates(rt, live, 4, tokio::time::sleep(Duration::from_secs(2))).await;
+    println!("estimates of {} live tasks, nothing else running: {}", live.len(), percentiles(&idle));
+    let mut events = rt.events(Topic::Owner("learner".into())).await.expect("subscribe");
+    let began = Instant::now();
+    let learning = async {
+        create_for(rt, "learner", tasks, &plan("instant", steps)).await;
+        let mut completed = 0;
+        while completed < tasks {
+            let event = events.recv().await.expect("the learners' events");
+            completed += usize::from(event.kind == EventKind::TaskCompleted);
+        }
+    };
+    let loaded = read_estimates(rt, live, 4, learning).await;
+    println!(
+        "estimates of {} live tasks while {} tasks x {} steps completed and were learned from ({:.2} s): {}",
+        live.len(),
+        tasks,
+        steps,
+        began.elapsed().as_secs_f64(),
+        percentiles(&loaded)
+    );
 }
 
 async fn bench(url: &str) {
@@ -138,6 +228,7 @@ async fn bench(url: &str) {
         kib(held.saturating_sub(baseline_held), live_tasks),
         kib(held.saturating_sub(half_held), live_tasks - live_tasks / 2)
     );
+    estimates_while_learning(&rt, &ids).await;
 
     // The hub and the recorder alone: progress events for those tasks, published from two
     // other threads, until the recorder has taken them all and flushed.

@@ -1,14 +1,23 @@
-//! ETAs for live tasks: the bridge between the runtime's records and the pure `estimator`.
-//! History comes from the persisted step runs (so it survives restarts), the live part from
-//! the task actor's state, and every completed task is learned from.
+//! ETAs for live tasks. `model` is the bridge to the pure `estimator`: history comes from
+//! the persisted step runs (so it survives restarts) and every completed task is learned
+//! from, off the actor threads. `EtaTracker` is a task actor's side: when to re-estimate,
+//! when an estimate is worth publishing, and the running step's progress samples.
 
-use std::collections::BTreeMap;
-use std::sync::{PoisonError, RwLock};
+use db::{ProgressMark, StepRecord, TaskStatus};
 
-use db::{ProgressMark, StepRecord, StepRunRecord, StepStatus, StoredTask};
-use estimator::{CompletedTask, Estimator, Observation, ProgressSample, StepRun, TaskPlan};
+use crate::event::EventKind;
+use crate::machine::TaskState;
+
+mod model;
 
 pub use estimator::Confidence;
+pub(crate) use model::EtaModel;
+
+/// How often a live task re-estimates from progress alone.
+const ETA_EVERY_MS: i64 = 1_000;
+
+/// Progress samples kept for the running step.
+const MAX_SAMPLES: usize = 32;
 
 /// How long a task still needs, in work seconds.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,108 +74,103 @@ pub struct StepEta {
     pub expected_s: f64,
 }
 
-/// A finished task's step runs by step order.
-type StepsByOrder<'a> = BTreeMap<u32, &'a StepRunRecord>;
-
 /// The estimator key of a step: its kind and name.
 pub fn step_key(step: &StepRecord) -> String {
     format!("{}:{}", step.kind, step.name)
 }
 
-/// The shared estimator.
-#[derive(Default)]
-pub(crate) struct EtaModel {
-    estimator: RwLock<Estimator>,
+/// A live task's estimate as its actor keeps it: the latest one and when it was made, the
+/// last one published with the step's work time then, and the running step's progress
+/// samples (from which the estimator learns what a kind's percent says).
+#[derive(Debug, Default)]
+pub(crate) struct EtaTracker {
+    latest: Option<Eta>,
+    made_at: Option<i64>,
+    published: Option<(Eta, i64)>,
+    samples: Vec<ProgressMark>,
 }
 
-impl EtaModel {
-    /// Replaces the estimator with one trained on `runs` (oldest first): the step runs of
-    /// completed tasks, as stored.
-    pub fn train(&self, runs: &[StepRunRecord]) -> usize {
-        let mut estimator = Estimator::default();
-        let learned = completed_tasks(runs).iter().filter(|task| estimator.record_task(task).is_ok()).count();
-        *self.estimator.write().unwrap_or_else(PoisonError::into_inner) = estimator;
-        learned
+impl EtaTracker {
+    /// The latest estimate.
+    pub fn latest(&self) -> Option<&Eta> {
+        self.latest.as_ref()
     }
 
-    /// Learns from a task that just completed, from its step runs as stored: the same data
-    /// training reads after a restart, so a restart does not change what is known.
-    pub fn learn(&self, runs: &[StepRunRecord]) {
-        let mut estimator = self.estimator.write().unwrap_or_else(PoisonError::into_inner);
-        for task in completed_tasks(runs) {
-            // A task of zero-length steps teaches nothing; the estimator refuses it, rightly.
-            let _ = estimator.record_task(&task);
+    /// The running step's progress samples.
+    pub fn samples(&self) -> &[ProgressMark] {
+        &self.samples
+    }
+
+    /// Keeps the running step's `percent` at `at`.
+    pub fn record_sample(&mut self, state: &TaskState, percent: u8, at: i64) {
+        if self.samples.len() == MAX_SAMPLES {
+            // Keep the shape of the curve in bounded memory: drop every other old sample.
+            let mut index = 0;
+            self.samples.retain(|_| {
+                index += 1;
+                index % 2 == 0
+            });
+        }
+        self.samples.push(ProgressMark { elapsed_ms: state.work_ms(at), percent });
+    }
+
+    /// Takes in a transition from `before` to `after` with `events`, committed at `at`: a
+    /// substep done that raised its step's percent is a sample like a report, and a step
+    /// that starts starts with none.
+    pub fn committed(&mut self, before: &TaskState, after: &TaskState, events: &[EventKind], at: i64) {
+        if let Some(percent) = raised_by_substep(before, after, events) {
+            self.record_sample(after, percent, at);
+        }
+        if events.iter().any(|e| matches!(e, EventKind::StepStarted { .. })) {
+            self.samples.clear();
         }
     }
 
-    /// The ETA of a live task whose running step has `running_ms` of work so far and the
-    /// given progress samples.
-    pub fn estimate(&self, task: &StoredTask, running_ms: i64, samples: &[ProgressMark]) -> Option<Eta> {
-        let counted: Vec<&StepRecord> = task.steps.iter().filter(|s| s.status != StepStatus::Skipped).collect();
-        let plan = TaskPlan { complexity: task.task.complexity, steps: counted.iter().map(|s| step_key(s)).collect() };
-        let completed_s: Vec<f64> = counted
-            .iter()
-            .take_while(|s| s.status == StepStatus::Completed)
-            .map(|s| (s.work_ms.max(1) as f64) / 1000.0)
-            .collect();
-        let remaining = &counted[completed_s.len()..];
-        let observation = Observation {
-            completed_s,
-            running_elapsed_s: running_ms.max(0) as f64 / 1000.0,
-            progress: samples.iter().map(sample).collect(),
+    /// Re-estimates the time remaining (at most once per `ETA_EVERY_MS` unless `force`).
+    /// Returns the estimate to publish when it moved away from what subscribers show: the
+    /// last published estimate, counted down by the work done since (as the page counts).
+    pub fn update(&mut self, model: &EtaModel, state: &TaskState, now: i64, force: bool) -> Option<Eta> {
+        if !force && self.made_at.is_some_and(|at| now.saturating_sub(at) < ETA_EVERY_MS) {
+            return None;
+        }
+        let work_ms = state.work_ms(now);
+        let eta = match state.status() {
+            TaskStatus::Running | TaskStatus::Paused | TaskStatus::Approval => {
+                model.estimate(&state.stored, work_ms, &self.samples)
+            }
+            _ => None,
         };
-        let estimate =
-            self.estimator.read().unwrap_or_else(PoisonError::into_inner).estimate(&plan, &observation).ok()?;
-        // The estimator lists the remaining steps in plan order, so they pair up one to one.
-        let steps = remaining
-            .iter()
-            .zip(&estimate.steps)
-            .map(|(step, expected)| StepEta { step: step.order, expected_s: expected.expected_s })
-            .collect();
-        Some(Eta { seconds: estimate.eta_seconds, range: estimate.eta_range, confidence: estimate.confidence, steps })
+        self.made_at = Some(now);
+        let moved = match (&self.published, &eta) {
+            (Some((old, old_ms)), Some(new)) => {
+                new.moved_from(&old.counted_down(work_ms.saturating_sub(*old_ms).max(0) as f64 / 1000.0))
+            }
+            (None, None) => false,
+            _ => true,
+        };
+        if moved {
+            self.published = eta.clone().map(|eta| (eta, work_ms));
+        }
+        self.latest = eta;
+        self.latest.clone().filter(|_| moved)
     }
 }
 
-/// `runs` (oldest first) grouped into tasks, in the order the tasks finished.
-fn completed_tasks(runs: &[StepRunRecord]) -> Vec<CompletedTask> {
-    // Keyed by (when the task finished, its id); each holds its complexity and its runs by
-    // step order.
-    let mut tasks: BTreeMap<(i64, &str), (u32, StepsByOrder)> = BTreeMap::new();
-    let mut finished: BTreeMap<&str, i64> = BTreeMap::new();
-    for run in runs {
-        let last = finished.entry(&run.task_id).or_insert(run.finished_at);
-        *last = (*last).max(run.finished_at);
-    }
-    for run in runs {
-        let entry =
-            tasks.entry((finished[run.task_id.as_str()], &run.task_id)).or_insert((run.complexity, BTreeMap::new()));
-        // A retried step keeps its last attempt.
-        entry.1.insert(run.step, run);
-    }
-    tasks
-        .into_values()
-        .map(|(complexity, steps)| CompletedTask {
-            complexity,
-            steps: steps.into_values().map(|r| step_run(&r.step_key, r.duration_ms, &r.progress)).collect(),
-        })
-        .collect()
-}
-
-fn step_run(key: &str, duration_ms: i64, progress: &[ProgressMark]) -> StepRun {
-    let progress = progress.iter().map(sample).collect();
-    StepRun { key: key.to_owned(), duration_s: duration_ms.max(1) as f64 / 1000.0, progress }
-}
-
-fn sample(mark: &ProgressMark) -> ProgressSample {
-    ProgressSample {
-        elapsed_s: mark.elapsed_ms.max(0) as f64 / 1000.0,
-        fraction: f64::from(mark.percent.min(100)) / 100.0,
-    }
+/// The percent of the step in progress that a substep done among `events` raised.
+fn raised_by_substep(before: &TaskState, after: &TaskState, events: &[EventKind]) -> Option<u8> {
+    let order = events.iter().find_map(|e| match e {
+        EventKind::SubstepDone { step, .. } => Some(*step),
+        _ => None,
+    })?;
+    let percent = |state: &TaskState| state.stored.steps.iter().find(|s| s.order == order).map(|s| s.progress);
+    let step = after.step_in_progress().filter(|s| s.order == order)?;
+    (percent(after) > percent(before)).then_some(step.progress)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::machine::fixtures::{started, FOUR_SUBSTEPS, PLAIN, T0};
 
     fn eta(seconds: f64, confidence: Confidence, steps: &[(u32, f64)]) -> Eta {
         let steps = steps.iter().map(|&(step, expected_s)| StepEta { step, expected_s }).collect();
@@ -209,5 +213,50 @@ mod tests {
         assert_eq!(counted.steps, [StepEta { step: 2, expected_s: 0.0 }, StepEta { step: 3, expected_s: 60.0 }]);
         assert_eq!(counted.confidence, Confidence::Medium);
         assert_eq!(eta(5.0, Confidence::Low, &[]).counted_down(9.0).seconds, 0.0, "never below zero");
+    }
+
+    #[test]
+    fn a_substep_that_raises_the_percent_is_a_sample_and_a_new_step_starts_with_none() {
+        let mut tracker = EtaTracker::default();
+        let mut state = started(&[FOUR_SUBSTEPS, PLAIN]);
+        let mut step = |state: &mut TaskState, at: i64, change: &dyn Fn(&mut TaskState) -> Vec<EventKind>| {
+            let before = state.clone();
+            let events = change(state);
+            tracker.committed(&before, state, &events, at);
+            tracker.samples().to_vec()
+        };
+        let tick = |state: &mut TaskState| state.substep_done(1, 1, "a").unwrap().events;
+        assert_eq!(step(&mut state, T0 + 3_000, &tick), [ProgressMark { elapsed_ms: 3_000, percent: 25 }]);
+        assert_eq!(step(&mut state, T0 + 4_000, &tick).len(), 1, "a substep done again raises nothing");
+        let next = |state: &mut TaskState| state.step_succeeded(1, 1, None, T0 + 5_000).events;
+        assert_eq!(step(&mut state, T0 + 5_000, &next), [], "step 2 starts with no samples");
+    }
+
+    #[test]
+    fn samples_keep_their_shape_in_bounded_memory() {
+        let state = started(&[PLAIN]);
+        let mut tracker = EtaTracker::default();
+        for percent in 0..=MAX_SAMPLES as u8 {
+            tracker.record_sample(&state, percent, T0 + i64::from(percent) * 100);
+        }
+        let kept: Vec<u8> = tracker.samples().iter().map(|s| s.percent).collect();
+        let expected: Vec<u8> = (1..MAX_SAMPLES as u8).step_by(2).chain([MAX_SAMPLES as u8]).collect();
+        assert_eq!(kept, expected, "every other old sample goes, the newest stays");
+        assert_eq!(tracker.samples().last().map(|s| s.elapsed_ms), Some(i64::from(MAX_SAMPLES as u8) * 100));
+    }
+
+    #[test]
+    fn an_estimate_is_made_at_most_once_a_second_and_published_only_when_it_moved() {
+        let model = EtaModel::start();
+        let mut tracker = EtaTracker::default();
+        let mut state = started(&[PLAIN]);
+        let first = tracker.update(&model, &state, T0, false).expect("the first estimate is news");
+        assert_eq!(tracker.latest(), Some(&first));
+        assert_eq!(tracker.update(&model, &state, T0, true), None, "the same estimate again is not");
+        state.step_succeeded(1, 1, None, T0 + 10);
+        assert_eq!(tracker.update(&model, &state, T0 + 500, false), None);
+        assert_eq!(tracker.latest(), Some(&first), "not re-estimated within a second");
+        assert_eq!(tracker.update(&model, &state, T0 + 500, true), None, "a completed task has none to publish");
+        assert_eq!(tracker.latest(), None, "forced, it re-estimates at once");
     }
 }

@@ -2,6 +2,10 @@
 //! (the progress recorder, WebSocket sessions, notifiers). It holds `Recipient`s and
 //! channels only, so it never names a subscriber's type. Subscribers are indexed by topic,
 //! so an event costs only the subscribers that want it, however many follow other tasks.
+//! What queues here is bounded: committed events by the commits behind them, transient ones
+//! by the hub's backlog (dropped when it is full), bounded subscribers by their channels;
+//! actor subscribers take each event at once, so their mailboxes hold what came since they
+//! last ran.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,6 +14,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::mpsc;
 
+use crate::backlog::Ticket;
 use crate::event::TaskEvent;
 
 /// Identifies a subscription, to end it.
@@ -27,7 +32,8 @@ pub enum Topic {
     Task(Arc<str>),
 }
 
-/// Starts delivering the events of `topic` to `subscriber`.
+/// Starts delivering the events of `topic` to `subscriber`, an actor that takes each event
+/// at once (its mailbox is not bounded; see [`SubscribeBounded`] for one that may lag).
 #[derive(Message)]
 #[rtype(result = "SubscriptionId")]
 pub struct Subscribe {
@@ -64,6 +70,16 @@ pub struct Unsubscribe(pub SubscriptionId);
 #[rtype(result = "()")]
 pub struct Barrier;
 
+/// A transient event (a percent, a log line, an estimate: nothing committed) holding its
+/// place in the hub's backlog, so that a hub that falls behind drops such events rather
+/// than queueing them without limit.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Transient {
+    pub event: TaskEvent,
+    pub ticket: Ticket,
+}
+
 /// Where a subscription's events go.
 enum Sink {
     Actor(Recipient<TaskEvent>),
@@ -74,7 +90,10 @@ impl Sink {
     /// Hands the event over; false once the subscriber is gone.
     fn deliver(&self, event: &Arc<TaskEvent>) -> bool {
         match self {
-            // do_send never drops while the subscriber lives (actix mailboxes grow).
+            // Never dropped while the subscriber lives. Its mailbox has no bound: an actor
+            // subscriber takes each event at once, without waiting on anything (the recorder
+            // writes in the background, the notifier hands events on), so it holds only what
+            // came since it last ran; one that may fall behind subscribes bounded instead.
             Sink::Actor(recipient) if recipient.connected() => {
                 recipient.do_send(TaskEvent::clone(event));
                 true
@@ -179,6 +198,24 @@ impl Handler<Barrier> for Hub {
 impl Handler<TaskEvent> for Hub {
     type Result = ();
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
+        self.publish(event);
+    }
+}
+
+impl Handler<Transient> for Hub {
+    type Result = ();
+    fn handle(&mut self, Transient { event, ticket }: Transient, _: &mut Self::Context) {
+        let dropped = ticket.backlog().take_dropped();
+        if dropped > 0 {
+            tracing::warn!(dropped, "percents, log lines or estimates dropped: the hub fell behind their publishers");
+        }
+        self.publish(event);
+    }
+}
+
+impl Hub {
+    /// Hands `event` to every subscriber of its task, its owner and everything.
+    fn publish(&mut self, event: TaskEvent) {
         let event = Arc::new(event);
         let mut gone = Vec::new();
         fan_out(&mut self.everything, &event, &mut gone);

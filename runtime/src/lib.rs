@@ -7,6 +7,7 @@
 //! [`Runtime::start`], which also resumes the tasks that were running when the server
 //! stopped. The runtime knows nothing of HTTP or wire formats.
 
+mod backlog;
 mod clock;
 mod error;
 mod eta;
@@ -17,6 +18,7 @@ mod machine;
 mod plan;
 mod recorder;
 mod runtime;
+mod shared;
 mod step;
 mod store;
 mod task;
@@ -28,8 +30,8 @@ pub use eta::{step_key, Confidence, Eta, StepEta};
 pub use event::{EventKind, TaskEvent};
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler};
 pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
-pub use machine::{current_step, task_percent, Control};
+pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome};
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
 pub use runtime::{BoundedEvents, Recovery, Runtime, RuntimeOptions};
-pub use task::{ExternalReport, ReportOutcome, StepReport};
+pub use task::StepReport;

@@ -1,6 +1,7 @@
 //! The task state machine, pure: a transition takes the task's state and the time and
 //! returns the events to commit and the effects for the task actor, or a typed error for
 //! a transition that is not allowed. No I/O and no clock, so every rule is table-tested.
+//! `report` says which reports a task takes (from its handlers and from outside workers).
 
 use std::sync::Arc;
 
@@ -8,6 +9,10 @@ use db::{StepRecord, StepStatus, StoredTask, TaskStatus};
 
 use crate::event::EventKind;
 use crate::RuntimeError;
+
+mod report;
+
+pub use report::{ExternalReport, ReportOutcome};
 
 /// A person's command to a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +112,14 @@ impl TaskState {
 
     fn task_id(&self) -> String {
         self.stored.task.id.clone()
+    }
+
+    fn step(&self, order: u32) -> Result<&StepRecord, RuntimeError> {
+        self.stored
+            .steps
+            .iter()
+            .find(|s| s.order == order)
+            .ok_or_else(|| RuntimeError::StepNotFound { task_id: self.task_id(), step: order })
     }
 
     fn step_mut(&mut self, order: u32) -> Result<&mut StepRecord, RuntimeError> {
@@ -365,11 +378,19 @@ impl TaskState {
     /// The running attempt of `order`, if `attempt` is still it (late reports of an old
     /// attempt are ignored).
     fn current_attempt(&mut self, order: u32, attempt: u32) -> Option<&mut StepRecord> {
-        self.stored
-            .steps
-            .iter_mut()
-            .find(|s| s.order == order && s.attempts == attempt)
-            .filter(|s| matches!(s.status, StepStatus::Running | StepStatus::Paused))
+        self.stored.steps.iter_mut().find(|s| is_attempt_in_progress(s, order, attempt))
+    }
+
+    /// The step in progress (running, or paused part-way), if any: there is at most one.
+    pub fn step_in_progress(&self) -> Option<&StepRecord> {
+        self.stored.steps.iter().find(|s| in_progress(s))
+    }
+
+    /// Work time so far of the step in progress, counted up to `now` while it runs.
+    pub fn work_ms(&self, now: i64) -> i64 {
+        let Some(step) = self.step_in_progress() else { return 0 };
+        // `running_since` is only set while the step runs.
+        step.work_ms + self.running_since.map_or(0, |since| (now - since).max(0))
     }
 
     /// A step's handler finished successfully.
@@ -466,6 +487,25 @@ impl TaskState {
     }
 }
 
+impl Transition {
+    /// Appends what `next`, made right after this one, does.
+    pub fn then(&mut self, next: Transition) {
+        self.events.extend(next.events);
+        self.effects.extend(next.effects);
+        self.completed_run = self.completed_run.or(next.completed_run);
+    }
+}
+
+/// Whether `step` is in progress: running, or paused part-way.
+fn in_progress(step: &StepRecord) -> bool {
+    matches!(step.status, StepStatus::Running | StepStatus::Paused)
+}
+
+/// Whether `step` is step `order` in progress in `attempt`.
+fn is_attempt_in_progress(step: &StepRecord, order: u32, attempt: u32) -> bool {
+    step.order == order && step.attempts == attempt && in_progress(step)
+}
+
 /// A task's overall percent: completed and skipped steps count 100, others their percent.
 pub fn task_percent(stored: &StoredTask) -> u8 {
     if stored.steps.is_empty() {
@@ -489,7 +529,7 @@ fn substep_percent(step: &StepRecord) -> u8 {
 }
 
 /// The error for a substep name the step does not have, listing the ones it has.
-pub(crate) fn unknown_substep(step: &StepRecord, name: &str) -> RuntimeError {
+fn unknown_substep(step: &StepRecord, name: &str) -> RuntimeError {
     let known: Vec<&str> = step.substeps.iter().map(|s| s.name.as_str()).collect();
     RuntimeError::InvalidReport(format!(
         "step {} has no substep {name:?} (its substeps: {})",
@@ -498,5 +538,7 @@ pub(crate) fn unknown_substep(step: &StepRecord, name: &str) -> RuntimeError {
     ))
 }
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;

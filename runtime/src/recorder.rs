@@ -1,15 +1,20 @@
 //! The `ProgressRecorder`: a hub subscriber that persists what is not a state transition.
 //! Percent updates are coalesced (latest per step) and log lines batched, and both are
 //! flushed in one transaction per interval, so thousands of updates per second cost a
-//! handful of transactions.
+//! handful of transactions. A write runs in the background, one at a time, so the
+//! recorder keeps taking events while the database works; what waits is bounded: a
+//! percent per step, and up to `MAX_PENDING_LOG_LINES` lines (more are dropped and counted).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use db::{Database, LogLine, ProgressUpdate};
+use futures_util::future::{LocalBoxFuture, Shared};
+use futures_util::FutureExt;
 
 use crate::clock::Clock;
 use crate::event::{EventKind, TaskEvent};
@@ -17,6 +22,10 @@ use crate::store::blocking;
 
 /// Longest log line kept; longer lines are cut (the rest would only bloat the database).
 const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
+
+/// Log lines waiting for a write (at most 80 MiB of them); later ones are dropped until the
+/// database has taken these.
+const MAX_PENDING_LOG_LINES: usize = 10_000;
 
 /// Counters of what the recorder did, for benchmarks and health checks.
 #[derive(Debug, Default)]
@@ -29,6 +38,8 @@ pub struct RecorderStats {
     pub flushes: AtomicU64,
     /// Rows inserted or updated by flushes.
     pub rows_written: AtomicU64,
+    /// Log lines dropped because too many were waiting for the database.
+    pub log_lines_dropped: AtomicU64,
 }
 
 /// Writes everything pending now and replies when it is committed.
@@ -36,44 +47,97 @@ pub struct RecorderStats {
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// What the recorder has taken and not yet handed to a write.
+#[derive(Debug, Default)]
+struct Pending {
+    progress: HashMap<(Arc<str>, u32), ProgressUpdate>,
+    logs: Vec<LogLine>,
+}
+
+impl Pending {
+    /// Keeps what `event` says that is not a transition: the step's latest percent, or a log
+    /// line unless `max_logs` are waiting already. Returns whether a line was dropped.
+    fn take(&mut self, event: TaskEvent, max_logs: usize) -> bool {
+        match event.kind {
+            EventKind::Progress { step, attempt, percent, .. } => {
+                let update = ProgressUpdate {
+                    task_id: event.task_id.to_string(),
+                    lease_token: event.lease_token,
+                    step,
+                    attempt,
+                    percent,
+                };
+                self.progress.insert((event.task_id, step), update);
+            }
+            EventKind::Log { .. } if self.logs.len() >= max_logs => return true,
+            EventKind::Log { step, stream, line } => self.logs.push(LogLine {
+                task_id: event.task_id.to_string(),
+                lease_token: event.lease_token,
+                step,
+                stream,
+                line: truncate(&line, MAX_LOG_LINE_BYTES).to_owned(),
+                at: event.at,
+            }),
+            _ => {}
+        }
+        false
+    }
+
+    /// Everything pending, leaving nothing.
+    fn drain(&mut self) -> (Vec<ProgressUpdate>, Vec<LogLine>) {
+        (self.progress.drain().map(|(_, u)| u).collect(), std::mem::take(&mut self.logs))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.progress.is_empty() && self.logs.is_empty()
+    }
+}
+
 /// Persists coalesced progress and batched logs.
 pub struct ProgressRecorder {
     db: Arc<Database>,
     clock: Arc<dyn Clock>,
     interval: Duration,
     stats: Arc<RecorderStats>,
-    pending: HashMap<(Arc<str>, u32), ProgressUpdate>,
-    logs: Vec<LogLine>,
+    pending: Pending,
+    /// The newest write, if any; each waits for the one before, so writes land one at a
+    /// time and in the order their batches were taken.
+    last_write: Option<Shared<LocalBoxFuture<'static, ()>>>,
 }
 
 impl ProgressRecorder {
     /// A recorder flushing every `interval`.
     pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, interval: Duration, stats: Arc<RecorderStats>) -> Self {
-        ProgressRecorder { db, clock, interval, stats, pending: HashMap::new(), logs: Vec::new() }
+        ProgressRecorder { db, clock, interval, stats, pending: Pending::default(), last_write: None }
     }
 
-    /// Writes what is pending. Callers hold the actor's mailbox until it is committed, so
-    /// events arriving meanwhile queue and coalesce into the next round.
-    fn flush(&mut self) -> ResponseActFuture<Self, ()> {
-        if self.pending.is_empty() && self.logs.is_empty() {
-            return Box::pin(actix::fut::ready(()));
-        }
-        let updates: Vec<ProgressUpdate> = self.pending.drain().map(|(_, u)| u).collect();
-        let logs = std::mem::take(&mut self.logs);
-        let at = self.clock.now_ms();
-        let work = blocking(&self.db, move |conn| db::record_progress(conn, &updates, &logs, at));
-        Box::pin(actix::fut::wrap_future(work).map(|outcome, act: &mut ProgressRecorder, _| match outcome {
-            Ok(outcome) => {
-                act.stats.flushes.fetch_add(1, Ordering::Relaxed);
-                act.stats.rows_written.fetch_add(outcome.rows_written as u64, Ordering::Relaxed);
-                for task in outcome.lost {
-                    tracing::warn!(task = %task, "progress not recorded: the task's lease moved to another server");
+    /// Writes what is pending, after any write in flight; resolves once it is committed.
+    /// Events arriving meanwhile are taken and wait for the next round.
+    fn flush(&mut self) -> impl Future<Output = ()> + 'static {
+        let batch = (!self.pending.is_empty()).then(|| self.pending.drain());
+        let (db, stats, at, previous) =
+            (Arc::clone(&self.db), Arc::clone(&self.stats), self.clock.now_ms(), self.last_write.clone());
+        let write = async move {
+            if let Some(previous) = previous {
+                previous.await;
+            }
+            let Some((updates, logs)) = batch else { return };
+            match blocking(&db, move |conn| db::record_progress(conn, &updates, &logs, at)).await {
+                Ok(outcome) => {
+                    stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    stats.rows_written.fetch_add(outcome.rows_written as u64, Ordering::Relaxed);
+                    for task in outcome.lost {
+                        tracing::warn!(task = %task, "progress not recorded: the task's lease moved to another server");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "recording progress failed; the next transition rewrites the step state")
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "recording progress failed; the next transition rewrites the step state")
-            }
-        }))
+        };
+        let write = write.boxed_local().shared();
+        self.last_write = Some(write.clone());
+        write
     }
 }
 
@@ -82,8 +146,11 @@ impl Actor for ProgressRecorder {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(self.interval, |act, ctx| {
-            let flush = act.flush();
-            ctx.wait(flush);
+            // A round finds the last one still writing only when the database is slow:
+            // then it waits, and what arrives meanwhile goes into one batch.
+            if act.last_write.as_ref().is_none_or(|write| write.peek().is_some()) {
+                ctx.spawn(actix::fut::wrap_future(act.flush()));
+            }
         });
     }
 }
@@ -91,38 +158,22 @@ impl Actor for ProgressRecorder {
 impl Handler<TaskEvent> for ProgressRecorder {
     type Result = ();
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
-        match event.kind {
-            EventKind::Progress { step, attempt, percent, .. } => {
-                self.stats.progress_events.fetch_add(1, Ordering::Relaxed);
-                let update = ProgressUpdate {
-                    task_id: event.task_id.to_string(),
-                    lease_token: event.lease_token,
-                    step,
-                    attempt,
-                    percent,
-                };
-                self.pending.insert((event.task_id, step), update);
-            }
-            EventKind::Log { step, stream, line } => {
-                self.stats.log_lines.fetch_add(1, Ordering::Relaxed);
-                self.logs.push(LogLine {
-                    task_id: event.task_id.to_string(),
-                    lease_token: event.lease_token,
-                    step,
-                    stream,
-                    line: truncate(&line, MAX_LOG_LINE_BYTES).to_owned(),
-                    at: event.at,
-                });
-            }
-            _ => {}
+        let counter = match event.kind {
+            EventKind::Progress { .. } => &self.stats.progress_events,
+            EventKind::Log { .. } => &self.stats.log_lines,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.pending.take(event, MAX_PENDING_LOG_LINES) {
+            self.stats.log_lines_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
 impl Handler<Flush> for ProgressRecorder {
-    type Result = AtomicResponse<Self, ()>;
+    type Result = ResponseFuture<()>;
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.flush())
+        Box::pin(self.flush())
     }
 }
 
@@ -135,4 +186,41 @@ fn truncate(line: &str, max: usize) -> &str {
         end -= 1;
     }
     &line[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use db::LogStream;
+
+    use super::*;
+
+    fn event(kind: EventKind) -> TaskEvent {
+        TaskEvent { task_id: "t1".into(), owner: "ann".into(), seq: 3, lease_token: 1, at: 5, kind }
+    }
+
+    fn progress(step: u32, percent: u8) -> TaskEvent {
+        event(EventKind::Progress { step, attempt: 1, percent, task_percent: percent / 2 })
+    }
+
+    fn log(line: &str) -> TaskEvent {
+        event(EventKind::Log { step: 1, stream: LogStream::Stdout, line: line.into() })
+    }
+
+    #[test]
+    fn pending_keeps_the_latest_percent_per_step_and_lines_up_to_the_cap() {
+        let mut pending = Pending::default();
+        let dropped: Vec<bool> =
+            [progress(1, 10), progress(1, 30), progress(2, 5), log("one"), log("two"), log("three")]
+                .into_iter()
+                .map(|event| pending.take(event, 2))
+                .collect();
+        assert_eq!(dropped, [false, false, false, false, false, true], "the third line is over the cap");
+        assert!(!pending.take(event(EventKind::TaskStarted), 2), "a transition is not the recorder's");
+        let (mut updates, logs) = pending.drain();
+        updates.sort_by_key(|u| u.step);
+        assert_eq!(updates.iter().map(|u| (u.step, u.percent)).collect::<Vec<_>>(), [(1, 30), (2, 5)]);
+        assert_eq!(logs.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["one", "two"]);
+        assert!(pending.is_empty(), "drained");
+        assert!(!pending.take(log("four"), 2), "room again once drained");
+    }
 }

@@ -4,22 +4,24 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use db::{Database, NewTask, StoredTask};
 use futures_util::future::join_all;
 
+use crate::backlog::Backlog;
 use crate::clock::Clock;
 use crate::eta::{Eta, EtaModel};
 use crate::handlers::Handlers;
 use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
-use crate::machine::Control;
+use crate::machine::{Control, ExternalReport};
 use crate::plan::{PlanLimits, TaskPlan};
 use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
+use crate::shared::{Shared, TaskRegistry};
 use crate::store::blocking;
-use crate::task::{Command, ExternalReport, GetState, GetView, Recovered, Reported, Shutdown, TaskActor};
+use crate::task::{Command, GetState, GetView, Recovered, Reported, Shutdown, TaskActor};
 use crate::{RuntimeError, TaskEvent};
 
 /// How the runtime runs.
@@ -52,6 +54,10 @@ impl std::fmt::Debug for RuntimeOptions {
     }
 }
 
+/// Transient events (percents, log lines, estimates) that may wait for the hub; more are
+/// dropped until it catches up.
+const MAX_QUEUED_TRANSIENT: usize = 65_536;
+
 /// Step runs the estimator learns from at start (the newest ones).
 const HISTORY_RUNS: usize = 20_000;
 
@@ -65,27 +71,27 @@ struct Entry {
 }
 
 /// The live task actors by task id.
-type Registry = HashMap<Arc<str>, Entry>;
-
-/// What the runtime's actors share.
-pub(crate) struct Shared {
-    pub db: Arc<Database>,
-    pub hub: Addr<Hub>,
-    pub handlers: Handlers,
-    pub clock: Arc<dyn Clock>,
-    pub instance_id: String,
-    pub lease_ttl_ms: i64,
-    pub eta: EtaModel,
-    registry: Mutex<Registry>,
+#[derive(Default)]
+struct Registry {
+    entries: Mutex<HashMap<Arc<str>, Entry>>,
     generations: AtomicU64,
 }
 
-impl Shared {
-    /// Removes a stopped actor's registry entry, unless a newer actor has replaced it.
-    pub fn forget(&self, task_id: &str, generation: u64) {
-        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        if registry.get(task_id).is_some_and(|entry| entry.generation == generation) {
-            registry.remove(task_id);
+impl Registry {
+    fn entries(&self) -> MutexGuard<'_, HashMap<Arc<str>, Entry>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.generations.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl TaskRegistry for Registry {
+    fn forget(&self, task_id: &str, generation: u64) {
+        let mut entries = self.entries();
+        if entries.get(task_id).is_some_and(|entry| entry.generation == generation) {
+            entries.remove(task_id);
         }
     }
 }
@@ -95,6 +101,7 @@ impl Shared {
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
     recorder: Addr<ProgressRecorder>,
     stats: Arc<RecorderStats>,
     arbiters: Arc<Vec<ArbiterHandle>>,
@@ -103,6 +110,8 @@ pub struct Runtime {
     threads: Arc<Mutex<Vec<Arbiter>>>,
     next_arbiter: Arc<AtomicUsize>,
     limits: PlanLimits,
+    /// Turns true once the history is learned (or found unreadable).
+    history: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A bounded subscription (see [`Runtime::bounded_events`]).
@@ -148,6 +157,8 @@ impl Runtime {
             .map_err(|_| RuntimeError::ShuttingDown)?;
         let threads: Vec<Arbiter> = (0..options.task_threads.max(1)).map(|_| Arbiter::new()).collect();
         let arbiters = threads.iter().map(Arbiter::handle).collect();
+        let registry = Arc::new(Registry::default());
+        let (history_learned, history) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             db,
             hub,
@@ -155,22 +166,24 @@ impl Runtime {
             clock: options.clock,
             instance_id: options.instance_id,
             lease_ttl_ms: i64::try_from(options.lease_ttl.as_millis()).unwrap_or(i64::MAX),
-            eta: EtaModel::default(),
-            registry: Mutex::new(HashMap::new()),
-            generations: AtomicU64::new(0),
+            eta: EtaModel::start(),
+            registry: Arc::clone(&registry) as Arc<dyn TaskRegistry>,
+            transient: Backlog::new(MAX_QUEUED_TRANSIENT),
         });
         let runtime = Runtime {
             shared,
+            registry,
             recorder,
             stats,
             arbiters: Arc::new(arbiters),
             threads: Arc::new(Mutex::new(threads)),
             next_arbiter: Arc::new(AtomicUsize::new(0)),
             limits: options.limits,
+            history,
         };
         let recovery = runtime.recover().await?;
         runtime.keep_leases(options.lease_ttl / 3);
-        runtime.learn_history();
+        runtime.learn_history(history_learned);
         Ok((runtime, recovery))
     }
 
@@ -187,12 +200,12 @@ impl Runtime {
         for task in stored {
             let id: Arc<str> = task.task.id.as_str().into();
             let owner: Arc<str> = task.task.owner.as_str().into();
-            let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
+            let generation = self.registry.next_generation();
             let shared = Arc::clone(&self.shared);
             let addr =
                 TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::recovering(task, generation, shared));
             actors.insert(Arc::clone(&id), addr.clone());
-            self.registry().insert(id, Entry { generation, owner, addr });
+            self.registry.entries().insert(id, Entry { generation, owner, addr });
         }
         let elapsed = began.elapsed();
         if resumed > 0 {
@@ -205,6 +218,7 @@ impl Runtime {
                     Ok(recorded) => {
                         for (task_id, seq) in recorded {
                             if let Some(addr) = actors.get(task_id.as_str()) {
+                                // One per resumed actor, once: nothing to bound.
                                 addr.do_send(Recovered { seq });
                             }
                         }
@@ -217,20 +231,29 @@ impl Runtime {
     }
 
     /// Trains the estimator on the persisted step runs, in the background: until it is done,
-    /// estimates are cold-start ones.
-    fn learn_history(&self) {
+    /// estimates are cold-start ones. `learned` is told when it is over.
+    fn learn_history(&self, learned: tokio::sync::watch::Sender<bool>) {
         let shared = Arc::clone(&self.shared);
         actix::spawn(async move {
-            let model = Arc::clone(&shared);
-            let trained = blocking(&shared.db, move |conn| {
-                let runs = db::recent_step_runs(conn, HISTORY_RUNS)?;
-                Ok(model.eta.train(&runs))
-            });
-            match trained.await {
-                Ok(tasks) => tracing::debug!(tasks, "estimator trained on history"),
+            match blocking(&shared.db, |conn| db::recent_step_runs(conn, HISTORY_RUNS)).await {
+                Ok(runs) => {
+                    let tasks = shared.eta.train(runs).await;
+                    tracing::debug!(tasks, "estimator trained on history");
+                }
                 Err(error) => tracing::warn!(%error, "could not load the estimator's history; ETAs start cold"),
             }
+            learned.send_replace(true);
         });
+    }
+
+    /// Resolves once the estimator has learned the stored history at start (or found it
+    /// unreadable): from then on a live task's estimate is the one it had before a restart.
+    /// A completed task needs no such wait: the command that completes it is answered once
+    /// its task is learned.
+    pub async fn history_learned(&self) {
+        let mut history = self.history.clone();
+        // Fails only if the training was dropped with the runtime: nothing to wait for then.
+        let _ = history.wait_for(|learned| *learned).await;
     }
 
     fn keep_leases(&self, every: Duration) {
@@ -245,10 +268,6 @@ impl Runtime {
                 }
             }
         });
-    }
-
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.shared.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn arbiter(&self) -> &ArbiterHandle {
@@ -283,7 +302,7 @@ impl Runtime {
 
     /// How many task actors are live.
     pub fn live_tasks(&self) -> usize {
-        self.registry().len()
+        self.registry.entries().len()
     }
 
     /// Delivers the events of `topic` to `subscriber` until [`Runtime::unsubscribe`].
@@ -295,7 +314,10 @@ impl Runtime {
         self.shared.hub.send(Subscribe { topic, subscriber }).await.map_err(|_| RuntimeError::ShuttingDown)
     }
 
-    /// The events of `topic` as a channel, until the receiver is dropped.
+    /// The events of `topic` as a channel, until the receiver is dropped. The channel has no
+    /// bound, by design: it is for a consumer that reads as fast as events come (the
+    /// terminal view of one task, tests); one that may fall behind uses
+    /// [`Runtime::bounded_events`].
     pub async fn events(&self, topic: Topic) -> Result<tokio::sync::mpsc::UnboundedReceiver<TaskEvent>, RuntimeError> {
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let subscriber = ChannelSubscriber(sender).start();
@@ -316,7 +338,8 @@ impl Runtime {
 
     /// Ends a subscription.
     pub fn unsubscribe(&self, id: SubscriptionId) {
-        // Dropping is fine if the hub is gone: then there is nothing to unsubscribe from.
+        // One per subscription, which is ended once. Dropping is fine if the hub is gone:
+        // then there is nothing to unsubscribe from.
         self.shared.hub.do_send(Unsubscribe(id));
     }
 
@@ -344,7 +367,8 @@ impl Runtime {
         };
         let (id, created_at) = (task.id.clone(), task.created_at);
         blocking(&self.shared.db, move |conn| db::insert_task(conn, &task)).await?;
-        // Committed as seq 1 by insert_task; published so followers of the owner see it.
+        // Committed as seq 1 by insert_task; published so followers of the owner see it. One
+        // per task stored, after the caller waited for the insert: bounded by the database.
         self.shared.hub.do_send(TaskEvent {
             task_id: id.as_str().into(),
             owner: owner.into(),
@@ -376,7 +400,7 @@ impl Runtime {
             let actor = self.actor_for(owner, task_id).await?;
             match actor.send(message()).await {
                 Ok(result) => return result,
-                Err(_) => self.registry().retain(|id, entry| &**id != task_id || entry.addr != actor),
+                Err(_) => self.registry.entries().retain(|id, entry| &**id != task_id || entry.addr != actor),
             }
         }
         Err(RuntimeError::ShuttingDown)
@@ -405,7 +429,7 @@ impl Runtime {
 
     /// The current state of `owner`'s task.
     pub async fn task(&self, owner: &str, task_id: &str) -> Result<StoredTask, RuntimeError> {
-        let live = self.registry().get(task_id).map(|entry| entry.addr.clone());
+        let live = self.registry.entries().get(task_id).map(|entry| entry.addr.clone());
         if let Some(addr) = live {
             if let Ok(state) = addr.send(GetState).await {
                 return owned_by(state, owner, task_id);
@@ -419,7 +443,7 @@ impl Runtime {
     /// The current state of `owner`'s task (a running step's work time counted up to now)
     /// and, while it is live, its ETA.
     pub async fn task_view(&self, owner: &str, task_id: &str) -> Result<(StoredTask, Option<Eta>), RuntimeError> {
-        let live = self.registry().get(task_id).map(|entry| entry.addr.clone());
+        let live = self.registry.entries().get(task_id).map(|entry| entry.addr.clone());
         if let Some(addr) = live {
             if let Ok((state, eta)) = addr.send(GetView).await {
                 return Ok((owned_by(state, owner, task_id)?, eta));
@@ -439,7 +463,7 @@ impl Runtime {
         let mut views: HashMap<String, (StoredTask, Option<Eta>)> = HashMap::with_capacity(ids.len());
         let mut stored = Vec::new();
         for id in ids {
-            let live = self.registry().get(id.as_str()).map(|entry| entry.addr.clone());
+            let live = self.registry.entries().get(id.as_str()).map(|entry| entry.addr.clone());
             match live {
                 Some(addr) => match addr.send(GetView).await {
                     Ok(view) => drop(views.insert(id.clone(), view)),
@@ -457,7 +481,7 @@ impl Runtime {
 
     /// The task's actor, started from the database if the task has none.
     async fn actor_for(&self, owner: &str, task_id: &str) -> Result<Addr<TaskActor>, RuntimeError> {
-        let live = self.registry().get(task_id).map(|entry| (Arc::clone(&entry.owner), entry.addr.clone()));
+        let live = self.registry.entries().get(task_id).map(|entry| (Arc::clone(&entry.owner), entry.addr.clone()));
         let stale = live.as_ref().map(|(_, addr)| addr.clone());
         if let Some((owned_by_whom, addr)) = live.filter(|(_, addr)| addr.connected()) {
             // Another user's task reads exactly like a missing one.
@@ -469,15 +493,15 @@ impl Runtime {
         let id = task_id.to_owned();
         let stored = blocking(&self.shared.db, move |conn| db::load_task(conn, &id)).await?;
         let stored = owned_by(stored.ok_or_else(|| RuntimeError::TaskNotFound(task_id.to_owned()))?, owner, task_id)?;
-        let mut registry = self.registry();
-        if let Some(entry) = registry.get(task_id).filter(|e| e.addr.connected() && stale.as_ref() != Some(&e.addr)) {
+        let mut entries = self.registry.entries();
+        if let Some(entry) = entries.get(task_id).filter(|e| e.addr.connected() && stale.as_ref() != Some(&e.addr)) {
             return Ok(entry.addr.clone());
         }
-        let generation = self.shared.generations.fetch_add(1, Ordering::Relaxed);
+        let generation = self.registry.next_generation();
         let shared = Arc::clone(&self.shared);
         let owner: Arc<str> = stored.task.owner.as_str().into();
         let addr = TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::new(stored, generation, shared));
-        registry.insert(task_id.into(), Entry { generation, owner, addr: addr.clone() });
+        entries.insert(task_id.into(), Entry { generation, owner, addr: addr.clone() });
         Ok(addr)
     }
 
@@ -492,7 +516,7 @@ impl Runtime {
     /// Stops every task's running step (killing `exec` programs) without changing the
     /// tasks' stored state, then writes pending progress: the next start resumes them.
     pub async fn shutdown(&self) {
-        let actors: Vec<_> = self.registry().values().map(|entry| entry.addr.clone()).collect();
+        let actors: Vec<_> = self.registry.entries().values().map(|entry| entry.addr.clone()).collect();
         join_all(actors.iter().map(|addr| addr.send(Shutdown))).await;
         self.flush().await;
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));

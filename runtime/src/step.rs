@@ -47,6 +47,7 @@ impl Actor for StepActor {
         ctx.spawn(actix::fut::wrap_future(guarded).map(|outcome, act: &mut StepActor, ctx| {
             let result = outcome.unwrap_or_else(|panic| Err(StepError::Failed(panic_message(&panic))));
             if let Some(done) = act.done.upgrade() {
+                // Once per attempt: this actor stops right after.
                 done.do_send(StepFinished { step: act.step, attempt: act.attempt, result });
             }
             ctx.stop();

@@ -3,22 +3,30 @@
 //! the pure state machine computes the next state, the database commits it (fenced by the
 //! task's lease), and only then does the actor adopt it, act on it and publish its events.
 //! While a commit is in flight the actor handles no other message, so transitions are
-//! strictly ordered.
+//! strictly ordered. What a commit writes is built purely in `record`; the estimate is kept
+//! by an `EtaTracker`; which reports are taken is the state machine's to say.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use db::{Commit, LogStream, NewEvent, ProgressMark, StepRunRecord, StepStatus, StoredTask, TaskStatus};
+use db::{LogStream, StepRunRecord, StepStatus, StoredTask, TaskStatus};
 use tokio::sync::watch;
 
-use crate::eta::{step_key, Eta};
+use crate::backlog::{Backlog, Ticket};
+use crate::eta::{Eta, EtaTracker};
 use crate::event::{EventKind, TaskEvent};
 use crate::handlers::{StepContext, StepControl, StepError};
-use crate::machine::{Control, Effect, TaskState, Transition};
-use crate::runtime::Shared;
+use crate::hub::Transient;
+use crate::machine::{Control, Effect, ExternalReport, TaskState, Transition};
+use crate::shared::Shared;
 use crate::step::{panic_message, StepActor, StepFinished, StopStep};
 use crate::store::blocking;
 use crate::RuntimeError;
+
+mod record;
+
+use record::{commit_record, CommitRecord};
 
 /// What a step's handler reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,34 +43,8 @@ pub struct StepReport {
     pub(crate) step: u32,
     pub(crate) attempt: u32,
     pub(crate) report: Report,
-}
-
-/// How an outside worker's report ends an `external` step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReportOutcome {
-    /// The work succeeded.
-    Completed {
-        /// What it produced.
-        output: Option<String>,
-    },
-    /// The work failed.
-    Failed {
-        /// Why.
-        error: String,
-    },
-}
-
-/// A report on an `external` step from the worker doing it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExternalReport {
-    /// The step's percent, 0–100.
-    pub progress: Option<u8>,
-    /// A substep that is done, by name.
-    pub substep_done: Option<String>,
-    /// A line for the step's log.
-    pub log: Option<String>,
-    /// Ends the step.
-    pub outcome: Option<ReportOutcome>,
+    /// The report's place in its step's backlog, for one that may be dropped.
+    pub(crate) ticket: Option<Ticket>,
 }
 
 /// A person's command, for the task actor.
@@ -88,19 +70,16 @@ pub(crate) struct GetState;
 #[rtype(result = "(StoredTask, Option<Eta>)")]
 pub(crate) struct GetView;
 
-/// How often a live task re-estimates its ETA from progress alone.
-const ETA_EVERY_MS: i64 = 1_000;
-
 /// How often a running task re-estimates when nothing happens: a step that reports
 /// nothing still moves its estimate (an overrun raises it). One estimate is some tens of
 /// microseconds per running task.
 const SILENT_ETA_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Percents and log lines a step may have queued to its task actor; more are dropped.
+const MAX_QUEUED_REPORTS: usize = 1_024;
+
 /// How long to wait before trying again to record a step's end.
 const STEP_END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Progress samples kept for the running step.
-const MAX_SAMPLES: usize = 32;
 
 /// The task's `task_recovered` event was committed with this seq: publish it.
 #[derive(Debug, Message)]
@@ -136,12 +115,7 @@ pub(crate) struct TaskActor {
     holds_lease: bool,
     /// Effects to apply once the actor has started (after a recovery).
     startup: Vec<Effect>,
-    /// The latest estimate, when it was made, the last one published with the running
-    /// step's work time then, and the running step's progress samples.
-    eta: Option<Eta>,
-    eta_at: i64,
-    published: Option<(Eta, i64)>,
-    samples: Vec<ProgressMark>,
+    eta: EtaTracker,
 }
 
 impl TaskActor {
@@ -155,10 +129,7 @@ impl TaskActor {
             shared,
             step: None,
             startup: Vec::new(),
-            eta: None,
-            eta_at: i64::MIN,
-            published: None,
-            samples: Vec::new(),
+            eta: EtaTracker::default(),
         }
     }
 
@@ -187,118 +158,34 @@ impl TaskActor {
         }
     }
 
+    /// Publishes a transient event (a percent, a log line, an estimate). While the hub's
+    /// backlog is full it is dropped: a later percent or estimate supersedes it, and the hub
+    /// counts what it lost.
     fn publish(&self, kind: EventKind, at: i64) {
+        let Some(ticket) = self.shared.transient.admit() else { return };
         let event = self.event(self.state.stored.task.last_seq, at, kind);
-        self.shared.hub.do_send(event);
+        self.shared.hub.do_send(Transient { event, ticket });
     }
 
     /// Commits `next` (the state after `transition`) and then adopts it, applies the
     /// effects and publishes the events. Takes the lease first if the actor has none.
     fn commit(&mut self, next: TaskState, transition: Transition) -> ResponseActFuture<Self, Result<(), RuntimeError>> {
         let at = self.shared.clock.now_ms();
-        let task = (next.stored.task != self.state.stored.task).then(|| next.stored.task.clone());
-        let steps: Vec<_> = next
-            .stored
-            .steps
-            .iter()
-            .zip(&self.state.stored.steps)
-            .filter(|(new, old)| new != old)
-            .map(|(new, _)| new.clone())
-            .collect();
-        let events: Vec<NewEvent> = transition
-            .events
-            .iter()
-            .map(|kind| NewEvent {
-                kind: kind.name(),
-                step: kind.step(),
-                detail: kind.detail(),
-                progress: kind.step().and_then(|order| progress_of(&next.stored, order, kind)),
-            })
-            .collect();
-        let step_run = transition.completed_run.and_then(|(order, duration_ms)| {
-            let step = next.stored.steps.iter().find(|s| s.order == order)?;
-            Some(StepRunRecord {
-                task_id: self.task_id.to_string(),
-                step: order,
-                attempt: step.attempts,
-                step_key: step_key(step),
-                complexity: next.stored.task.complexity,
-                duration_ms,
-                finished_at: at,
-                progress: self.samples.clone(),
-            })
-        });
-        // A substep done that raised its step's percent is a progress sample, like a report.
-        let raised_by_substep = transition.events.iter().find_map(|e| match e {
-            EventKind::SubstepDone { step, .. } => {
-                let percent = |steps: &[db::StepRecord]| steps.iter().find(|s| s.order == *step).map(|s| s.progress);
-                (percent(&next.stored.steps) > percent(&self.state.stored.steps)).then_some(*step)
-            }
-            _ => None,
-        });
-        // A task that completes is learned from its runs as stored, as training after a
-        // restart reads them, so both know the same (also of steps run before a restart).
-        let completes = next.status() == TaskStatus::Completed;
-        let needs_lease = !self.holds_lease;
-        let release_lease = transition.effects.contains(&Effect::Finish);
-        let (task_id, token, owner, ttl) =
-            (self.task_id.to_string(), self.token(), self.shared.instance_id.clone(), self.shared.lease_ttl_ms);
-        let work = blocking(&self.shared.db, move |conn| {
-            let token = match needs_lease {
-                true => match db::acquire_lease(conn, &task_id, &owner, ttl, at)? {
-                    Some(token) => token,
-                    None => return Ok(None),
-                },
-                false => token,
-            };
-            let change = Commit {
-                task_id: &task_id,
-                lease_token: token,
-                at,
-                task: task.as_ref(),
-                steps: steps.iter().collect(),
-                events,
-                step_run,
-                release_lease,
-            };
-            let seq = db::commit(conn, &change)?;
-            // The commit stands whatever this read does: a task not learned from is a
-            // lesser estimate, a commit taken for failed would be a wrong state.
-            let runs = match completes {
-                true => db::task_step_runs(conn, &task_id).unwrap_or_else(|error| {
-                    tracing::warn!(task_id, %error, "could not read the completed task's runs to learn from");
-                    Vec::new()
-                }),
-                false => Vec::new(),
-            };
-            Ok(Some((seq, token, runs)))
-        });
-        Box::pin(actix::fut::wrap_future(work).map(move |result, act: &mut TaskActor, ctx| {
-            let (last_seq, token, runs) = match result {
+        let record = commit_record(&self.state, &next, &transition, at, self.eta.samples());
+        let write = self.write(record, next.status() == TaskStatus::Completed, at);
+        Box::pin(actix::fut::wrap_future(write).map(move |result, act: &mut TaskActor, ctx| {
+            let (last_seq, token) = match result {
                 Ok(Some(committed)) => committed,
                 Ok(None) => return Err(RuntimeError::HeldElsewhere(act.task_id.to_string())),
                 Err(error) => return Err(act.commit_failed(error, ctx)),
             };
-            act.holds_lease = true;
-            act.state = next;
-            act.state.stored.task.last_seq = last_seq;
-            act.state.stored.task.lease_token = token;
+            act.eta.committed(&act.state, &next, &transition.events, at);
+            act.adopt(next, last_seq, token);
             let first_seq = last_seq - transition.events.len() as i64 + 1;
-            let step_started = transition.events.iter().any(|e| matches!(e, EventKind::StepStarted { .. }));
             for (seq, kind) in (first_seq..).zip(transition.events) {
+                // Committed events are never dropped; they are bounded by the commits, which
+                // this actor awaits one at a time.
                 act.shared.hub.do_send(act.event(seq, at, kind));
-            }
-            let still_current = act.state.stored.steps.iter().find(|s| {
-                Some(s.order) == raised_by_substep && matches!(s.status, StepStatus::Running | StepStatus::Paused)
-            });
-            if let Some(percent) = still_current.map(|s| s.progress) {
-                act.record_sample(percent, at);
-            }
-            if step_started {
-                act.samples.clear();
-            }
-            if completes {
-                act.shared.eta.learn(&runs);
             }
             for effect in transition.effects {
                 act.apply(effect, ctx);
@@ -306,6 +193,56 @@ impl TaskActor {
             act.update_eta(true);
             Ok(())
         }))
+    }
+
+    /// Writes `record` (taking the lease first if the actor has none) on the blocking pool
+    /// and, for a task it `completes`, has the estimator learn from it before answering.
+    /// Resolves to the last seq and the lease token, or `None` if another server holds the
+    /// lease.
+    fn write(
+        &self,
+        record: CommitRecord,
+        completes: bool,
+        at: i64,
+    ) -> impl Future<Output = Result<Option<(i64, i64)>, RuntimeError>> + 'static {
+        let needs_lease = !self.holds_lease;
+        let (task_id, token, owner, ttl) =
+            (self.task_id.to_string(), self.token(), self.shared.instance_id.clone(), self.shared.lease_ttl_ms);
+        let shared = Arc::clone(&self.shared);
+        let written = blocking(&self.shared.db, move |conn| {
+            let token = match needs_lease {
+                true => match db::acquire_lease(conn, &task_id, &owner, ttl, at)? {
+                    Some(token) => token,
+                    None => return Ok(None),
+                },
+                false => token,
+            };
+            let seq = db::commit(conn, &record.commit(&task_id, token, at))?;
+            // A task that completes is learned from its runs as stored, as training after a
+            // restart reads them, so both know the same (also of steps run before a restart).
+            let runs = match completes {
+                true => stored_runs(conn, &task_id),
+                false => Vec::new(),
+            };
+            Ok(Some((seq, token, runs)))
+        });
+        async move {
+            let Some((seq, token, runs)) = written.await? else { return Ok(None) };
+            if completes {
+                // Off this actor's thread, so no other task's estimate waits for it; awaited,
+                // so whoever completed the task finds it learned.
+                shared.eta.learn(runs).await;
+            }
+            Ok(Some((seq, token)))
+        }
+    }
+
+    /// Takes the committed state: `last_seq` is its newest event, `token` the lease.
+    fn adopt(&mut self, next: TaskState, last_seq: i64, token: i64) {
+        self.holds_lease = true;
+        self.state = next;
+        self.state.stored.task.last_seq = last_seq;
+        self.state.stored.task.lease_token = token;
     }
 
     fn commit_failed(&mut self, error: RuntimeError, ctx: &mut Context<Self>) -> RuntimeError {
@@ -343,6 +280,8 @@ impl TaskActor {
             substeps: step.substeps.clone(),
             start_percent: step.progress,
             reports: ctx.address().recipient(),
+            backlog: Backlog::new(MAX_QUEUED_REPORTS),
+            ticked: Default::default(),
             control: receiver,
         };
         let work = match self.shared.handlers.get(&step.kind) {
@@ -365,6 +304,7 @@ impl TaskActor {
     fn stop_step(&mut self) {
         if let Some(running) = self.step.take() {
             let _ = running.control.send(StepControl::Cancel);
+            // Once per step actor: it is taken out of `self.step` here.
             running.actor.do_send(StopStep);
         }
     }
@@ -399,75 +339,22 @@ impl TaskActor {
             let task_percent = self.state.percent();
             let at = self.shared.clock.now_ms();
             self.publish(EventKind::Progress { step, attempt, percent, task_percent }, at);
-            self.record_sample(percent, at);
+            self.eta.record_sample(&self.state, percent, at);
             self.update_eta(false);
         }
     }
 
-    /// Keeps the running step's `percent` at `at` for the estimator.
-    fn record_sample(&mut self, percent: u8, at: i64) {
-        if self.samples.len() == MAX_SAMPLES {
-            // Keep the shape of the curve in bounded memory: drop every other old sample.
-            let mut index = 0;
-            self.samples.retain(|_| {
-                index += 1;
-                index % 2 == 0
-            });
-        }
-        self.samples.push(ProgressMark { elapsed_ms: self.running_ms(at), percent });
-    }
-
-    /// Work time so far of the step in progress (running, or paused part-way).
-    fn running_ms(&self, now: i64) -> i64 {
-        let Some(step) =
-            self.state.stored.steps.iter().find(|s| matches!(s.status, StepStatus::Running | StepStatus::Paused))
-        else {
-            return 0;
-        };
-        // `running_since` is only set while the step runs.
-        step.work_ms + self.state.running_since.map_or(0, |since| (now - since).max(0))
-    }
-
-    /// Re-estimates the time remaining (at most once per ETA_EVERY_MS unless `force`) and
-    /// publishes it when it moved away from what subscribers show: the last published
-    /// estimate, counted down by the work done since (as the web page counts it).
+    /// Re-estimates (at most once a second unless `force`) and publishes the estimate when
+    /// it moved away from what subscribers show.
     fn update_eta(&mut self, force: bool) {
         let now = self.shared.clock.now_ms();
-        if !force && now.saturating_sub(self.eta_at) < ETA_EVERY_MS {
-            return;
+        if let Some(eta) = self.eta.update(&self.shared.eta, &self.state, now, force) {
+            self.publish(EventKind::EtaUpdated(eta), now);
         }
-        let running_ms = self.running_ms(now);
-        let eta = match self.state.status() {
-            TaskStatus::Running | TaskStatus::Paused | TaskStatus::Approval => {
-                self.shared.eta.estimate(&self.state.stored, running_ms, &self.samples)
-            }
-            _ => None,
-        };
-        self.eta_at = now;
-        let moved = match (&self.published, &eta) {
-            (Some((old, old_ms)), Some(new)) => {
-                new.moved_from(&old.counted_down(running_ms.saturating_sub(*old_ms).max(0) as f64 / 1000.0))
-            }
-            (None, None) => false,
-            _ => true,
-        };
-        if moved {
-            if let Some(eta) = &eta {
-                self.publish(EventKind::EtaUpdated(eta.clone()), now);
-            }
-            self.published = eta.clone().map(|eta| (eta, running_ms));
-        }
-        self.eta = eta;
     }
 
     fn log(&self, step: u32, stream: LogStream, line: &str) {
         self.publish(EventKind::Log { step, stream, line: line.into() }, self.shared.clock.now_ms());
-    }
-
-    fn is_current(&self, step: u32, attempt: u32) -> bool {
-        self.state.stored.steps.iter().any(|s| {
-            s.order == step && s.attempts == attempt && matches!(s.status, StepStatus::Running | StepStatus::Paused)
-        })
     }
 }
 
@@ -475,20 +362,13 @@ fn failed_now(error: String) -> futures_util::future::LocalBoxFuture<'static, Re
     Box::pin(std::future::ready(Err(StepError::Failed(error))))
 }
 
-/// The `task_progress` row an event records: the step's percent and status after it.
-fn progress_of(stored: &StoredTask, order: u32, kind: &EventKind) -> Option<(u8, StepStatus)> {
-    match kind {
-        EventKind::StepStarted { .. }
-        | EventKind::SubstepDone { .. }
-        | EventKind::StepCompleted { .. }
-        | EventKind::StepFailed { .. }
-        | EventKind::StepSkipped { .. }
-        | EventKind::ApprovalNeeded { .. } => {
-            let step = stored.steps.iter().find(|s| s.order == order)?;
-            Some((step.progress, step.status))
-        }
-        _ => None,
-    }
+/// A completed task's step runs as stored. The commit stands whatever this read does: a
+/// task not learned from is a lesser estimate, a commit taken for failed a wrong state.
+fn stored_runs(conn: &mut db::AnyConnection, task_id: &str) -> Vec<StepRunRecord> {
+    db::task_step_runs(conn, task_id).unwrap_or_else(|error| {
+        tracing::warn!(task_id, %error, "could not read the completed task's runs to learn from");
+        Vec::new()
+    })
 }
 
 impl Actor for TaskActor {
@@ -507,7 +387,7 @@ impl Actor for TaskActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.stop_step();
-        self.shared.forget(&self.task_id, self.generation);
+        self.shared.registry.forget(&self.task_id, self.generation);
     }
 }
 
@@ -529,8 +409,13 @@ impl Handler<Command> for TaskActor {
 impl Handler<StepReport> for TaskActor {
     type Result = ();
     fn handle(&mut self, msg: StepReport, ctx: &mut Self::Context) {
-        if !self.is_current(msg.step, msg.attempt) {
+        if !self.state.is_current(msg.step, msg.attempt) {
             return;
+        }
+        if let Some(dropped) = msg.ticket.as_ref().map(|t| t.backlog().take_dropped()).filter(|n| *n > 0) {
+            let note =
+                format!("{dropped} percents or log lines dropped: the step reported faster than they were taken");
+            self.log(msg.step, LogStream::Runtime, &note);
         }
         match msg.report {
             Report::Progress(percent) => self.raise_progress(msg.step, msg.attempt, percent),
@@ -577,54 +462,20 @@ impl Handler<StepFinished> for TaskActor {
 impl Handler<Reported> for TaskActor {
     type Result = AtomicResponse<Self, Result<(), RuntimeError>>;
     fn handle(&mut self, Reported { step, report }: Reported, _: &mut Self::Context) -> Self::Result {
-        let refuse = |e| AtomicResponse::new(Box::pin(actix::fut::ready(Err(e))));
-        let Some(record) = self.state.stored.steps.iter().find(|s| s.order == step) else {
-            return refuse(RuntimeError::StepNotFound { task_id: self.task_id.to_string(), step });
+        let attempt = match self.state.check_report(step, &report) {
+            Ok(attempt) => attempt,
+            Err(refused) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(refused)))),
         };
-        if record.status != StepStatus::Running {
-            return refuse(RuntimeError::InvalidStepTransition {
-                task_id: self.task_id.to_string(),
-                step,
-                action: "report on",
-                status: record.status,
-            });
-        }
-        if record.kind != "external" {
-            return refuse(RuntimeError::InvalidReport(format!(
-                "step {step} is a {:?} step; only external steps take reports",
-                record.kind
-            )));
-        }
-        // A report is taken whole or not at all: refuse an unknown substep before its log
-        // line and percent are applied.
-        if let Some(name) = report.substep_done.as_deref().filter(|n| !record.substeps.iter().any(|s| s.name == *n)) {
-            return refuse(crate::machine::unknown_substep(record, name));
-        }
-        let attempt = record.attempts;
         if let Some(line) = &report.log {
             self.log(step, LogStream::Stdout, line);
         }
         if let Some(percent) = report.progress {
             self.raise_progress(step, attempt, percent);
         }
-        let commit = self.transit(move |state, now| {
-            let mut transition = match &report.substep_done {
-                Some(name) => state.substep_done(step, attempt, name)?,
-                None => Transition::default(),
-            };
-            let ended = match report.outcome {
-                Some(ReportOutcome::Completed { output }) => state.step_succeeded(step, attempt, output, now),
-                Some(ReportOutcome::Failed { error }) => state.step_failed(step, attempt, error, now),
-                None => Transition::default(),
-            };
-            transition.events.extend(ended.events);
-            transition.effects.extend(ended.effects);
-            transition.completed_run = transition.completed_run.or(ended.completed_run);
-            Ok(transition)
-        });
+        let commit = self.transit(move |state, now| state.external_report(step, attempt, report, now));
         AtomicResponse::new(Box::pin(commit.map(move |result, act: &mut TaskActor, _| {
             // The handler of an external step only waits; once the step ended, stop it.
-            if act.step.as_ref().is_some_and(|s| s.order == step) && !act.is_current(step, attempt) {
+            if act.step.as_ref().is_some_and(|s| s.order == step) && !act.state.is_current(step, attempt) {
                 act.stop_step();
             }
             result
@@ -645,11 +496,11 @@ impl Handler<GetView> for TaskActor {
         self.update_eta(false);
         let mut view = self.state.stored.clone();
         // A view shows the running step's work time up to now, not up to its last commit.
-        let running_ms = self.running_ms(self.shared.clock.now_ms());
+        let work_ms = self.state.work_ms(self.shared.clock.now_ms());
         if let Some(step) = view.steps.iter_mut().find(|s| s.status == StepStatus::Running) {
-            step.work_ms = running_ms;
+            step.work_ms = work_ms;
         }
-        MessageResult((view, self.eta.clone()))
+        MessageResult((view, self.eta.latest().cloned()))
     }
 }
 
@@ -658,6 +509,7 @@ impl Handler<Recovered> for TaskActor {
     fn handle(&mut self, Recovered { seq }: Recovered, _: &mut Self::Context) {
         self.state.stored.task.last_seq = self.state.stored.task.last_seq.max(seq);
         let event = self.event(seq, self.shared.clock.now_ms(), EventKind::TaskRecovered);
+        // Committed, and once per resumed task.
         self.shared.hub.do_send(event);
     }
 }

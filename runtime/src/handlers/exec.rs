@@ -14,14 +14,15 @@
 //! `STEPWISE_DONE_SUBSTEPS` (newline-separated names already done), so a rerun after a
 //! restart can skip finished work. The timeout counts work time: paused time is excluded.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use db::LogStream;
 use futures_util::future::LocalBoxFuture;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Number, Value};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 use tokio::time::Instant;
@@ -44,59 +45,57 @@ impl ExecHandler {
     }
 }
 
+/// The parameters as written; unknown ones are refused, each error names its field.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParams {
+    argv: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<String>,
+    /// A number as written, so a refusal quotes it as the client wrote it.
+    timeout_s: Option<Number>,
+}
+
 /// The checked parameters.
 #[derive(Debug, Clone, PartialEq)]
 struct ExecParams {
     argv: Vec<String>,
-    env: Vec<(String, String)>,
+    env: BTreeMap<String, String>,
     cwd: Option<String>,
     timeout: Option<Duration>,
 }
 
 fn parse_params(params: &Value) -> Result<ExecParams, String> {
-    let object = params.as_object().ok_or_else(|| format!("params must be an object, got {params}"))?;
-    if let Some(unknown) = object.keys().find(|k| !["argv", "env", "cwd", "timeout_s"].contains(&k.as_str())) {
-        return Err(format!("unknown parameter {unknown:?} (expected argv, env, cwd, timeout_s)"));
+    // Checked first: serde would also take an array, as the fields in order.
+    if !params.is_object() {
+        return Err(format!("params must be an object, got {params}"));
     }
-    let argv: Vec<String> = object
-        .get("argv")
-        .ok_or("missing \"argv\" (the program and its arguments)")?
-        .as_array()
-        .ok_or("\"argv\" must be an array of strings")?
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("\"argv\" entries must be strings, got {v}")))
-        .collect::<Result<_, _>>()?;
-    if argv.first().is_none_or(|p| p.is_empty()) {
+    let raw: RawParams = serde_path_to_error::deserialize(params).map_err(|error| error.to_string())?;
+    if raw.argv.first().is_none_or(|program| program.is_empty()) {
         return Err("\"argv\" must name a program".into());
     }
-    let env = match object.get("env") {
-        None => Vec::new(),
-        Some(Value::Object(vars)) => vars
-            .iter()
-            .map(|(k, v)| match v.as_str() {
-                Some(s) if !k.is_empty() && !k.contains('=') => Ok((k.clone(), s.to_owned())),
-                _ => Err(format!("\"env\" entry {k:?} must be a string value with a name without '='")),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => return Err(format!("\"env\" must be an object of strings, got {other}")),
-    };
-    let cwd = match object.get("cwd") {
-        None => None,
-        Some(Value::String(dir)) if Path::new(dir).is_absolute() => Some(dir.clone()),
-        Some(other) => return Err(format!("\"cwd\" must be an absolute path, got {other}")),
-    };
-    let timeout = match object.get("timeout_s") {
-        None => None,
-        Some(v) => match v.as_f64() {
-            Some(s) if s > 0.0 && s <= MAX_TIMEOUT_S => Some(Duration::from_secs_f64(s)),
-            _ => {
-                return Err(format!(
-                    "\"timeout_s\" must be a positive number of seconds up to {MAX_TIMEOUT_S} (30 days), got {v}"
-                ))
-            }
-        },
-    };
-    Ok(ExecParams { argv, env, cwd, timeout })
+    if let Some(name) = raw.env.keys().find(|name| name.is_empty() || name.contains('=')) {
+        return Err(format!("\"env\" entry {name:?} must have a name without '='"));
+    }
+    if let Some(dir) = raw.cwd.as_deref().filter(|dir| !Path::new(dir).is_absolute()) {
+        return Err(format!("\"cwd\" must be an absolute path, got {dir:?}"));
+    }
+    Ok(ExecParams {
+        timeout: raw.timeout_s.as_ref().map(timeout).transpose()?,
+        argv: raw.argv,
+        env: raw.env,
+        cwd: raw.cwd,
+    })
+}
+
+fn timeout(seconds: &Number) -> Result<Duration, String> {
+    match seconds.as_f64() {
+        Some(s) if s > 0.0 && s <= MAX_TIMEOUT_S => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "\"timeout_s\" must be a positive number of seconds up to {MAX_TIMEOUT_S} (30 days), got {seconds}"
+        )),
+    }
 }
 
 impl StepHandler for ExecHandler {
@@ -150,7 +149,7 @@ fn spawn(params: &ExecParams, ctx: &StepContext) -> Result<Group, StepError> {
     let mut command = Command::new(&params.argv[0]);
     command
         .args(&params.argv[1..])
-        .envs(params.env.iter().map(|(k, v)| (k, v)))
+        .envs(&params.env)
         .env("STEPWISE_TASK_ID", ctx.task_id())
         .env("STEPWISE_STEP", ctx.step().to_string())
         .env("STEPWISE_ATTEMPT", ctx.attempt.to_string())
@@ -314,18 +313,23 @@ mod tests {
             (json!({"argv": ["true"]}), None),
             (json!({"argv": ["sh", "-c", "x"], "env": {"A": "1"}, "cwd": "/tmp", "timeout_s": 2.5}), None),
             (json!([]), Some("params must be an object")),
-            (json!({}), Some("missing \"argv\"")),
-            (json!({"argv": []}), Some("must name a program")),
-            (json!({"argv": [""]}), Some("must name a program")),
-            (json!({"argv": [1]}), Some("entries must be strings")),
-            (json!({"argv": ["x"], "env": {"A": 1}}), Some("\"env\" entry \"A\"")),
-            (json!({"argv": ["x"], "cwd": "rel"}), Some("absolute path")),
+            (json!({}), Some("missing field `argv`")),
+            (json!({"argv": []}), Some("\"argv\" must name a program")),
+            (json!({"argv": [""]}), Some("\"argv\" must name a program")),
+            (json!({"argv": "x"}), Some("argv: invalid type: string \"x\", expected a sequence")),
+            (json!({"argv": ["x", 1]}), Some("argv[1]: invalid type: integer `1`, expected a string")),
+            (json!({"argv": ["x"], "env": {"A": 1}}), Some("env.A: invalid type: integer `1`, expected a string")),
+            (json!({"argv": ["x"], "env": {"A=B": "1"}}), Some("\"env\" entry \"A=B\" must have a name without '='")),
+            (json!({"argv": ["x"], "env": {"": "1"}}), Some("\"env\" entry \"\" must have a name")),
+            (json!({"argv": ["x"], "cwd": "rel"}), Some("\"cwd\" must be an absolute path, got \"rel\"")),
+            (json!({"argv": ["x"], "cwd": 5}), Some("cwd: invalid type: integer `5`, expected a string")),
             (json!({"argv": ["x"], "timeout_s": 0}), Some("positive number")),
-            (json!({"argv": ["x"], "timeout_s": "5"}), Some("positive number")),
+            (json!({"argv": ["x"], "timeout_s": -1}), Some("up to 2592000 (30 days), got -1")),
+            (json!({"argv": ["x"], "timeout_s": "5"}), Some("timeout_s: invalid type: string \"5\"")),
             (json!({"argv": ["x"], "timeout_s": 1e20}), Some("up to 2592000 (30 days), got 1e+20")),
             (json!({"argv": ["x"], "timeout_s": 2592001}), Some("up to 2592000")),
             (json!({"argv": ["x"], "timeout_s": 2592000}), None),
-            (json!({"argv": ["x"], "tiemout_s": 5}), Some("unknown parameter \"tiemout_s\"")),
+            (json!({"argv": ["x"], "tiemout_s": 5}), Some("unknown field `tiemout_s`, expected one of `argv`")),
         ];
         for (params, expected) in cases {
             match (parse_params(&params), expected) {

@@ -5,8 +5,8 @@ mod exec;
 mod external;
 mod wait;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::Recipient;
 use db::{LogStream, SubstepRecord};
@@ -18,6 +18,7 @@ pub use exec::ExecHandler;
 pub use external::ExternalHandler;
 pub use wait::WaitHandler;
 
+use crate::backlog::{Backlog, Ticket};
 use crate::task::{Report, StepReport};
 
 /// What the task actor asks of a running step.
@@ -102,6 +103,10 @@ pub struct StepContext {
     pub(crate) substeps: Vec<SubstepRecord>,
     pub(crate) start_percent: u8,
     pub(crate) reports: Recipient<StepReport>,
+    /// Bounds the percents and log lines queued to the task actor.
+    pub(crate) backlog: Arc<Backlog>,
+    /// The substeps reported done in this attempt: each checkpoint is sent once.
+    pub(crate) ticked: Mutex<BTreeSet<String>>,
     pub(crate) control: watch::Receiver<StepControl>,
 }
 
@@ -131,25 +136,42 @@ impl StepContext {
         self.start_percent
     }
 
-    fn send(&self, report: Report) {
-        // Unbounded mailbox: a report is only lost if the task actor has stopped, and then
-        // the step is being torn down anyway.
-        self.reports.do_send(StepReport { step: self.step, attempt: self.attempt, report });
+    fn send(&self, report: Report, ticket: Option<Ticket>) {
+        // The task actor's mailbox is unbounded, what goes in is not: droppable reports hold
+        // a place in the backlog, and each checkpoint is sent once. A report is only lost
+        // here if the task actor has stopped, and then the step is being torn down anyway.
+        self.reports.do_send(StepReport { step: self.step, attempt: self.attempt, report, ticket });
+    }
+
+    /// Sends a report that is dropped while the backlog is full: a later percent (or the
+    /// step's end) supersedes a dropped one, and dropped lines are counted in the log.
+    fn send_droppable(&self, report: Report) {
+        if let Some(ticket) = self.backlog.admit() {
+            self.send(report, Some(ticket));
+        }
     }
 
     /// Reports the step's percent (0–100; lower values than before are ignored).
     pub fn progress(&self, percent: u8) {
-        self.send(Report::Progress(percent.min(100)));
+        self.send_droppable(Report::Progress(percent.min(100)));
     }
 
     /// Ticks off a substep by name (a checkpoint: it is not redone after a restart).
     pub fn substep_done(&self, name: &str) {
-        self.send(Report::SubstepDone(name.to_owned()));
+        let report = Report::SubstepDone(name.to_owned());
+        if !self.substeps.iter().any(|s| s.name == name) {
+            // Refused by the task, which logs why: no checkpoint is lost if it is dropped.
+            return self.send_droppable(report);
+        }
+        // A checkpoint is never dropped; sent once each, they are bounded by the substeps.
+        if self.ticked.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned()) {
+            self.send(report, None);
+        }
     }
 
     /// Adds a line to the step's log.
     pub fn log(&self, stream: LogStream, line: &str) {
-        self.send(Report::Log(stream, line.to_owned()));
+        self.send_droppable(Report::Log(stream, line.to_owned()));
     }
 
     /// What the task actor currently asks.
@@ -178,5 +200,71 @@ impl StepContext {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::prelude::*;
+
+    use super::*;
+
+    /// Keeps the reports it is sent.
+    #[derive(Default)]
+    struct Kept(Vec<Report>);
+
+    impl Actor for Kept {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<StepReport> for Kept {
+        type Result = ();
+        fn handle(&mut self, msg: StepReport, _: &mut Self::Context) {
+            self.0.push(msg.report);
+        }
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "Vec<Report>")]
+    struct Take;
+
+    impl Handler<Take> for Kept {
+        type Result = MessageResult<Take>;
+        fn handle(&mut self, _: Take, _: &mut Self::Context) -> Self::Result {
+            MessageResult(std::mem::take(&mut self.0))
+        }
+    }
+
+    #[actix::test]
+    async fn percents_and_lines_beyond_the_backlog_are_dropped_and_checkpoints_never() {
+        // The actor does not run yet, so every report stays queued.
+        let mailbox = Context::<Kept>::new();
+        let (_control, control) = watch::channel(StepControl::Run);
+        let ctx = StepContext {
+            task_id: "t1".into(),
+            step: 1,
+            attempt: 1,
+            params: Value::Null,
+            substeps: vec![SubstepRecord { name: "a".into(), done: false }],
+            start_percent: 0,
+            reports: mailbox.address().recipient(),
+            backlog: Backlog::new(3),
+            ticked: Mutex::default(),
+            control,
+        };
+        for percent in 1..=4 {
+            ctx.progress(percent);
+        }
+        ctx.log(LogStream::Stdout, "dropped");
+        ctx.substep_done("a");
+        ctx.substep_done("a");
+        ctx.substep_done("unknown");
+        assert_eq!(ctx.backlog.take_dropped(), 3, "the fourth percent, the line and the unknown substep");
+        let kept = mailbox.run(Kept::default());
+        let reports = kept.send(Take).await.unwrap();
+        let expected = [1, 2, 3].map(Report::Progress).into_iter().chain([Report::SubstepDone("a".into())]);
+        assert_eq!(reports, expected.collect::<Vec<_>>(), "the checkpoint once, past a full backlog");
+        ctx.log(LogStream::Stdout, "taken");
+        assert_eq!(kept.send(Take).await.unwrap(), [Report::Log(LogStream::Stdout, "taken".into())], "room again");
     }
 }

@@ -1,87 +1,8 @@
 //! Unit tests of the task state machine: every command from every task status, and the
 //! step-level rules (approval, pause, retry, skip, substeps, progress, recovery).
 
-use db::{SubstepRecord, TaskRecord};
-
+use super::fixtures::*;
 use super::*;
-
-/// The time a test task starts, ms.
-const T0: i64 = 1000;
-
-/// How a test step differs from a plain one; steps are named "Step 1", "Step 2", ...
-#[derive(Clone, Copy)]
-struct Spec {
-    substeps: &'static [&'static str],
-    approval: bool,
-    skippable: bool,
-}
-
-const PLAIN: Spec = Spec { substeps: &[], approval: false, skippable: false };
-const APPROVAL: Spec = Spec { approval: true, ..PLAIN };
-const FOUR_SUBSTEPS: Spec = Spec { substeps: &["a", "b", "c", "d"], ..PLAIN };
-
-fn step_record(order: u32, spec: Spec) -> StepRecord {
-    StepRecord {
-        order,
-        name: format!("Step {order}"),
-        kind: "exec".into(),
-        params: "{}".into(),
-        requires_approval: spec.approval,
-        skippable: spec.skippable,
-        approved: false,
-        status: StepStatus::Pending,
-        progress: 0,
-        attempts: 0,
-        started_at: None,
-        finished_at: None,
-        work_ms: 0,
-        error: None,
-        output: None,
-        substeps: spec.substeps.iter().map(|name| SubstepRecord { name: (*name).into(), done: false }).collect(),
-    }
-}
-
-/// A pending task with one step per spec.
-fn task(specs: &[Spec]) -> TaskState {
-    let task = TaskRecord {
-        id: "t1".into(),
-        owner: "ann".into(),
-        title: "Test task".into(),
-        complexity: 1,
-        status: TaskStatus::Pending,
-        restarted_from: None,
-        created_at: 0,
-        started_at: None,
-        finished_at: None,
-        updated_at: 0,
-        error: None,
-        last_seq: 0,
-        lease_token: 1,
-    };
-    let steps = (1..).zip(specs).map(|(order, spec)| step_record(order, *spec)).collect();
-    TaskState::new(StoredTask { task, steps })
-}
-
-/// A task with one step per spec, started at `T0`.
-fn started(specs: &[Spec]) -> TaskState {
-    let mut state = task(specs);
-    run(&mut state, Control::Start, T0);
-    state
-}
-
-/// Applies a command that must be accepted.
-fn run(state: &mut TaskState, control: Control, now: i64) -> Transition {
-    let verb = control.verb();
-    state.control(&control, now).unwrap_or_else(|e| panic!("{verb} must be accepted: {e}"))
-}
-
-fn step(state: &TaskState, order: u32) -> &StepRecord {
-    &state.stored.steps[order as usize - 1]
-}
-
-fn step_started(order: u32, attempt: u32) -> EventKind {
-    EventKind::StepStarted { step: order, name: format!("Step {order}").into(), attempt }
-}
 
 fn assert_refused(result: Result<Transition, RuntimeError>, verb: &str, task_status: TaskStatus) {
     match result {
@@ -660,4 +581,80 @@ fn a_stale_report_keeps_the_work_clock_running() {
     let mut state = started(&[PLAIN, PLAIN]);
     state.step_failed(1, 0, "late".into(), 3000);
     assert_eq!(state.step_succeeded(1, 1, None, 5000).completed_run, Some((1, 4000)));
+}
+
+// ---- Reports ----------------------------------------------------------------------------
+
+#[test]
+fn only_the_attempt_in_progress_is_current() {
+    let mut state = started(&[PLAIN, PLAIN]);
+    assert!(state.is_current(1, 1), "the running attempt");
+    assert!(!state.is_current(1, 2) && !state.is_current(2, 1), "another attempt or step");
+    run(&mut state, Control::Pause, T0 + 500);
+    assert!(state.is_current(1, 1), "a paused step is still in progress");
+    state.stored.steps[0].status = StepStatus::Failed;
+    assert!(!state.is_current(1, 1), "a failed step is not");
+}
+
+/// A started task whose steps are `external`, the first with substeps "a" and "b".
+fn external_task() -> TaskState {
+    let mut state = started(&[Spec { substeps: &["a", "b"], ..PLAIN }, PLAIN]);
+    for step in &mut state.stored.steps {
+        step.kind = "external".into();
+    }
+    state
+}
+
+fn report(substep: Option<&str>, outcome: Option<ReportOutcome>) -> ExternalReport {
+    ExternalReport { substep_done: substep.map(str::to_owned), outcome, ..ExternalReport::default() }
+}
+
+#[test]
+fn an_external_report_is_checked_before_anything_is_applied() {
+    let state = external_task();
+    assert_eq!(state.check_report(1, &report(Some("b"), None)).unwrap(), 1, "for the running attempt");
+    let refusal = |order, report: ExternalReport| state.check_report(order, &report).unwrap_err().to_string();
+    assert_eq!(refusal(3, report(None, None)), "task t1 has no step 3");
+    assert_eq!(refusal(2, report(None, None)), "cannot report on step 2 of task t1: it is pending");
+    assert_eq!(refusal(1, report(Some("c"), None)), "invalid report: step 1 has no substep \"c\" (its substeps: a, b)");
+    let mut exec = started(&[PLAIN]);
+    exec.stored.steps[0].kind = "exec".into();
+    assert_eq!(
+        exec.check_report(1, &ExternalReport::default()).unwrap_err().to_string(),
+        "invalid report: step 1 is a \"exec\" step; only external steps take reports"
+    );
+    let mut paused = external_task();
+    run(&mut paused, Control::Pause, T0 + 10);
+    assert!(
+        matches!(paused.check_report(1, &report(None, None)), Err(RuntimeError::InvalidStepTransition { .. })),
+        "a paused step takes no reports"
+    );
+}
+
+#[test]
+fn an_external_report_ticks_its_substep_then_ends_the_step() {
+    let mut state = external_task();
+    let done = Some(ReportOutcome::Completed { output: Some("out".into()) });
+    let transition = state.external_report(1, 1, report(Some("a"), done), T0 + 2000).unwrap();
+    let substep = EventKind::SubstepDone { step: 1, index: 0, name: "a".into() };
+    let completed = EventKind::StepCompleted { step: 1, name: "Step 1".into(), duration_ms: 2000 };
+    assert_eq!(transition.events, [substep, completed, step_started(2, 1)]);
+    assert_eq!(transition.effects, [Effect::StartStep(2)]);
+    assert_eq!(transition.completed_run, Some((1, 2000)));
+    assert_eq!(step(&state, 1).output.as_deref(), Some("out"));
+
+    let failed = Some(ReportOutcome::Failed { error: "broke".into() });
+    let transition = state.external_report(2, 1, report(None, failed), T0 + 3000).unwrap();
+    assert_eq!(state.status(), TaskStatus::Failed);
+    assert_eq!(transition.effects, [Effect::Finish]);
+    assert_eq!(transition.completed_run, None);
+}
+
+#[test]
+fn work_time_counts_the_step_in_progress_up_to_now_while_it_runs() {
+    let mut state = started(&[PLAIN]);
+    assert_eq!(state.work_ms(T0 + 1500), 1500);
+    run(&mut state, Control::Pause, T0 + 2000);
+    assert_eq!(state.work_ms(T0 + 9000), 2000, "paused time is not work time");
+    assert_eq!(task(&[PLAIN]).work_ms(T0), 0, "no step in progress");
 }
