@@ -5,12 +5,11 @@
 
 use db::{ProgressMark, StepRecord, TaskStatus};
 
-use crate::event::EventKind;
+use crate::event::{Eta, EventKind};
 use crate::machine::TaskState;
 
 mod model;
 
-pub use estimator::Confidence;
 pub(crate) use model::EtaModel;
 
 /// How often a live task re-estimates from progress alone.
@@ -18,61 +17,6 @@ const ETA_EVERY_MS: i64 = 1_000;
 
 /// Progress samples kept for the running step.
 const MAX_SAMPLES: usize = 32;
-
-/// How long a task still needs, in work seconds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Eta {
-    /// Most likely seconds remaining (the median).
-    pub seconds: f64,
-    /// 80% range of the seconds remaining (p10, p90).
-    pub range: (f64, f64),
-    /// How far to trust it.
-    pub confidence: Confidence,
-    /// Each step still to finish, the one the task is at first (running, paused or waiting
-    /// for approval), with the work it is expected to need. Skipped steps are not in it.
-    pub steps: Vec<StepEta>,
-}
-
-impl Eta {
-    /// This estimate after `work_s` more seconds of work had it learned nothing: the total,
-    /// its range and the first step's rest count down, as clients count them. Work only
-    /// grows while that step runs.
-    pub(crate) fn counted_down(&self, work_s: f64) -> Eta {
-        let less = |seconds: f64| (seconds - work_s).max(0.0);
-        let mut steps = self.steps.clone();
-        if let Some(running) = steps.first_mut() {
-            running.expected_s = less(running.expected_s);
-        }
-        Eta {
-            seconds: less(self.seconds),
-            range: (less(self.range.0), less(self.range.1)),
-            confidence: self.confidence,
-            steps,
-        }
-    }
-
-    /// Whether a person would see a difference from `old`: another confidence, another set
-    /// of steps to go, or a figure (the total, its range, a step) off by a second and by 5%.
-    pub(crate) fn moved_from(&self, old: &Eta) -> bool {
-        let apart = |a: f64, b: f64| (a - b).abs() >= (0.05 * a.max(b)).max(1.0);
-        apart(self.seconds, old.seconds)
-            || apart(self.range.0, old.range.0)
-            || apart(self.range.1, old.range.1)
-            || self.confidence != old.confidence
-            || self.steps.len() != old.steps.len()
-            || self.steps.iter().zip(&old.steps).any(|(a, b)| a.step != b.step || apart(a.expected_s, b.expected_s))
-    }
-}
-
-/// How much work one step that is not done yet is expected to need.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepEta {
-    /// The step's order in its task.
-    pub step: u32,
-    /// Expected (mean) work seconds still to go: for a running step its rest, for a step
-    /// not started its whole duration.
-    pub expected_s: f64,
-}
 
 /// The estimator key of a step: its kind and name.
 pub fn step_key(step: &StepRecord) -> String {
@@ -171,49 +115,6 @@ fn raised_by_substep(before: &TaskState, after: &TaskState, events: &[EventKind]
 mod tests {
     use super::*;
     use crate::machine::fixtures::{started, FOUR_SUBSTEPS, PLAIN, T0};
-
-    fn eta(seconds: f64, confidence: Confidence, steps: &[(u32, f64)]) -> Eta {
-        let steps = steps.iter().map(|&(step, expected_s)| StepEta { step, expected_s }).collect();
-        Eta { seconds, range: (seconds / 2.0, seconds * 2.0), confidence, steps }
-    }
-
-    #[test]
-    fn an_eta_moved_when_a_person_would_see_it() {
-        use Confidence::{High, Low};
-        let old = eta(100.0, Low, &[(2, 40.0), (3, 60.0)]);
-        let with_range = |low: f64, high: f64| Eta { range: (low, high), ..old.clone() };
-        let cases = [
-            ("the same", eta(100.0, Low, &[(2, 40.0), (3, 60.0)]), false),
-            ("under 5% anywhere", eta(104.0, Low, &[(2, 41.5), (3, 62.5)]), false),
-            ("the total alone under 5%", Eta { seconds: 104.0, ..old.clone() }, false),
-            ("the total by 5%", Eta { seconds: 106.0, ..old.clone() }, true),
-            ("the low end by 5%", with_range(47.0, 200.0), true),
-            ("the high end by 5%", with_range(50.0, 211.0), true),
-            ("the confidence", eta(100.0, High, &[(2, 40.0), (3, 60.0)]), true),
-            ("one step by 5%", eta(100.0, Low, &[(2, 37.9), (3, 60.0)]), true),
-            ("a step fewer", eta(100.0, Low, &[(3, 60.0)]), true),
-            ("another step", eta(100.0, Low, &[(2, 40.0), (4, 60.0)]), true),
-        ];
-        for (what, new, moved) in cases {
-            assert_eq!(new.moved_from(&old), moved, "{what}");
-        }
-        // Short figures need a whole second.
-        let short = eta(10.0, Low, &[(1, 10.0)]);
-        let step_one = |expected_s| vec![StepEta { step: 1, expected_s }];
-        assert!(!Eta { seconds: 10.9, steps: step_one(10.9), ..short.clone() }.moved_from(&short));
-        assert!(Eta { seconds: 11.0, ..short.clone() }.moved_from(&short));
-        assert!(Eta { steps: step_one(9.0), ..short.clone() }.moved_from(&short));
-    }
-
-    #[test]
-    fn counting_down_takes_work_off_the_total_its_range_and_the_running_step_only() {
-        let counted = eta(100.0, Confidence::Medium, &[(2, 30.0), (3, 60.0)]).counted_down(40.0);
-        assert_eq!(counted.seconds, 60.0);
-        assert_eq!(counted.range, (10.0, 160.0));
-        assert_eq!(counted.steps, [StepEta { step: 2, expected_s: 0.0 }, StepEta { step: 3, expected_s: 60.0 }]);
-        assert_eq!(counted.confidence, Confidence::Medium);
-        assert_eq!(eta(5.0, Confidence::Low, &[]).counted_down(9.0).seconds, 0.0, "never below zero");
-    }
 
     #[test]
     fn a_substep_that_raises_the_percent_is_a_sample_and_a_new_step_starts_with_none() {

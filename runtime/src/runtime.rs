@@ -13,7 +13,8 @@ use futures_util::future::join_all;
 
 use crate::backlog::Backlog;
 use crate::clock::Clock;
-use crate::eta::{Eta, EtaModel};
+use crate::eta::EtaModel;
+use crate::event::Eta;
 use crate::handlers::Handlers;
 use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
 use crate::machine::{Control, ExternalReport};
@@ -187,6 +188,12 @@ impl Runtime {
         Ok((runtime, recovery))
     }
 
+    /// Takes back every running, paused or approval-waiting task whose lease is free,
+    /// expired or already this instance's (the instance id persists in the data directory,
+    /// so a restarted server takes its own tasks back at once), bumping each fencing token.
+    /// Each gets a `TaskActor`: running ones restart their step from its checkpoint within
+    /// the same attempt; paused and waiting ones stay put. A `task_recovered` event is
+    /// appended to each in one background transaction, after the tasks run again.
     async fn recover(&self) -> Result<Recovery, RuntimeError> {
         let began = Instant::now();
         let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());

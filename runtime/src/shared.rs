@@ -1,6 +1,6 @@
 //! What the runtime's actors share: the database, the hub, the step kinds, the clock, the
-//! lease settings, the ETA model, the hub's backlog of transient events, and a way for a stopping task actor to leave the
-//! registry without knowing the `Runtime` that keeps it.
+//! lease settings, the ETA model, the hub's backlog of transient events, and a way for a
+//! stopping task actor to leave the registry without knowing the `Runtime` that keeps it.
 
 use std::sync::Arc;
 

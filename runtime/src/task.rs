@@ -13,10 +13,10 @@ use actix::prelude::*;
 use db::{LogStream, StepRunRecord, StepStatus, StoredTask, TaskStatus};
 use tokio::sync::watch;
 
-use crate::backlog::{Backlog, Ticket};
-use crate::eta::{Eta, EtaTracker};
-use crate::event::{EventKind, TaskEvent};
-use crate::handlers::{StepContext, StepControl, StepError};
+use crate::backlog::Backlog;
+use crate::eta::EtaTracker;
+use crate::event::{Eta, EventKind, TaskEvent};
+use crate::handlers::{Report, StepContext, StepControl, StepError, StepReport};
 use crate::hub::Transient;
 use crate::machine::{Control, Effect, ExternalReport, TaskState, Transition};
 use crate::shared::Shared;
@@ -27,25 +27,6 @@ use crate::RuntimeError;
 mod record;
 
 use record::{commit_record, CommitRecord};
-
-/// What a step's handler reports while it runs.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Report {
-    Progress(u8),
-    SubstepDone(String),
-    Log(LogStream, String),
-}
-
-/// A report from a running step's handler (sent by [`StepContext`]).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct StepReport {
-    pub(crate) step: u32,
-    pub(crate) attempt: u32,
-    pub(crate) report: Report,
-    /// The report's place in its step's backlog, for one that may be dropped.
-    pub(crate) ticket: Option<Ticket>,
-}
 
 /// A person's command, for the task actor.
 #[derive(Debug, Message)]

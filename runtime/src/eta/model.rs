@@ -13,7 +13,8 @@ use db::{ProgressMark, StepRecord, StepRunRecord, StepStatus, StoredTask};
 use estimator::{CompletedTask, Estimator, Observation, ProgressSample, StepRun, TaskPlan};
 use tokio::sync::oneshot;
 
-use super::{step_key, Eta, StepEta};
+use super::step_key;
+use crate::event::{Eta, StepEta};
 
 /// A finished task's step runs by step order.
 type StepsByOrder<'a> = BTreeMap<u32, &'a StepRunRecord>;

@@ -8,7 +8,7 @@ mod wait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use actix::Recipient;
+use actix::{Message, Recipient};
 use db::{LogStream, SubstepRecord};
 use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
@@ -19,7 +19,25 @@ pub use external::ExternalHandler;
 pub use wait::WaitHandler;
 
 use crate::backlog::{Backlog, Ticket};
-use crate::task::{Report, StepReport};
+
+/// What a step's handler reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Report {
+    Progress(u8),
+    SubstepDone(String),
+    Log(LogStream, String),
+}
+
+/// A report from a running step's handler (sent by [`StepContext`]).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct StepReport {
+    pub(crate) step: u32,
+    pub(crate) attempt: u32,
+    pub(crate) report: Report,
+    /// The report's place in its step's backlog, for one that may be dropped.
+    pub(crate) ticket: Option<Ticket>,
+}
 
 /// What the task actor asks of a running step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
