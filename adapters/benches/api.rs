@@ -26,8 +26,10 @@
 //! `STEPWISE_*` variables pass through to the server (e.g. `STEPWISE_API__WS_QUEUE_EVENTS=1024`),
 //! except its address, data directory, database and rate, which the bench sets. Cargo builds
 //! the `stepwise` binary for `cargo bench`; if it is missing, run
-//! `cargo build --release -p adapters --bin stepwise`. A line at the end says so when other
-//! processes took CPU during a measurement (every figure is lower on a shared machine).
+//! `cargo build --release -p adapters --bin stepwise`. `BENCH_STEPWISE_BIN=path` measures
+//! another build of `stepwise` instead (say, the last release, to compare the two). A line
+//! at the end says so when other processes took CPU during a measurement (every figure is
+//! lower on a shared machine).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -201,8 +203,17 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// The release `stepwise` binary: the one cargo built for this bench, else the one beside it.
+/// The `stepwise` binary to measure: `BENCH_STEPWISE_BIN` when set (an older build, to
+/// compare two versions with one harness), else the release one cargo built for this bench,
+/// else the one beside it.
 fn stepwise_binary() -> PathBuf {
+    if let Some(chosen) = std::env::var_os("BENCH_STEPWISE_BIN").map(PathBuf::from) {
+        if chosen.is_file() {
+            return chosen;
+        }
+        eprintln!("error: BENCH_STEPWISE_BIN={} is not a file", chosen.display());
+        std::process::exit(1)
+    }
     let built = PathBuf::from(env!("CARGO_BIN_EXE_stepwise"));
     let beside = std::env::current_exe()
         .ok()
