@@ -160,7 +160,7 @@ impl Database {
     fn connect(url: &str, backend: Backend, pool_size: u32, lock: Option<File>) -> Result<Database, DbError> {
         // Fail fast with the backend's own message rather than r2d2's timeout.
         let mut first = establish(&backend).map_err(|e| DbError::Open { url: redact(url), reason: e.to_string() })?;
-        first.run_pending_migrations(MIGRATIONS).map_err(|e| DbError::Migration(e.to_string()))?;
+        migrate(&mut first)?;
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .connection_timeout(Duration::from_secs(30))
@@ -185,6 +185,28 @@ impl Database {
     pub fn backend(&self) -> &Backend {
         &self.backend
     }
+}
+
+/// The key of the PostgreSQL advisory lock held around migrations (any constant the
+/// application owns; this one spells "stepwise" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x7374_6570_7769_7365;
+
+/// Runs the pending migrations. On PostgreSQL several servers may start at once on one
+/// database, and Diesel's migration harness takes no lock of its own (each would create the
+/// same tables and all but one fail), so the whole run holds a session advisory lock on this
+/// connection: the others wait, then find nothing left to run. SQLite needs none — one
+/// server per file, and its write lock serialises the rest.
+fn migrate(conn: &mut AnyConnection) -> Result<(), DbError> {
+    let failed = |e: &dyn std::fmt::Display| DbError::Migration(e.to_string());
+    if !matches!(conn, AnyConnection::Postgresql(_)) {
+        return conn.run_pending_migrations(MIGRATIONS).map(drop).map_err(|e| failed(&e));
+    }
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).map_err(|e| failed(&e))?;
+    let ran = conn.run_pending_migrations(MIGRATIONS).map(drop).map_err(|e| failed(&e));
+    // The lock also ends with the session; unlocking here lets waiting servers go on at once.
+    let unlocked = conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+    ran?;
+    unlocked.map_err(|e| failed(&e))
 }
 
 /// Creates the directory a SQLite file goes in: SQLite creates the file, not its directory.
@@ -220,5 +242,44 @@ pub fn redact(url: &str) -> String {
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use diesel::RunQueryDsl;
+
+    use super::*;
+    use crate::testing::{TestBackend, TestDb};
+
+    #[test]
+    fn servers_started_together_on_an_empty_postgres_database_all_come_up() {
+        let db = TestDb::new(TestBackend::Postgres);
+        let servers = 8;
+        let start = Barrier::new(servers);
+        let opened: Vec<Result<Database, DbError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..servers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        Database::open(&db.url, 1)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+        });
+        for (server, result) in opened.iter().enumerate() {
+            assert!(result.is_ok(), "server {server}: {:?}", result.as_ref().err());
+        }
+        let mut conn = opened[0].as_ref().unwrap().conn().unwrap();
+        assert!(!conn.has_pending_migration(MIGRATIONS).unwrap(), "every migration ran");
+        let applied: i64 =
+            diesel::dsl::sql::<diesel::sql_types::BigInt>("SELECT count(*) FROM __diesel_schema_migrations")
+                .get_result(&mut *conn)
+                .unwrap();
+        let written = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap().count();
+        assert_eq!(applied, written as i64, "each migration ran once");
     }
 }
