@@ -1,5 +1,6 @@
 //! Starting Stepwise from its settings: the instance id, the database, the runtime.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,8 +68,8 @@ pub fn open_database_beside_server(settings: &Settings) -> Result<Database, Star
     Ok(Database::open_beside_server(&settings.database_url(), 1)?)
 }
 
-/// The runtime's options from the settings.
-pub fn runtime_options(settings: &Settings, instance_id: String) -> RuntimeOptions {
+/// The runtime's options from the settings, for a server reached at `address`.
+pub fn runtime_options(settings: &Settings, instance_id: String, address: Option<String>) -> RuntimeOptions {
     RuntimeOptions {
         instance_id,
         lease_ttl: Duration::from_secs(settings.runtime.lease_ttl_s),
@@ -76,6 +77,7 @@ pub fn runtime_options(settings: &Settings, instance_id: String) -> RuntimeOptio
         limits: plan_limits(&settings.api),
         clock: Arc::new(SystemClock),
         task_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        address,
     }
 }
 
@@ -89,10 +91,20 @@ pub fn plan_limits(api: &config::ApiSettings) -> PlanLimits {
     }
 }
 
-/// Opens the database and starts the runtime, resuming unfinished tasks.
-pub async fn start(settings: &Settings) -> Result<(Runtime, Recovery), StartError> {
+/// Opens the database and starts the runtime of the server bound to `bound`, resuming
+/// unfinished tasks.
+pub async fn start(settings: &Settings, bound: SocketAddr) -> Result<(Runtime, Recovery), StartError> {
     let id = instance_id(settings)?;
     let database = open_database(settings)?;
     let handlers = Handlers::builtin(settings.runtime.stderr_tail_lines);
-    Ok(Runtime::start(Arc::new(database), handlers, runtime_options(settings, id)).await?)
+    let options = runtime_options(settings, id, Some(advertised_url(settings, bound)));
+    Ok(Runtime::start(Arc::new(database), handlers, options).await?)
+}
+
+/// The URL the cluster knows this server by: `server.advertise_url`, else the bound address.
+pub fn advertised_url(settings: &Settings, bound: SocketAddr) -> String {
+    match &settings.server.advertise_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("http://{bound}"),
+    }
 }

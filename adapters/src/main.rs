@@ -64,6 +64,12 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// List the servers sharing the database: id, address, state, start, last heartbeat and
+    /// running tasks, tab-separated, the longest-running first.
+    ///
+    /// A server is `live`, `stopped` (shut down cleanly) or `gone` (no heartbeat for
+    /// runtime.lease_ttl_s; its tasks are taken over). Works while servers run.
+    Cluster,
     /// Start (resuming unfinished tasks) and follow one task live until it ends.
     Watch {
         /// The task's id.
@@ -122,8 +128,10 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let settings = Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
     init_logging(&settings);
-    if let Command::Token { action } = &cli.command {
-        return token(&settings, action);
+    match &cli.command {
+        Command::Token { action } => return token(&settings, action),
+        Command::Cluster => return cluster(&settings),
+        _ => {}
     }
     let system = actix::System::new();
     system.block_on(async move {
@@ -139,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 let plan = plans::parse_plan(&text).with_context(|| format!("invalid plan {}", plan.display()))?;
                 run_plan(&settings, &owner, &plan, false).await
             }
-            Command::Token { .. } => unreachable!("handled before the actix system starts"),
+            Command::Token { .. } | Command::Cluster => unreachable!("handled before the actix system starts"),
             Command::Watch { task_id, owner } => {
                 let (runtime, server, _) = start(&settings, false).await?;
                 let server = in_background(server);
@@ -170,28 +178,23 @@ async fn start(
     settings: &Settings,
     fallback_port: bool,
 ) -> anyhow::Result<(Runtime, actix_web::dev::Server, SocketAddr)> {
-    let (runtime, recovery) = app::start(settings).await?;
+    // Bound first, so a taken port fails before any task is resumed, and the cluster
+    // learns the address this server really has.
+    let listener = bind(settings.server.listen, fallback_port)?;
+    let address = listener.local_addr()?;
+    let (runtime, recovery) = app::start(settings, address).await?;
     if recovery.resumed > 0 {
         eprintln!("resumed {} unfinished task(s) in {:?}", recovery.resumed, recovery.elapsed);
     }
-    let built = bind(settings.server.listen, fallback_port).and_then(|listener| {
-        let address = listener.local_addr()?;
-        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
-        let server = http::server(
-            listener,
-            runtime.clone(),
-            settings.api.clone(),
-            settings.notifications.clone(),
-            shutdown_timeout,
-        )?;
-        Ok((server, address))
-    });
-    let (server, address) = match built {
-        Ok(built) => built,
+    let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_s);
+    let built =
+        http::server(listener, runtime.clone(), settings.api.clone(), settings.notifications.clone(), shutdown_timeout);
+    let server = match built {
+        Ok(server) => server,
         Err(error) => {
             // The resumed tasks stop cleanly, their progress written, before the error shows.
             runtime.shutdown().await;
-            return Err(error);
+            return Err(error.into());
         }
     };
     println!("listening on http://{address}");
@@ -271,6 +274,26 @@ fn token(settings: &Settings, action: &TokenAction) -> anyhow::Result<std::proce
                 println!("{}\t{}\t{}\t{state}", token.id, token.user, adapters::api::wire::rfc3339(token.created_at));
             }
         }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn cluster(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
+    let database = app::open_database_beside_server(settings)?;
+    let mut conn = database.conn()?;
+    let now = runtime::SystemClock.now_ms();
+    let lease_ttl_ms = i64::try_from(settings.runtime.lease_ttl_s.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let rfc3339 = adapters::api::wire::rfc3339;
+    for server in db::list_servers(&mut conn)? {
+        let state = server.state(now, lease_ttl_ms).as_str();
+        let age_s = (now - server.heartbeat_at).max(0) / 1000;
+        println!(
+            "{}\t{}\t{state}\tstarted {}\theartbeat {age_s} s ago\t{} running",
+            server.id,
+            server.address.as_deref().unwrap_or("-"),
+            rfc3339(server.started_at),
+            server.running_tasks
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -176,7 +176,11 @@ mod tests {
         Settings {
             data_dir: PathBuf::from("/home/ada/.local/share/stepwise"),
             log: LogSettings { level: LogLevel::Info },
-            server: ServerSettings { listen: "127.0.0.1:8080".parse().unwrap(), shutdown_timeout_s: 10 },
+            server: ServerSettings {
+                listen: "127.0.0.1:8080".parse().unwrap(),
+                shutdown_timeout_s: 10,
+                advertise_url: None,
+            },
             database: DatabaseSettings { url: None, pool_size: 8 },
             runtime: RuntimeSettings {
                 instance_id: None,
@@ -245,6 +249,7 @@ mod tests {
             [server]
             listen = "0.0.0.0:80"
             shutdown_timeout_s = 3
+            advertise_url = "http://10.0.0.5:80"
             [database]
             url = "postgres://db/stepwise"
             pool_size = 16
@@ -286,7 +291,11 @@ mod tests {
         let expected = Settings {
             data_dir: PathBuf::from("/srv/stepwise"),
             log: LogSettings { level: LogLevel::Trace },
-            server: ServerSettings { listen: addr("0.0.0.0:80"), shutdown_timeout_s: 3 },
+            server: ServerSettings {
+                listen: addr("0.0.0.0:80"),
+                shutdown_timeout_s: 3,
+                advertise_url: Some("http://10.0.0.5:80".to_owned()),
+            },
             database: DatabaseSettings { url: Some("postgres://db/stepwise".to_owned()), pool_size: 16 },
             runtime: RuntimeSettings {
                 instance_id: Some("worker-1".to_owned()),
@@ -475,7 +484,7 @@ mod tests {
             (
                 Some("[server]\nlissen = \"127.0.0.1:1\""),
                 &[],
-                "unknown key server.lissen (from {file}), expected one of: listen, shutdown_timeout_s",
+                "unknown key server.lissen (from {file}), expected one of: listen, shutdown_timeout_s, advertise_url",
             ),
             (
                 Some("[notifications]\nsms = \"+15550100\""),
@@ -495,7 +504,7 @@ mod tests {
             (
                 None,
                 &[("STEPWISE_SERVER__PORT", "80")],
-                "unknown key server.port (from STEPWISE_SERVER__PORT), expected one of: listen, shutdown_timeout_s",
+                "unknown key server.port (from STEPWISE_SERVER__PORT), expected one of: listen, shutdown_timeout_s, advertise_url",
             ),
             (
                 None,
@@ -563,6 +572,11 @@ mod tests {
                 None,
                 &[("STEPWISE_API__ALLOWED_ORIGINS", "example.com")],
                 r#"invalid value for api.allowed_origins: "example.com" (expected an origin like https://app.example.com or *) (from STEPWISE_API__ALLOWED_ORIGINS)"#,
+            ),
+            (
+                None,
+                &[("STEPWISE_SERVER__ADVERTISE_URL", "10.0.0.5:8080")],
+                r#"invalid value for server.advertise_url: "10.0.0.5:8080" (expected a URL like http://10.0.0.5:8080) (from STEPWISE_SERVER__ADVERTISE_URL)"#,
             ),
             (
                 Some("[api]\nws_heartbeat_s = 30\nws_client_timeout_s = 30"),

@@ -87,11 +87,34 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// How long a graceful shutdown waits for open connections, in seconds.
     pub shutdown_timeout_s: u64,
+    /// The URL other servers of a cluster and its operators reach this server at, as
+    /// `GET /api/cluster` shows it; `None` means `http://` and the address it bound. Set it
+    /// when `listen` is `0.0.0.0` or the server sits behind a proxy or NAT.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)), shutdown_timeout_s: 10 }
+        ServerSettings {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            shutdown_timeout_s: 10,
+            advertise_url: None,
+        }
+    }
+}
+
+impl ServerSettings {
+    fn validate(&self) -> Result<(), Violation> {
+        let Some(url) = &self.advertise_url else { return Ok(()) };
+        let host = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        match host {
+            Some(host) if !host.is_empty() && !url.contains(char::is_whitespace) => Ok(()),
+            _ => Err(Violation {
+                key: "server.advertise_url",
+                value: format!("{url:?}"),
+                reason: "expected a URL like http://10.0.0.5:8080".to_owned(),
+            }),
+        }
     }
 }
 
@@ -416,6 +439,7 @@ impl Settings {
                 reason: "expected an absolute path".to_owned(),
             });
         }
+        self.server.validate()?;
         self.database.validate()?;
         self.runtime.validate()?;
         self.api.validate()?;

@@ -14,7 +14,7 @@
 //! notification preferences, the log of delivery attempts, push subscriptions, the server's
 //! VAPID key and tasks' estimated durations at start, the `approval_links` functions for the
 //! server's named secrets and the record of used approval links, and the `chat` functions for
-//! each user's chat transcript. All functions are blocking: call them off the actor event
+//! each user's chat transcript, and the `servers` functions for the cluster's membership. All functions are blocking: call them off the actor event
 //! loops. The `testing` feature adds the `testing` module: throwaway databases on both
 //! backends for this crate's tests and the integration tests.
 
@@ -31,6 +31,7 @@ mod notifications;
 mod progress;
 mod rows;
 mod schema;
+mod servers;
 mod tasks;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -41,7 +42,7 @@ pub use approval_links::{release_approval_link, server_secret, use_approval_link
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
-pub use lease::{acquire_lease, acquire_live_tasks, renew_leases};
+pub use lease::{acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, release_leases, renew_leases};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,
@@ -52,6 +53,7 @@ pub use notifications::{
     NotificationRecord, PushSubscriptionRecord,
 };
 pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
+pub use servers::{list_servers, register_server, server_heartbeat, server_stopped, ServerRecord, ServerState};
 pub use tasks::{insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
 pub use transition::{commit, record_recovered, Commit, NewEvent};
 

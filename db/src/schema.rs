@@ -200,6 +200,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    servers (id) {
+        id -> Text,
+        address -> Nullable<Text>,
+        started_at -> BigInt,
+        heartbeat_at -> BigInt,
+        running_tasks -> Integer,
+        stopped_at -> Nullable<BigInt>,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -219,5 +230,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     chat_messages,
     task_start_estimates,
     server_secrets,
-    approval_link_uses
+    approval_link_uses,
+    servers
 );

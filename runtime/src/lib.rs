@@ -24,7 +24,9 @@ mod store;
 mod task;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use db::{LogStream, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus};
+pub use db::{
+    LogStream, ServerRecord, ServerState, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus,
+};
 pub use error::RuntimeError;
 pub use eta::step_key;
 pub use event::{Confidence, Eta, EventKind, StepEta, TaskEvent};
@@ -33,4 +35,4 @@ pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscri
 pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome};
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
-pub use runtime::{BoundedEvents, Recovery, Runtime, RuntimeOptions};
+pub use runtime::{BoundedEvents, Member, Recovery, Runtime, RuntimeOptions};

@@ -3,7 +3,7 @@
 //! and routes every command to the task's actor (starting one when the task has none).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,10 @@ use crate::store::blocking;
 use crate::task::{Command, GetState, GetView, Recovered, Reported, Shutdown, TaskActor};
 use crate::{RuntimeError, TaskEvent};
 
+mod cluster;
+
+pub use cluster::Member;
+
 /// How the runtime runs.
 #[derive(Clone)]
 pub struct RuntimeOptions {
@@ -41,6 +45,9 @@ pub struct RuntimeOptions {
     pub clock: Arc<dyn Clock>,
     /// Arbiter threads that run task actors.
     pub task_threads: usize,
+    /// The URL this server serves HTTP on, as the cluster's membership shows it; `None`
+    /// for a runtime embedded without a server.
+    pub address: Option<String>,
 }
 
 impl std::fmt::Debug for RuntimeOptions {
@@ -51,6 +58,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("flush_interval", &self.flush_interval)
             .field("limits", &self.limits)
             .field("task_threads", &self.task_threads)
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -113,6 +121,10 @@ pub struct Runtime {
     limits: PlanLimits,
     /// Turns true once the history is learned (or found unreadable).
     history: tokio::sync::watch::Receiver<bool>,
+    /// Set when shutdown begins: the heartbeat takes over no more tasks.
+    stopping: Arc<AtomicBool>,
+    /// Held through each heartbeat, so shutdown waits for one in progress.
+    beat: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A bounded subscription (see [`Runtime::bounded_events`]).
@@ -181,9 +193,12 @@ impl Runtime {
             next_arbiter: Arc::new(AtomicUsize::new(0)),
             limits: options.limits,
             history,
+            stopping: Arc::new(AtomicBool::new(false)),
+            beat: Arc::new(tokio::sync::Mutex::new(())),
         };
+        runtime.register(options.address).await?;
         let recovery = runtime.recover().await?;
-        runtime.keep_leases(options.lease_ttl / 3);
+        runtime.keep_membership(options.lease_ttl / 3);
         runtime.learn_history(history_learned);
         Ok((runtime, recovery))
     }
@@ -201,10 +216,23 @@ impl Runtime {
         let stored = tokio::task::spawn_blocking(move || db::acquire_live_tasks(&database, &owner, ttl, now))
             .await
             .map_err(|_| RuntimeError::ShuttingDown)??;
-        let leases: Vec<(String, i64)> = stored.iter().map(|s| (s.task.id.clone(), s.task.lease_token)).collect();
-        let resumed = stored.len();
+        let resumed = self.resume(stored, now);
+        let elapsed = began.elapsed();
+        if resumed > 0 {
+            tracing::info!(resumed, ?elapsed, "resumed unfinished tasks");
+        }
+        Ok(Recovery { resumed, elapsed })
+    }
+
+    /// Gives each task this server has just leased a recovering actor (replacing one that
+    /// was loaded for a command but never took the lease), and records the interruption in
+    /// each task's history in the background: the tasks are already running again. Returns
+    /// how many.
+    fn resume(&self, leased: Vec<StoredTask>, now: i64) -> usize {
+        let leases: Vec<(String, i64)> = leased.iter().map(|s| (s.task.id.clone(), s.task.lease_token)).collect();
+        let resumed = leased.len();
         let mut actors = HashMap::with_capacity(resumed);
-        for task in stored {
+        for task in leased {
             let id: Arc<str> = task.task.id.as_str().into();
             let owner: Arc<str> = task.task.owner.as_str().into();
             let generation = self.registry.next_generation();
@@ -212,13 +240,14 @@ impl Runtime {
             let addr =
                 TaskActor::start_in_arbiter(self.arbiter(), move |_| TaskActor::recovering(task, generation, shared));
             actors.insert(Arc::clone(&id), addr.clone());
-            self.registry.entries().insert(id, Entry { generation, owner, addr });
+            let replaced = self.registry.entries().insert(id, Entry { generation, owner, addr });
+            if let Some(stale) = replaced {
+                // Its lease was not its own, so it never wrote: stopping it loses nothing.
+                // One per replaced actor, once.
+                stale.addr.do_send(Shutdown);
+            }
         }
-        let elapsed = began.elapsed();
         if resumed > 0 {
-            tracing::info!(resumed, ?elapsed, "resumed unfinished tasks");
-            // The interruption goes into each task's history in the background; the tasks
-            // are already running again.
             let db = Arc::clone(&self.shared.db);
             actix::spawn(async move {
                 match blocking(&db, move |conn| db::record_recovered(conn, &leases, now)).await {
@@ -234,7 +263,7 @@ impl Runtime {
                 }
             });
         }
-        Ok(Recovery { resumed, elapsed })
+        resumed
     }
 
     /// Trains the estimator on the persisted step runs, in the background: until it is done,
@@ -261,20 +290,6 @@ impl Runtime {
         let mut history = self.history.clone();
         // Fails only if the training was dropped with the runtime: nothing to wait for then.
         let _ = history.wait_for(|learned| *learned).await;
-    }
-
-    fn keep_leases(&self, every: Duration) {
-        let shared = Arc::clone(&self.shared);
-        actix::spawn(async move {
-            let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
-            loop {
-                interval.tick().await;
-                let (owner, ttl, now) = (shared.instance_id.clone(), shared.lease_ttl_ms, shared.clock.now_ms());
-                if let Err(error) = blocking(&shared.db, move |conn| db::renew_leases(conn, &owner, ttl, now)).await {
-                    tracing::error!(%error, "could not renew task leases");
-                }
-            }
-        });
     }
 
     fn arbiter(&self) -> &ArbiterHandle {
@@ -521,11 +536,18 @@ impl Runtime {
     }
 
     /// Stops every task's running step (killing `exec` programs) without changing the
-    /// tasks' stored state, then writes pending progress: the next start resumes them.
+    /// tasks' stored state, writes pending progress, then releases the tasks' leases and
+    /// marks this server stopped: another server of the cluster, or the next start, resumes
+    /// them.
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _beat = self.beat.lock().await;
         let actors: Vec<_> = self.registry.entries().values().map(|entry| entry.addr.clone()).collect();
         join_all(actors.iter().map(|addr| addr.send(Shutdown))).await;
         self.flush().await;
+        if let Err(error) = self.leave().await {
+            tracing::warn!(%error, "could not release the task leases; other servers take the tasks when they lapse");
+        }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for arbiter in &threads {
             arbiter.stop();

@@ -443,9 +443,25 @@ impl Handler<StepFinished> for TaskActor {
 impl Handler<Reported> for TaskActor {
     type Result = AtomicResponse<Self, Result<(), RuntimeError>>;
     fn handle(&mut self, Reported { step, report }: Reported, _: &mut Self::Context) -> Self::Result {
+        if self.holds_lease {
+            return AtomicResponse::new(self.take_report(step, report));
+        }
+        // An actor loaded for a request holds no lease yet, and a report that only moves a
+        // percent or adds a log line commits nothing that would take it: without the lease
+        // the recorder's fenced write would drop what was acknowledged.
+        let leased = self.take_lease();
+        AtomicResponse::new(Box::pin(leased.then(move |leased, act: &mut TaskActor, _| match leased {
+            Ok(()) => act.take_report(step, report),
+            Err(error) => Box::pin(actix::fut::ready(Err(error))),
+        })))
+    }
+}
+
+impl TaskActor {
+    fn take_report(&mut self, step: u32, report: ExternalReport) -> ResponseActFuture<Self, Result<(), RuntimeError>> {
         let attempt = match self.state.check_report(step, &report) {
             Ok(attempt) => attempt,
-            Err(refused) => return AtomicResponse::new(Box::pin(actix::fut::ready(Err(refused)))),
+            Err(refused) => return Box::pin(actix::fut::ready(Err(refused))),
         };
         if let Some(line) = &report.log {
             self.log(step, LogStream::Stdout, line);
@@ -454,13 +470,37 @@ impl Handler<Reported> for TaskActor {
             self.raise_progress(step, attempt, percent);
         }
         let commit = self.transit(move |state, now| state.external_report(step, attempt, report, now));
-        AtomicResponse::new(Box::pin(commit.map(move |result, act: &mut TaskActor, _| {
+        Box::pin(commit.map(move |result, act: &mut TaskActor, _| {
             // The handler of an external step only waits; once the step ended, stop it.
             if act.step.as_ref().is_some_and(|s| s.order == step) && !act.state.is_current(step, attempt) {
                 act.stop_step();
             }
             result
-        })))
+        }))
+    }
+
+    /// Takes the task's lease for an actor loaded without it, with the task as stored under
+    /// the new lease (its last holder may have written since the actor loaded it).
+    /// `HeldElsewhere` while a live server holds it.
+    fn take_lease(&self) -> ResponseActFuture<Self, Result<(), RuntimeError>> {
+        let (task_id, owner, ttl, now) = (
+            self.task_id.to_string(),
+            self.shared.instance_id.clone(),
+            self.shared.lease_ttl_ms,
+            self.shared.clock.now_ms(),
+        );
+        let taken = blocking(&self.shared.db, move |conn| match db::acquire_lease(conn, &task_id, &owner, ttl, now)? {
+            Some(_) => db::load_task(conn, &task_id),
+            None => Ok(None),
+        });
+        Box::pin(taken.into_actor(self).map(|taken, act: &mut TaskActor, _| match taken? {
+            Some(stored) => {
+                act.state = TaskState::new(stored);
+                act.holds_lease = true;
+                Ok(())
+            }
+            None => Err(RuntimeError::HeldElsewhere(act.task_id.to_string())),
+        }))
     }
 }
 

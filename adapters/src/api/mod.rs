@@ -1,7 +1,7 @@
 //! The HTTP and WebSocket API (documented in `openapi.json`, served at
 //! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
 //! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, the notification, web push and
-//! approval-link routes in `notifications`, bearer tokens and rates in [`auth`], the JSON
+//! approval-link routes in `notifications`, the cluster's servers in `cluster`, bearer tokens and rates in [`auth`], the JSON
 //! shapes in [`wire`].
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
@@ -9,6 +9,7 @@
 pub(crate) mod ask;
 pub mod auth;
 pub(crate) mod body;
+pub(crate) mod cluster;
 pub mod error;
 pub(crate) mod notifications;
 pub(crate) mod tasks;
@@ -85,6 +86,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/push/subscriptions"),
     ("DELETE", "/api/push/subscriptions/{subscription_id}"),
     ("POST", "/api/approval-links/{token}"),
+    ("GET", "/api/cluster"),
     ("GET", "/ws/tasks"),
     ("GET", "/ws/tasks/{task_id}"),
 ];
@@ -120,6 +122,7 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("POST", "/api/push/subscriptions") => web::post().to(notifications::subscribe),
         ("DELETE", "/api/push/subscriptions/{subscription_id}") => web::delete().to(notifications::unsubscribe),
         ("POST", "/api/approval-links/{token}") => web::post().to(notifications::use_approval_link),
+        ("GET", "/api/cluster") => web::get().to(cluster::servers),
         ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
         ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
         _ => return None,

@@ -2,10 +2,54 @@
 //! clients need, never renamed) and the WebSocket messages made from runtime events.
 
 use runtime::{
-    current_step, task_percent, Confidence, Eta, EventKind, StepRecord, StepStatus, StoredTask, TaskEvent, TaskStatus,
+    current_step, task_percent, Confidence, Eta, EventKind, Member, StepRecord, StepStatus, StoredTask, TaskEvent,
+    TaskStatus,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
+
+/// One server in `GET /api/cluster`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerDocument<'a> {
+    /// Its instance id, the one its task leases carry.
+    pub id: &'a str,
+    /// The URL it serves HTTP on (`server.advertise_url`), or null for a runtime embedded
+    /// without a server.
+    pub address: Option<&'a str>,
+    /// `live`, `stopped` (shut down cleanly) or `gone` (its heartbeat stopped: its tasks are
+    /// taken over when their leases lapse).
+    pub state: &'static str,
+    /// Whether it is the server that answered.
+    pub this_server: bool,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+    /// Its last heartbeat, RFC 3339.
+    pub heartbeat_at: String,
+    /// Seconds since its last heartbeat, by the answering server's clock.
+    pub heartbeat_age_s: f64,
+    /// The tasks it ran at its last heartbeat.
+    pub running_tasks: u32,
+    /// When it shut down cleanly, RFC 3339, or null.
+    pub stopped_at: Option<String>,
+}
+
+impl<'a> ServerDocument<'a> {
+    /// The document of `member` at `now`.
+    pub fn new(member: &'a Member, now: i64) -> ServerDocument<'a> {
+        let server = &member.server;
+        ServerDocument {
+            id: &server.id,
+            address: server.address.as_deref(),
+            state: member.state.as_str(),
+            this_server: member.is_self,
+            started_at: rfc3339(server.started_at),
+            heartbeat_at: rfc3339(server.heartbeat_at),
+            heartbeat_age_s: (now - server.heartbeat_at).max(0) as f64 / 1000.0,
+            running_tasks: server.running_tasks,
+            stopped_at: server.stopped_at.map(rfc3339),
+        }
+    }
+}
 
 /// `GET /api/tasks/{task_id}/progress`: the seed's document and more.
 #[derive(Debug, Clone, Serialize)]

@@ -38,10 +38,14 @@ impl ApiServer {
         api: ApiSettings,
         notifications: NotificationSettings,
     ) -> ApiServer {
-        let options = RuntimeOptions { limits: adapters::app::plan_limits(&api), ..options("api-server", clock) };
-        let runtime = start_with(db, options).await;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
+        let options = RuntimeOptions {
+            limits: adapters::app::plan_limits(&api),
+            address: Some(format!("http://{address}")),
+            ..options("api-server", clock)
+        };
+        let runtime = start_with(db, options).await;
         let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))
             .expect("server");
         let handle = server.handle();

@@ -11,6 +11,7 @@ mod api;
 mod bad_input;
 mod binary;
 mod chat;
+mod cluster;
 mod exec;
 mod lifecycle;
 mod notify;

@@ -26,7 +26,8 @@ enum Probe {
     /// The route names no task and answers for the caller alone. Those that hold task data
     /// (the task list, the chat, the notification log, WebSocket feeds, push subscriptions)
     /// are checked below; the others (preferences, the VAPID key, subscribing, approval
-    /// links, whose token is the credential, the OpenAPI document) hold none.
+    /// links, whose token is the credential, the OpenAPI document, the cluster's servers)
+    /// hold none.
     Owned,
 }
 
@@ -44,7 +45,7 @@ fn probe(method: &str, path: &str) -> Probe {
         | ("POST", "/api/push/subscriptions")
         | ("DELETE", "/api/push/subscriptions/{subscription_id}")
         | ("POST", "/api/approval-links/{token}")
-        | ("GET", "/api/openapi.json" | "/ws/tasks") => Probe::Owned,
+        | ("GET", "/api/openapi.json" | "/api/cluster" | "/ws/tasks") => Probe::Owned,
         (method, path) => panic!("{method} {path} is not probed for ownership: add it to `probe`"),
     }
 }

@@ -1,0 +1,186 @@
+//! Servers sharing one database: each sees the others in the membership, and the tasks of a
+//! server that stopped or is gone are taken over by another. Several servers need
+//! PostgreSQL (SQLite allows one server per file); the membership route runs on both.
+
+use std::sync::Arc;
+
+use runtime::{ExternalReport, ManualClock, Member, ReportOutcome, RuntimeError, StepStatus};
+use serde_json::json;
+
+use crate::api_support::ApiServer;
+use crate::http_client;
+use crate::on_both_backends;
+use crate::support::*;
+
+const NOW: i64 = 1_000_000_000;
+
+fn states(members: &[Member]) -> Vec<(&str, &str, bool)> {
+    members.iter().map(|m| (m.server.id.as_str(), m.state.as_str(), m.is_self)).collect()
+}
+
+fn completed() -> ExternalReport {
+    ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() }
+}
+
+/// A clean shutdown releases the server's leases and marks it stopped: another server
+/// takes its running task at once, without waiting for the lease to lapse, and runs it on.
+#[actix::test]
+async fn a_stopped_servers_tasks_are_taken_over_at_once() {
+    let db = TestDb::new(Backend::Postgres);
+    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(NOW))).await;
+    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
+    let second = start_on(&db, "server-b", Arc::new(ManualClock::new(NOW + 1_000))).await;
+    assert_eq!(second.take_over_orphans().await.unwrap(), 0, "a live server's task stays");
+    assert_eq!(states(&second.cluster().await.unwrap()), [("server-a", "live", false), ("server-b", "live", true)]);
+
+    first.shutdown().await;
+    assert_eq!(states(&second.cluster().await.unwrap()), [("server-a", "stopped", false), ("server-b", "live", true)]);
+    // The heartbeat may have taken it already; either way it is the second server's now.
+    second.take_over_orphans().await.unwrap();
+    assert_eq!(second.live_tasks(), 1, "released at shutdown, taken at once");
+
+    second.report("alice", &id, 1, completed()).await.unwrap();
+    let task = second.task("alice", &id).await.unwrap();
+    assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Completed, StepStatus::Running));
+    let kinds: Vec<String> = db::events_after(&mut second.db().conn().unwrap(), "alice", &id, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"task_recovered".to_owned()), "the move is in the history: {kinds:?}");
+}
+
+/// A server whose heartbeat stopped (killed, cut off) shows as gone once its heartbeat is
+/// older than a lease; its tasks then move to another server, and its own writes are
+/// fenced off.
+#[actix::test]
+async fn a_gone_servers_tasks_are_taken_over_when_its_lease_lapses() {
+    let db = TestDb::new(Backend::Postgres);
+    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(NOW))).await;
+    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
+    let clock = Arc::new(ManualClock::new(NOW + 1_000));
+    let second = start_on(&db, "server-b", clock.clone()).await;
+    assert_eq!(second.take_over_orphans().await.unwrap(), 0);
+
+    // Past the first server's 30 s lease and heartbeat, not yet past the second's heartbeat.
+    clock.advance(29_501);
+    assert_eq!(states(&second.cluster().await.unwrap()), [("server-a", "gone", false), ("server-b", "live", true)]);
+    second.take_over_orphans().await.unwrap();
+    assert_eq!(second.live_tasks(), 1, "a lapsed lease is taken over");
+
+    let fenced = first.report("alice", &id, 1, completed()).await.unwrap_err();
+    assert!(matches!(fenced, RuntimeError::Db(db::DbError::LeaseLost { .. })), "{fenced}");
+    second.report("alice", &id, 1, completed()).await.unwrap();
+    assert_eq!(second.task("alice", &id).await.unwrap().steps[1].status, StepStatus::Running);
+}
+
+/// A report that reaches a server not holding the task is refused while its holder is live
+/// (never acknowledged and then lost), and once the holder's lease lapsed the server takes
+/// the lease with it and stores the percent.
+#[actix::test]
+async fn a_report_to_a_server_without_the_lease_is_refused_or_stored_never_lost() {
+    let db = TestDb::new(Backend::Postgres);
+    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(NOW))).await;
+    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
+    let clock = Arc::new(ManualClock::new(NOW + 1_000));
+    let second = start_on(&db, "server-b", clock.clone()).await;
+    let forty = ExternalReport { progress: Some(40), ..ExternalReport::default() };
+
+    let refused = second.report("alice", &id, 1, forty.clone()).await.unwrap_err();
+    assert!(matches!(refused, RuntimeError::HeldElsewhere(_)), "{refused}");
+    assert_eq!(first.task("alice", &id).await.unwrap().steps[0].progress, 0, "nothing was applied");
+
+    clock.advance(29_501);
+    second.report("alice", &id, 1, forty).await.unwrap();
+    second.flush().await;
+    let stored = db::load_task(&mut second.db().conn().unwrap(), &id).unwrap().unwrap();
+    assert_eq!(stored.steps[0].progress, 40, "the acknowledged percent is stored");
+    assert_eq!(psql_on(&db.url, &format!("SELECT lease_owner FROM tasks WHERE id = '{id}'")), "server-b");
+}
+
+on_both_backends! {
+    async fn the_cluster_route_lists_the_servers_sharing_the_database(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(ManualClock::new(NOW))).await;
+        let token = server.token("ops").await;
+        let listed = server.get("/api/cluster", &token).await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let servers = listed.body["servers"].as_array().expect("a list of servers");
+        assert_eq!(servers.len(), 1, "{}", listed.body);
+        let this = &servers[0];
+        assert_eq!(this["id"], "api-server");
+        assert_eq!(this["address"], json!(format!("http://{}", server.address)));
+        assert_eq!((this["state"].as_str(), this["this_server"].as_bool()), (Some("live"), Some(true)));
+        assert_eq!(this["started_at"], "1970-01-12T13:46:40Z");
+        assert_eq!(this["stopped_at"], json!(null));
+        assert!(this["running_tasks"].as_u64().is_some() && this["heartbeat_age_s"].as_f64().is_some(), "{this}");
+
+        let refused = server.call("GET", "/api/cluster", None, None).await;
+        assert_eq!((refused.status, refused.code()), (401, "unauthorized"));
+        server.stop().await;
+    }
+}
+
+/// Real servers on one PostgreSQL database with 3 s leases, the first two started at the
+/// same moment on an empty database. Kill -9 the one running a task: the other takes it over
+/// once the lease lapses, with no request for it, and `stepwise cluster` shows the killed
+/// one gone. SIGTERM that one in turn: a third takes the task at its next heartbeat (a
+/// third of a lease), and the stopped one shows as stopped.
+#[actix::test]
+async fn real_servers_take_over_from_a_killed_one_and_a_stopped_one() {
+    let db = TestDb::new(Backend::Postgres);
+    let env_of = |id: &str| {
+        let mut env = db.env();
+        env.push(("STEPWISE_RUNTIME__INSTANCE_ID".into(), id.into()));
+        env.push(("STEPWISE_RUNTIME__LEASE_TTL_S".into(), "3".into()));
+        env
+    };
+    let mut first = Process::spawn(&["serve"], &env_of("server-a"));
+    let mut second = Process::spawn(&["serve"], &env_of("server-b"));
+    let first_url = first.wait_for_line("listening on http://");
+    second.wait_for_line("listening on http://");
+    let (status, token, stderr) = run_binary(&["token", "create", "--user", "alice"], &env_of("admin"));
+    assert!(status.success(), "{stderr}");
+    let headers = [
+        ("Authorization".to_owned(), format!("Bearer {}", token.trim())),
+        ("Content-Type".to_owned(), "application/json".to_owned()),
+    ];
+    let plan = br#"{"title": "Moves", "steps": [{"name": "Wait", "kind": "external"}]}"#;
+    let created = http_client::send(first_url.parse().unwrap(), "POST", "/api/tasks", &headers, Some(plan), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", String::from_utf8_lossy(&created.body));
+    let id =
+        serde_json::from_slice::<serde_json::Value>(&created.body).unwrap()["task_id"].as_str().unwrap().to_owned();
+    let holder = || psql_on(&db.url, &format!("SELECT lease_owner FROM tasks WHERE id = '{id}'"));
+    assert_eq!(holder(), "server-a");
+    let cluster = || run_binary(&["cluster"], &env_of("admin")).1;
+    let state_of = |listing: &str, id: &str| -> Option<String> {
+        listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{id}\t")))
+            .and_then(|l| l.split('\t').nth(2))
+            .map(str::to_owned)
+    };
+    let listing = cluster();
+    assert_eq!(state_of(&listing, "server-a").as_deref(), Some("live"), "{listing}");
+    assert_eq!(state_of(&listing, "server-b").as_deref(), Some("live"), "{listing}");
+
+    first.signal(libc::SIGKILL);
+    eventually("the second server to take the killed one's task", || holder() == "server-b").await;
+    let listing = cluster();
+    assert_eq!(state_of(&listing, "server-a").as_deref(), Some("gone"), "{listing}");
+
+    let mut third = Process::spawn(&["serve"], &env_of("server-c"));
+    third.wait_for_line("listening on http://");
+    second.signal(libc::SIGTERM);
+    assert!(second.wait().0.success());
+    let released = holder();
+    assert!(released.is_empty() || released == "server-c", "released at exit, not left to lapse: {released:?}");
+    eventually("the third server to take the stopped one's task", || holder() == "server-c").await;
+    let listing = cluster();
+    assert_eq!(state_of(&listing, "server-b").as_deref(), Some("stopped"), "{listing}");
+    assert_eq!(state_of(&listing, "server-c").as_deref(), Some("live"), "{listing}");
+    let status = psql_on(&db.url, &format!("SELECT status FROM tasks WHERE id = '{id}'"));
+    assert_eq!(status, "running", "the task runs on, never restarted from scratch");
+}

@@ -1,0 +1,104 @@
+//! This server's place in a cluster of servers sharing one PostgreSQL database (on SQLite,
+//! a cluster of one). The server registers in the `servers` table at start; every third of
+//! a lease it renews its task leases and its heartbeat together and takes over the live
+//! tasks whose lease lapsed (their server is gone); at a clean shutdown it releases its
+//! leases and marks itself stopped, so the others take its tasks at their next heartbeat
+//! rather than after the lease would have expired.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use db::{ServerRecord, ServerState};
+
+use super::Runtime;
+use crate::store::blocking;
+use crate::RuntimeError;
+
+/// A server of the cluster as this one sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its row.
+    pub server: ServerRecord,
+    /// Where it stands, by this server's clock.
+    pub state: ServerState,
+    /// Whether it is this server.
+    pub is_self: bool,
+}
+
+impl Runtime {
+    /// Writes this server's row in the membership table.
+    pub(super) async fn register(&self, address: Option<String>) -> Result<(), RuntimeError> {
+        let (id, now) = (self.shared.instance_id.clone(), self.shared.clock.now_ms());
+        blocking(&self.shared.db, move |conn| db::register_server(conn, &id, address.as_deref(), now)).await
+    }
+
+    /// Every `every`: renews the leases and the heartbeat, then takes over orphaned tasks.
+    /// Stops when the runtime shuts down; shutdown waits for a beat in progress.
+    pub(super) fn keep_membership(&self, every: Duration) {
+        let runtime = self.clone();
+        actix::spawn(async move {
+            let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                interval.tick().await;
+                let _beat = runtime.beat.lock().await;
+                if runtime.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(error) = runtime.heartbeat().await {
+                    tracing::error!(%error, "could not renew task leases and the heartbeat");
+                }
+                if let Err(error) = runtime.take_over_orphans().await {
+                    tracing::error!(%error, "could not take over the tasks of servers that are gone");
+                }
+            }
+        });
+    }
+
+    async fn heartbeat(&self) -> Result<(), RuntimeError> {
+        let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
+        let running = self.registry.entries().len();
+        blocking(&self.shared.db, move |conn| {
+            db::renew_leases(conn, &owner, ttl, now)?;
+            db::server_heartbeat(conn, &owner, running, now)
+        })
+        .await
+    }
+
+    /// Takes over every live task whose lease is free or lapsed and not this server's (its
+    /// server stopped or is gone), resuming each as a restart would. The heartbeat calls it
+    /// every third of a lease; call it to take them over at once. Returns how many.
+    pub async fn take_over_orphans(&self) -> Result<usize, RuntimeError> {
+        let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
+        let taken = blocking(&self.shared.db, move |conn| db::acquire_orphaned_tasks(conn, &owner, ttl, now)).await?;
+        let count = self.resume(taken, now);
+        if count > 0 {
+            tracing::info!(count, "took over the tasks of servers that are gone");
+        }
+        Ok(count)
+    }
+
+    /// Leaves the cluster: releases this server's leases (its tasks' actors have stopped)
+    /// and marks it stopped.
+    pub(super) async fn leave(&self) -> Result<(), RuntimeError> {
+        let (id, now) = (self.shared.instance_id.clone(), self.shared.clock.now_ms());
+        blocking(&self.shared.db, move |conn| {
+            db::release_leases(conn, &id)?;
+            db::server_stopped(conn, &id, now)
+        })
+        .await
+    }
+
+    /// The servers of the cluster, the longest-running first.
+    pub async fn cluster(&self) -> Result<Vec<Member>, RuntimeError> {
+        let servers = blocking(&self.shared.db, db::list_servers).await?;
+        let now = self.shared.clock.now_ms();
+        Ok(servers
+            .into_iter()
+            .map(|server| Member {
+                state: server.state(now, self.shared.lease_ttl_ms),
+                is_self: server.id == self.shared.instance_id,
+                server,
+            })
+            .collect())
+    }
+}
