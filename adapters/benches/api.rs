@@ -20,6 +20,10 @@
 //! 3. `GET /api/tasks/{id}/progress` requests/s over `BENCH_HTTP_CONNECTIONS` [64]
 //!    keep-alive connections, and the same load on `GET /healthz` (the cheapest handler) in
 //!    the same run as the baseline.
+//! 4. With `BENCH_CLUSTER_DATABASE_URL` set to a PostgreSQL database the bench may fill: two
+//!    servers on it, and the latency of `BENCH_FORWARDED` [2000] reports sent one at a time
+//!    to the server that runs their task, against as many sent to the other server, which
+//!    carries each to the first (the two alternate, over one keep-alive connection each).
 //!
 //! Each measurement lasts `BENCH_SECONDS` [5] after a short warm-up; `BENCH_WINDOW` [16] is
 //! how many events per task the full-speed driver keeps ahead of the clients. Other
@@ -118,7 +122,9 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path) -> Server {
+    /// Starts `stepwise serve` on a fresh data directory, on its SQLite database unless
+    /// `database_url` names another.
+    fn start(bin: &Path, database_url: Option<&str>) -> Server {
         let data = tempfile::Builder::new().prefix("stepwise-api-bench-").tempdir().expect("a temporary directory");
         let env: Vec<(String, String)> = [
             ("STEPWISE_DATA_DIR", data.path().display().to_string()),
@@ -129,6 +135,7 @@ impl Server {
             ("STEPWISE_LOG__LEVEL", std::env::var("STEPWISE_LOG__LEVEL").unwrap_or_else(|_| "warn".to_owned())),
         ]
         .into_iter()
+        .chain(database_url.map(|url| ("STEPWISE_DATABASE__URL", url.to_owned())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let log = data.path().join("server.log");
@@ -1207,14 +1214,70 @@ async fn bench(config: &Config, server: &Server) {
     }
 }
 
+/// Phase 4: a report sent to the server running its task, against one carried there by
+/// another server.
+async fn forwarding(bin: &Path, url: &str, requests: usize) {
+    note!("forwarding: two servers on {}", db::redact(url));
+    let (holder, other) = (Server::start(bin, Some(url)), Server::start(bin, Some(url)));
+    let api = Api { addr: holder.addr, host: holder.addr.to_string(), token: holder.token("bench") };
+    let id = create_tasks(&api, 1).await.remove(0);
+    let path = format!("/api/tasks/{id}/steps/1/report");
+    let mut direct = Http::connect(holder.addr).await.expect("connect to the holder");
+    let mut carried = Http::connect(other.addr).await.expect("connect to the other server");
+    let report = |host: &str| post(host, &path, &api.token, r#"{"log": "bench"}"#);
+    let (to_holder_request, through_other_request) =
+        (report(&holder.addr.to_string()), report(&other.addr.to_string()));
+    let (mut to_holder, mut through_other) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
+    for round in 0..requests + requests / 10 {
+        let a = timed_report(&mut direct, &to_holder_request).await;
+        let b = timed_report(&mut carried, &through_other_request).await;
+        // The first tenth warms connections and caches up.
+        if round >= requests / 10 {
+            to_holder.push(a);
+            through_other.push(b);
+        }
+    }
+    let at = |times: &mut Vec<Duration>, q: f64| {
+        times.sort();
+        times[((times.len() - 1) as f64 * q).round() as usize]
+    };
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    let (direct_p50, direct_p99) = (at(&mut to_holder, 0.5), at(&mut to_holder, 0.99));
+    let (carried_p50, carried_p99) = (at(&mut through_other, 0.5), at(&mut through_other, 0.99));
+    let added_p99 = carried_p99.saturating_sub(direct_p99);
+    println!(
+        "report sent to the task's server: p50 {}, p99 {}; sent to another server, which carries it there: p50 {}, p99 {} ({requests} each) — added p50 {}, p99 {}, target p99 ≤ 5 ms added: {}",
+        ms(direct_p50),
+        ms(direct_p99),
+        ms(carried_p50),
+        ms(carried_p99),
+        ms(carried_p50.saturating_sub(direct_p50)),
+        ms(added_p99),
+        verdict(added_p99 <= Duration::from_millis(5)),
+    );
+}
+
+async fn timed_report(http: &mut Http, request: &[u8]) -> Duration {
+    let began = Instant::now();
+    let (status, _) = http.exchange(request).await.expect("POST report");
+    assert_eq!(status, 200, "a report answered {status}");
+    began.elapsed()
+}
+
 fn main() {
     let config = Config::from_env();
     ensure_fd_limit((config.clients + config.http_connections + config.tasks + 256) as u64);
     let bin = stepwise_binary();
     note!("starting {} serve", bin.display());
-    let server = Server::start(&bin);
+    let server = Server::start(&bin, None);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(bench(&config, &server));
+    match std::env::var("BENCH_CLUSTER_DATABASE_URL") {
+        Ok(url) => runtime.block_on(forwarding(&bin, &url, size("BENCH_FORWARDED", 2_000).max(10))),
+        Err(_) => {
+            println!("forwarded requests: not measured (set BENCH_CLUSTER_DATABASE_URL to a PostgreSQL database)")
+        }
+    }
     // Aborted clients and load connections are gone with the runtime; then the server stops.
     drop(runtime);
     note!("stopping the server");

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use crate::connection::AnyConnection;
 use crate::connection::Database;
 use crate::model::StoredTask;
-use crate::schema::tasks;
+use crate::schema::{servers, tasks};
 use crate::tasks::{assemble, leased_steps, leased_tasks, load_tasks, LIVE};
 use crate::DbError;
 
@@ -86,6 +86,27 @@ pub fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<usize, Db
         .filter(tasks::lease_owner.eq(owner))
         .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))
         .execute(conn)?)
+}
+
+/// A task's lease as it stands: who holds it, until when, and where that server serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHolder {
+    /// The holding server's instance id.
+    pub server_id: String,
+    /// When the lease lapses unless renewed, ms since the epoch.
+    pub expires_at: i64,
+    /// The holder's HTTP address from the membership, if it has one.
+    pub address: Option<String>,
+}
+
+/// Who holds `task_id`'s lease; `None` for a task that is missing or whose lease is free.
+pub fn lease_holder(conn: &mut AnyConnection, task_id: &str) -> Result<Option<LeaseHolder>, DbError> {
+    let lease: Option<(Option<String>, Option<i64>)> =
+        tasks::table.find(task_id).select((tasks::lease_owner, tasks::lease_expires_at)).first(conn).optional()?;
+    let Some((Some(server_id), Some(expires_at))) = lease else { return Ok(None) };
+    let address: Option<Option<String>> =
+        servers::table.find(&server_id).select(servers::address).first(conn).optional()?;
+    Ok(Some(LeaseHolder { server_id, expires_at, address: address.flatten() }))
 }
 
 /// Extends every lease `owner` holds on a live task; returns how many.

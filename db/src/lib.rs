@@ -9,14 +9,14 @@
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
 //! ownership, the history readers for the API (each takes the task's owner and filters on
 //! it in SQL: another user's task is [`DbError::NotFound`], exactly like a missing one) and
-//! the estimator, the `accounts` functions
-//! for users and their API tokens, the `notifications` functions for each user's
-//! notification preferences, the log of delivery attempts, push subscriptions, the server's
-//! VAPID key and tasks' estimated durations at start, the `approval_links` functions for the
-//! server's named secrets and the record of used approval links, and the `chat` functions for
-//! each user's chat transcript, and the `servers` functions for the cluster's membership. All functions are blocking: call them off the actor event
-//! loops. The `testing` feature adds the `testing` module: throwaway databases on both
-//! backends for this crate's tests and the integration tests.
+//! the estimator, the `accounts` functions for users and their API tokens, the
+//! `notifications` functions for each user's notification preferences, the log of delivery
+//! attempts, push subscriptions, the server's VAPID key and tasks' estimated durations at
+//! start, the `approval_links` functions for the server's named secrets and the record of
+//! used approval links, the `chat` functions for each user's chat transcript, the
+//! `servers` functions for the cluster's membership. All functions are blocking: call them off the actor
+//! event loops. The `testing` feature adds the `testing` module: throwaway databases on
+//! both backends for this crate's tests and the integration tests.
 
 mod accounts;
 mod approval_links;
@@ -42,7 +42,9 @@ pub use approval_links::{release_approval_link, server_secret, use_approval_link
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
-pub use lease::{acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, release_leases, renew_leases};
+pub use lease::{
+    acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, release_leases, renew_leases, LeaseHolder,
+};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,

@@ -35,4 +35,4 @@ pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscri
 pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome};
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
-pub use runtime::{BoundedEvents, Member, Recovery, Runtime, RuntimeOptions};
+pub use runtime::{BoundedEvents, Holder, Member, Recovery, Runtime, RuntimeOptions};

@@ -27,7 +27,7 @@ use crate::{RuntimeError, TaskEvent};
 
 mod cluster;
 
-pub use cluster::Member;
+pub use cluster::{Holder, Member};
 
 /// How the runtime runs.
 #[derive(Clone)]

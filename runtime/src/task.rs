@@ -157,7 +157,7 @@ impl TaskActor {
         Box::pin(actix::fut::wrap_future(write).map(move |result, act: &mut TaskActor, ctx| {
             let (last_seq, token) = match result {
                 Ok(Some(committed)) => committed,
-                Ok(None) => return Err(RuntimeError::HeldElsewhere(act.task_id.to_string())),
+                Ok(None) => return Err(act.held_elsewhere(ctx)),
                 Err(error) => return Err(act.commit_failed(error, ctx)),
             };
             act.eta.committed(&act.state, &next, &transition.events, at);
@@ -224,6 +224,15 @@ impl TaskActor {
         self.state = next;
         self.state.stored.task.last_seq = last_seq;
         self.state.stored.task.lease_token = token;
+    }
+
+    /// Another live server holds the lease this actor (loaded for a request) could not take:
+    /// it wrote nothing, and stops rather than keep a copy of the task that would go stale.
+    fn held_elsewhere(&mut self, ctx: &mut Context<Self>) -> RuntimeError {
+        // Out of the registry before the caller hears back, not only once stopped.
+        self.shared.registry.forget(&self.task_id, self.generation);
+        ctx.stop();
+        RuntimeError::HeldElsewhere(self.task_id.to_string())
     }
 
     fn commit_failed(&mut self, error: RuntimeError, ctx: &mut Context<Self>) -> RuntimeError {
@@ -493,13 +502,13 @@ impl TaskActor {
             Some(_) => db::load_task(conn, &task_id),
             None => Ok(None),
         });
-        Box::pin(taken.into_actor(self).map(|taken, act: &mut TaskActor, _| match taken? {
+        Box::pin(taken.into_actor(self).map(|taken, act: &mut TaskActor, ctx| match taken? {
             Some(stored) => {
                 act.state = TaskState::new(stored);
                 act.holds_lease = true;
                 Ok(())
             }
-            None => Err(RuntimeError::HeldElsewhere(act.task_id.to_string())),
+            None => Err(act.held_elsewhere(ctx)),
         }))
     }
 }

@@ -65,9 +65,13 @@ pub enum ApiError {
         /// Seconds until a request is allowed again.
         retry_after_s: u64,
     },
-    /// The task is run by another server.
+    /// Not now: the database is unreachable or the server is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// The task is run by another live server: answered like `Unavailable`, and the
+    /// forwarding middleware carries the request there instead.
+    #[error("{0}")]
+    HeldElsewhere(String),
     /// Something failed on our side; the details are in the server's log.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,7 +96,7 @@ impl ApiError {
             ApiError::InvalidPlan(_) => "invalid_plan",
             ApiError::InvalidReport(_) => "invalid_report",
             ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::HeldElsewhere(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -112,7 +116,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::InvalidPlan(_) | ApiError::InvalidReport(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::HeldElsewhere(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,7 +145,8 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::InvalidPlan(_) => ApiError::InvalidPlan(error.to_string()),
             RuntimeError::InvalidReport(_) => ApiError::InvalidReport(error.to_string()),
-            RuntimeError::HeldElsewhere(_) | RuntimeError::ShuttingDown => ApiError::Unavailable(error.to_string()),
+            RuntimeError::HeldElsewhere(_) => ApiError::HeldElsewhere(error.to_string()),
+            RuntimeError::ShuttingDown => ApiError::Unavailable(error.to_string()),
             RuntimeError::Db(db::DbError::Pool(_)) => {
                 tracing::warn!(%error, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; try again shortly".to_owned())

@@ -1,7 +1,8 @@
 //! The HTTP and WebSocket API (documented in `openapi.json`, served at
 //! `/api/openapi.json`): REST routes on the caller's tasks in [`tasks`], the realtime
 //! sessions in [`ws`], the bot (`POST /api/chat`) in `ask`, the notification, web push and
-//! approval-link routes in `notifications`, the cluster's servers in `cluster`, bearer tokens and rates in [`auth`], the JSON
+//! approval-link routes in `notifications`, the cluster's servers in `cluster`, requests
+//! for a task another server runs carried there in `forward`, bearer tokens and rates in [`auth`], the JSON
 //! shapes in [`wire`].
 //! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
 //! and methods included.
@@ -11,6 +12,7 @@ pub mod auth;
 pub(crate) mod body;
 pub(crate) mod cluster;
 pub mod error;
+pub mod forward;
 pub(crate) mod notifications;
 pub(crate) mod tasks;
 pub mod wire;
@@ -42,6 +44,8 @@ pub struct ApiState {
     pub conversations: ask::Conversations,
     /// The `[notifications]` settings and the VAPID key pair.
     pub notifications: NotifyConfig,
+    /// Carries requests for tasks another server runs to that server.
+    pub forwarder: forward::Forwarder,
 }
 
 impl ApiState {
@@ -54,7 +58,8 @@ impl ApiState {
             limits.requests_per_second,
             limits.request_burst,
         );
-        ApiState { runtime, auth, limits, conversations: ask::Conversations::default(), notifications }
+        let conversations = ask::Conversations::default();
+        ApiState { runtime, auth, limits, conversations, notifications, forwarder: forward::Forwarder::default() }
     }
 }
 
@@ -140,12 +145,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
     }
     for path in paths {
         let mut resource = web::resource(path).default_service(web::to(method_not_allowed));
+        let mut acts_on_a_task = false;
         for (method, _) in ROUTES.iter().filter(|(_, p)| *p == path) {
             if let Some(route) = route(method, path) {
                 resource = resource.route(route);
             }
+            acts_on_a_task |= path.starts_with("/api/tasks/{task_id}")
+                && (*method == "POST" || path == "/api/tasks/{task_id}/progress");
         }
-        config.service(resource);
+        match acts_on_a_task {
+            // Another server may run the task: the request goes there (see `forward`).
+            true => config.service(resource.wrap(actix_web::middleware::from_fn(forward::to_holder))),
+            false => config.service(resource),
+        };
     }
 }
 

@@ -38,12 +38,23 @@ impl ApiServer {
         api: ApiSettings,
         notifications: NotificationSettings,
     ) -> ApiServer {
+        ApiServer::start_as("api-server", db, clock, api, notifications).await
+    }
+
+    /// [`ApiServer::start_with`] as server `instance` (several may share a database).
+    pub async fn start_as(
+        instance: &str,
+        db: &TestDb,
+        clock: Arc<dyn Clock>,
+        api: ApiSettings,
+        notifications: NotificationSettings,
+    ) -> ApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
         let options = RuntimeOptions {
             limits: adapters::app::plan_limits(&api),
             address: Some(format!("http://{address}")),
-            ..options("api-server", clock)
+            ..options(instance, clock)
         };
         let runtime = start_with(db, options).await;
         let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))

@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
-use runtime::{ExternalReport, ManualClock, Member, ReportOutcome, RuntimeError, StepStatus};
+use runtime::{EventKind, ExternalReport, ManualClock, Member, ReportOutcome, RuntimeError, StepStatus};
 use serde_json::json;
 
-use crate::api_support::ApiServer;
+use config::{ApiSettings, NotificationSettings};
+
+use crate::api_support::{create, progress, report, ApiServer};
 use crate::http_client;
 use crate::on_both_backends;
 use crate::support::*;
@@ -33,21 +35,18 @@ async fn a_stopped_servers_tasks_are_taken_over_at_once() {
     assert_eq!(second.take_over_orphans().await.unwrap(), 0, "a live server's task stays");
     assert_eq!(states(&second.cluster().await.unwrap()), [("server-a", "live", false), ("server-b", "live", true)]);
 
+    let mut events = events_of(&second, &id).await;
     first.shutdown().await;
     assert_eq!(states(&second.cluster().await.unwrap()), [("server-a", "stopped", false), ("server-b", "live", true)]);
     // The heartbeat may have taken it already; either way it is the second server's now.
     second.take_over_orphans().await.unwrap();
     assert_eq!(second.live_tasks(), 1, "released at shutdown, taken at once");
+    // The move goes into the task's history (in the background: the task runs at once).
+    wait_for(&mut events, "task_recovered", |kind| *kind == EventKind::TaskRecovered).await;
 
     second.report("alice", &id, 1, completed()).await.unwrap();
     let task = second.task("alice", &id).await.unwrap();
     assert_eq!((task.steps[0].status, task.steps[1].status), (StepStatus::Completed, StepStatus::Running));
-    let kinds: Vec<String> = db::events_after(&mut second.db().conn().unwrap(), "alice", &id, 0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
-    assert!(kinds.contains(&"task_recovered".to_owned()), "the move is in the history: {kinds:?}");
 }
 
 /// A server whose heartbeat stopped (killed, cut off) shows as gone once its heartbeat is
@@ -96,6 +95,59 @@ async fn a_report_to_a_server_without_the_lease_is_refused_or_stored_never_lost(
     let stored = db::load_task(&mut second.db().conn().unwrap(), &id).unwrap().unwrap();
     assert_eq!(stored.steps[0].progress, 40, "the acknowledged percent is stored");
     assert_eq!(psql_on(&db.url, &format!("SELECT lease_owner FROM tasks WHERE id = '{id}'")), "server-b");
+}
+
+/// Two API servers on one database: every command on a task reaches the server that runs it,
+/// whichever server it was sent to, and is answered as that server answers (success, bad
+/// input, another user's task). A request that says it was forwarded already is not sent
+/// on again, and the server that forwarded keeps no copy of the task.
+#[actix::test]
+async fn a_command_sent_to_any_server_is_applied_by_the_one_running_the_task() {
+    let db = TestDb::new(Backend::Postgres);
+    let (api, notifications) = (ApiSettings::default(), NotificationSettings::default());
+    let first =
+        ApiServer::start_as("server-a", &db, Arc::new(ManualClock::new(NOW)), api.clone(), notifications.clone()).await;
+    let second =
+        ApiServer::start_as("server-b", &db, Arc::new(ManualClock::new(NOW + 1_000)), api, notifications).await;
+    let (alice, bob) = (first.token("alice").await, first.token("bob").await);
+    let plan =
+        r#"{"title": "Shared", "steps": [{"name": "a", "kind": "external"}, {"name": "b", "kind": "external"}]}"#;
+    let id = create(&first, &alice, plan).await;
+
+    let paused = second.post(&format!("/api/tasks/{id}/pause"), &alice, "").await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(progress(&first, &alice, &id).await["status"], "paused", "applied by the server running it");
+    assert_eq!(second.post(&format!("/api/tasks/{id}/resume"), &alice, "").await.status, 200);
+    let reported = report(&second, &alice, &id, 1, json!({"progress": 40})).await;
+    assert_eq!(reported["steps"][0]["progress"], 40, "the holder's document: {reported}");
+    let (there, here) = (progress(&second, &alice, &id).await, progress(&first, &alice, &id).await);
+    assert!(!here["eta_seconds"].is_null(), "{here}");
+    assert_eq!(there, here, "the progress document, live estimate included, is the holder's");
+
+    let bad = format!("/api/tasks/{id}/steps/9/report");
+    let (here, there) =
+        (first.post(&bad, &alice, r#"{"progress": 5}"#).await, second.post(&bad, &alice, r#"{"progress": 5}"#).await);
+    assert_eq!((there.status, &there.body), (here.status, &here.body), "bad input answers alike");
+    let theirs = second.post(&format!("/api/tasks/{id}/pause"), &bob, "").await;
+    let missing = second.post("/api/tasks/0000000000000000/pause", &bob, "").await;
+    assert_eq!(theirs.status, 404);
+    assert_eq!(theirs.body.to_string().replace(&id, "0000000000000000"), missing.body.to_string());
+
+    let secret = psql_on(&db.url, "SELECT secret FROM server_secrets WHERE name = 'cluster_forwarding'");
+    let headers = |secret: &str| {
+        vec![
+            ("Authorization".to_owned(), format!("Bearer {alice}")),
+            (adapters::api::forward::FORWARDED_HEADER.to_owned(), secret.to_owned()),
+        ]
+    };
+    let pause = format!("/api/tasks/{id}/pause");
+    let not_again = second.raw("POST", &pause, &headers(&secret), None).await;
+    assert_eq!((not_again.status, not_again.code()), (503, "unavailable"), "a forwarded request goes no further");
+    let forged = second.raw("POST", &pause, &headers("guessed"), None).await;
+    assert_eq!(forged.status, 200, "a wrong secret is only a header: the request is forwarded like any other");
+    assert_eq!(second.runtime.live_tasks(), 0, "the forwarding server keeps no copy of the task");
+    first.stop().await;
+    second.stop().await;
 }
 
 on_both_backends! {

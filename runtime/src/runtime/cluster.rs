@@ -14,6 +14,15 @@ use super::Runtime;
 use crate::store::blocking;
 use crate::RuntimeError;
 
+/// The other server that runs a task, as its lease and the membership say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// Its instance id.
+    pub server_id: String,
+    /// The URL it serves HTTP on, if it serves any.
+    pub address: Option<String>,
+}
+
 /// A server of the cluster as this one sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -47,7 +56,7 @@ impl Runtime {
                 if let Err(error) = runtime.heartbeat().await {
                     tracing::error!(%error, "could not renew task leases and the heartbeat");
                 }
-                if let Err(error) = runtime.take_over_orphans().await {
+                if let Err(error) = runtime.sweep().await {
                     tracing::error!(%error, "could not take over the tasks of servers that are gone");
                 }
             }
@@ -65,9 +74,15 @@ impl Runtime {
     }
 
     /// Takes over every live task whose lease is free or lapsed and not this server's (its
-    /// server stopped or is gone), resuming each as a restart would. The heartbeat calls it
-    /// every third of a lease; call it to take them over at once. Returns how many.
+    /// server stopped or is gone), resuming each as a restart would. The heartbeat does it
+    /// every third of a lease; call it to take them over at once. Returns how many this call
+    /// took: a heartbeat in progress finishes first, so whatever either took has its actor.
     pub async fn take_over_orphans(&self) -> Result<usize, RuntimeError> {
+        let _beat = self.beat.lock().await;
+        self.sweep().await
+    }
+
+    async fn sweep(&self) -> Result<usize, RuntimeError> {
         let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
         let taken = blocking(&self.shared.db, move |conn| db::acquire_orphaned_tasks(conn, &owner, ttl, now)).await?;
         let count = self.resume(taken, now);
@@ -86,6 +101,22 @@ impl Runtime {
             db::server_stopped(conn, &id, now)
         })
         .await
+    }
+
+    /// The other server whose lease on `task_id` is live now, if one is: where a request
+    /// this server could not apply belongs.
+    pub async fn holder_elsewhere(&self, task_id: &str) -> Result<Option<Holder>, RuntimeError> {
+        let (task_id, now) = (task_id.to_owned(), self.shared.clock.now_ms());
+        let lease = blocking(&self.shared.db, move |conn| db::lease_holder(conn, &task_id)).await?;
+        Ok(lease
+            .filter(|lease| lease.server_id != self.shared.instance_id && lease.expires_at > now)
+            .map(|lease| Holder { server_id: lease.server_id, address: lease.address }))
+    }
+
+    /// Whether this server has an actor for `task_id` (it runs the task, or was asked about
+    /// it a moment ago).
+    pub fn runs_here(&self, task_id: &str) -> bool {
+        self.registry.entries().contains_key(task_id)
     }
 
     /// The servers of the cluster, the longest-running first.
