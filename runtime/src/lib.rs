@@ -25,7 +25,8 @@ mod task;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{
-    LogStream, ServerRecord, ServerState, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus,
+    LogStream, Ring, ServerRecord, ServerState, StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord,
+    TaskStatus,
 };
 pub use error::RuntimeError;
 pub use eta::step_key;

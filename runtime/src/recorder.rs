@@ -4,8 +4,11 @@
 //! handful of transactions. A write runs in the background, one at a time, so the
 //! recorder keeps taking events while the database works; what waits is bounded: a
 //! percent per step, and up to `MAX_PENDING_LOG_LINES` lines (more are dropped and counted).
+//! After each write the recorder rings the cluster's doorbell once for every task that
+//! changed since the last one (committed events included), so servers following those tasks
+//! read them from the database.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,6 +103,10 @@ pub struct ProgressRecorder {
     interval: Duration,
     stats: Arc<RecorderStats>,
     pending: Pending,
+    /// The tasks that changed since the last ring (bounded by the live tasks); kept only on
+    /// PostgreSQL, where other servers may listen.
+    changed: HashSet<Arc<str>>,
+    rings: bool,
     /// The newest write, if any; each waits for the one before, so writes land one at a
     /// time and in the order their batches were taken.
     last_write: Option<Shared<LocalBoxFuture<'static, ()>>>,
@@ -108,23 +115,40 @@ pub struct ProgressRecorder {
 impl ProgressRecorder {
     /// A recorder flushing every `interval`.
     pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, interval: Duration, stats: Arc<RecorderStats>) -> Self {
-        ProgressRecorder { db, clock, interval, stats, pending: Pending::default(), last_write: None }
+        let (pending, changed) = (Pending::default(), HashSet::new());
+        let rings = matches!(db.backend(), db::Backend::Postgres(_));
+        ProgressRecorder { db, clock, interval, stats, pending, changed, rings, last_write: None }
     }
 
     /// Writes what is pending, after any write in flight; resolves once it is committed.
     /// Events arriving meanwhile are taken and wait for the next round.
     fn flush(&mut self) -> impl Future<Output = ()> + 'static {
         let batch = (!self.pending.is_empty()).then(|| self.pending.drain());
+        let changed: Vec<String> = self.changed.drain().map(|id| id.to_string()).collect();
         let (db, stats, at, previous) =
             (Arc::clone(&self.db), Arc::clone(&self.stats), self.clock.now_ms(), self.last_write.clone());
         let write = async move {
             if let Some(previous) = previous {
                 previous.await;
             }
-            let Some((updates, logs)) = batch else { return };
-            match blocking(&db, move |conn| db::record_progress(conn, &updates, &logs, at)).await {
+            if batch.is_none() && changed.is_empty() {
+                return;
+            }
+            let wrote = batch.is_some();
+            let written = blocking(&db, move |conn| {
+                let outcome = match batch {
+                    Some((updates, logs)) => db::record_progress(conn, &updates, &logs, at)?,
+                    None => db::FlushOutcome::default(),
+                };
+                // After the commit, so a server that hears it reads what was written.
+                db::ring(conn, changed)?;
+                Ok(outcome)
+            });
+            match written.await {
                 Ok(outcome) => {
-                    stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    if wrote {
+                        stats.flushes.fetch_add(1, Ordering::Relaxed);
+                    }
                     stats.rows_written.fetch_add(outcome.rows_written as u64, Ordering::Relaxed);
                     for task in outcome.lost {
                         tracing::warn!(task = %task, "progress not recorded: the task's lease moved to another server");
@@ -158,6 +182,9 @@ impl Actor for ProgressRecorder {
 impl Handler<TaskEvent> for ProgressRecorder {
     type Result = ();
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
+        if self.rings && !self.changed.contains(&event.task_id) {
+            self.changed.insert(Arc::clone(&event.task_id));
+        }
         let counter = match event.kind {
             EventKind::Progress { .. } => &self.stats.progress_events,
             EventKind::Log { .. } => &self.stats.log_lines,

@@ -26,6 +26,7 @@ use crate::task::{Command, GetState, GetView, Recovered, Reported, Shutdown, Tas
 use crate::{RuntimeError, TaskEvent};
 
 mod cluster;
+mod doorbell;
 
 pub use cluster::{Holder, Member};
 
@@ -125,6 +126,8 @@ pub struct Runtime {
     stopping: Arc<AtomicBool>,
     /// Held through each heartbeat, so shutdown waits for one in progress.
     beat: Arc<tokio::sync::Mutex<()>>,
+    /// The cluster's doorbell as heard here (see [`Runtime::rings`]).
+    rings: tokio::sync::broadcast::Sender<Arc<db::Ring>>,
 }
 
 /// A bounded subscription (see [`Runtime::bounded_events`]).
@@ -195,10 +198,12 @@ impl Runtime {
             history,
             stopping: Arc::new(AtomicBool::new(false)),
             beat: Arc::new(tokio::sync::Mutex::new(())),
+            rings: tokio::sync::broadcast::channel(doorbell::RINGS_QUEUED).0,
         };
         runtime.register(options.address).await?;
         let recovery = runtime.recover().await?;
         runtime.keep_membership(options.lease_ttl / 3);
+        runtime.listen_for_rings();
         runtime.learn_history(history_learned);
         Ok((runtime, recovery))
     }

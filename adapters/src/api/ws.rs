@@ -6,6 +6,13 @@
 //! takes data, so a client that stops reading fills the channel and the hub drops its
 //! events and flags it as lagged; when the client reads again the session throws its stale
 //! deltas away and sends fresh snapshots. Its memory stays bounded and nobody else waits.
+//!
+//! Tasks another server runs (several servers on one PostgreSQL database) publish nothing
+//! to this server's hub. The session follows them through the cluster's doorbell instead:
+//! on a ring for such a task it reads the logged events after the last one it sent, and the
+//! steps' stored percents, from the database, and sends them as the holder's sessions would
+//! (logged events with the same seqs, in order, once; percents at most once per ring). The
+//! holder's estimates (`eta`) are not stored and do not cross servers.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -18,7 +25,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
+use runtime::{task_percent, BoundedEvents, EventKind, Ring, StepStatus, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -162,8 +169,10 @@ async fn open(
     // Subscribed before anything is read from the database, so no event falls between the
     // snapshot and the live stream.
     let events = state.runtime.bounded_events(topic, state.limits.ws_queue_events).await?;
+    let rings = state.runtime.rings();
     let codec = actix_http::ws::Codec::new().max_size(state.limits.max_frame_bytes);
-    let session = Session::new(state.clone().into_inner(), caller, scope, after_seq, events);
+    let mut session = Session::new(state.clone().into_inner(), caller, scope, after_seq, events);
+    session.rings = Some(rings);
     Ok(response.streaming(ws::WebsocketContext::with_codec(session, stream, codec)))
 }
 
@@ -197,6 +206,12 @@ pub struct Session {
     phase: Phase,
     /// When the client last sent anything, by the runtime's clock (which tests move).
     last_heard_ms: i64,
+    /// The cluster's doorbell, until the session starts reading it.
+    rings: Option<tokio::sync::broadcast::Receiver<Arc<Ring>>>,
+    /// A ring came while the session was reading: look again once it is done.
+    rang_while_loading: bool,
+    /// Per step of a task another server runs, the percent last sent.
+    remote_percents: HashMap<(Arc<str>, u32), u8>,
 }
 
 impl Session {
@@ -219,6 +234,9 @@ impl Session {
             delivered: HashMap::new(),
             phase: Phase::Loading(Vec::new()),
             last_heard_ms,
+            rings: None,
+            rang_while_loading: false,
+            remote_percents: HashMap::new(),
         }
     }
 
@@ -269,6 +287,55 @@ impl Session {
         for event in waiting {
             self.forward(event, ctx);
         }
+        if std::mem::take(&mut self.rang_while_loading) {
+            self.rang(&Ring::Everything, ctx);
+        }
+    }
+
+    /// A ring of the cluster's doorbell: catches up on the tasks it names that this session
+    /// follows and another server runs, one read at a time.
+    fn rang(&mut self, ring: &Ring, ctx: &mut ws::WebsocketContext<Self>) {
+        if matches!(self.phase, Phase::Loading(_)) {
+            self.rang_while_loading = true;
+            return;
+        }
+        let runtime = &self.state.runtime;
+        let remote: Vec<String> = match (&self.scope, ring) {
+            (Scope::One(task_id), ring) if ring.concerns(task_id) => vec![task_id.to_string()],
+            (Scope::One(_), _) => Vec::new(),
+            (Scope::All, Ring::Tasks(ids)) => ids.clone(),
+            (Scope::All, Ring::Everything) => self.delivered.keys().map(|id| id.to_string()).collect(),
+        };
+        let remote: Vec<String> = remote.into_iter().filter(|id| !runtime.runs_here(id)).collect();
+        if remote.is_empty() {
+            return;
+        }
+        self.phase = Phase::Loading(Vec::new());
+        let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
+        let known: HashMap<String, i64> =
+            remote.iter().filter_map(|id| self.delivered.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
+        let read = async move { catch_up(&state, &caller, &remote, &known).await };
+        ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
+            Ok((logged, percents)) => {
+                let fresh: Vec<_> = logged
+                    .into_iter()
+                    .filter(|(task_id, seq, _)| session.delivered.get(task_id).is_none_or(|sent| seq > sent))
+                    .collect();
+                let moved: Vec<_> = percents
+                    .into_iter()
+                    .filter(|(key, percent, _)| session.remote_percents.get(key) != Some(percent))
+                    .collect();
+                for (key, percent, message) in moved {
+                    session.remote_percents.insert(key, percent);
+                    ctx.text(message);
+                }
+                session.loaded(fresh, ctx);
+            }
+            Err(error) => {
+                Self::send(ctx, &error_message(&error));
+                session.loaded(Vec::new(), ctx);
+            }
+        }));
     }
 
     /// Sends a live event unless the client already has it; a logged event past a gap
@@ -383,6 +450,43 @@ fn error_message(error: &ApiError) -> Value {
 /// Messages read for a session (snapshots or a replay), each with its task and seq.
 type Loaded = Vec<(Arc<str>, i64, Value)>;
 
+/// The running steps' stored percents of tasks another server runs, as `progress` messages.
+type Percents = Vec<((Arc<str>, u32), u8, ByteString)>;
+
+/// What changed in `ids` (those that are `caller`'s) since the seqs in `known` (from the
+/// start for a task not known yet): their logged events, and their running steps' percents.
+async fn catch_up(
+    state: &ApiState,
+    caller: &Caller,
+    ids: &[String],
+    known: &HashMap<String, i64>,
+) -> Result<(Loaded, Percents), ApiError> {
+    let views = state.runtime.task_views(&caller.user, ids).await?;
+    let (mut logged, mut percents) = (Vec::new(), Vec::new());
+    for (task, _) in &views {
+        let id: Arc<str> = task.task.id.as_str().into();
+        let after = known.get(task.task.id.as_str()).copied().unwrap_or(0);
+        if task.task.last_seq > after {
+            logged.extend(replay(state, caller, &task.task.id, after).await?);
+        }
+        let task_percent = task_percent(task);
+        for step in task.steps.iter().filter(|s| s.status == StepStatus::Running) {
+            let kind =
+                EventKind::Progress { step: step.order, attempt: step.attempts, percent: step.progress, task_percent };
+            let event = TaskEvent {
+                task_id: Arc::clone(&id),
+                owner: Arc::clone(&caller.user),
+                seq: task.task.last_seq,
+                lease_token: task.task.lease_token,
+                at: state.runtime.clock().now_ms(),
+                kind,
+            };
+            percents.push(((Arc::clone(&id), step.order), step.progress, encoded(&Arc::new(event))));
+        }
+    }
+    Ok((logged, percents))
+}
+
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
     let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
     let page = blocking_query(db, move |conn| db::list_tasks(conn, &owner, None, None, SNAPSHOT_TASKS)).await?;
@@ -435,6 +539,17 @@ impl Actor for Session {
                 receiver.recv().await.map(|event| (event, receiver))
             }));
         }
+        if let Some(rings) = self.rings.take() {
+            ctx.add_stream(futures_util::stream::unfold(rings, |mut rings| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                match rings.recv().await {
+                    Ok(ring) => Some((ring, rings)),
+                    // Rings were missed: look at everything followed.
+                    Err(RecvError::Lagged(_)) => Some((Arc::new(Ring::Everything), rings)),
+                    Err(RecvError::Closed) => None,
+                }
+            }));
+        }
         let heartbeat = Duration::from_secs(self.state.limits.ws_heartbeat_s);
         let timeout_ms = i64::try_from(self.state.limits.ws_client_timeout_s).unwrap_or(i64::MAX / 1000) * 1000;
         ctx.run_interval(heartbeat, move |session, ctx| {
@@ -454,6 +569,15 @@ impl Actor for Session {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.state.runtime.unsubscribe(self.subscription);
     }
+}
+
+impl StreamHandler<Arc<Ring>> for Session {
+    fn handle(&mut self, ring: Arc<Ring>, ctx: &mut Self::Context) {
+        self.rang(&ring, ctx);
+    }
+
+    // The doorbell ending (the runtime is gone) does not end the session.
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Arc<TaskEvent>> for Session {

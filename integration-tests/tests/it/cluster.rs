@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use runtime::{EventKind, ExternalReport, ManualClock, Member, ReportOutcome, RuntimeError, StepStatus};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use config::{ApiSettings, NotificationSettings};
 
-use crate::api_support::{create, progress, report, ApiServer};
+use crate::api_support::{create, progress, report, ApiServer, WsClient};
 use crate::http_client;
 use crate::on_both_backends;
 use crate::support::*;
@@ -104,11 +104,7 @@ async fn a_report_to_a_server_without_the_lease_is_refused_or_stored_never_lost(
 #[actix::test]
 async fn a_command_sent_to_any_server_is_applied_by_the_one_running_the_task() {
     let db = TestDb::new(Backend::Postgres);
-    let (api, notifications) = (ApiSettings::default(), NotificationSettings::default());
-    let first =
-        ApiServer::start_as("server-a", &db, Arc::new(ManualClock::new(NOW)), api.clone(), notifications.clone()).await;
-    let second =
-        ApiServer::start_as("server-b", &db, Arc::new(ManualClock::new(NOW + 1_000)), api, notifications).await;
+    let (first, second) = two_api_servers(&db).await;
     let (alice, bob) = (first.token("alice").await, first.token("bob").await);
     let plan =
         r#"{"title": "Shared", "steps": [{"name": "a", "kind": "external"}, {"name": "b", "kind": "external"}]}"#;
@@ -146,6 +142,80 @@ async fn a_command_sent_to_any_server_is_applied_by_the_one_running_the_task() {
     let forged = second.raw("POST", &pause, &headers("guessed"), None).await;
     assert_eq!(forged.status, 200, "a wrong secret is only a header: the request is forwarded like any other");
     assert_eq!(second.runtime.live_tasks(), 0, "the forwarding server keeps no copy of the task");
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Two API servers on one PostgreSQL database, with their own clocks a second apart.
+async fn two_api_servers(db: &TestDb) -> (ApiServer, ApiServer) {
+    let (api, notifications) = (ApiSettings::default(), NotificationSettings::default());
+    let first =
+        ApiServer::start_as("server-a", db, Arc::new(ManualClock::new(NOW)), api.clone(), notifications.clone()).await;
+    let second = ApiServer::start_as("server-b", db, Arc::new(ManualClock::new(NOW + 1_000)), api, notifications).await;
+    (first, second)
+}
+
+/// The logged messages (not `progress`, `log` or `eta`) a WebSocket sends up to and with
+/// the task's end, as (type, seq, step).
+async fn logged_until_the_end(socket: &mut WsClient) -> Vec<(String, i64, Value)> {
+    let mut logged = Vec::new();
+    loop {
+        let message = socket
+            .next_matching("a logged event", |m| {
+                !["progress", "log", "eta"].contains(&m["type"].as_str().unwrap_or(""))
+            })
+            .await;
+        let kind = message["type"].as_str().unwrap_or("").to_owned();
+        logged.push((kind.clone(), message["seq"].as_i64().unwrap_or(-1), message["step"].clone()));
+        if kind == "task_complete" {
+            return logged;
+        }
+    }
+}
+
+/// A WebSocket on a server that does not run the task sends what one on the server running
+/// it sends: the logged events with the same seqs, in the same order, once each, and the
+/// step's percent; also after its server's doorbell connection was cut. `/ws/tasks` there
+/// shows a task created on the other server.
+#[actix::test]
+async fn a_websocket_on_any_server_follows_a_task_another_server_runs() {
+    let db = TestDb::new(Backend::Postgres);
+    let (first, second) = two_api_servers(&db).await;
+    let alice = first.token("alice").await;
+    let bearer = format!("Bearer {alice}");
+    let auth = [("Authorization", bearer.as_str())];
+    let plan =
+        r#"{"title": "Followed", "steps": [{"name": "a", "kind": "external"}, {"name": "b", "kind": "external"}]}"#;
+    let id = create(&first, &alice, plan).await;
+    let path = format!("/ws/tasks/{id}");
+    let (mut here, mut there) =
+        (first.websocket(&path, &auth).await.unwrap(), second.websocket(&path, &auth).await.unwrap());
+    let mut all_there = second.websocket("/ws/tasks", &auth).await.unwrap();
+    for socket in [&mut here, &mut there, &mut all_there] {
+        socket.next_matching("a snapshot", |m| m["type"] == "snapshot").await;
+    }
+
+    report(&first, &alice, &id, 1, json!({"progress": 40})).await;
+    there
+        .next_matching("the percent from the other server", |m| m["type"] == "progress" && m["step_percent"] == 40)
+        .await;
+    report(&first, &alice, &id, 1, json!({"status": "completed"})).await;
+    let second_task = create(&first, &alice, plan).await;
+    all_there
+        .next_matching("the task created on the other server", |m| {
+            m["type"] == "task_created" && m["task_id"] == second_task.as_str()
+        })
+        .await;
+
+    let cut = psql_on(
+        &db.url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    );
+    assert_eq!(cut, "2", "both servers' doorbell connections");
+    report(&first, &alice, &id, 2, json!({"status": "completed"})).await;
+    let (seen_here, seen_there) = (logged_until_the_end(&mut here).await, logged_until_the_end(&mut there).await);
+    assert_eq!(seen_there, seen_here, "the same logged events, seqs and order on both servers");
+    assert!(seen_here.len() >= 4, "{seen_here:?}");
     first.stop().await;
     second.stop().await;
 }
