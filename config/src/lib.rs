@@ -19,6 +19,7 @@
 //! | `log.level` | `"info"` | `STEPWISE_LOG__LEVEL` | `error`, `warn`, `info`, `debug` or `trace` |
 //! | `server.listen` | `"127.0.0.1:8080"` | `STEPWISE_SERVER__LISTEN` | IP address and port |
 //! | `server.shutdown_timeout_s` | `10` | `STEPWISE_SERVER__SHUTDOWN_TIMEOUT_S` | seconds |
+//! | `server.advertise_url` | none: `http://` and the bound address | `STEPWISE_SERVER__ADVERTISE_URL` | `http://` or `https://` URL other servers reach this one at |
 //! | `database.url` | none: `sqlite://{data_dir}/stepwise.db` | `STEPWISE_DATABASE__URL` | `sqlite://` or `postgres://` URL |
 //! | `database.pool_size` | `8` | `STEPWISE_DATABASE__POOL_SIZE` | 1 to 256 |
 //! | `runtime.instance_id` | none: chosen by the runtime | `STEPWISE_RUNTIME__INSTANCE_ID` | text |
@@ -64,6 +65,7 @@
 //! [server]
 //! listen = "127.0.0.1:8080"
 //! shutdown_timeout_s = 10
+//! advertise_url = "http://10.0.0.5:8080"
 //!
 //! [database]
 //! url = "postgres://stepwise@localhost/stepwise"

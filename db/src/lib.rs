@@ -13,17 +13,18 @@
 //! `notifications` functions for each user's notification preferences, the log of delivery
 //! attempts, push subscriptions, the server's VAPID key and tasks' estimated durations at
 //! start, the `approval_links` functions for the server's named secrets and the record of
-//! used approval links, the `chat` functions for each user's chat transcript, the
-//! `servers` functions for the cluster's membership, and the `doorbell` by which servers
-//! tell each other which tasks changed. All functions are blocking: call them off the actor
-//! event loops. The `testing` feature adds the `testing` module: throwaway databases on
-//! both backends for this crate's tests and the integration tests.
+//! used approval links, the `chat` functions for each user's chat transcript, the `servers`
+//! functions for the cluster's membership, the `doorbell` by which servers tell each other
+//! which tasks changed, and the `estimates` they share. All functions are blocking: call
+//! them off the actor event loops. The `testing` feature adds the `testing` module:
+//! throwaway databases on both backends for this crate's tests and the integration tests.
 
 mod accounts;
 mod approval_links;
 mod chat;
 mod connection;
 mod doorbell;
+mod estimates;
 #[cfg(test)]
 mod fixtures;
 mod history;
@@ -44,6 +45,7 @@ pub use approval_links::{release_approval_link, server_secret, use_approval_link
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use doorbell::{ring, Listener, Ring, CHANNEL as DOORBELL_CHANNEL};
+pub use estimates::{load_estimates, save_estimates, StoredEstimate};
 pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
 pub use lease::{
     acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, release_leases, renew_leases, LeaseHolder,

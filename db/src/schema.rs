@@ -211,6 +211,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    task_estimates (task_id) {
+        task_id -> Text,
+        remaining_ms -> BigInt,
+        low_ms -> BigInt,
+        high_ms -> BigInt,
+        confidence -> Text,
+        steps -> Text,
+        made_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -231,5 +243,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     task_start_estimates,
     server_secrets,
     approval_link_uses,
-    servers
+    servers,
+    task_estimates
 );

@@ -12,7 +12,7 @@ use crate::schema::{steps, substeps, task_events, tasks};
 use crate::DbError;
 
 /// Ids per `IN (…)` list: well under SQLite's limit on bound variables.
-const ID_CHUNK: usize = 500;
+pub(crate) const ID_CHUNK: usize = 500;
 
 /// A task to create, with its plan.
 #[derive(Debug, Clone)]

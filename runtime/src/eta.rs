@@ -3,9 +3,9 @@
 //! from, off the actor threads. `EtaTracker` is a task actor's side: when to re-estimate,
 //! when an estimate is worth publishing, and the running step's progress samples.
 
-use db::{ProgressMark, StepRecord, TaskStatus};
+use db::{ProgressMark, StepRecord, StoredEstimate, TaskStatus};
 
-use crate::event::{Eta, EventKind};
+use crate::event::{confidence_name, confidence_named, Eta, EventKind, StepEta};
 use crate::machine::TaskState;
 
 mod model;
@@ -17,6 +17,35 @@ const ETA_EVERY_MS: i64 = 1_000;
 
 /// Progress samples kept for the running step.
 const MAX_SAMPLES: usize = 32;
+
+/// `eta` as stored for the other servers of a cluster, made at `made_at`.
+pub(crate) fn stored(task_id: &str, eta: &Eta, made_at: i64) -> StoredEstimate {
+    let ms = |seconds: f64| (seconds * 1000.0).round() as i64;
+    StoredEstimate {
+        task_id: task_id.to_owned(),
+        remaining_ms: ms(eta.seconds),
+        range_ms: (ms(eta.range.0), ms(eta.range.1)),
+        confidence: confidence_name(eta.confidence).to_owned(),
+        steps: eta.steps.iter().map(|s| (s.step, ms(s.expected_s))).collect(),
+        made_at,
+    }
+}
+
+/// A stored estimate as of `now`: while the task runs, counted down by the time since it
+/// was made, as clients count; `None` if it does not read back.
+pub(crate) fn from_stored(stored: &StoredEstimate, running: bool, now: i64) -> Option<Eta> {
+    let seconds = |ms: i64| ms as f64 / 1000.0;
+    let eta = Eta {
+        seconds: seconds(stored.remaining_ms),
+        range: (seconds(stored.range_ms.0), seconds(stored.range_ms.1)),
+        confidence: confidence_named(&stored.confidence)?,
+        steps: stored.steps.iter().map(|&(step, ms)| StepEta { step, expected_s: seconds(ms) }).collect(),
+    };
+    Some(match running {
+        true => eta.counted_down(seconds((now - stored.made_at).max(0))),
+        false => eta,
+    })
+}
 
 /// The estimator key of a step: its kind and name.
 pub fn step_key(step: &StepRecord) -> String {

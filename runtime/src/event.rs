@@ -214,7 +214,7 @@ impl Eta {
     /// This estimate after `work_s` more seconds of work had it learned nothing: the total,
     /// its range and the first step's rest count down, as clients count them. Work only
     /// grows while that step runs.
-    pub(crate) fn counted_down(&self, work_s: f64) -> Eta {
+    pub fn counted_down(&self, work_s: f64) -> Eta {
         let less = |seconds: f64| (seconds - work_s).max(0.0);
         let mut steps = self.steps.clone();
         if let Some(running) = steps.first_mut() {
@@ -230,7 +230,7 @@ impl Eta {
 
     /// Whether a person would see a difference from `old`: another confidence, another set
     /// of steps to go, or a figure (the total, its range, a step) off by a second and by 5%.
-    pub(crate) fn moved_from(&self, old: &Eta) -> bool {
+    pub fn moved_from(&self, old: &Eta) -> bool {
         let apart = |a: f64, b: f64| (a - b).abs() >= (0.05 * a.max(b)).max(1.0);
         apart(self.seconds, old.seconds)
             || apart(self.range.0, old.range.0)
@@ -239,6 +239,20 @@ impl Eta {
             || self.steps.len() != old.steps.len()
             || self.steps.iter().zip(&old.steps).any(|(a, b)| a.step != b.step || apart(a.expected_s, b.expected_s))
     }
+}
+
+/// The name of a confidence in documents, messages and the database.
+pub fn confidence_name(confidence: Confidence) -> &'static str {
+    match confidence {
+        Confidence::Low => "low",
+        Confidence::Medium => "medium",
+        Confidence::High => "high",
+    }
+}
+
+/// The confidence a name stands for.
+pub fn confidence_named(name: &str) -> Option<Confidence> {
+    [Confidence::Low, Confidence::Medium, Confidence::High].into_iter().find(|c| confidence_name(*c) == name)
 }
 
 /// How much work one step that is not done yet is expected to need.

@@ -30,7 +30,7 @@ pub use db::{
 };
 pub use error::RuntimeError;
 pub use eta::step_key;
-pub use event::{Confidence, Eta, EventKind, StepEta, TaskEvent};
+pub use event::{confidence_name, confidence_named, Confidence, Eta, EventKind, StepEta, TaskEvent};
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler, StepReport};
 pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
 pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome};

@@ -6,7 +6,9 @@
 //! percent per step, and up to `MAX_PENDING_LOG_LINES` lines (more are dropped and counted).
 //! After each write the recorder rings the cluster's doorbell once for every task that
 //! changed since the last one (committed events included), so servers following those tasks
-//! read them from the database.
+//! read them from the database; on PostgreSQL, where such servers may be, the tasks' latest
+//! estimates are written with the flush too, since only the server running a task can
+//! estimate it.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -15,11 +17,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use db::{Database, LogLine, ProgressUpdate};
+use db::{Database, LogLine, ProgressUpdate, StoredEstimate};
 use futures_util::future::{LocalBoxFuture, Shared};
 use futures_util::FutureExt;
 
 use crate::clock::Clock;
+use crate::eta;
 use crate::event::{EventKind, TaskEvent};
 use crate::store::blocking;
 
@@ -55,6 +58,8 @@ pub struct Flush;
 struct Pending {
     progress: HashMap<(Arc<str>, u32), ProgressUpdate>,
     logs: Vec<LogLine>,
+    /// The latest estimate per task, for the other servers of a cluster.
+    estimates: HashMap<Arc<str>, StoredEstimate>,
 }
 
 impl Pending {
@@ -86,13 +91,21 @@ impl Pending {
         false
     }
 
+    /// Keeps a published estimate, the latest per task.
+    fn take_estimate(&mut self, event: &TaskEvent) {
+        if let EventKind::EtaUpdated(eta) = &event.kind {
+            self.estimates.insert(Arc::clone(&event.task_id), eta::stored(&event.task_id, eta, event.at));
+        }
+    }
+
     /// Everything pending, leaving nothing.
-    fn drain(&mut self) -> (Vec<ProgressUpdate>, Vec<LogLine>) {
-        (self.progress.drain().map(|(_, u)| u).collect(), std::mem::take(&mut self.logs))
+    fn drain(&mut self) -> (Vec<ProgressUpdate>, Vec<LogLine>, Vec<StoredEstimate>) {
+        let progress = self.progress.drain().map(|(_, u)| u).collect();
+        (progress, std::mem::take(&mut self.logs), self.estimates.drain().map(|(_, e)| e).collect())
     }
 
     fn is_empty(&self) -> bool {
-        self.progress.is_empty() && self.logs.is_empty()
+        self.progress.is_empty() && self.logs.is_empty() && self.estimates.is_empty()
     }
 }
 
@@ -137,7 +150,10 @@ impl ProgressRecorder {
             let wrote = batch.is_some();
             let written = blocking(&db, move |conn| {
                 let outcome = match batch {
-                    Some((updates, logs)) => db::record_progress(conn, &updates, &logs, at)?,
+                    Some((updates, logs, estimates)) => {
+                        db::save_estimates(conn, &estimates)?;
+                        db::record_progress(conn, &updates, &logs, at)?
+                    }
                     None => db::FlushOutcome::default(),
                 };
                 // After the commit, so a server that hears it reads what was written.
@@ -184,6 +200,9 @@ impl Handler<TaskEvent> for ProgressRecorder {
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
         if self.rings && !self.changed.contains(&event.task_id) {
             self.changed.insert(Arc::clone(&event.task_id));
+        }
+        if self.rings {
+            self.pending.take_estimate(&event);
         }
         let counter = match event.kind {
             EventKind::Progress { .. } => &self.stats.progress_events,
@@ -243,7 +262,7 @@ mod tests {
                 .collect();
         assert_eq!(dropped, [false, false, false, false, false, true], "the third line is over the cap");
         assert!(!pending.take(event(EventKind::TaskStarted), 2), "a transition is not the recorder's");
-        let (mut updates, logs) = pending.drain();
+        let (mut updates, logs, _) = pending.drain();
         updates.sort_by_key(|u| u.step);
         assert_eq!(updates.iter().map(|u| (u.step, u.percent)).collect::<Vec<_>>(), [(1, 30), (2, 5)]);
         assert_eq!(logs.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["one", "two"]);

@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 
 use crate::backlog::Backlog;
 use crate::clock::Clock;
-use crate::eta::EtaModel;
+use crate::eta::{self, EtaModel};
 use crate::event::Eta;
 use crate::handlers::Handlers;
 use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
@@ -468,7 +468,8 @@ impl Runtime {
     }
 
     /// The current state of `owner`'s task (a running step's work time counted up to now)
-    /// and, while it is live, its ETA.
+    /// and, while it is live, its ETA (for a task another server runs, the one that server
+    /// stored, counted down).
     pub async fn task_view(&self, owner: &str, task_id: &str) -> Result<(StoredTask, Option<Eta>), RuntimeError> {
         let live = self.registry.entries().get(task_id).map(|entry| entry.addr.clone());
         if let Some(addr) = live {
@@ -476,12 +477,32 @@ impl Runtime {
                 return Ok((owned_by(state, owner, task_id)?, eta));
             }
         }
-        Ok((self.task(owner, task_id).await?, None))
+        let task = self.task(owner, task_id).await?;
+        let eta = self.stored_estimates(std::slice::from_ref(&task)).await?.remove(task_id);
+        Ok((task, eta))
+    }
+
+    /// The estimates the servers running these tasks stored (see `db::save_estimates`), for
+    /// the live ones: how a server shows a task another server runs.
+    async fn stored_estimates(&self, tasks: &[StoredTask]) -> Result<HashMap<String, Eta>, RuntimeError> {
+        let live: Vec<String> = tasks.iter().filter(|t| t.task.status.is_live()).map(|t| t.task.id.clone()).collect();
+        if live.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stored = blocking(&self.shared.db, move |conn| db::load_estimates(conn, &live)).await?;
+        let now = self.shared.clock.now_ms();
+        let running: Vec<&str> =
+            tasks.iter().filter(|t| t.task.status == db::TaskStatus::Running).map(|t| t.task.id.as_str()).collect();
+        Ok(stored
+            .iter()
+            .filter_map(|e| Some((e.task_id.clone(), eta::from_stored(e, running.contains(&e.task_id.as_str()), now)?)))
+            .collect())
     }
 
     /// The views of several of `owner`'s tasks, in the order asked, leaving out ids that
     /// are missing or not the owner's. Live tasks answer from their actors; the others are
-    /// read from the database in one query, not one each.
+    /// read from the database in one query, not one each (with the estimates stored for
+    /// those another server runs in one more).
     pub async fn task_views(
         &self,
         owner: &str,
@@ -501,7 +522,11 @@ impl Runtime {
         }
         if !stored.is_empty() {
             let loaded = blocking(&self.shared.db, move |conn| db::load_tasks(conn, &stored)).await?;
-            views.extend(loaded.into_iter().map(|task| (task.task.id.clone(), (task, None))));
+            let mut estimates = self.stored_estimates(&loaded).await?;
+            views.extend(loaded.into_iter().map(|task| {
+                let eta = estimates.remove(&task.task.id);
+                (task.task.id.clone(), (task, eta))
+            }));
         }
         Ok(ids.iter().filter_map(|id| views.remove(id)).filter(|(task, _)| task.task.owner == owner).collect())
     }

@@ -2,7 +2,7 @@
 //! clients need, never renamed) and the WebSocket messages made from runtime events.
 
 use runtime::{
-    current_step, task_percent, Confidence, Eta, EventKind, Member, StepRecord, StepStatus, StoredTask, TaskEvent,
+    confidence_name, current_step, task_percent, Eta, EventKind, Member, StepRecord, StepStatus, StoredTask, TaskEvent,
     TaskStatus,
 };
 use serde::Serialize;
@@ -138,14 +138,6 @@ pub fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
-fn confidence(confidence: Confidence) -> &'static str {
-    match confidence {
-        Confidence::Low => "low",
-        Confidence::Medium => "medium",
-        Confidence::High => "high",
-    }
-}
-
 fn whole_seconds(seconds: f64) -> u64 {
     seconds.max(0.0).round() as u64
 }
@@ -179,7 +171,7 @@ impl<'a> ProgressDocument<'a> {
             eta_seconds: if completed { Some(0) } else { eta.map(|e| whole_seconds(e.seconds)) },
             steps: task.steps.iter().map(|s| StepDocument::new(s, expected(s.order))).collect(),
             eta_range: eta.map(|e| [whole_seconds(e.range.0), whole_seconds(e.range.1)]),
-            eta_confidence: eta.map(|e| confidence(e.confidence)),
+            eta_confidence: eta.map(|e| confidence_name(e.confidence)),
             waiting_on: waiting_on(task),
             error: record.error.as_deref(),
             complexity: record.complexity,
@@ -256,7 +248,7 @@ fn eta_fields(eta: &Eta) -> Value {
     json!({
         "eta_seconds": whole_seconds(eta.seconds),
         "eta_range": [whole_seconds(eta.range.0), whole_seconds(eta.range.1)],
-        "eta_confidence": confidence(eta.confidence),
+        "eta_confidence": confidence_name(eta.confidence),
         "steps": eta.steps.iter().map(|s| json!({"step": s.step, "expected_seconds": whole_seconds(s.expected_s)})).collect::<Vec<_>>(),
     })
 }

@@ -11,8 +11,8 @@
 //! to this server's hub. The session follows them through the cluster's doorbell instead:
 //! on a ring for such a task it reads the logged events after the last one it sent, and the
 //! steps' stored percents, from the database, and sends them as the holder's sessions would
-//! (logged events with the same seqs, in order, once; percents at most once per ring). The
-//! holder's estimates (`eta`) are not stored and do not cross servers.
+//! (logged events with the same seqs, in order, once; percents, and the estimate the holder
+//! stored, when they moved).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,7 +25,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use runtime::{task_percent, BoundedEvents, EventKind, Ring, StepStatus, SubscriptionId, TaskEvent, Topic};
+use runtime::{task_percent, BoundedEvents, Eta, EventKind, Ring, StepStatus, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -212,6 +212,8 @@ pub struct Session {
     rang_while_loading: bool,
     /// Per step of a task another server runs, the percent last sent.
     remote_percents: HashMap<(Arc<str>, u32), u8>,
+    /// Per task another server runs, the estimate last sent.
+    remote_estimates: HashMap<Arc<str>, Eta>,
 }
 
 impl Session {
@@ -237,6 +239,7 @@ impl Session {
             rings: None,
             rang_while_loading: false,
             remote_percents: HashMap::new(),
+            remote_estimates: HashMap::new(),
         }
     }
 
@@ -316,7 +319,7 @@ impl Session {
             remote.iter().filter_map(|id| self.delivered.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
         let read = async move { catch_up(&state, &caller, &remote, &known).await };
         ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
-            Ok((logged, percents)) => {
+            Ok((logged, percents, estimates)) => {
                 let fresh: Vec<_> = logged
                     .into_iter()
                     .filter(|(task_id, seq, _)| session.delivered.get(task_id).is_none_or(|sent| seq > sent))
@@ -328,6 +331,12 @@ impl Session {
                 for (key, percent, message) in moved {
                     session.remote_percents.insert(key, percent);
                     ctx.text(message);
+                }
+                for (task_id, eta, message) in estimates {
+                    if session.remote_estimates.get(&task_id).is_none_or(|sent| eta.moved_from(sent)) {
+                        session.remote_estimates.insert(task_id, eta);
+                        ctx.text(message);
+                    }
                 }
                 session.loaded(fresh, ctx);
             }
@@ -453,6 +462,9 @@ type Loaded = Vec<(Arc<str>, i64, Value)>;
 /// The running steps' stored percents of tasks another server runs, as `progress` messages.
 type Percents = Vec<((Arc<str>, u32), u8, ByteString)>;
 
+/// The estimates stored for tasks another server runs, as `eta` messages.
+type Estimates = Vec<(Arc<str>, Eta, ByteString)>;
+
 /// What changed in `ids` (those that are `caller`'s) since the seqs in `known` (from the
 /// start for a task not known yet): their logged events, and their running steps' percents.
 async fn catch_up(
@@ -460,31 +472,37 @@ async fn catch_up(
     caller: &Caller,
     ids: &[String],
     known: &HashMap<String, i64>,
-) -> Result<(Loaded, Percents), ApiError> {
+) -> Result<(Loaded, Percents, Estimates), ApiError> {
     let views = state.runtime.task_views(&caller.user, ids).await?;
-    let (mut logged, mut percents) = (Vec::new(), Vec::new());
-    for (task, _) in &views {
+    let (mut logged, mut percents, mut estimates) = (Vec::new(), Vec::new(), Vec::new());
+    for (task, eta) in &views {
         let id: Arc<str> = task.task.id.as_str().into();
         let after = known.get(task.task.id.as_str()).copied().unwrap_or(0);
         if task.task.last_seq > after {
             logged.extend(replay(state, caller, &task.task.id, after).await?);
         }
-        let task_percent = task_percent(task);
-        for step in task.steps.iter().filter(|s| s.status == StepStatus::Running) {
-            let kind =
-                EventKind::Progress { step: step.order, attempt: step.attempts, percent: step.progress, task_percent };
-            let event = TaskEvent {
+        // Transient messages carry the seq of the newest logged event, as live ones do.
+        let message = |kind: EventKind| {
+            encoded(&Arc::new(TaskEvent {
                 task_id: Arc::clone(&id),
                 owner: Arc::clone(&caller.user),
                 seq: task.task.last_seq,
                 lease_token: task.task.lease_token,
                 at: state.runtime.clock().now_ms(),
                 kind,
-            };
-            percents.push(((Arc::clone(&id), step.order), step.progress, encoded(&Arc::new(event))));
+            }))
+        };
+        let task_percent = task_percent(task);
+        for step in task.steps.iter().filter(|s| s.status == StepStatus::Running) {
+            let kind =
+                EventKind::Progress { step: step.order, attempt: step.attempts, percent: step.progress, task_percent };
+            percents.push(((Arc::clone(&id), step.order), step.progress, message(kind)));
+        }
+        if let Some(eta) = eta {
+            estimates.push((Arc::clone(&id), eta.clone(), message(EventKind::EtaUpdated(eta.clone()))));
         }
     }
-    Ok((logged, percents))
+    Ok((logged, percents, estimates))
 }
 
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
