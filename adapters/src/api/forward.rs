@@ -3,13 +3,12 @@
 //! the lease, wrote nothing and stopped. This middleware then sends the same request to that
 //! server's advertised address (`server.advertise_url`, from the membership) and answers
 //! with that server's answer, status and body, so any server answers as the holder would.
-//! A task's progress document travels too when another server runs the task (its live
-//! estimate and running time are there); its history and logs are read from the database
-//! on any server. A forwarded
-//! request carries the cluster's secret (made by the first server, kept in the database)
-//! in `X-Stepwise-Forwarded`, and one that carries it is never forwarded again: a lease that
-//! moves mid-flight ends in a 503 the client retries, never in a loop. The holder checks the
-//! caller's token itself, so the forwarding server vouches for nothing.
+//! A task's progress document travels too when another server runs the task (its running
+//! time is counted there); its history and logs are read from the database on any server.
+//! A forwarded request carries the cluster's secret (made by the first server, kept in the
+//! database) in `X-Stepwise-Forwarded`, and one that carries it is never forwarded again: a
+//! lease that moves mid-flight ends in a 503 the client retries, never in a loop. The
+//! holder checks the caller's token itself, so the forwarding server vouches for nothing.
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use runtime::{EventKind, ExternalReport, ManualClock, Member, ReportOutcome, RuntimeError, StepStatus};
+use runtime::{EventKind, ExternalReport, ManualClock, Member, ReportOutcome, Runtime, RuntimeError, StepStatus};
 use serde_json::{json, Value};
 
 use config::{ApiSettings, NotificationSettings};
@@ -20,6 +20,16 @@ fn states(members: &[Member]) -> Vec<(&str, &str, bool)> {
     members.iter().map(|m| (m.server.id.as_str(), m.state.as_str(), m.is_self)).collect()
 }
 
+/// Two runtimes on one database, the second's clock a second ahead of the first's (and
+/// movable), and a running two-step task of alice's on the first.
+async fn a_task_on_the_first_of_two(db: &TestDb) -> (Runtime, Runtime, Arc<ManualClock>, String) {
+    let first = start_on(db, "server-a", Arc::new(ManualClock::new(NOW))).await;
+    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
+    let clock = Arc::new(ManualClock::new(NOW + 1_000));
+    let second = start_on(db, "server-b", clock.clone()).await;
+    (first, second, clock, id)
+}
+
 fn completed() -> ExternalReport {
     ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() }
 }
@@ -29,9 +39,7 @@ fn completed() -> ExternalReport {
 #[actix::test]
 async fn a_stopped_servers_tasks_are_taken_over_at_once() {
     let db = TestDb::new(Backend::Postgres);
-    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(NOW))).await;
-    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
-    let second = start_on(&db, "server-b", Arc::new(ManualClock::new(NOW + 1_000))).await;
+    let (first, second, _, id) = a_task_on_the_first_of_two(&db).await;
     assert_eq!(second.take_over_orphans().await.unwrap(), 0, "a live server's task stays");
     assert_eq!(states(&second.cluster().await.unwrap()), [("server-a", "live", false), ("server-b", "live", true)]);
 
@@ -55,10 +63,7 @@ async fn a_stopped_servers_tasks_are_taken_over_at_once() {
 #[actix::test]
 async fn a_gone_servers_tasks_are_taken_over_when_its_lease_lapses() {
     let db = TestDb::new(Backend::Postgres);
-    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(NOW))).await;
-    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
-    let clock = Arc::new(ManualClock::new(NOW + 1_000));
-    let second = start_on(&db, "server-b", clock.clone()).await;
+    let (first, second, clock, id) = a_task_on_the_first_of_two(&db).await;
     assert_eq!(second.take_over_orphans().await.unwrap(), 0);
 
     // Past the first server's 30 s lease and heartbeat, not yet past the second's heartbeat.
@@ -79,10 +84,7 @@ async fn a_gone_servers_tasks_are_taken_over_when_its_lease_lapses() {
 #[actix::test]
 async fn a_report_to_a_server_without_the_lease_is_refused_or_stored_never_lost() {
     let db = TestDb::new(Backend::Postgres);
-    let first = start_on(&db, "server-a", Arc::new(ManualClock::new(NOW))).await;
-    let id = first.create_task("alice", &external_plan("Shared", 2), true).await.unwrap();
-    let clock = Arc::new(ManualClock::new(NOW + 1_000));
-    let second = start_on(&db, "server-b", clock.clone()).await;
+    let (first, second, clock, id) = a_task_on_the_first_of_two(&db).await;
     let forty = ExternalReport { progress: Some(40), ..ExternalReport::default() };
 
     let refused = second.report("alice", &id, 1, forty.clone()).await.unwrap_err();
