@@ -9,10 +9,11 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 
 use crate::connection::AnyConnection;
+use crate::estimates::{save_estimates, StoredEstimate};
 use crate::DbError;
 
 /// The channel servers ring and listen on.
-pub const CHANNEL: &str = "stepwise_tasks";
+const CHANNEL: &str = "stepwise_tasks";
 
 /// The longest payload sent; PostgreSQL refuses 8,000 bytes and more.
 const MAX_PAYLOAD: usize = 7_900;
@@ -52,7 +53,7 @@ impl Ring {
 
 /// Rings for `tasks` (PostgreSQL only), delivered to the listeners when the current
 /// transaction commits, or at once outside one.
-pub fn ring(conn: &mut AnyConnection, tasks: Vec<String>) -> Result<(), DbError> {
+pub(crate) fn ring(conn: &mut AnyConnection, tasks: Vec<String>) -> Result<(), DbError> {
     if tasks.is_empty() {
         return Ok(());
     }
@@ -63,6 +64,18 @@ pub fn ring(conn: &mut AnyConnection, tasks: Vec<String>) -> Result<(), DbError>
             .execute(pg)?;
     }
     Ok(())
+}
+
+/// Stores the latest estimates of the tasks that changed and rings for them, in one
+/// transaction: a server that hears the ring (at the commit) finds the estimates stored.
+pub fn announce(conn: &mut AnyConnection, estimates: &[StoredEstimate], changed: Vec<String>) -> Result<(), DbError> {
+    if estimates.is_empty() && changed.is_empty() {
+        return Ok(());
+    }
+    conn.transaction(|conn| {
+        save_estimates(conn, estimates)?;
+        ring(conn, changed)
+    })
 }
 
 /// A connection of its own that listens for rings (a pooled one would be handed to other

@@ -31,7 +31,7 @@ pub struct StoredEstimate {
 type EstimateRow = (String, i64, i64, i64, String, String, i64);
 
 /// Replaces the stored estimates of these tasks.
-pub fn save_estimates(conn: &mut AnyConnection, estimates: &[StoredEstimate]) -> Result<(), DbError> {
+pub(crate) fn save_estimates(conn: &mut AnyConnection, estimates: &[StoredEstimate]) -> Result<(), DbError> {
     if estimates.is_empty() {
         return Ok(());
     }

@@ -44,8 +44,8 @@ pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToke
 pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
-pub use doorbell::{ring, Listener, Ring, CHANNEL as DOORBELL_CHANNEL};
-pub use estimates::{load_estimates, save_estimates, StoredEstimate};
+pub use doorbell::{announce, Listener, Ring};
+pub use estimates::{load_estimates, StoredEstimate};
 pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
 pub use lease::{
     acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, release_leases, renew_leases, LeaseHolder,

@@ -147,17 +147,15 @@ impl ProgressRecorder {
             if batch.is_none() && changed.is_empty() {
                 return;
             }
-            let wrote = batch.is_some();
+            let (updates, logs, estimates) = batch.unwrap_or_default();
+            let wrote = !updates.is_empty() || !logs.is_empty();
             let written = blocking(&db, move |conn| {
-                let outcome = match batch {
-                    Some((updates, logs, estimates)) => {
-                        db::save_estimates(conn, &estimates)?;
-                        db::record_progress(conn, &updates, &logs, at)?
-                    }
-                    None => db::FlushOutcome::default(),
+                let outcome = match wrote {
+                    true => db::record_progress(conn, &updates, &logs, at)?,
+                    false => db::FlushOutcome::default(),
                 };
-                // After the commit, so a server that hears it reads what was written.
-                db::ring(conn, changed)?;
+                // After the progress commit: a server that hears the ring reads all of it.
+                db::announce(conn, &estimates, changed)?;
                 Ok(outcome)
             });
             match written.await {

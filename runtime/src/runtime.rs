@@ -482,7 +482,7 @@ impl Runtime {
         Ok((task, eta))
     }
 
-    /// The estimates the servers running these tasks stored (see `db::save_estimates`), for
+    /// The estimates the servers running these tasks stored (see `db::announce`), for
     /// the live ones: how a server shows a task another server runs.
     async fn stored_estimates(&self, tasks: &[StoredTask]) -> Result<HashMap<String, Eta>, RuntimeError> {
         let live: Vec<String> = tasks.iter().filter(|t| t.task.status.is_live()).map(|t| t.task.id.clone()).collect();

@@ -208,8 +208,8 @@ pub struct Session {
     last_heard_ms: i64,
     /// The cluster's doorbell, until the session starts reading it.
     rings: Option<tokio::sync::broadcast::Receiver<Arc<Ring>>>,
-    /// A ring came while the session was reading: look again once it is done.
-    rang_while_loading: bool,
+    /// Rings that came while the session was reading, merged: looked at once it is done.
+    rang_while_loading: Option<Ring>,
     /// Per step of a task another server runs, the percent last sent.
     remote_percents: HashMap<(Arc<str>, u32), u8>,
     /// Per task another server runs, the estimate last sent.
@@ -237,7 +237,7 @@ impl Session {
             phase: Phase::Loading(Vec::new()),
             last_heard_ms,
             rings: None,
-            rang_while_loading: false,
+            rang_while_loading: None,
             remote_percents: HashMap::new(),
             remote_estimates: HashMap::new(),
         }
@@ -290,8 +290,8 @@ impl Session {
         for event in waiting {
             self.forward(event, ctx);
         }
-        if std::mem::take(&mut self.rang_while_loading) {
-            self.rang(&Ring::Everything, ctx);
+        if let Some(ring) = self.rang_while_loading.take() {
+            self.rang(&ring, ctx);
         }
     }
 
@@ -299,7 +299,14 @@ impl Session {
     /// follows and another server runs, one read at a time.
     fn rang(&mut self, ring: &Ring, ctx: &mut ws::WebsocketContext<Self>) {
         if matches!(self.phase, Phase::Loading(_)) {
-            self.rang_while_loading = true;
+            self.rang_while_loading = Some(match (self.rang_while_loading.take(), ring) {
+                (Some(Ring::Tasks(mut ids)), Ring::Tasks(more)) => {
+                    ids.extend(more.iter().filter(|id| !ids.contains(id)).cloned().collect::<Vec<_>>());
+                    Ring::Tasks(ids)
+                }
+                (None, ring) => ring.clone(),
+                _ => Ring::Everything,
+            });
             return;
         }
         let runtime = &self.state.runtime;
@@ -310,14 +317,27 @@ impl Session {
             (Scope::All, Ring::Everything) => self.delivered.keys().map(|id| id.to_string()).collect(),
         };
         let remote: Vec<String> = remote.into_iter().filter(|id| !runtime.runs_here(id)).collect();
-        if remote.is_empty() {
+        // Rings may have been missed: on `/ws/tasks` a task created meanwhile is found among
+        // the caller's newest.
+        let discover = matches!((&self.scope, ring), (Scope::All, Ring::Everything));
+        if remote.is_empty() && !discover {
             return;
         }
         self.phase = Phase::Loading(Vec::new());
         let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
         let known: HashMap<String, i64> =
             remote.iter().filter_map(|id| self.delivered.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
-        let read = async move { catch_up(&state, &caller, &remote, &known).await };
+        let read = async move {
+            let mut remote = remote;
+            if discover {
+                let newest = newest_tasks(&state, &caller).await?;
+                let runtime = &state.runtime;
+                let found: Vec<String> =
+                    newest.into_iter().filter(|id| !remote.contains(id) && !runtime.runs_here(id)).collect();
+                remote.extend(found);
+            }
+            catch_up(&state, &caller, &remote, &known).await
+        };
         ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
             Ok((logged, percents, estimates)) => {
                 let fresh: Vec<_> = logged
