@@ -1,11 +1,13 @@
 //! The chat bot's transcript: each user's messages, the bot's replies and the notifications
 //! routed to their chat, kept in the order they were written (ids sort by time) and capped
-//! per user so a chatty user's history cannot grow without bound.
+//! per user so a chatty user's history cannot grow without bound; and each user's
+//! conversation (the bot's short memory, opaque here), so any server of a cluster can
+//! answer the next message.
 
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
-use crate::schema::chat_messages;
+use crate::schema::{chat_conversations, chat_messages};
 use crate::DbError;
 
 /// Messages kept per user; older ones are dropped as new ones arrive.
@@ -99,6 +101,42 @@ pub fn chat_messages(
         .collect())
 }
 
+/// `user`'s stored conversation and when they last wrote, if any.
+pub fn load_conversation(conn: &mut AnyConnection, user: &str) -> Result<Option<(String, i64)>, DbError> {
+    Ok(chat_conversations::table
+        .find(user)
+        .select((chat_conversations::state, chat_conversations::heard_at))
+        .first(conn)
+        .optional()?)
+}
+
+/// Stores `user`'s conversation as of `heard_at`, replacing the one stored. Two messages of
+/// one user answered at once by two servers: the later write wins.
+pub fn save_conversation(conn: &mut AnyConnection, user: &str, state: &str, heard_at: i64) -> Result<(), DbError> {
+    let row = (
+        chat_conversations::user_name.eq(user),
+        chat_conversations::state.eq(state),
+        chat_conversations::heard_at.eq(heard_at),
+    );
+    let update = (chat_conversations::state.eq(state), chat_conversations::heard_at.eq(heard_at));
+    // `MultiConnection` has no ON CONFLICT, but both concrete backends do.
+    match conn {
+        AnyConnection::Postgresql(pg) => diesel::insert_into(chat_conversations::table)
+            .values(row)
+            .on_conflict(chat_conversations::user_name)
+            .do_update()
+            .set(update)
+            .execute(pg)?,
+        AnyConnection::Sqlite(sqlite) => diesel::insert_into(chat_conversations::table)
+            .values(row)
+            .on_conflict(chat_conversations::user_name)
+            .do_update()
+            .set(update)
+            .execute(sqlite)?,
+    };
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +180,22 @@ mod tests {
             assert_eq!(ids, ["001003", "001004"], "{backend:?}");
             assert!(chat_messages(&mut conn, "ada", Some("001005"), 10).unwrap().is_empty());
             assert_eq!(chat_messages(&mut conn, "bob", None, 10).unwrap().len(), 1);
+        }
+    }
+
+    /// A conversation is stored per user and replaced by the next one; on both backends.
+    #[test]
+    fn conversations_are_kept_per_user_and_replaced() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let mut conn = database.conn().unwrap();
+            assert_eq!(load_conversation(&mut conn, "ada").unwrap(), None, "{backend:?}");
+            save_conversation(&mut conn, "ada", "{\"a\":1}", 10).unwrap();
+            save_conversation(&mut conn, "bob", "{\"b\":1}", 11).unwrap();
+            save_conversation(&mut conn, "ada", "{\"a\":2}", 12).unwrap();
+            assert_eq!(load_conversation(&mut conn, "ada").unwrap(), Some(("{\"a\":2}".to_owned(), 12)), "{backend:?}");
+            assert_eq!(load_conversation(&mut conn, "bob").unwrap(), Some(("{\"b\":1}".to_owned(), 11)), "{backend:?}");
         }
     }
 }

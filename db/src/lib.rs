@@ -42,7 +42,9 @@ mod transition;
 
 pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
 pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
-pub use chat::{chat_messages, insert_chat_message, ChatMessageRecord, TRANSCRIPT_CAP};
+pub use chat::{
+    chat_messages, insert_chat_message, load_conversation, save_conversation, ChatMessageRecord, TRANSCRIPT_CAP,
+};
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use doorbell::{announce, Listener, Ring};
 pub use estimates::{load_estimates, StoredEstimate};

@@ -162,6 +162,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    chat_conversations (user_name) {
+        user_name -> Text,
+        state -> Text,
+        heard_at -> BigInt,
+    }
+}
+
+diesel::table! {
     chat_messages (id) {
         id -> Text,
         user_name -> Text,
@@ -240,6 +248,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     push_subscriptions,
     vapid_keys,
     chat_messages,
+    chat_conversations,
     task_start_estimates,
     server_secrets,
     approval_link_uses,

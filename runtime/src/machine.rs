@@ -14,8 +14,10 @@ mod report;
 
 pub use report::{ExternalReport, ReportOutcome};
 
-/// A person's command to a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A person's command to a task. It serializes (`{"kind": "approve", "step": 2, …}`) so a
+/// server can carry it to the server running the task.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Control {
     /// Start a pending task.
     Start,

@@ -1,12 +1,12 @@
 //! `POST /api/chat`: the bot. The pure [`crate::chat`] core decides what a message asks for;
-//! this handler keeps one conversation per user (forgotten after [`IDLE_MS`] of silence, so
-//! an old "Cancel X?" cannot be answered by a much later "yes"), fetches what the answer
-//! needs and does what the user confirmed. Every message and reply is kept in the user's
+//! this handler keeps one conversation per user in the database (so the next message may
+//! reach any server of a cluster; forgotten after [`IDLE_MS`] of silence, so an old
+//! "Cancel X?" cannot be answered by a much later "yes"), fetches what the answer needs and
+//! does what the user confirmed (through the server running the task, wherever it is). Every message and reply is kept in the user's
 //! transcript ([`crate::transcript`]), with the notifications their chat preferences route there;
 //! `GET /api/chat` reads it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use runtime::{task_percent, Control, StepStatus, StoredTask};
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::auth::Caller;
 use super::error::{blocking_query, ApiError};
+use super::forward;
 use super::{body, ApiState};
 use crate::chat::intent::StepRef;
 use crate::chat::reply::{self, StepView, SubstepView, TaskView};
@@ -34,19 +35,28 @@ const LOG_LINES: usize = 20;
 /// Characters in a message.
 const MAX_MESSAGE_CHARS: usize = 2000;
 
-/// The conversations, by user, with when each last heard from its user.
-#[derive(Default)]
-pub struct Conversations(Mutex<HashMap<Arc<str>, (Conversation, i64)>>);
-
-impl Conversations {
-    /// Runs `f` on the user's conversation (a fresh one if it was idle too long).
-    fn with<T>(&self, user: &Arc<str>, now: i64, f: impl FnOnce(&mut Conversation) -> T) -> T {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        all.retain(|_, (_, heard)| now - *heard < IDLE_MS);
-        let (conversation, heard) = all.entry(Arc::clone(user)).or_default();
-        *heard = now;
-        f(conversation)
-    }
+/// Runs `f` on `user`'s stored conversation (a fresh one if it was idle too long, or is
+/// unreadable after an upgrade) and stores what `f` left of it, heard at `now`.
+async fn with_conversation<T>(
+    state: &ApiState,
+    user: &str,
+    now: i64,
+    f: impl FnOnce(&mut Conversation) -> T,
+) -> Result<T, ApiError> {
+    let (db, who) = (Arc::clone(state.runtime.db()), user.to_owned());
+    let stored = blocking_query(db, move |conn| db::load_conversation(conn, &who)).await?;
+    let mut conversation = match stored {
+        Some((json, heard)) if now - heard < IDLE_MS => serde_json::from_str(&json).unwrap_or_else(|error| {
+            tracing::warn!(%error, user, "a stored chat conversation does not read; starting afresh");
+            Conversation::default()
+        }),
+        _ => Conversation::default(),
+    };
+    let answer = f(&mut conversation);
+    let json = serde_json::to_string(&conversation).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (db, who) = (Arc::clone(state.runtime.db()), user.to_owned());
+    blocking_query(db, move |conn| db::save_conversation(conn, &who, &json, now)).await?;
+    Ok(answer)
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,7 +81,7 @@ pub async fn ask(
     // Kept before acting: a message that did something is never missing from the transcript.
     transcript::append(state.runtime.db(), &caller.user, Sender::User, &message.message, None, now).await?;
     let tasks = summaries(&state, &caller).await?;
-    let decision = state.conversations.with(&caller.user, now, |c| c.handle(&message.message, &tasks));
+    let decision = with_conversation(&state, &caller.user, now, |c| c.handle(&message.message, &tasks)).await?;
     let answer = match decision {
         Decision::Reply(text) | Decision::Ask(text) => json!({"reply": text}),
         Decision::Show { task_id, view } => {
@@ -232,19 +242,16 @@ async fn act(state: &ApiState, caller: &Caller, task_id: &str, action: Action) -
         },
     };
     let done = match control {
-        Some(control) => state.runtime.control(&caller.user, task_id, control).await.map(|()| task_id.to_owned()),
-        None => state.runtime.restart(&caller.user, task_id).await,
+        Some(control) => forward::command(state, &caller.user, task_id, control).await.map(|()| task_id.to_owned()),
+        None => forward::restart(state, &caller.user, task_id).await,
     };
     let now = state.runtime.clock().now_ms();
     match done {
         Ok(acted_on) => {
-            state.conversations.with(&caller.user, now, |c| c.discussed(&acted_on));
+            with_conversation(state, &caller.user, now, |c| c.discussed(&acted_on)).await?;
             Ok(json!({"reply": reply::acted(&action, &title), "task_id": acted_on, "action": action.verb()}))
         }
-        Err(
-            error @ (runtime::RuntimeError::InvalidTransition { .. }
-            | runtime::RuntimeError::InvalidStepTransition { .. }),
-        ) => Ok(json!({"reply": reply::refused(&action, &title, &error.to_string()), "task_id": task_id})),
-        Err(other) => Err(other.into()),
+        Err(ApiError::Conflict(why)) => Ok(json!({"reply": reply::refused(&action, &title, &why), "task_id": task_id})),
+        Err(other) => Err(other),
     }
 }

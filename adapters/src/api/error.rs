@@ -102,6 +102,26 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error another server of the cluster answered (`{"error": {"code", "message"}}`
+    /// with `status`), as this server answers it.
+    pub fn answered_elsewhere(status: StatusCode, body: &[u8]) -> ApiError {
+        let error: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let code = error["error"]["code"].as_str().unwrap_or_default();
+        let message = error["error"]["message"].as_str().map_or_else(
+            || format!("the server running the task answered {status}"),
+            |message| message.strip_prefix("internal error: ").unwrap_or(message).to_owned(),
+        );
+        match code {
+            "not_found" => ApiError::NotFound(message),
+            "conflict" => ApiError::Conflict(message),
+            "invalid_request" => ApiError::InvalidRequest(message),
+            "unavailable" => ApiError::Unavailable(message),
+            _ => ApiError::Internal(message),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

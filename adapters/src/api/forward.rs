@@ -19,7 +19,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use hyper::client::HttpConnector;
 use hyper_tls::HttpsConnector;
-use runtime::Runtime;
+use runtime::{Control, Runtime, RuntimeError};
+use serde::{Deserialize, Serialize};
 
 use super::body;
 use super::error::{blocking_query, ApiError};
@@ -86,6 +87,62 @@ impl Forwarder {
         req: &HttpRequest,
         body: web::Bytes,
     ) -> Option<HttpResponse> {
+        let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
+        let method = hyper::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(hyper::Method::POST);
+        self.send_to_holder(runtime, task_id, |address, secret| {
+            let mut request = hyper::Request::builder().method(method).uri(format!("{address}{path}"));
+            for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
+                if let Some(value) = req.headers().get(&name) {
+                    request = request.header(name.as_str(), value.as_bytes());
+                }
+            }
+            request.header(FORWARDED_HEADER, secret).body(hyper::Body::from(body))
+        })
+        .await
+    }
+
+    /// Carries `owner`'s `control` to the live server holding `task_id` (`POST
+    /// /api/cluster/commands`) and answers what it did; `None` when no other live server
+    /// holds it.
+    async fn carry(
+        &self,
+        runtime: &Runtime,
+        owner: &str,
+        task_id: &str,
+        control: Control,
+    ) -> Option<Result<(), ApiError>> {
+        let command = CarriedCommand { owner: owner.to_owned(), task_id: task_id.to_owned(), control };
+        let body = match serde_json::to_vec(&command) {
+            Ok(body) => body,
+            Err(error) => return Some(Err(ApiError::Internal(error.to_string()))),
+        };
+        let answer = self
+            .send_to_holder(runtime, task_id, |address, secret| {
+                hyper::Request::builder()
+                    .method(hyper::Method::POST)
+                    .uri(format!("{address}/api/cluster/commands"))
+                    .header(header::CONTENT_TYPE.as_str(), "application/json")
+                    .header(FORWARDED_HEADER, secret)
+                    .body(hyper::Body::from(body))
+            })
+            .await?;
+        if answer.status().is_success() {
+            return Some(Ok(()));
+        }
+        let status = answer.status();
+        let body = actix_web::body::to_bytes(answer.into_body()).await.unwrap_or_default();
+        Some(Err(ApiError::answered_elsewhere(status, &body)))
+    }
+
+    /// Sends the request `build` makes (given the holder's address and the cluster's secret)
+    /// to the live server holding `task_id`'s lease and answers its answer; `None` when no
+    /// other live server holds it.
+    async fn send_to_holder(
+        &self,
+        runtime: &Runtime,
+        task_id: &str,
+        build: impl FnOnce(&str, &str) -> Result<hyper::Request<hyper::Body>, hyper::http::Error>,
+    ) -> Option<HttpResponse> {
         let holder = match runtime.holder_elsewhere(task_id).await {
             Ok(holder) => holder?,
             Err(error) => return Some(ApiError::from(error).error_response()),
@@ -95,16 +152,7 @@ impl Forwarder {
             Ok(secret) => secret,
             Err(error) => return Some(error.error_response()),
         };
-        let path = req.uri().path_and_query().map_or(req.path(), |p| p.as_str());
-        let method = hyper::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(hyper::Method::POST);
-        let mut request = hyper::Request::builder().method(method).uri(format!("{address}{path}"));
-        for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-            if let Some(value) = req.headers().get(&name) {
-                request = request.header(name.as_str(), value.as_bytes());
-            }
-        }
-        let request = request.header(FORWARDED_HEADER, secret).body(hyper::Body::from(body));
-        let answered = match request {
+        let answered = match build(&address, secret) {
             Ok(request) => tokio::time::timeout(FORWARD_TIMEOUT, self.exchange(request)).await,
             Err(error) => return Some(ApiError::Internal(error.to_string()).error_response()),
         };
@@ -127,6 +175,66 @@ impl Forwarder {
         }
         Ok(answer.body(body))
     }
+}
+
+/// A command one server carries to the server running its task, on behalf of the task's
+/// owner (a chat message or an approval link that reached another server).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CarriedCommand {
+    owner: String,
+    task_id: String,
+    control: Control,
+}
+
+/// Applies `owner`'s `control` to their task wherever it runs: here, or on the live server
+/// holding it, whose answer this is. What the chat and approval links call (the task's own
+/// routes are carried whole by [`to_holder`]).
+pub async fn command(state: &ApiState, owner: &str, task_id: &str, control: Control) -> Result<(), ApiError> {
+    match state.runtime.control(owner, task_id, control.clone()).await {
+        Err(RuntimeError::HeldElsewhere(why)) => {
+            match state.forwarder.carry(&state.runtime, owner, task_id, control).await {
+                Some(done) => done,
+                // The holder let go meanwhile: whoever takes the task next applies it.
+                None => Err(ApiError::Unavailable(format!("{why}; try again"))),
+            }
+        }
+        done => Ok(done?),
+    }
+}
+
+/// "Cancel and start over" for `owner`'s task wherever it runs: the cancel goes to the
+/// server running the task, the new run starts here. Returns the new task's id.
+pub async fn restart(state: &ApiState, owner: &str, task_id: &str) -> Result<String, ApiError> {
+    match state.runtime.restart(owner, task_id).await {
+        Err(RuntimeError::HeldElsewhere(_)) => {
+            match command(state, owner, task_id, Control::Cancel).await {
+                // Ended meanwhile: a restart of an ended task needs no cancel.
+                Ok(()) | Err(ApiError::Conflict(_)) => {}
+                Err(other) => return Err(other),
+            }
+            Ok(state.runtime.restart(owner, task_id).await?)
+        }
+        done => Ok(done?),
+    }
+}
+
+/// `POST /api/cluster/commands`: a command another server of the cluster carried here
+/// because this server runs its task. Only a request signed with the cluster's secret is
+/// taken; the answer is 204, or the error applying it met (never carried on again).
+pub async fn receive_command(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    if !state.forwarder.was_forwarded(&state.runtime, &req).await {
+        return Err(ApiError::Forbidden(format!(
+            "only servers of the cluster send commands here, signed with the cluster's secret in {FORWARDED_HEADER}"
+        )));
+    }
+    let command: CarriedCommand = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    state.runtime.control(&command.owner, &command.task_id, command.control).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// The answer when the holder did not answer: it may have just died, and its tasks move

@@ -40,8 +40,6 @@ pub struct ApiState {
     pub auth: Authenticator,
     /// Sizes, origins and timings from the `[api]` settings.
     pub limits: ApiSettings,
-    /// The bot's conversations, by user.
-    pub conversations: ask::Conversations,
     /// The `[notifications]` settings and the VAPID key pair.
     pub notifications: NotifyConfig,
     /// Carries requests for tasks another server runs to that server.
@@ -58,8 +56,7 @@ impl ApiState {
             limits.requests_per_second,
             limits.request_burst,
         );
-        let conversations = ask::Conversations::default();
-        ApiState { runtime, auth, limits, conversations, notifications, forwarder: forward::Forwarder::default() }
+        ApiState { runtime, auth, limits, notifications, forwarder: forward::Forwarder::default() }
     }
 }
 
@@ -92,6 +89,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/push/subscriptions/{subscription_id}"),
     ("POST", "/api/approval-links/{token}"),
     ("GET", "/api/cluster"),
+    ("POST", "/api/cluster/commands"),
     ("GET", "/ws/tasks"),
     ("GET", "/ws/tasks/{task_id}"),
 ];
@@ -128,6 +126,7 @@ fn route(method: &str, path: &str) -> Option<actix_web::Route> {
         ("DELETE", "/api/push/subscriptions/{subscription_id}") => web::delete().to(notifications::unsubscribe),
         ("POST", "/api/approval-links/{token}") => web::post().to(notifications::use_approval_link),
         ("GET", "/api/cluster") => web::get().to(cluster::servers),
+        ("POST", "/api/cluster/commands") => web::post().to(forward::receive_command),
         ("GET", "/ws/tasks") => web::get().to(ws::all_tasks),
         ("GET", "/ws/tasks/{task_id}") => web::get().to(ws::one_task),
         _ => return None,

@@ -204,10 +204,11 @@ pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<Stri
 /// the one waiting, so a link can never decide a later approval of the same task.
 async fn decide(state: &ApiState, link: &ApprovalLink) -> Result<HttpResponse, ApiError> {
     let control = link.decision.control(link.step);
-    super::tasks::apply(state, &link.owner, &link.task_id, control).await.map_err(|error| match error {
+    super::forward::command(state, &link.owner, &link.task_id, control).await.map_err(|error| match error {
         ApiError::Conflict(_) => {
             ApiError::Conflict(format!("step {} of task {} is no longer waiting for approval", link.step, link.task_id))
         }
         other => other,
-    })
+    })?;
+    Ok(HttpResponse::Ok().json(super::tasks::document(state, &link.owner, &link.task_id).await?))
 }

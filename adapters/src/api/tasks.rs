@@ -97,7 +97,7 @@ fn step_order(text: &str) -> Result<u32, ApiError> {
 }
 
 /// `user`'s task as a progress document.
-async fn document(state: &ApiState, user: &str, task_id: &str) -> Result<Value, ApiError> {
+pub(crate) async fn document(state: &ApiState, user: &str, task_id: &str) -> Result<Value, ApiError> {
     let (task, eta) = state.runtime.task_view(user, task_id).await?;
     serde_json::to_value(ProgressDocument::new(&task, eta.as_ref())).map_err(|e| ApiError::Internal(e.to_string()))
 }
@@ -221,13 +221,9 @@ pub async fn logs(
 }
 
 /// Applies a control to `user`'s task and answers with the document after it: what every
-/// control route does for its caller, and an approval link for the task's owner.
-pub(crate) async fn apply(
-    state: &ApiState,
-    user: &str,
-    task_id: &str,
-    control: Control,
-) -> Result<HttpResponse, ApiError> {
+/// control route does for its caller (the forwarding middleware carries the request to the
+/// server running the task).
+async fn apply(state: &ApiState, user: &str, task_id: &str, control: Control) -> Result<HttpResponse, ApiError> {
     state.runtime.control(user, task_id, control).await?;
     Ok(HttpResponse::Ok().json(document(state, user, task_id).await?))
 }

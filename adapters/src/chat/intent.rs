@@ -54,7 +54,7 @@ pub enum TaskRef {
 }
 
 /// A step a message points at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StepRef {
     /// "Step 2", "the second step": the step's 1-based order.
     Number(u32),

@@ -14,9 +14,10 @@ mod text;
 
 use intent::{parse, Intent, Request, StepRef, TaskRef};
 use resolve::{resolve, Resolution, TaskSummary};
+use serde::{Deserialize, Serialize};
 
 /// A command for the caller to apply to a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Pause it.
     Pause,
@@ -65,7 +66,7 @@ impl Action {
 }
 
 /// What the caller should show of a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum View {
     /// Its progress: format with [`reply::status`].
     Status,
@@ -100,14 +101,14 @@ pub enum Decision {
 }
 
 /// What the bot would do once it knows the task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Goal {
     Show(View),
     Act(Action),
 }
 
 /// A question the bot asked, awaiting the next message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Pending {
     /// "Cancel X? Reply yes to confirm."
     Confirm { task_id: String, title: String, action: Action },
@@ -116,9 +117,10 @@ enum Pending {
 }
 
 /// One person's conversation with the bot: the task discussed last and the question open, if
-/// any. Start with `Conversation::default()`; keep one per person, and drop it after a while
-/// of silence so that an old question cannot be answered by a much later "yes".
-#[derive(Debug, Clone, Default)]
+/// any. Start with `Conversation::default()`; keep one per person (it serializes, so it can
+/// be stored between messages), and drop it after a while of silence so that an old
+/// question cannot be answered by a much later "yes".
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Conversation {
     last_task: Option<String>,
     pending: Option<Pending>,

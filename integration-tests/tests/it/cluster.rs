@@ -148,6 +148,67 @@ async fn a_command_sent_to_any_server_is_applied_by_the_one_running_the_task() {
     second.stop().await;
 }
 
+/// The chat and approval links act on a task whichever server they reach: the command is
+/// carried to the server running the task and answered with what it did there, refusals
+/// included; the conversation continues on the other server ("yes" to a question asked by
+/// the first); and commands servers carry need the cluster's secret.
+#[actix::test]
+async fn chat_and_approval_links_on_any_server_act_where_the_task_runs() {
+    let db = TestDb::new(Backend::Postgres);
+    let (first, second) = two_api_servers(&db).await;
+    let alice = first.token("alice").await;
+    let plan = r#"{"title": "CRM import", "steps": [{"name": "load", "kind": "external"},
+        {"name": "publish", "kind": "external", "requires_approval": true}]}"#;
+    let id = create(&first, &alice, plan).await;
+
+    let paused = say(&second, &alice, "pause my CRM task").await;
+    assert_eq!((paused.status, paused.body["action"].as_str()), (200, Some("pause")), "{}", paused.body);
+    assert_eq!(progress(&first, &alice, &id).await["status"], "paused", "applied by the server running it");
+    let refused = say(&second, &alice, "pause it").await;
+    assert_eq!(refused.status, 200, "{}", refused.body);
+    assert!(refused.body["action"].is_null(), "a refusal from the holder is the bot's reply: {}", refused.body);
+    assert!(refused.body["reply"].as_str().unwrap().contains("paused"), "{}", refused.body);
+    assert_eq!(say(&second, &alice, "resume it").await.body["action"], "resume");
+    assert_eq!(first.runtime.live_tasks(), 1);
+    assert_eq!(second.runtime.live_tasks(), 0, "the server the chat reached keeps no copy of the task");
+
+    report(&first, &alice, &id, 1, json!({"status": "completed"})).await;
+    assert_eq!(progress(&first, &alice, &id).await["status"], "approval");
+    let key = adapters::notify::links::LinkKey::load_or_create(second.runtime.db(), NOW).await.unwrap();
+    let links = key.issue(&id, 2, "alice", NOW + 3_600_000);
+    let (_, approve) = links.iter().find(|(decision, _)| decision.name() == "approve").unwrap();
+    let approved = second.call("POST", approve, None, None).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    assert_eq!(approved.body["steps"][1]["status"], "running", "{}", approved.body);
+    let again = second.call("POST", approve, None, None).await;
+    assert_eq!((again.status, again.code()), (409, "already_used"));
+
+    let asked = say(&first, &alice, "cancel the CRM task").await;
+    assert!(asked.body["reply"].as_str().unwrap().contains("yes"), "a cancel waits for a yes: {}", asked.body);
+    let confirmed = say(&second, &alice, "yes").await;
+    assert_eq!(confirmed.body["action"], "cancel", "the other server knows the question: {}", confirmed.body);
+    assert_eq!(progress(&first, &alice, &id).await["status"], "cancelled");
+
+    let command = json!({"owner": "alice", "task_id": id, "control": {"kind": "resume"}}).to_string();
+    let headers = |secret: &str| {
+        vec![
+            ("Content-Type".to_owned(), "application/json".to_owned()),
+            (adapters::api::forward::FORWARDED_HEADER.to_owned(), secret.to_owned()),
+        ]
+    };
+    let forged = first.raw("POST", "/api/cluster/commands", &headers("guessed"), Some(command.as_bytes())).await;
+    assert_eq!((forged.status, forged.code()), (403, "forbidden"));
+    let secret = psql_on(&db.url, "SELECT secret FROM server_secrets WHERE name = 'cluster_forwarding'");
+    let carried = first.raw("POST", "/api/cluster/commands", &headers(&secret), Some(command.as_bytes())).await;
+    assert_eq!((carried.status, carried.code()), (409, "conflict"), "a cancelled task does not resume");
+    first.stop().await;
+    second.stop().await;
+}
+
+async fn say(server: &ApiServer, token: &str, message: &str) -> crate::api_support::Response {
+    server.post("/api/chat", token, &json!({ "message": message }).to_string()).await
+}
+
 /// Two API servers on one PostgreSQL database, with their own clocks a second apart.
 async fn two_api_servers(db: &TestDb) -> (ApiServer, ApiServer) {
     let (api, notifications) = (ApiSettings::default(), NotificationSettings::default());

@@ -26,8 +26,8 @@ enum Probe {
     /// The route names no task and answers for the caller alone. Those that hold task data
     /// (the task list, the chat, the notification log, WebSocket feeds, push subscriptions)
     /// are checked below; the others (preferences, the VAPID key, subscribing, approval
-    /// links, whose token is the credential, the OpenAPI document, the cluster's servers)
-    /// hold none.
+    /// links, whose token is the credential, the OpenAPI document, the cluster's servers,
+    /// the commands servers carry to each other, which need the cluster's secret) hold none.
     Owned,
 }
 
@@ -45,7 +45,8 @@ fn probe(method: &str, path: &str) -> Probe {
         | ("POST", "/api/push/subscriptions")
         | ("DELETE", "/api/push/subscriptions/{subscription_id}")
         | ("POST", "/api/approval-links/{token}")
-        | ("GET", "/api/openapi.json" | "/api/cluster" | "/ws/tasks") => Probe::Owned,
+        | ("GET", "/api/openapi.json" | "/api/cluster" | "/ws/tasks")
+        | ("POST", "/api/cluster/commands") => Probe::Owned,
         (method, path) => panic!("{method} {path} is not probed for ownership: add it to `probe`"),
     }
 }
