@@ -77,6 +77,7 @@ pub fn runtime_options(settings: &Settings, instance_id: String, address: Option
         limits: plan_limits(&settings.api),
         clock: Arc::new(SystemClock),
         task_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        max_running_tasks: settings.runtime.max_running_tasks,
         address,
     }
 }

@@ -288,13 +288,16 @@ fn cluster(settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
         let state = server.state(now, lease_ttl_ms).as_str();
         let age_s = (now - server.heartbeat_at).max(0) / 1000;
         println!(
-            "{}\t{}\t{state}\tstarted {}\theartbeat {age_s} s ago\t{} running",
+            "{}\t{}\t{state}\tstarted {}\theartbeat {age_s} s ago\t{} of {} running",
             server.id,
             server.address.as_deref().unwrap_or("-"),
             rfc3339(server.started_at),
-            server.running_tasks
+            server.running_tasks,
+            server.max_tasks
         );
     }
+    let queued = db::queued_tasks(&mut conn)?;
+    println!("{queued} queued for a server with room");
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -45,6 +45,13 @@ export const TASK_WORDS = {
   cancelled: "cancelled",
 };
 
+/// "1st", "2nd", "3rd", "11th", "22nd".
+export function ordinal(n) {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  const suffix = teen ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
 /// "42 s", "3 min", "1 h 5 min" — as the terminal view says them.
 export function humanDuration(seconds) {
   const s = Math.round(Math.max(0, seconds));
@@ -61,7 +68,7 @@ export function stepLine(doc) {
     paused: " (paused)",
     approval: " (waiting for your approval)",
     failed: " (failed)",
-    pending: doc.status === "pending" ? " (not started)" : "",
+    pending: doc.status !== "pending" ? "" : doc.queue_place ? " (queued)" : " (not started)",
   };
   return `Step ${step.order} of ${doc.total_steps}: ${step.name}${held[step.status] || ""}`;
 }
@@ -94,7 +101,7 @@ export function statusLine(doc) {
     case "approval":
       return { text: "⚠ Waiting for your approval" };
     case "pending":
-      return { text: "Not started" };
+      return { text: doc.queue_place ? `Queued for a server with room: ${ordinal(doc.queue_place)} in line` : "Not started" };
     default:
       return { text: "" };
   }

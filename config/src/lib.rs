@@ -26,6 +26,7 @@
 //! | `runtime.lease_ttl_s` | `30` | `STEPWISE_RUNTIME__LEASE_TTL_S` | seconds, at least 3 |
 //! | `runtime.progress_flush_ms` | `250` | `STEPWISE_RUNTIME__PROGRESS_FLUSH_MS` | milliseconds, 10 to 10000 |
 //! | `runtime.stderr_tail_lines` | `20` | `STEPWISE_RUNTIME__STDERR_TAIL_LINES` | lines |
+//! | `runtime.max_running_tasks` | `1000` | `STEPWISE_RUNTIME__MAX_RUNNING_TASKS` | tasks running at once on this server, 1 to 1000000 (paused and approval-waiting ones do not count); more queue for any server with room |
 //! | `api.allowed_origins` | `[]`: the server's own origin only | `STEPWISE_API__ALLOWED_ORIGINS` | origins or `*`; comma-separated in the variable |
 //! | `api.step_kinds` | `["external", "wait"]` | `STEPWISE_API__STEP_KINDS` | kinds a plan sent over the API may use (`exec` runs programs on the server: add it deliberately); comma-separated in the variable |
 //! | `api.max_body_bytes` | `1048576` | `STEPWISE_API__MAX_BODY_BYTES` | 1024 to 67108864 |
@@ -76,6 +77,7 @@
 //! lease_ttl_s = 30
 //! progress_flush_ms = 250
 //! stderr_tail_lines = 20
+//! max_running_tasks = 1000
 //!
 //! [api]
 //! allowed_origins = ["https://tasks.example.com"]

@@ -187,6 +187,7 @@ mod tests {
                 lease_ttl_s: 30,
                 progress_flush_ms: 250,
                 stderr_tail_lines: 20,
+                max_running_tasks: 1000,
             },
             api: ApiSettings {
                 allowed_origins: vec![],
@@ -258,6 +259,7 @@ mod tests {
             lease_ttl_s = 60
             progress_flush_ms = 100
             stderr_tail_lines = 5
+            max_running_tasks = 50
             [api]
             allowed_origins = ["https://a.example", "http://127.0.0.1:3000"]
             step_kinds = ["exec"]
@@ -302,6 +304,7 @@ mod tests {
                 lease_ttl_s: 60,
                 progress_flush_ms: 100,
                 stderr_tail_lines: 5,
+                max_running_tasks: 50,
             },
             api: ApiSettings {
                 allowed_origins: vec!["https://a.example".to_owned(), "http://127.0.0.1:3000".to_owned()],
@@ -366,6 +369,7 @@ mod tests {
             (None, &[("STEPWISE_RUNTIME__LEASE_TTL_S", "3")], |s| s.runtime.lease_ttl_s = 3),
             (None, &[("STEPWISE_RUNTIME__PROGRESS_FLUSH_MS", "10000")], |s| s.runtime.progress_flush_ms = 10_000),
             (None, &[("STEPWISE_RUNTIME__STDERR_TAIL_LINES", "0")], |s| s.runtime.stderr_tail_lines = 0),
+            (None, &[("STEPWISE_RUNTIME__MAX_RUNNING_TASKS", "2")], |s| s.runtime.max_running_tasks = 2),
             (None, &[("STEPWISE_API__ALLOWED_ORIGINS", "https://a.example, *")], |s| {
                 s.api.allowed_origins = vec!["https://a.example".to_owned(), "*".to_owned()]
             }),
@@ -552,6 +556,11 @@ mod tests {
                 None,
                 &[("STEPWISE_RUNTIME__LEASE_TTL_S", "2")],
                 "invalid value for runtime.lease_ttl_s: 2 (expected at least 3) (from STEPWISE_RUNTIME__LEASE_TTL_S)",
+            ),
+            (
+                Some("[runtime]\nmax_running_tasks = 0"),
+                &[],
+                "invalid value for runtime.max_running_tasks: 0 (expected 1 to 1000000) (from {file})",
             ),
             (
                 Some("[runtime]\nprogress_flush_ms = 9"),

@@ -156,17 +156,32 @@ pub struct RuntimeSettings {
     pub progress_flush_ms: u64,
     /// How many of a failed step's last stderr lines are kept.
     pub stderr_tail_lines: usize,
+    /// How many tasks may run on this server at once, 1 to 1000000; more wait in the queue
+    /// for any server of the cluster with room. Paused tasks and those waiting for approval
+    /// do not count.
+    ///
+    /// A running task costs an actor (kilobytes) and, for `exec` steps, a program: 1000
+    /// bounds the programs a server may run at once well below a machine's process limits
+    /// while leaving room for many tasks that wait on outside workers.
+    pub max_running_tasks: usize,
 }
 
 impl Default for RuntimeSettings {
     fn default() -> Self {
-        RuntimeSettings { instance_id: None, lease_ttl_s: 30, progress_flush_ms: 250, stderr_tail_lines: 20 }
+        RuntimeSettings {
+            instance_id: None,
+            lease_ttl_s: 30,
+            progress_flush_ms: 250,
+            stderr_tail_lines: 20,
+            max_running_tasks: 1000,
+        }
     }
 }
 
 impl RuntimeSettings {
     fn validate(&self) -> Result<(), Violation> {
         in_range("runtime.lease_ttl_s", self.lease_ttl_s, 3, None)?;
+        in_range("runtime.max_running_tasks", self.max_running_tasks, 1, Some(1_000_000))?;
         in_range("runtime.progress_flush_ms", self.progress_flush_ms, 10, Some(10_000))
     }
 }

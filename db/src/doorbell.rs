@@ -1,8 +1,10 @@
-//! The cluster's doorbell: PostgreSQL `NOTIFY` on one channel, saying which tasks changed.
+//! The cluster's doorbell: PostgreSQL `NOTIFY` on one channel, saying which tasks changed
+//! (or that a task was queued for a server with room).
 //! The database holds the truth (the event log, the latest percents, the log lines); a ring
 //! only says where to look, so a lost ring costs latency, never data, and a listener that
 //! lost its connection looks everywhere once it is back. A server rings at most once per
-//! progress flush, never once per event: every notifying commit takes a database-wide lock.
+//! progress flush (and once per task queued), never once per event: every notifying commit
+//! takes a database-wide lock.
 //! On SQLite (one server per file) nobody listens and nothing rings.
 
 use diesel::connection::SimpleConnection;
@@ -23,6 +25,8 @@ const MAX_PAYLOAD: usize = 7_900;
 pub enum Ring {
     /// These tasks.
     Tasks(Vec<String>),
+    /// A task waits in the queue for a server with room.
+    Queue,
     /// Anything: too many tasks for one payload, or rings may have been missed.
     Everything,
 }
@@ -32,6 +36,7 @@ impl Ring {
     pub fn concerns(&self, task_id: &str) -> bool {
         match self {
             Ring::Tasks(ids) => ids.iter().any(|id| id == task_id),
+            Ring::Queue => false,
             Ring::Everything => true,
         }
     }
@@ -39,6 +44,7 @@ impl Ring {
     fn payload(&self) -> String {
         match self {
             Ring::Tasks(ids) if ids.iter().map(|id| id.len() + 1).sum::<usize>() <= MAX_PAYLOAD => ids.join(","),
+            Ring::Queue => "+".to_owned(),
             _ => "*".to_owned(),
         }
     }
@@ -46,6 +52,7 @@ impl Ring {
     fn parse(payload: &str) -> Ring {
         match payload {
             "*" => Ring::Everything,
+            "+" => Ring::Queue,
             ids => Ring::Tasks(ids.split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect()),
         }
     }
@@ -54,13 +61,22 @@ impl Ring {
 /// Rings for `tasks` (PostgreSQL only), delivered to the listeners when the current
 /// transaction commits, or at once outside one.
 pub(crate) fn ring(conn: &mut AnyConnection, tasks: Vec<String>) -> Result<(), DbError> {
-    if tasks.is_empty() {
-        return Ok(());
+    match tasks.is_empty() {
+        true => Ok(()),
+        false => send(conn, &Ring::Tasks(tasks)),
     }
+}
+
+/// Rings to say a task was queued, as [`ring`] does.
+pub(crate) fn ring_for_queue(conn: &mut AnyConnection) -> Result<(), DbError> {
+    send(conn, &Ring::Queue)
+}
+
+fn send(conn: &mut AnyConnection, ring: &Ring) -> Result<(), DbError> {
     if let AnyConnection::Postgresql(pg) = conn {
         diesel::sql_query("SELECT pg_notify($1, $2)")
             .bind::<diesel::sql_types::Text, _>(CHANNEL)
-            .bind::<diesel::sql_types::Text, _>(Ring::Tasks(tasks).payload())
+            .bind::<diesel::sql_types::Text, _>(ring.payload())
             .execute(pg)?;
     }
     Ok(())
@@ -115,6 +131,8 @@ mod tests {
         let many = Ring::Tasks((0..1_000).map(|i| format!("{i:016x}")).collect());
         assert_eq!(Ring::parse(&many.payload()), Ring::Everything);
         assert!(Ring::Everything.concerns("x") && few.concerns("b2") && !few.concerns("c3"));
+        assert_eq!(Ring::parse(&Ring::Queue.payload()), Ring::Queue);
+        assert!(!Ring::Queue.concerns("a1"));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! start, the `approval_links` functions for the server's named secrets and the record of
 //! used approval links, the `chat` functions for each user's chat transcript, the `servers`
 //! functions for the cluster's membership, the `doorbell` by which servers tell each other
-//! which tasks changed, and the `estimates` they share. All functions are blocking: call
+//! which tasks changed, the `estimates` they share, and the `queue` of tasks waiting for a
+//! server with room. All functions are blocking: call
 //! them off the actor event loops. The `testing` feature adds the `testing` module:
 //! throwaway databases on both backends for this crate's tests and the integration tests.
 
@@ -32,6 +33,7 @@ mod lease;
 mod model;
 mod notifications;
 mod progress;
+mod queue;
 mod rows;
 mod schema;
 mod servers;
@@ -62,6 +64,7 @@ pub use notifications::{
     NotificationRecord, PushSubscriptionRecord,
 };
 pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
+pub use queue::{claim_queued, enqueue, queue_places, queued_tasks, ClaimedTask};
 pub use servers::{list_servers, register_server, server_heartbeat, server_stopped, ServerRecord, ServerState};
 pub use tasks::{insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
 pub use transition::{commit, record_recovered, Commit, NewEvent};

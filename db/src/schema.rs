@@ -20,6 +20,7 @@ diesel::table! {
         lease_expires_at -> Nullable<BigInt>,
         lease_token -> BigInt,
         last_progress_seq -> BigInt,
+        queued_at -> Nullable<BigInt>,
     }
 }
 
@@ -216,6 +217,7 @@ diesel::table! {
         heartbeat_at -> BigInt,
         running_tasks -> Integer,
         stopped_at -> Nullable<BigInt>,
+        max_tasks -> Integer,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct ServerRecord {
     pub heartbeat_at: i64,
     /// How many tasks it ran at its last heartbeat.
     pub running_tasks: u32,
+    /// How many it may run at once (`runtime.max_running_tasks`).
+    pub max_tasks: u32,
     /// When it shut down cleanly, if it did.
     pub stopped_at: Option<i64>,
 }
@@ -67,16 +69,26 @@ impl ServerRecord {
     }
 }
 
-type ServerRow = (String, Option<String>, i64, i64, i32, Option<i64>);
+type ServerRow = (String, Option<String>, i64, i64, i32, i32, Option<i64>);
 
-fn record((id, address, started_at, heartbeat_at, running, stopped_at): ServerRow) -> Result<ServerRecord, DbError> {
+fn record(
+    (id, address, started_at, heartbeat_at, running, max, stopped_at): ServerRow,
+) -> Result<ServerRecord, DbError> {
     let running_tasks = to_u32(running, "servers.running_tasks")?;
-    Ok(ServerRecord { id, address, started_at, heartbeat_at, running_tasks, stopped_at })
+    let max_tasks = to_u32(max, "servers.max_tasks")?;
+    Ok(ServerRecord { id, address, started_at, heartbeat_at, running_tasks, max_tasks, stopped_at })
 }
 
-/// Writes the row of server `id`, starting at `now` (a restarted server keeps its id and
-/// gets a fresh row), and forgets servers stopped or gone for a day.
-pub fn register_server(conn: &mut AnyConnection, id: &str, address: Option<&str>, now: i64) -> Result<(), DbError> {
+/// Writes the row of server `id`, which may run `max_tasks` at once, starting at `now` (a
+/// restarted server keeps its id and gets a fresh row), and forgets servers stopped or gone
+/// for a day.
+pub fn register_server(
+    conn: &mut AnyConnection,
+    id: &str,
+    address: Option<&str>,
+    max_tasks: usize,
+    now: i64,
+) -> Result<(), DbError> {
     conn.transaction(|conn| {
         diesel::delete(servers::table.filter(servers::heartbeat_at.lt(now - FORGET_AFTER_MS))).execute(conn)?;
         diesel::delete(servers::table.find(id)).execute(conn)?;
@@ -87,6 +99,7 @@ pub fn register_server(conn: &mut AnyConnection, id: &str, address: Option<&str>
                 servers::started_at.eq(now),
                 servers::heartbeat_at.eq(now),
                 servers::running_tasks.eq(0),
+                servers::max_tasks.eq(to_i32(u32::try_from(max_tasks).unwrap_or(u32::MAX))),
                 servers::stopped_at.eq(None::<i64>),
             ))
             .execute(conn)?;
@@ -120,6 +133,7 @@ pub fn list_servers(conn: &mut AnyConnection) -> Result<Vec<ServerRecord>, DbErr
             servers::started_at,
             servers::heartbeat_at,
             servers::running_tasks,
+            servers::max_tasks,
             servers::stopped_at,
         ))
         .order((servers::started_at.asc(), servers::id.asc()))
@@ -139,16 +153,16 @@ mod tests {
         for test_db in TestDb::all() {
             let db = test_db.open();
             let conn = &mut *db.conn().unwrap();
-            register_server(conn, "a", Some("http://127.0.0.1:8081"), 1_000).unwrap();
-            register_server(conn, "b", None, 2_000).unwrap();
+            register_server(conn, "a", Some("http://127.0.0.1:8081"), 4, 1_000).unwrap();
+            register_server(conn, "b", None, 1_000, 2_000).unwrap();
             server_heartbeat(conn, "a", 3, 20_000).unwrap();
             let listed = list_servers(conn).unwrap();
             let ids: Vec<&str> = listed.iter().map(|s| s.id.as_str()).collect();
             assert_eq!(ids, ["a", "b"], "{:?}", test_db.backend);
             let a = &listed[0];
             assert_eq!(
-                (a.address.as_deref(), a.heartbeat_at, a.running_tasks),
-                (Some("http://127.0.0.1:8081"), 20_000, 3)
+                (a.address.as_deref(), a.heartbeat_at, a.running_tasks, a.max_tasks),
+                (Some("http://127.0.0.1:8081"), 20_000, 3, 4)
             );
             assert_eq!(a.state(20_000 + TTL, TTL), ServerState::Live);
             assert_eq!(a.state(20_001 + TTL, TTL), ServerState::Gone, "a heartbeat older than a lease");
@@ -158,10 +172,13 @@ mod tests {
             assert_eq!((b.state(25_000, TTL), b.stopped_at, b.running_tasks), (ServerState::Stopped, Some(25_000), 0));
 
             // A restart keeps the id and starts afresh; a day later, the silent "b" is forgotten.
-            register_server(conn, "a", Some("http://127.0.0.1:9000"), 25_001 + FORGET_AFTER_MS).unwrap();
+            register_server(conn, "a", Some("http://127.0.0.1:9000"), 8, 25_001 + FORGET_AFTER_MS).unwrap();
             let listed = list_servers(conn).unwrap();
             assert_eq!(listed.len(), 1, "{:?}", test_db.backend);
-            assert_eq!((listed[0].started_at, listed[0].running_tasks), (25_001 + FORGET_AFTER_MS, 0));
+            assert_eq!(
+                (listed[0].started_at, listed[0].running_tasks, listed[0].max_tasks),
+                (25_001 + FORGET_AFTER_MS, 0, 8)
+            );
             assert_eq!(listed[0].address.as_deref(), Some("http://127.0.0.1:9000"));
         }
     }

@@ -83,6 +83,7 @@ fn options() -> RuntimeOptions {
         limits: PlanLimits::default(),
         clock: Arc::new(SystemClock),
         task_threads: 2,
+        max_running_tasks: 1_000_000,
         address: None,
     }
 }

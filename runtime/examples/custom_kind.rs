@@ -56,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         limits: PlanLimits::default(),
         clock: Arc::new(SystemClock),
         task_threads: 1,
+        max_running_tasks: 100,
         address: None,
     };
     let (runtime, _) = Runtime::start(database, handlers, options).await?;

@@ -20,13 +20,14 @@ use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscribeBounded, S
 use crate::machine::{Control, ExternalReport};
 use crate::plan::{PlanLimits, TaskPlan};
 use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
-use crate::shared::{Shared, TaskRegistry};
+use crate::shared::{Capacity, Shared, TaskRegistry};
 use crate::store::blocking;
 use crate::task::{Command, GetState, GetView, Recovered, Reported, Shutdown, TaskActor};
 use crate::{RuntimeError, TaskEvent};
 
 mod cluster;
 mod doorbell;
+mod queue;
 
 pub use cluster::{Holder, Member};
 
@@ -46,6 +47,10 @@ pub struct RuntimeOptions {
     pub clock: Arc<dyn Clock>,
     /// Arbiter threads that run task actors.
     pub task_threads: usize,
+    /// How many tasks may run on this server at once; more wait in the queue for any
+    /// server of the cluster with room. Paused tasks and those waiting for approval do not
+    /// count.
+    pub max_running_tasks: usize,
     /// The URL this server serves HTTP on, as the cluster's membership shows it; `None`
     /// for a runtime embedded without a server.
     pub address: Option<String>,
@@ -59,6 +64,7 @@ impl std::fmt::Debug for RuntimeOptions {
             .field("flush_interval", &self.flush_interval)
             .field("limits", &self.limits)
             .field("task_threads", &self.task_threads)
+            .field("max_running_tasks", &self.max_running_tasks)
             .field("address", &self.address)
             .finish()
     }
@@ -185,6 +191,7 @@ impl Runtime {
             eta: EtaModel::start(),
             registry: Arc::clone(&registry) as Arc<dyn TaskRegistry>,
             transient: Backlog::new(MAX_QUEUED_TRANSIENT),
+            capacity: Capacity::new(options.max_running_tasks),
         });
         let runtime = Runtime {
             shared,
@@ -204,6 +211,7 @@ impl Runtime {
         let recovery = runtime.recover().await?;
         runtime.keep_membership(options.lease_ttl / 3);
         runtime.listen_for_rings();
+        runtime.keep_claiming(options.lease_ttl / 3);
         runtime.learn_history(history_learned);
         Ok((runtime, recovery))
     }
@@ -370,7 +378,8 @@ impl Runtime {
         self.shared.hub.do_send(Unsubscribe(id));
     }
 
-    /// Stores a new task for `owner` and, if `start`, starts it. Returns its id.
+    /// Stores a new task for `owner` and, if `start`, starts it (or queues it, when this
+    /// server has no room). Returns its id.
     pub async fn create_task(&self, owner: &str, plan: &TaskPlan, start: bool) -> Result<String, RuntimeError> {
         self.create(owner, plan, start, None).await
     }
@@ -410,9 +419,13 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Applies a person's command to `owner`'s task.
+    /// Applies a person's command to `owner`'s task. `Start` starts a pending task if this
+    /// server has room and otherwise queues it (see [`Runtime::queue_places`]).
     pub async fn control(&self, owner: &str, task_id: &str, control: Control) -> Result<(), RuntimeError> {
-        self.ask(owner, task_id, || Command(control.clone())).await
+        match control {
+            Control::Start => self.start_or_queue(owner, task_id).await,
+            control => self.ask(owner, task_id, || Command(control.clone())).await,
+        }
     }
 
     /// Sends a message to the task's actor. An actor that has just finished its task may

@@ -97,6 +97,8 @@ pub(crate) struct TaskActor {
     /// Effects to apply once the actor has started (after a recovery).
     startup: Vec<Effect>,
     eta: EtaTracker,
+    /// Whether the task counts against this server's limit now (see [`TaskActor::recount`]).
+    counted: bool,
 }
 
 impl TaskActor {
@@ -111,6 +113,7 @@ impl TaskActor {
             step: None,
             startup: Vec::new(),
             eta: EtaTracker::default(),
+            counted: false,
         }
     }
 
@@ -224,6 +227,19 @@ impl TaskActor {
         self.state = next;
         self.state.stored.task.last_seq = last_seq;
         self.state.stored.task.lease_token = token;
+        self.recount();
+    }
+
+    /// Counts the task against this server's limit while it runs here, and frees its place
+    /// when it stops running (paused, waiting, ended, moved, or its actor stopped).
+    fn recount(&mut self) {
+        let counts = self.holds_lease && self.state.status() == TaskStatus::Running;
+        match (self.counted, counts) {
+            (false, true) => self.shared.capacity.take(),
+            (true, false) => self.shared.capacity.free(),
+            _ => {}
+        }
+        self.counted = counts;
     }
 
     /// Another live server holds the lease this actor (loaded for a request) could not take:
@@ -305,6 +321,7 @@ impl TaskActor {
     fn finish(&mut self, ctx: &mut Context<Self>) {
         self.stop_step();
         self.holds_lease = false;
+        self.recount();
         ctx.stop();
     }
 
@@ -365,6 +382,7 @@ impl Actor for TaskActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.recount();
         for effect in std::mem::take(&mut self.startup) {
             self.apply(effect, ctx);
         }
@@ -377,6 +395,8 @@ impl Actor for TaskActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         self.stop_step();
+        self.holds_lease = false;
+        self.recount();
         self.shared.registry.forget(&self.task_id, self.generation);
     }
 }
@@ -506,6 +526,7 @@ impl TaskActor {
             Some(stored) => {
                 act.state = TaskState::new(stored);
                 act.holds_lease = true;
+                act.recount();
                 Ok(())
             }
             None => Err(act.held_elsewhere(ctx)),

@@ -1,9 +1,11 @@
 //! The REST routes on tasks: create and list, the progress document, history and logs,
 //! the controls, and reports from outside workers on `external` steps.
 
+use std::collections::HashMap;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use runtime::{Control, ExternalReport, ReportOutcome, TaskPlan, TaskStatus};
+use runtime::{Control, Eta, ExternalReport, ReportOutcome, StoredTask, TaskPlan, TaskStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -98,8 +100,25 @@ fn step_order(text: &str) -> Result<u32, ApiError> {
 
 /// `user`'s task as a progress document.
 pub(crate) async fn document(state: &ApiState, user: &str, task_id: &str) -> Result<Value, ApiError> {
-    let (task, eta) = state.runtime.task_view(user, task_id).await?;
-    serde_json::to_value(ProgressDocument::new(&task, eta.as_ref())).map_err(|e| ApiError::Internal(e.to_string()))
+    let view = state.runtime.task_view(user, task_id).await?;
+    let places = queue_places(state, std::slice::from_ref(&view)).await?;
+    let (task, eta) = view;
+    let document =
+        ProgressDocument { queue_place: places.get(task_id).copied(), ..ProgressDocument::new(&task, eta.as_ref()) };
+    serde_json::to_value(document).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The queue places of those of `views` that are pending (one query, none if no task is).
+pub(crate) async fn queue_places(
+    state: &ApiState,
+    views: &[(StoredTask, Option<Eta>)],
+) -> Result<HashMap<String, u32>, ApiError> {
+    let pending: Vec<String> =
+        views.iter().filter(|(t, _)| t.task.status == TaskStatus::Pending).map(|(t, _)| t.task.id.clone()).collect();
+    match pending.is_empty() {
+        true => Ok(HashMap::new()),
+        false => Ok(state.runtime.queue_places(&pending).await?),
+    }
 }
 
 /// `POST /api/tasks`
@@ -152,8 +171,14 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller, req: HttpRequest) 
     let ids: Vec<String> = page.tasks.into_iter().map(|task| task.id).collect();
     // A task deleted between the page and the views is left out.
     let views = state.runtime.task_views(&caller.user, &ids).await?;
-    let tasks: Vec<ProgressDocument> =
-        views.iter().map(|(task, eta)| ProgressDocument::new(task, eta.as_ref())).collect();
+    let places = queue_places(&state, &views).await?;
+    let tasks: Vec<ProgressDocument> = views
+        .iter()
+        .map(|(task, eta)| ProgressDocument {
+            queue_place: places.get(&task.task.id).copied(),
+            ..ProgressDocument::new(task, eta.as_ref())
+        })
+        .collect();
     let next_cursor = page.next.map(|(created_at, id)| format!("{created_at}.{id}"));
     Ok(HttpResponse::Ok().json(json!({"tasks": tasks, "next_cursor": next_cursor})))
 }

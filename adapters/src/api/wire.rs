@@ -27,8 +27,11 @@ pub struct ServerDocument<'a> {
     pub heartbeat_at: String,
     /// Seconds since its last heartbeat, by the answering server's clock.
     pub heartbeat_age_s: f64,
-    /// The tasks it ran at its last heartbeat.
+    /// The tasks it ran at its last heartbeat (paused ones and those waiting for approval
+    /// not counted).
     pub running_tasks: u32,
+    /// How many it may run at once (`runtime.max_running_tasks`).
+    pub max_tasks: u32,
     /// When it shut down cleanly, RFC 3339, or null.
     pub stopped_at: Option<String>,
 }
@@ -46,6 +49,7 @@ impl<'a> ServerDocument<'a> {
             heartbeat_at: rfc3339(server.heartbeat_at),
             heartbeat_age_s: (now - server.heartbeat_at).max(0) as f64 / 1000.0,
             running_tasks: server.running_tasks,
+            max_tasks: server.max_tasks,
             stopped_at: server.stopped_at.map(rfc3339),
         }
     }
@@ -93,6 +97,9 @@ pub struct ProgressDocument<'a> {
     pub finished_at: Option<String>,
     /// The seq of the newest event in the task's log: resume a WebSocket after it.
     pub seq: i64,
+    /// Its place in the queue of tasks waiting for a server with room (1 = next to start),
+    /// or null when it does not wait there.
+    pub queue_place: Option<u32>,
 }
 
 /// A step in the [`ProgressDocument`].
@@ -180,6 +187,7 @@ impl<'a> ProgressDocument<'a> {
             updated_at: rfc3339(record.updated_at),
             finished_at: record.finished_at.map(rfc3339),
             seq: record.last_seq,
+            queue_place: None,
         }
     }
 }
@@ -278,13 +286,13 @@ pub fn logged_message(event: &db::EventRecord) -> Value {
     message
 }
 
-/// The `snapshot` message: the progress document of one task.
-pub fn snapshot_message(task: &StoredTask, eta: Option<&Eta>) -> Value {
+/// The `snapshot` message: the progress document of one task, at `queue_place` if queued.
+pub fn snapshot_message(task: &StoredTask, eta: Option<&Eta>, queue_place: Option<u32>) -> Value {
     json!({
         "type": "snapshot",
         "task_id": task.task.id,
         "seq": task.task.last_seq,
-        "task": ProgressDocument::new(task, eta),
+        "task": ProgressDocument { queue_place, ..ProgressDocument::new(task, eta) },
     })
 }
 

@@ -298,6 +298,10 @@ impl Session {
     /// A ring of the cluster's doorbell: catches up on the tasks it names that this session
     /// follows and another server runs, one read at a time.
     fn rang(&mut self, ring: &Ring, ctx: &mut ws::WebsocketContext<Self>) {
+        if *ring == Ring::Queue {
+            // Queuing logs nothing; the task's start does, and rings for it.
+            return;
+        }
         if matches!(self.phase, Phase::Loading(_)) {
             self.rang_while_loading = Some(match (self.rang_while_loading.take(), ring) {
                 (Some(Ring::Tasks(mut ids)), Ring::Tasks(more)) => {
@@ -314,7 +318,7 @@ impl Session {
             (Scope::One(task_id), ring) if ring.concerns(task_id) => vec![task_id.to_string()],
             (Scope::One(_), _) => Vec::new(),
             (Scope::All, Ring::Tasks(ids)) => ids.clone(),
-            (Scope::All, Ring::Everything) => self.delivered.keys().map(|id| id.to_string()).collect(),
+            (Scope::All, _) => self.delivered.keys().map(|id| id.to_string()).collect(),
         };
         let remote: Vec<String> = remote.into_iter().filter(|id| !runtime.runs_here(id)).collect();
         // Rings may have been missed: on `/ws/tasks` a task created meanwhile is found among
@@ -533,9 +537,13 @@ async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, 
 
 async fn snapshots(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<Loaded, ApiError> {
     let views = state.runtime.task_views(&caller.user, ids).await?;
+    let places = super::tasks::queue_places(state, &views).await?;
     let snapshots = views
         .iter()
-        .map(|(task, eta)| (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, eta.as_ref())))
+        .map(|(task, eta)| {
+            let place = places.get(&task.task.id).copied();
+            (Arc::from(task.task.id.as_str()), task.task.last_seq, snapshot_message(task, eta.as_ref(), place))
+        })
         .collect();
     Ok(snapshots)
 }

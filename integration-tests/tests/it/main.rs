@@ -19,5 +19,6 @@ mod notify_email;
 mod notify_push;
 mod openapi;
 mod ownership;
+mod queue;
 mod recovery;
 mod web;

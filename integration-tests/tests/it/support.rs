@@ -93,6 +93,7 @@ pub fn options(instance: &str, clock: Arc<dyn Clock>) -> RuntimeOptions {
         limits: PlanLimits::default(),
         clock,
         task_threads: 2,
+        max_running_tasks: 10_000,
         address: None,
     }
 }

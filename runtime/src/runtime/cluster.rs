@@ -37,8 +37,8 @@ pub struct Member {
 impl Runtime {
     /// Writes this server's row in the membership table.
     pub(super) async fn register(&self, address: Option<String>) -> Result<(), RuntimeError> {
-        let (id, now) = (self.shared.instance_id.clone(), self.shared.clock.now_ms());
-        blocking(&self.shared.db, move |conn| db::register_server(conn, &id, address.as_deref(), now)).await
+        let (id, now, max) = (self.shared.instance_id.clone(), self.shared.clock.now_ms(), self.shared.capacity.max());
+        blocking(&self.shared.db, move |conn| db::register_server(conn, &id, address.as_deref(), max, now)).await
     }
 
     /// Every `every`: renews the leases and the heartbeat, then takes over orphaned tasks.
@@ -65,7 +65,7 @@ impl Runtime {
 
     async fn heartbeat(&self) -> Result<(), RuntimeError> {
         let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
-        let running = self.registry.entries().len();
+        let running = self.shared.capacity.running();
         blocking(&self.shared.db, move |conn| {
             db::renew_leases(conn, &owner, ttl, now)?;
             db::server_heartbeat(conn, &owner, running, now)

@@ -1,0 +1,98 @@
+//! Starting tasks within this server's limit (`runtime.max_running_tasks`). A task asked to
+//! start is queued in the database; then this server claims the oldest queued tasks it has
+//! room for (the new one among them, unless older ones wait) and starts them. Tasks that do
+//! not fit wait for any server of the cluster with room: each claims again when one of its
+//! tasks stops running, when the doorbell says a task was queued somewhere, and every third
+//! of a lease in case a ring was missed.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use db::{Ring, TaskStatus};
+
+use super::Runtime;
+use crate::machine::Control;
+use crate::store::blocking;
+use crate::task::Command;
+use crate::RuntimeError;
+
+impl Runtime {
+    /// Starts `owner`'s pending task if this server has room, and otherwise queues it for
+    /// the first server that has. A task that is not pending is refused as before.
+    pub(super) async fn start_or_queue(&self, owner: &str, task_id: &str) -> Result<(), RuntimeError> {
+        let stored = self.task(owner, task_id).await?;
+        if stored.task.status != TaskStatus::Pending {
+            return self.ask(owner, task_id, || Command(Control::Start)).await;
+        }
+        let (id, now) = (task_id.to_owned(), self.shared.clock.now_ms());
+        blocking(&self.shared.db, move |conn| db::enqueue(conn, &id, now)).await?;
+        self.claim().await?;
+        Ok(())
+    }
+
+    /// Claims as many queued tasks as this server has room for, oldest first, and starts
+    /// them. Returns how many started. One claim at a time, and none once shutdown began.
+    pub(super) async fn claim(&self) -> Result<usize, RuntimeError> {
+        let _beat = self.beat.lock().await;
+        if self.stopping.load(Ordering::SeqCst) {
+            return Ok(0);
+        }
+        let room = self.shared.capacity.room();
+        if room == 0 {
+            return Ok(0);
+        }
+        let (server, ttl, now) =
+            (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
+        let claimed = blocking(&self.shared.db, move |conn| db::claim_queued(conn, &server, ttl, now, room)).await?;
+        let mut started = 0;
+        for task in claimed {
+            // Awaited one by one, so the count of running tasks is current for the next claim.
+            match self.ask(&task.owner, &task.task_id, || Command(Control::Start)).await {
+                Ok(()) => started += 1,
+                // Cancelled while it waited, say: nothing to start.
+                Err(RuntimeError::InvalidTransition { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(%error, task = task.task_id, "could not start a claimed task; it is claimed again when the claim lapses");
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Claims whenever room frees here, a task is queued anywhere, or `every` passes.
+    pub(super) fn keep_claiming(&self, every: Duration) {
+        let runtime = self.clone();
+        let mut rings = self.rings();
+        actix::spawn(async move {
+            let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
+            loop {
+                tokio::select! {
+                    _ = runtime.shared.capacity.freed() => {}
+                    _ = interval.tick() => {}
+                    ring = rings.recv() => match ring.as_deref() {
+                        Ok(Ring::Queue | Ring::Everything) | Err(_) => {}
+                        Ok(Ring::Tasks(_)) => continue,
+                    },
+                }
+                if runtime.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Err(error) = runtime.claim().await {
+                    tracing::error!(%error, "could not claim queued tasks");
+                }
+            }
+        });
+    }
+
+    /// The place in the queue (1 = next to start) of each of these tasks that waits there.
+    pub async fn queue_places(&self, task_ids: &[String]) -> Result<HashMap<String, u32>, RuntimeError> {
+        let ids = task_ids.to_vec();
+        blocking(&self.shared.db, move |conn| db::queue_places(conn, &ids)).await
+    }
+
+    /// How many tasks run here now, against the limit.
+    pub fn running_tasks(&self) -> (usize, usize) {
+        (self.shared.capacity.running(), self.shared.capacity.max())
+    }
+}
