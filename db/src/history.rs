@@ -5,6 +5,8 @@
 //! The step-run readers are the runtime's, across owners (the estimator learns from every
 //! task).
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
@@ -67,6 +69,18 @@ pub fn progress_history(conn: &mut AnyConnection, owner: &str, task_id: &str) ->
             })
         })
         .collect()
+}
+
+/// The seq of the newest log line of each of `owner`'s tasks among `ids` (0 for a task
+/// with none): where a reader that wants only the lines to come starts.
+pub fn log_positions(conn: &mut AnyConnection, owner: &str, ids: &[String]) -> Result<HashMap<String, i64>, DbError> {
+    Ok(tasks::table
+        .filter(tasks::id.eq_any(ids))
+        .filter(tasks::owner.eq(owner))
+        .select((tasks::id, tasks::last_log_seq))
+        .load::<(String, i64)>(conn)?
+        .into_iter()
+        .collect())
 }
 
 /// Log lines of `owner`'s task (optionally of one step) after `after_seq`, at most `limit`.

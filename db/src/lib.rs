@@ -50,7 +50,9 @@ pub use chat::{
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use doorbell::{announce, Listener, Ring};
 pub use estimates::{load_estimates, StoredEstimate};
-pub use history::{events_after, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs};
+pub use history::{
+    events_after, log_positions, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs,
+};
 pub use lease::{
     acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, release_leases, renew_leases, LeaseHolder,
 };

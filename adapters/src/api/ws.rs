@@ -9,10 +9,12 @@
 //!
 //! Tasks another server runs (several servers on one PostgreSQL database) publish nothing
 //! to this server's hub. The session follows them through the cluster's doorbell instead:
-//! on a ring for such a task it reads the logged events after the last one it sent, and the
-//! steps' stored percents, from the database, and sends them as the holder's sessions would
-//! (logged events with the same seqs, in order, once; percents, and the estimate the holder
-//! stored, when they moved).
+//! on a ring for such a task it reads the logged events after the last one it sent, the log
+//! lines after the last one it sent (or after the newest when it began following the task),
+//! and the steps' stored percents, from the database, and sends them as the holder's
+//! sessions would: logged events with the same seqs, in order, once; then log lines, and
+//! percents and the estimate the holder stored when they moved (transient messages come
+//! after the logged events read with them, never before one they follow).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -214,6 +216,9 @@ pub struct Session {
     remote_percents: HashMap<(Arc<str>, u32), u8>,
     /// Per task another server runs, the estimate last sent.
     remote_estimates: HashMap<Arc<str>, Eta>,
+    /// Per task another server runs, the seq of the log line last sent (or of the newest
+    /// when the session began following it).
+    remote_logs: HashMap<Arc<str>, i64>,
 }
 
 impl Session {
@@ -240,6 +245,7 @@ impl Session {
             rang_while_loading: None,
             remote_percents: HashMap::new(),
             remote_estimates: HashMap::new(),
+            remote_logs: HashMap::new(),
         }
     }
 
@@ -259,17 +265,24 @@ impl Session {
         }
         let (state, caller, scope) = (Arc::clone(&self.state), self.caller.clone(), self.scope.clone());
         let read = async move {
-            match (scope, replay_after) {
-                (Scope::One(task_id), Some(after)) => replay(&state, &caller, &task_id, after).await,
-                (Scope::One(task_id), None) => snapshots(&state, &caller, &[task_id.to_string()]).await,
-                (Scope::All, _) => {
-                    let ids = newest_tasks(&state, &caller).await?;
-                    snapshots(&state, &caller, &ids).await
-                }
-            }
+            let ids = match &scope {
+                Scope::One(task_id) => vec![task_id.to_string()],
+                Scope::All => newest_tasks(&state, &caller).await?,
+            };
+            // Where each task's log lines stand now: lines of a task another server runs are
+            // sent from here on.
+            let positions = log_positions(&state, &caller, &ids).await?;
+            let loaded = match replay_after {
+                Some(after) => replay(&state, &caller, &ids[0], after).await?,
+                None => snapshots(&state, &caller, &ids).await?,
+            };
+            Ok::<_, ApiError>((loaded, positions))
         };
         ctx.spawn(read.into_actor(self).map(|loaded, session, ctx| match loaded {
-            Ok(loaded) => session.loaded(loaded, ctx),
+            Ok((loaded, positions)) => {
+                session.remote_logs.extend(positions.into_iter().map(|(id, seq)| (Arc::from(id.as_str()), seq)));
+                session.loaded(loaded, ctx)
+            }
             Err(error) => {
                 tracing::warn!(%error, "a WebSocket session could not read its tasks");
                 ctx.close(Some(ws::CloseReason {
@@ -331,6 +344,8 @@ impl Session {
         let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
         let known: HashMap<String, i64> =
             remote.iter().filter_map(|id| self.delivered.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
+        let lines_known: HashMap<String, i64> =
+            remote.iter().filter_map(|id| self.remote_logs.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
         let read = async move {
             let mut remote = remote;
             if discover {
@@ -340,10 +355,10 @@ impl Session {
                     newest.into_iter().filter(|id| !remote.contains(id) && !runtime.runs_here(id)).collect();
                 remote.extend(found);
             }
-            catch_up(&state, &caller, &remote, &known).await
+            catch_up(&state, &caller, &remote, &known, &lines_known).await
         };
         ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
-            Ok((logged, percents, estimates)) => {
+            Ok(CaughtUp { logged, lines, percents, estimates }) => {
                 let fresh: Vec<_> = logged
                     .into_iter()
                     .filter(|(task_id, seq, _)| session.delivered.get(task_id).is_none_or(|sent| seq > sent))
@@ -352,6 +367,17 @@ impl Session {
                     .into_iter()
                     .filter(|(key, percent, _)| session.remote_percents.get(key) != Some(percent))
                     .collect();
+                // The logged events first: what follows was read with them or after them.
+                for (task_id, seq, message) in fresh {
+                    Self::send(ctx, &message);
+                    session.delivered.insert(task_id, seq);
+                }
+                for (task_id, position, messages) in lines {
+                    if session.remote_logs.get(&task_id).is_none_or(|sent| position > *sent) {
+                        messages.into_iter().for_each(|message| ctx.text(message));
+                        session.remote_logs.insert(task_id, position);
+                    }
+                }
                 for (key, percent, message) in moved {
                     session.remote_percents.insert(key, percent);
                     ctx.text(message);
@@ -362,7 +388,7 @@ impl Session {
                         ctx.text(message);
                     }
                 }
-                session.loaded(fresh, ctx);
+                session.loaded(Vec::new(), ctx);
             }
             Err(error) => {
                 Self::send(ctx, &error_message(&error));
@@ -489,21 +515,79 @@ type Percents = Vec<((Arc<str>, u32), u8, ByteString)>;
 /// The estimates stored for tasks another server runs, as `eta` messages.
 type Estimates = Vec<(Arc<str>, Eta, ByteString)>;
 
+/// Per task another server runs, the seq of its newest log line read and the lines read, as
+/// `log` messages.
+type Lines = Vec<(Arc<str>, i64, Vec<ByteString>)>;
+
+/// Log lines read per task and ring; a task that wrote more meanwhile is read on at the
+/// next ring (the holder rings at every flush that wrote lines).
+const LINES_PER_READ: usize = 1000;
+
+/// What a session reads on a ring.
+struct CaughtUp {
+    logged: Loaded,
+    lines: Lines,
+    percents: Percents,
+    estimates: Estimates,
+}
+
+/// Where the log lines of `ids` (those that are `caller`'s) stand now; on SQLite, where
+/// every task runs here and lines come live, nothing is read.
+async fn log_positions(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<HashMap<String, i64>, ApiError> {
+    if !matches!(state.runtime.db().backend(), db::Backend::Postgres(_)) || ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let (db, owner, ids) = (Arc::clone(state.runtime.db()), caller.user.to_string(), ids.to_vec());
+    blocking_query(db, move |conn| db::log_positions(conn, &owner, &ids)).await
+}
+
 /// What changed in `ids` (those that are `caller`'s) since the seqs in `known` (from the
-/// start for a task not known yet): their logged events, and their running steps' percents.
+/// start for a task not known yet): their logged events, their log lines after those in
+/// `lines_known` (for a task not there, none: where its lines stand now is noted), and their
+/// running steps' percents and stored estimates.
 async fn catch_up(
     state: &ApiState,
     caller: &Caller,
     ids: &[String],
     known: &HashMap<String, i64>,
-) -> Result<(Loaded, Percents, Estimates), ApiError> {
+    lines_known: &HashMap<String, i64>,
+) -> Result<CaughtUp, ApiError> {
     let views = state.runtime.task_views(&caller.user, ids).await?;
-    let (mut logged, mut percents, mut estimates) = (Vec::new(), Vec::new(), Vec::new());
+    let unplaced: Vec<String> = ids.iter().filter(|id| !lines_known.contains_key(*id)).cloned().collect();
+    let placed_now = log_positions(state, caller, &unplaced).await?;
+    let (mut logged, mut percents, mut estimates, mut lines) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (task, eta) in &views {
         let id: Arc<str> = task.task.id.as_str().into();
         let after = known.get(task.task.id.as_str()).copied().unwrap_or(0);
         if task.task.last_seq > after {
             logged.extend(replay(state, caller, &task.task.id, after).await?);
+        }
+        match (lines_known.get(&task.task.id), placed_now.get(&task.task.id)) {
+            (Some(&after), _) => {
+                let (db, owner, task_id) =
+                    (Arc::clone(state.runtime.db()), caller.user.to_string(), task.task.id.clone());
+                let read =
+                    blocking_query(db, move |conn| db::logs_after(conn, &owner, &task_id, None, after, LINES_PER_READ))
+                        .await?;
+                if let Some(last) = read.last().map(|line| line.seq) {
+                    let messages = read
+                        .into_iter()
+                        .map(|line| {
+                            encoded(&Arc::new(TaskEvent {
+                                task_id: Arc::clone(&id),
+                                owner: Arc::clone(&caller.user),
+                                seq: task.task.last_seq,
+                                lease_token: task.task.lease_token,
+                                at: line.created_at,
+                                kind: EventKind::Log { step: line.step, stream: line.stream, line: line.line.into() },
+                            }))
+                        })
+                        .collect();
+                    lines.push((Arc::clone(&id), last, messages));
+                }
+            }
+            (None, Some(&now)) => lines.push((Arc::clone(&id), now, Vec::new())),
+            (None, None) => {}
         }
         // Transient messages carry the seq of the newest logged event, as live ones do.
         let message = |kind: EventKind| {
@@ -526,7 +610,7 @@ async fn catch_up(
             estimates.push((Arc::clone(&id), eta.clone(), message(EventKind::EtaUpdated(eta.clone()))));
         }
     }
-    Ok((logged, percents, estimates))
+    Ok(CaughtUp { logged, lines, percents, estimates })
 }
 
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {

@@ -258,18 +258,23 @@ async fn a_websocket_on_any_server_follows_a_task_another_server_runs() {
         socket.next_matching("a snapshot", |m| m["type"] == "snapshot").await;
     }
 
-    report(&first, &alice, &id, 1, json!({"progress": 40})).await;
-    // The percent and the holder's estimate, in whichever order the rings bring them.
-    let (mut percent, mut estimate) = (false, false);
-    while !(percent && estimate) {
+    report(&first, &alice, &id, 1, json!({"progress": 40, "log": "line one"})).await;
+    // The percent, the line and the holder's estimate, in whichever order the rings bring them.
+    let (mut percent, mut estimate, mut lines) = (false, false, Vec::new());
+    while !(percent && estimate && !lines.is_empty()) {
         let message = there
-            .next_matching("the percent and the estimate from the other server", |m| {
-                (m["type"] == "progress" && m["step_percent"] == 40) || m["type"] == "eta"
+            .next_matching("the percent, the line and the estimate from the other server", |m| {
+                (m["type"] == "progress" && m["step_percent"] == 40) || m["type"] == "eta" || m["type"] == "log"
             })
             .await;
         percent |= message["type"] == "progress";
         estimate |= message["type"] == "eta" && message["eta_seconds"].is_u64() && message["steps"].is_array();
+        if message["type"] == "log" {
+            lines.push(message);
+        }
     }
+    let line_here = here.next_matching("the line on the holder", |m| m["type"] == "log").await;
+    assert_eq!(lines, [line_here], "the same log message on both servers, once");
     let (_, stored) = second.runtime.task_view("alice", &id).await.unwrap();
     assert!(stored.is_some(), "a task another server runs is shown with that server's estimate");
     report(&first, &alice, &id, 1, json!({"status": "completed"})).await;
