@@ -24,6 +24,12 @@
 //!    servers on it, and the latency of `BENCH_FORWARDED` [2000] reports sent one at a time
 //!    to the server that runs their task, against as many sent to the other server, which
 //!    carries each to the first (the two alternate, over one keep-alive connection each).
+//! 5. Then cross-server live events: `BENCH_CLUSTER_TASKS` [100] tasks on the first server,
+//!    a driver per task reporting back to back to it (a log line stamped with its send time,
+//!    every 100th report a percent instead), a WebSocket per task on the second server: updates
+//!    delivered there per second and their latency from send to receipt.
+//! 6. And the database load the two servers add: commits per minute while both are idle,
+//!    and again while the tasks of phases 4 and 5 run without reporting.
 //!
 //! Each measurement lasts `BENCH_SECONDS` [5] after a short warm-up; `BENCH_WINDOW` [16] is
 //! how many events per task the full-speed driver keeps ahead of the clients. Other
@@ -1214,13 +1220,131 @@ async fn bench(config: &Config, server: &Server) {
     }
 }
 
+/// Phases 4 to 6, on two servers sharing the PostgreSQL database at `url`.
+async fn cluster(bin: &Path, url: &str, config: &Config) {
+    note!("cluster: two servers on {}", db::redact(url));
+    let (holder, other) = (Server::start(bin, Some(url)), Server::start(bin, Some(url)));
+    let idle = commits_per_minute(url, config.seconds).await;
+    println!(
+        "database load of two idle servers: {idle:.0} commits/min ({:.2} per server per second)",
+        idle / 60.0 / 2.0
+    );
+    let api = Api { addr: holder.addr, host: holder.addr.to_string(), token: holder.token("bench") };
+    forwarding(&holder, &other, &api, size("BENCH_FORWARDED", 2_000).max(10)).await;
+    let tasks = size("BENCH_CLUSTER_TASKS", 100).max(1);
+    cross_server_events(&holder, &other, &api, tasks, config.seconds).await;
+    let busy = commits_per_minute(url, config.seconds).await;
+    println!(
+        "database load with {} silent running tasks on the two servers: {busy:.0} commits/min ({:.2} per task per minute above idle)",
+        tasks + 1,
+        (busy - idle).max(0.0) / (tasks + 1) as f64
+    );
+}
+
+/// The database's committed transactions per minute over `window` (every client's, this
+/// bench's few `psql` reads included).
+async fn commits_per_minute(url: &str, window: Duration) -> f64 {
+    let commits = || {
+        let output = Command::new("psql")
+            .args([url, "-qtAc", "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"])
+            .output()
+            .expect("run psql (PostgreSQL's client)");
+        String::from_utf8_lossy(&output.stdout).trim().parse::<f64>().unwrap_or(0.0)
+    };
+    // Backends report their counts to the statistics at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = commits();
+    tokio::time::sleep(window).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (commits() - before) / (window.as_secs_f64() + 1.5) * 60.0
+}
+
+/// Phase 5: live events of tasks one server runs, delivered to WebSockets on the other.
+/// Each of `tasks` tasks has one driver reporting back to back to the server running it,
+/// each report a log line carrying its send time (every 100th a higher percent instead); one
+/// client per task follows it on the other server, which hears of them through the
+/// doorbell and reads them from the database.
+async fn cross_server_events(holder: &Server, other: &Server, api: &Api, tasks: usize, seconds: Duration) {
+    let ids = create_tasks(api, tasks).await;
+    let shared = Arc::new(Shared::new(tasks));
+    let connecting = Arc::new(Semaphore::new(CONNECTING));
+    let mut clients = Vec::with_capacity(tasks);
+    for (task, id) in ids.iter().enumerate() {
+        let request = handshake(&other.addr.to_string(), &format!("/ws/tasks/{id}"), &api.token);
+        let permit = Arc::clone(&connecting).acquire_owned().await.expect("the semaphore");
+        let (shared, addr) = (Arc::clone(&shared), other.addr);
+        clients.push(tokio::spawn(async move {
+            if let Err(error) = ws_client(&shared, addr, task, &request, permit).await {
+                shared.fail(error);
+            }
+        }));
+    }
+    wait_until(&shared, "connecting on the other server", Duration::from_secs(60), || {
+        let ready = shared.ready.load(Ordering::Relaxed);
+        (ready < tasks).then(|| format!("{ready}/{tasks} clients have their snapshot"))
+    })
+    .await;
+    let (measuring, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let mut drivers = Vec::with_capacity(tasks);
+    for id in &ids {
+        let driver = Driver::new(api, id, 0).await;
+        let (shared, measuring, stop) = (Arc::clone(&shared), Arc::clone(&measuring), Arc::clone(&stop));
+        drivers.push(tokio::spawn(async move {
+            let mut driver = driver;
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let prefix = if measuring.load(Ordering::Relaxed) { 'F' } else { 'W' };
+                if driver.report(&shared, prefix).await && prefix == 'F' {
+                    sent += 1;
+                }
+            }
+            sent
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received_before: u64 = shared.received.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+    let (cpu_before, other_cpu_before) = (cpu_ticks(&holder.pid.to_string()), cpu_ticks(&other.pid.to_string()));
+    measuring.store(true, Ordering::Relaxed);
+    let began = Instant::now();
+    tokio::time::sleep(seconds).await;
+    measuring.store(false, Ordering::Relaxed);
+    let measured = began.elapsed();
+    let (cpu_after, other_cpu_after) = (cpu_ticks(&holder.pid.to_string()), cpu_ticks(&other.pid.to_string()));
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    for driver in drivers {
+        sent += driver.await.expect("a driver");
+    }
+    // The last lines of the window arrive a flush and a ring later.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received_after: u64 = shared.received.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+    for client in clients {
+        client.abort();
+    }
+    let lines = shared.fast.count();
+    let secs = measured.as_secs_f64();
+    let (ticks_per_s, _) = clock_ticks_per_s();
+    let p99 = shared.fast.quantile(0.99);
+    println!(
+        "cross-server live events ({tasks} tasks run by one server, a WebSocket per task on the other): {} reports/s sent, {} updates/s delivered on the other server ({} of {} stamped lines; {} messages/s of every kind, progress and eta included), latency p50 {} p99 {} max {} — target ≥ 20,000 updates/s with p99 ≤ 100 ms: {}; CPU: holder {:.2} s, other {:.2} s",
+        thousands(sent as f64 / secs),
+        thousands(lines as f64 / secs),
+        lines,
+        sent,
+        thousands((received_after - received_before) as f64 / secs),
+        ms(shared.fast.quantile(0.5)),
+        ms(p99),
+        ms(shared.fast.quantile(1.0)),
+        verdict(lines as f64 / secs >= 20_000.0 && p99.is_some_and(|p| p <= Duration::from_millis(100))),
+        (cpu_after - cpu_before) as f64 / ticks_per_s,
+        (other_cpu_after - other_cpu_before) as f64 / ticks_per_s,
+    );
+}
+
 /// Phase 4: a report sent to the server running its task, against one carried there by
 /// another server.
-async fn forwarding(bin: &Path, url: &str, requests: usize) {
-    note!("forwarding: two servers on {}", db::redact(url));
-    let (holder, other) = (Server::start(bin, Some(url)), Server::start(bin, Some(url)));
-    let api = Api { addr: holder.addr, host: holder.addr.to_string(), token: holder.token("bench") };
-    let id = create_tasks(&api, 1).await.remove(0);
+async fn forwarding(holder: &Server, other: &Server, api: &Api, requests: usize) {
+    let id = create_tasks(api, 1).await.remove(0);
     let path = format!("/api/tasks/{id}/steps/1/report");
     let mut direct = Http::connect(holder.addr).await.expect("connect to the holder");
     let mut carried = Http::connect(other.addr).await.expect("connect to the other server");
@@ -1273,10 +1397,10 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     runtime.block_on(bench(&config, &server));
     match std::env::var("BENCH_CLUSTER_DATABASE_URL") {
-        Ok(url) => runtime.block_on(forwarding(&bin, &url, size("BENCH_FORWARDED", 2_000).max(10))),
-        Err(_) => {
-            println!("forwarded requests: not measured (set BENCH_CLUSTER_DATABASE_URL to a PostgreSQL database)")
-        }
+        Ok(url) => runtime.block_on(cluster(&bin, &url, &config)),
+        Err(_) => println!(
+            "cluster (forwarded requests, cross-server events, database load): not measured (set BENCH_CLUSTER_DATABASE_URL to a PostgreSQL database)"
+        ),
     }
     // Aborted clients and load connections are gone with the runtime; then the server stops.
     drop(runtime);
