@@ -25,7 +25,7 @@ const MAX_PAYLOAD: usize = 7_900;
 pub enum Ring {
     /// These tasks.
     Tasks(Vec<String>),
-    /// A task waits in the queue for a server with room.
+    /// Work waits for a server: a task was queued, or a stopping server released its tasks.
     Queue,
     /// Anything: too many tasks for one payload, or rings may have been missed.
     Everything,
@@ -67,8 +67,9 @@ pub(crate) fn ring(conn: &mut AnyConnection, tasks: Vec<String>) -> Result<(), D
     }
 }
 
-/// Rings to say a task was queued, as [`ring`] does.
-pub(crate) fn ring_for_queue(conn: &mut AnyConnection) -> Result<(), DbError> {
+/// Rings to say work waits for a server (a task queued, leases released), as [`ring`] does:
+/// at the commit of the transaction it is sent in.
+pub(crate) fn ring_for_work(conn: &mut AnyConnection) -> Result<(), DbError> {
     send(conn, &Ring::Queue)
 }
 

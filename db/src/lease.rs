@@ -81,7 +81,7 @@ pub fn acquire_orphaned_tasks(
 
 /// Lets go of every lease `owner` holds (a server shutting down cleanly): the tasks are
 /// free for any server at once. The tokens stay, so the next holder's are newer.
-pub fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<usize, DbError> {
+pub(crate) fn release_leases(conn: &mut AnyConnection, owner: &str) -> Result<usize, DbError> {
     Ok(diesel::update(tasks::table)
         .filter(tasks::lease_owner.eq(owner))
         .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))

@@ -53,9 +53,7 @@ pub use estimates::{load_estimates, StoredEstimate};
 pub use history::{
     events_after, log_positions, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs,
 };
-pub use lease::{
-    acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, release_leases, renew_leases, LeaseHolder,
-};
+pub use lease::{acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, renew_leases, LeaseHolder};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
     SubstepRecord, TaskRecord, TaskStatus,
@@ -67,7 +65,7 @@ pub use notifications::{
 };
 pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
 pub use queue::{claim_queued, enqueue, queue_places, queued_tasks, ClaimedTask};
-pub use servers::{list_servers, register_server, server_heartbeat, server_stopped, ServerRecord, ServerState};
+pub use servers::{leave_cluster, list_servers, register_server, server_heartbeat, ServerRecord, ServerState};
 pub use tasks::{insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
 pub use transition::{commit, record_recovered, Commit, NewEvent};
 

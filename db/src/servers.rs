@@ -117,11 +117,23 @@ pub fn server_heartbeat(conn: &mut AnyConnection, id: &str, running_tasks: usize
 }
 
 /// Marks server `id` stopped cleanly at `now`.
-pub fn server_stopped(conn: &mut AnyConnection, id: &str, now: i64) -> Result<(), DbError> {
+pub(crate) fn server_stopped(conn: &mut AnyConnection, id: &str, now: i64) -> Result<(), DbError> {
     diesel::update(servers::table.find(id))
         .set((servers::heartbeat_at.eq(now), servers::running_tasks.eq(0), servers::stopped_at.eq(Some(now))))
         .execute(conn)?;
     Ok(())
+}
+
+/// Server `id` leaves the cluster at `now`: releases its task leases (its tasks' actors have
+/// stopped), marks it stopped and rings the doorbell, in one transaction, so the other
+/// servers take its tasks as soon as they hear it. Returns how many leases it released.
+pub fn leave_cluster(conn: &mut AnyConnection, id: &str, now: i64) -> Result<usize, DbError> {
+    conn.transaction(|conn| {
+        let released = crate::lease::release_leases(conn, id)?;
+        server_stopped(conn, id, now)?;
+        crate::doorbell::ring_for_work(conn)?;
+        Ok(released)
+    })
 }
 
 /// Every server with a row, the longest-running first.

@@ -272,9 +272,9 @@ impl Session {
             // Where each task's log lines stand now: lines of a task another server runs are
             // sent from here on.
             let positions = log_positions(&state, &caller, &ids).await?;
-            let loaded = match replay_after {
-                Some(after) => replay(&state, &caller, &ids[0], after).await?,
-                None => snapshots(&state, &caller, &ids).await?,
+            let loaded = match (&scope, replay_after) {
+                (Scope::One(task_id), Some(after)) => replay(&state, &caller, task_id, after).await?,
+                _ => snapshots(&state, &caller, &ids).await?,
             };
             Ok::<_, ApiError>((loaded, positions))
         };

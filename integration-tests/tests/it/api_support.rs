@@ -49,12 +49,23 @@ impl ApiServer {
         api: ApiSettings,
         notifications: NotificationSettings,
     ) -> ApiServer {
+        ApiServer::start_with_options(db, options(instance, clock), api, notifications).await
+    }
+
+    /// Starts the runtime with `options` (its limits and address set to the server's) and
+    /// the server on `db`.
+    pub async fn start_with_options(
+        db: &TestDb,
+        options: RuntimeOptions,
+        api: ApiSettings,
+        notifications: NotificationSettings,
+    ) -> ApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
         let options = RuntimeOptions {
             limits: adapters::app::plan_limits(&api),
             address: Some(format!("http://{address}")),
-            ..options(instance, clock)
+            ..options
         };
         let runtime = start_with(db, options).await;
         let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))

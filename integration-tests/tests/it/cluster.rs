@@ -3,6 +3,7 @@
 //! PostgreSQL (SQLite allows one server per file); the membership route runs on both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use runtime::{EventKind, ExternalReport, ManualClock, Member, ReportOutcome, Runtime, RuntimeError, StepStatus};
 use serde_json::{json, Value};
@@ -324,8 +325,9 @@ on_both_backends! {
 /// Real servers on one PostgreSQL database with 3 s leases, the first two started at the
 /// same moment on an empty database. Kill -9 the one running a task: the other takes it over
 /// once the lease lapses, with no request for it, and `stepwise cluster` shows the killed
-/// one gone. SIGTERM that one in turn: a third takes the task at its next heartbeat (a
-/// third of a lease), and the stopped one shows as stopped.
+/// one gone. SIGTERM that one in turn: a third, whose own heartbeat comes only every 20 s,
+/// takes the task at once (the stopping server rings when it releases its leases), and the
+/// stopped one shows as stopped.
 #[actix::test]
 async fn real_servers_take_over_from_a_killed_one_and_a_stopped_one() {
     let db = TestDb::new(Backend::Postgres);
@@ -371,13 +373,20 @@ async fn real_servers_take_over_from_a_killed_one_and_a_stopped_one() {
     let listing = cluster();
     assert_eq!(state_of(&listing, "server-a").as_deref(), Some("gone"), "{listing}");
 
-    let mut third = Process::spawn(&["serve"], &env_of("server-c"));
+    let mut slow_heartbeat = env_of("server-c");
+    slow_heartbeat.retain(|(key, _)| key != "STEPWISE_RUNTIME__LEASE_TTL_S");
+    slow_heartbeat.push(("STEPWISE_RUNTIME__LEASE_TTL_S".into(), "60".into()));
+    let mut third = Process::spawn(&["serve"], &slow_heartbeat);
     third.wait_for_line("listening on http://");
     second.signal(libc::SIGTERM);
     assert!(second.wait().0.success());
     let released = holder();
     assert!(released.is_empty() || released == "server-c", "released at exit, not left to lapse: {released:?}");
-    eventually("the third server to take the stopped one's task", || holder() == "server-c").await;
+    let exited = std::time::Instant::now();
+    while holder() != "server-c" {
+        assert!(exited.elapsed() < Duration::from_secs(5), "not taken over at once (the next heartbeat is 20 s away)");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let listing = cluster();
     assert_eq!(state_of(&listing, "server-b").as_deref(), Some("stopped"), "{listing}");
     assert_eq!(state_of(&listing, "server-c").as_deref(), Some("live"), "{listing}");

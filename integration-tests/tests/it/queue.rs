@@ -2,15 +2,19 @@
 //! wait in the queue, oldest first, for the first server of the cluster with room. On one
 //! server (both backends) and on two sharing PostgreSQL.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use config::{ApiSettings, NotificationSettings};
 use runtime::{
     Control, EventKind, ExternalReport, ManualClock, ReportOutcome, Runtime, RuntimeError, RuntimeOptions, TaskEvent,
     TaskStatus, Topic,
 };
+use serde_json::json;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::api_support::{create, progress, report, ApiServer};
 use crate::on_both_backends;
 use crate::support::*;
 
@@ -83,6 +87,43 @@ on_both_backends! {
         }
         assert_eq!(runtime.running_tasks(), (0, 2));
         runtime.shutdown().await;
+    }
+}
+
+// Over the API, a queued task is `pending` with its place in the progress document, the
+// task list and a WebSocket snapshot, and moves up as the tasks before it start.
+on_both_backends! {
+    async fn the_api_shows_a_queued_tasks_place(backend: Backend) {
+        let db = TestDb::new(backend);
+        let options = RuntimeOptions { max_running_tasks: 1, ..options("api", Arc::new(ManualClock::new(NOW))) };
+        let server =
+            ApiServer::start_with_options(&db, options, ApiSettings::default(), NotificationSettings::default()).await;
+        let alice = server.token("alice").await;
+        let plan = r#"{"title": "Queued", "steps": [{"name": "a", "kind": "external"}]}"#;
+        let ids = [create(&server, &alice, plan).await, create(&server, &alice, plan).await, create(&server, &alice, plan).await];
+        let third = progress(&server, &alice, &ids[2]).await;
+        assert_eq!((third["status"].as_str(), third["queue_place"].as_u64()), (Some("pending"), Some(2)), "{third}");
+        assert!(progress(&server, &alice, &ids[0]).await["queue_place"].is_null());
+        let list = server.get("/api/tasks", &alice).await;
+        let places: BTreeMap<String, serde_json::Value> = list.body["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["task_id"].as_str().unwrap().to_owned(), t["queue_place"].clone()))
+            .collect();
+        let expected =
+            BTreeMap::from([(ids[2].clone(), json!(2)), (ids[1].clone(), json!(1)), (ids[0].clone(), json!(null))]);
+        assert_eq!(places, expected, "{backend:?}");
+        let bearer = format!("Bearer {alice}");
+        let mut socket = server.websocket(&format!("/ws/tasks/{}", ids[1]), &[("Authorization", &bearer)]).await.unwrap();
+        let snapshot = socket.next_matching("a snapshot", |m| m["type"] == "snapshot").await;
+        assert_eq!(snapshot["task"]["queue_place"], 1);
+
+        report(&server, &alice, &ids[0], 1, json!({"status": "completed"})).await;
+        socket.next_matching("the queued task's start", |m| m["type"] == "task_started").await;
+        let third = progress(&server, &alice, &ids[2]).await;
+        assert_eq!(third["queue_place"], 1, "{third}");
+        server.stop().await;
     }
 }
 

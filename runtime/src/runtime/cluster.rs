@@ -2,7 +2,7 @@
 //! a cluster of one). The server registers in the `servers` table at start; every third of
 //! a lease it renews its task leases and its heartbeat together and takes over the live
 //! tasks whose lease lapsed (their server is gone); at a clean shutdown it releases its
-//! leases and marks itself stopped, so the others take its tasks at their next heartbeat
+//! leases, marks itself stopped and rings the doorbell, so the others take its tasks at once
 //! rather than after the lease would have expired.
 
 use std::sync::atomic::Ordering;
@@ -92,15 +92,13 @@ impl Runtime {
         Ok(count)
     }
 
-    /// Leaves the cluster: releases this server's leases (its tasks' actors have stopped)
-    /// and marks it stopped.
+    /// Leaves the cluster: releases this server's leases (its tasks' actors have stopped),
+    /// marks it stopped and rings, so the other servers take its tasks at once.
     pub(super) async fn leave(&self) -> Result<(), RuntimeError> {
         let (id, now) = (self.shared.instance_id.clone(), self.shared.clock.now_ms());
-        blocking(&self.shared.db, move |conn| {
-            db::release_leases(conn, &id)?;
-            db::server_stopped(conn, &id, now)
-        })
-        .await
+        let released = blocking(&self.shared.db, move |conn| db::leave_cluster(conn, &id, now)).await?;
+        tracing::debug!(released, "left the cluster; any other server takes the released tasks");
+        Ok(())
     }
 
     /// The other server whose lease on `task_id` is live now, if one is: where a request

@@ -1,7 +1,6 @@
 //! Starting tasks within this server's limit (`runtime.max_running_tasks`). A task asked to
-//! start is queued in the database; then this server claims the oldest queued tasks it has
-//! room for (the new one among them, unless older ones wait) and starts them. Tasks that do
-//! not fit wait for any server of the cluster with room: each claims again when one of its
+//! start starts here if this server has room; otherwise it is queued in the database and
+//! waits for any server of the cluster with room, oldest first: each claims when one of its
 //! tasks stops running, when the doorbell says a task was queued somewhere, and every third
 //! of a lease in case a ring was missed.
 
@@ -18,12 +17,20 @@ use crate::task::Command;
 use crate::RuntimeError;
 
 impl Runtime {
-    /// Starts `owner`'s pending task if this server has room, and otherwise queues it for
-    /// the first server that has. A task that is not pending is refused as before.
+    /// Starts `owner`'s pending task here if this server has room, and otherwise queues it
+    /// for the first server that has. A task that is not pending is refused as before.
     pub(super) async fn start_or_queue(&self, owner: &str, task_id: &str) -> Result<(), RuntimeError> {
         let stored = self.task(owner, task_id).await?;
         if stored.task.status != TaskStatus::Pending {
             return self.ask(owner, task_id, || Command(Control::Start)).await;
+        }
+        {
+            // Starts are taken one at a time (with claims), so two cannot both take the last
+            // place; a task started here is never queued, so no other server can claim it.
+            let _beat = self.beat.lock().await;
+            if !self.stopping.load(Ordering::SeqCst) && self.shared.capacity.room() > 0 {
+                return self.ask(owner, task_id, || Command(Control::Start)).await;
+            }
         }
         let (id, now) = (task_id.to_owned(), self.shared.clock.now_ms());
         blocking(&self.shared.db, move |conn| db::enqueue(conn, &id, now)).await?;
@@ -60,23 +67,30 @@ impl Runtime {
         Ok(started)
     }
 
-    /// Claims whenever room frees here, a task is queued anywhere, or `every` passes.
+    /// Claims whenever room frees here, a task is queued anywhere, or `every` passes; when
+    /// the doorbell says work waits (a task queued, or a stopping server released its
+    /// tasks), also takes over the tasks no live server holds.
     pub(super) fn keep_claiming(&self, every: Duration) {
         let runtime = self.clone();
         let mut rings = self.rings();
         actix::spawn(async move {
             let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
             loop {
-                tokio::select! {
-                    _ = runtime.shared.capacity.freed() => {}
-                    _ = interval.tick() => {}
+                let rang = tokio::select! {
+                    _ = runtime.shared.capacity.freed() => false,
+                    _ = interval.tick() => false,
                     ring = rings.recv() => match ring.as_deref() {
-                        Ok(Ring::Queue | Ring::Everything) | Err(_) => {}
+                        Ok(Ring::Queue | Ring::Everything) | Err(_) => true,
                         Ok(Ring::Tasks(_)) => continue,
                     },
-                }
+                };
                 if runtime.stopping.load(Ordering::SeqCst) {
                     return;
+                }
+                if rang {
+                    if let Err(error) = runtime.take_over_orphans().await {
+                        tracing::error!(%error, "could not take over the tasks of servers that stopped");
+                    }
                 }
                 if let Err(error) = runtime.claim().await {
                     tracing::error!(%error, "could not claim queued tasks");
