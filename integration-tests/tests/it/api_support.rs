@@ -180,7 +180,7 @@ pub enum WsEvent {
 }
 
 impl WsClient {
-    fn connect(address: SocketAddr, path: &str, headers: &[(String, String)]) -> Result<WsClient, (u16, Value)> {
+    pub fn connect(address: SocketAddr, path: &str, headers: &[(String, String)]) -> Result<WsClient, (u16, Value)> {
         use tungstenite::client::IntoClientRequest;
         let mut request = format!("ws://{address}{path}").into_client_request().unwrap();
         for (name, value) in headers {

@@ -21,4 +21,5 @@ mod openapi;
 mod ownership;
 mod queue;
 mod recovery;
+mod three_servers;
 mod web;
