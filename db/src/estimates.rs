@@ -7,8 +7,8 @@ use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
 use crate::rows::to_i32;
-use crate::schema::task_estimates;
-use crate::tasks::ID_CHUNK;
+use crate::schema::{task_estimates, tasks};
+use crate::tasks::{ID_CHUNK, LIVE};
 use crate::DbError;
 
 /// A task's estimate as stored.
@@ -105,6 +105,13 @@ fn decode_steps(text: &str) -> Result<Vec<(u32, i64)>, String> {
         .collect()
 }
 
+/// Deletes the stored estimates of tasks that are no longer live (ended, or gone): only a
+/// live task's estimate is ever read. Returns how many.
+pub fn forget_ended_estimates(conn: &mut AnyConnection) -> Result<usize, DbError> {
+    let live = tasks::table.filter(tasks::status.eq_any(LIVE)).select(tasks::id);
+    Ok(diesel::delete(task_estimates::table.filter(task_estimates::task_id.ne_all(live))).execute(conn)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +135,29 @@ mod tests {
             let mut loaded = load_estimates(conn, &["a".into(), "b".into(), "c".into()]).unwrap();
             loaded.sort_by(|x, y| x.task_id.cmp(&y.task_id));
             assert_eq!(loaded, [estimate("a", 40_000, 2), estimate("b", 8_000, 1)], "{:?}", test_db.backend);
+        }
+    }
+
+    /// Estimates of tasks that are not live (here: not even stored) are forgotten; a live
+    /// task's is kept.
+    #[test]
+    fn estimates_of_tasks_no_longer_live_are_forgotten() {
+        for test_db in TestDb::all() {
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            crate::fixtures::started(conn, "live");
+            let estimate = |task: &str| StoredEstimate {
+                task_id: task.into(),
+                remaining_ms: 1_000,
+                range_ms: (500, 2_000),
+                confidence: "low".into(),
+                steps: vec![(1, 1_000)],
+                made_at: 1,
+            };
+            save_estimates(conn, &[estimate("live"), estimate("ended")]).unwrap();
+            assert_eq!(forget_ended_estimates(conn).unwrap(), 1, "{:?}", test_db.backend);
+            let kept = load_estimates(conn, &["live".into(), "ended".into()]).unwrap();
+            assert_eq!(kept, [estimate("live")], "{:?}", test_db.backend);
         }
     }
 }

@@ -49,7 +49,7 @@ pub use chat::{
 };
 pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use doorbell::{announce, Listener, Ring};
-pub use estimates::{load_estimates, StoredEstimate};
+pub use estimates::{forget_ended_estimates, load_estimates, StoredEstimate};
 pub use history::{
     events_after, log_positions, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs,
 };

@@ -68,7 +68,9 @@ impl Runtime {
         let running = self.shared.capacity.running();
         blocking(&self.shared.db, move |conn| {
             db::renew_leases(conn, &owner, ttl, now)?;
-            db::server_heartbeat(conn, &owner, running, now)
+            db::server_heartbeat(conn, &owner, running, now)?;
+            // Any server may: an ended task's estimate is of no use to anyone.
+            db::forget_ended_estimates(conn).map(drop)
         })
         .await
     }
