@@ -6,7 +6,7 @@ import { api, requireToken, wireSignOut } from "./api.js";
 import { debug } from "./debug.js";
 import { h, setBar, setText, showError } from "./dom.js";
 import { LiveSocket, showConnection } from "./live.js";
-import { TrackedTask, isLogged } from "./model.js";
+import { QUEUE_POLL_MS, TrackedTask, isLogged, isQueued } from "./model.js";
 import { notify, wireNotifications } from "./notify.js";
 import { wirePush } from "./push.js";
 import { TASK_SYMBOLS, TASK_WORDS, etaText, statusLine, stepLine } from "./words.js";
@@ -64,6 +64,7 @@ async function init() {
   render();
   socket.start();
   setInterval(renderTimes, 1000);
+  setInterval(() => shown().filter((task) => isQueued(task.doc)).forEach((task) => task.refresh()), QUEUE_POLL_MS);
 }
 
 const socket = new LiveSocket({

@@ -169,3 +169,12 @@ export class TrackedTask {
     }
   }
 }
+
+/// How often a page reads a queued task's document again: its place moves as the tasks
+/// before it start, and no event says so.
+export const QUEUE_POLL_MS = 5000;
+
+/// Whether the task waits in the queue for a server with room.
+export function isQueued(doc) {
+  return !!doc && doc.status === "pending" && !!doc.queue_place;
+}

@@ -8,7 +8,7 @@ import { api, requireToken, wireSignOut } from "./api.js";
 import { debug } from "./debug.js";
 import { h, setBar, setText, showError } from "./dom.js";
 import { LiveSocket, showConnection } from "./live.js";
-import { TrackedTask, isFinal, isLogged } from "./model.js";
+import { QUEUE_POLL_MS, TrackedTask, isFinal, isLogged, isQueued } from "./model.js";
 import { notify, wireNotifications } from "./notify.js";
 import { wirePush } from "./push.js";
 import { STEP_SYMBOLS, STEP_WORDS, etaText, humanDuration, startedText, statusLine, stepExpectedText, stepLine } from "./words.js";
@@ -80,6 +80,7 @@ async function load() {
   }
   socket.start();
   setInterval(renderTimes, 1000);
+  setInterval(() => isQueued(task.doc) && task.refresh(), QUEUE_POLL_MS);
 }
 
 function notFound() {
