@@ -12,6 +12,7 @@ pub mod http;
 mod ids;
 pub mod notify;
 pub mod plans;
+pub mod remote;
 pub mod terminal;
 pub mod transcript;
 pub mod web;

@@ -1,4 +1,5 @@
-//! The `stepwise` command line: serve, run the demo, run a plan file, follow a task.
+//! The `stepwise` command line: serve, run the demo, run a plan file, follow a task; and,
+//! against a running server, report on a step or control a task.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use adapters::api::auth::NewToken;
-use adapters::{app, http, plans, terminal};
+use adapters::{app, http, plans, remote, terminal};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use config::Settings;
@@ -65,7 +66,8 @@ enum Command {
         action: TokenAction,
     },
     /// List the servers sharing the database: id, address, state, start, last heartbeat and
-    /// running tasks, tab-separated, the longest-running first.
+    /// running tasks of its limit, tab-separated, the longest-running first; then how many
+    /// tasks wait in the queue for a server with room.
     ///
     /// A server is `live`, `stopped` (shut down cleanly) or `gone` (no heartbeat for
     /// runtime.lease_ttl_s; its tasks are taken over). Works while servers run.
@@ -78,6 +80,113 @@ enum Command {
         #[arg(long, default_value = "local")]
         owner: String,
     },
+    /// Report on an `external` step of a task, over a running server's API.
+    ///
+    /// The server is STEPWISE_URL (default http://127.0.0.1:8080), the token STEPWISE_TOKEN.
+    /// Prints where the task stands; exits 1 with the API's code and message if the server
+    /// refuses, 2 if it cannot be reached.
+    Report {
+        /// The task's id.
+        task_id: String,
+        /// The step's order (1 is the first).
+        step: u32,
+        /// The step's percent, 0 to 100.
+        #[arg(long)]
+        progress: Option<u8>,
+        /// A substep that is done, by name.
+        #[arg(long)]
+        substep_done: Option<String>,
+        /// A line for the step's log.
+        #[arg(long)]
+        log: Option<String>,
+        /// The step is done.
+        #[arg(long, conflicts_with = "fail")]
+        complete: bool,
+        /// The step failed, with this message.
+        #[arg(long, value_name = "MESSAGE")]
+        fail: Option<String>,
+    },
+    /// Approve the step a task waits on, over a running server's API (as `report`).
+    Approve {
+        /// The task's id.
+        task_id: String,
+        /// What you say about it.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject the step a task waits on, over a running server's API (as `report`).
+    Reject {
+        /// The task's id.
+        task_id: String,
+        /// What you say about it.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Pause a running task, over a running server's API (as `report`).
+    Pause {
+        /// The task's id.
+        task_id: String,
+    },
+    /// Resume a paused task, over a running server's API (as `report`).
+    Resume {
+        /// The task's id.
+        task_id: String,
+    },
+    /// Cancel a task, over a running server's API (as `report`).
+    Cancel {
+        /// The task's id.
+        task_id: String,
+    },
+}
+
+/// The request a client command sends, or `None` for the commands that run here.
+fn remote_request(command: &Command) -> Option<remote::TaskRequest> {
+    let decision = |comment: &Option<String>| Some(serde_json::json!({ "comment": comment }));
+    Some(match command {
+        Command::Report { task_id, step, progress, substep_done, log, complete, fail } => {
+            let status = match (complete, fail) {
+                (true, _) => Some("completed"),
+                (false, Some(_)) => Some("failed"),
+                (false, None) => None,
+            };
+            let fields = [
+                ("progress", progress.map(serde_json::Value::from)),
+                ("substep_done", substep_done.as_deref().map(serde_json::Value::from)),
+                ("log", log.as_deref().map(serde_json::Value::from)),
+                ("status", status.map(serde_json::Value::from)),
+                ("error", fail.as_deref().map(serde_json::Value::from)),
+            ];
+            let body: serde_json::Map<String, serde_json::Value> =
+                fields.into_iter().filter_map(|(key, value)| Some((key.to_owned(), value?))).collect();
+            remote::TaskRequest::report(task_id, *step, body.into())
+        }
+        Command::Approve { task_id, comment } => remote::TaskRequest::control(task_id, "approve", decision(comment)),
+        Command::Reject { task_id, comment } => remote::TaskRequest::control(task_id, "reject", decision(comment)),
+        Command::Pause { task_id } => remote::TaskRequest::control(task_id, "pause", None),
+        Command::Resume { task_id } => remote::TaskRequest::control(task_id, "resume", None),
+        Command::Cancel { task_id } => remote::TaskRequest::control(task_id, "cancel", None),
+        _ => return None,
+    })
+}
+
+/// Sends a client command's request and says what came of it.
+fn remote_command(request: &remote::TaskRequest) -> anyhow::Result<std::process::ExitCode> {
+    let url = std::env::var("STEPWISE_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned());
+    let Ok(token) = std::env::var("STEPWISE_TOKEN") else {
+        bail!("set STEPWISE_TOKEN to an API token (make one with `stepwise token create --user NAME`)");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match runtime.block_on(remote::send(&url, &token, request)) {
+        Ok(document) => {
+            println!("{}", remote::summary(&document));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Err(refused @ remote::RemoteError::Refused { .. }) => {
+            eprintln!("stepwise: {refused}");
+            Ok(std::process::ExitCode::from(1))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +235,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    // A client of a server elsewhere: this machine's settings are not its business.
+    if let Some(request) = remote_request(&cli.command) {
+        return remote_command(&request);
+    }
     let settings = Settings::load(cli.config.as_deref(), std::env::vars()).context("invalid settings")?;
     init_logging(&settings);
     match &cli.command {
@@ -148,6 +261,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 run_plan(&settings, &owner, &plan, false).await
             }
             Command::Token { .. } | Command::Cluster => unreachable!("handled before the actix system starts"),
+            Command::Report { .. }
+            | Command::Approve { .. }
+            | Command::Reject { .. }
+            | Command::Pause { .. }
+            | Command::Resume { .. }
+            | Command::Cancel { .. } => unreachable!("sent to a server before the settings are read"),
             Command::Watch { task_id, owner } => {
                 let (runtime, server, _) = start(&settings, false).await?;
                 let server = in_background(server);

@@ -17,8 +17,10 @@ use crate::{ConfigError, Origin};
 
 /// Variables with this prefix are settings.
 const ENV_PREFIX: &str = "STEPWISE_";
-/// Names the configuration file for the binary; not a setting itself.
-const CONFIG_FILE_VAR: &str = "STEPWISE_CONFIG";
+/// Variables the binary reads itself, not settings: the configuration file, and where and as
+/// whom the client commands (`stepwise report`, `stepwise pause` …) reach a server. A shell
+/// that exports them can still run `stepwise serve`.
+const BINARY_VARS: [&str; 3] = ["STEPWISE_CONFIG", "STEPWISE_URL", "STEPWISE_TOKEN"];
 /// Separates the levels of a key in a variable name: `STEPWISE_SERVER__LISTEN`.
 const ENV_LEVEL_SEPARATOR: &str = "__";
 
@@ -67,7 +69,7 @@ impl Layers {
         let Some(name) = var.strip_prefix(ENV_PREFIX) else {
             return Ok(());
         };
-        if var == CONFIG_FILE_VAR {
+        if BINARY_VARS.contains(&var) {
             return Ok(());
         }
         let bad_name = |reason: String| ConfigError::EnvName { var: var.to_owned(), reason };
@@ -412,6 +414,7 @@ mod tests {
             (None, &[("STEPWISE_server__Listen", "127.0.0.1:9")], |s| s.server.listen = addr("127.0.0.1:9")),
             // Not settings: the file's path, other programs' variables, a longer prefix.
             (None, &[("STEPWISE_CONFIG", "/etc/stepwise.toml"), ("PATH", "/bin"), ("STEPWISEX", "1")], |_| {}),
+            (None, &[("STEPWISE_URL", "http://127.0.0.1:8080"), ("STEPWISE_TOKEN", "sw_x")], |_| {}),
         ];
         for (file, env, change) in cases {
             let mut expected = defaults();

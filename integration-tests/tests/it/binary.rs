@@ -170,7 +170,7 @@ fn email_that_cannot_be_set_up_stops_the_server_at_start() {
 fn help_documents_every_command() {
     let (status, stdout, _) = run_binary(&["--help"], &[]);
     assert!(status.success());
-    for command in ["serve", "demo", "run", "watch", "--config"] {
+    for command in ["serve", "demo", "run", "watch", "token", "cluster", "report", "approve", "pause", "--config"] {
         assert!(stdout.contains(command), "--help lacks {command}: {stdout}");
     }
 }
@@ -245,4 +245,93 @@ fn settings_come_from_the_config_file_given_by_flag_or_variable() {
         assert_eq!(get(&url, "/healthz").0, 200);
         assert!(data.join("stepwise.db").exists(), "data_dir comes from the file ({args:?})");
     }
+}
+
+/// `stepwise report` and the control commands drive a task on a running server from a shell
+/// (`STEPWISE_URL`, `STEPWISE_TOKEN`): each prints where the task stands, a refusal exits 1
+/// with the API's code and message, and a server whose shell exports those variables still
+/// starts.
+#[test]
+fn a_shell_reports_on_a_step_and_controls_a_task() {
+    let db = TestDb::new(Backend::Sqlite);
+    let (status, token, stderr) = run_binary(&["token", "create", "--user", "ci"], &db.env());
+    assert!(status.success(), "{stderr}");
+    let mut env = db.env();
+    env.push(("STEPWISE_TOKEN".into(), token.trim().into()));
+    env.push(("STEPWISE_URL".into(), "http://127.0.0.1:9".into()));
+    let mut server = Process::spawn(&["serve"], &env);
+    let address = server.wait_for_line("listening on http://");
+    let url = format!("http://{address}");
+    env.retain(|(key, _)| key != "STEPWISE_URL");
+    env.push(("STEPWISE_URL".into(), url.clone()));
+    let plan = r#"{"title": "Nightly build", "steps": [{"name": "Compile", "kind": "external", "substeps": ["core"]},
+        {"name": "Ship", "kind": "external", "requires_approval": true}]}"#;
+    let created = post_as(&address, "/api/tasks", token.trim(), plan);
+    let id = serde_json::from_str::<serde_json::Value>(&created).unwrap()["task_id"].as_str().unwrap().to_owned();
+    let stepwise = |args: &[&str]| run_binary(args, &env);
+
+    let (status, stdout, stderr) = stepwise(&["report", &id, "1", "--progress", "40", "--log", "compiling"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), format!("task {id} running 20%, step 1 of 2 running at 40% (Compile)"));
+    assert!(stepwise(&["report", &id, "1", "--substep-done", "core"]).0.success());
+    let (status, _, stderr) = stepwise(&["report", &id, "1", "--progress", "150"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("422 invalid_report: progress is a percent, 0 to 100"), "{stderr}");
+    let (status, _, stderr) = stepwise(&["report", &id, "1"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("422 invalid_report: an empty report"), "{stderr}");
+    assert!(stepwise(&["pause", &id]).0.success());
+    let (status, _, stderr) = stepwise(&["pause", &id]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("409 conflict"), "{stderr}");
+    assert!(stepwise(&["resume", &id]).0.success());
+    let (status, stdout, _) = stepwise(&["report", &id, "1", "--complete"]);
+    assert!(status.success());
+    assert!(stdout.contains("approval"), "{stdout}");
+    let (status, stdout, stderr) = stepwise(&["approve", &id, "--comment", "ship it"]);
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("step 2 of 2 running at 0% (Ship)"), "{stdout}");
+    let (status, stdout, _) = stepwise(&["report", &id, "2", "--fail", "disk full"]);
+    assert!(status.success());
+    assert!(stdout.starts_with(&format!("task {id} failed")), "{stdout}");
+    let (status, _, stderr) = stepwise(&["cancel", "0000000000000000"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("404 not_found"), "{stderr}");
+
+    let unreachable: Vec<_> = env
+        .iter()
+        .cloned()
+        .map(|(key, value)| if key == "STEPWISE_URL" { (key, "http://127.0.0.1:9".to_owned()) } else { (key, value) })
+        .collect();
+    let (status, _, stderr) = run_binary(&["pause", &id], &unreachable);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("cannot reach http://127.0.0.1:9"), "{stderr}");
+    let no_token: Vec<_> = env.iter().filter(|(key, _)| key != "STEPWISE_TOKEN").cloned().collect();
+    let (status, _, stderr) = run_binary(&["pause", &id], &no_token);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("set STEPWISE_TOKEN"), "{stderr}");
+    let schemeless: Vec<_> = env
+        .iter()
+        .cloned()
+        .map(|(key, value)| if key == "STEPWISE_URL" { (key, address.clone()) } else { (key, value) })
+        .collect();
+    let (status, _, stderr) = run_binary(&["pause", &id], &schemeless);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("STEPWISE_URL must start with http:// or https://"), "{stderr}");
+    server.signal(libc::SIGTERM);
+    assert!(server.wait().0.success());
+}
+
+/// POST with a bearer token; answers the body.
+fn post_as(address: &str, path: &str, token: &str, body: &str) -> String {
+    let mut stream = TcpStream::connect(address).expect("connect to stepwise");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
 }
