@@ -198,6 +198,11 @@ enum TokenAction {
         /// The user the token acts as.
         #[arg(long)]
         user: String,
+        /// The token's own request rate, requests a second (1 to 1000000; the burst stays
+        /// api.request_burst), e.g. for a worker that drives many tasks; without it the
+        /// token has the server's api.requests_per_second.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rate: Option<u32>,
     },
     /// Revoke one token by id, or every token of a user.
     Revoke {
@@ -208,7 +213,8 @@ enum TokenAction {
         #[arg(long)]
         user: Option<String>,
     },
-    /// List tokens (ids, users, when made, whether revoked); never the secrets.
+    /// List tokens (ids, users, when made, whether revoked, their own rate if any); never the
+    /// secrets.
     List {
         /// Only this user's tokens.
         #[arg(long)]
@@ -359,13 +365,16 @@ fn token(settings: &Settings, action: &TokenAction) -> anyhow::Result<std::proce
     let mut conn = database.conn()?;
     let now = runtime::SystemClock.now_ms();
     match action {
-        TokenAction::Create { user } => {
+        TokenAction::Create { user, rate } => {
             let user = user.trim();
             if user.is_empty() || user.len() > 100 {
                 bail!("a user name is 1 to 100 characters");
             }
             let token = NewToken::generate();
             db::insert_token(&mut conn, &token.id, user, &token.hash, now)?;
+            if let Some(rate) = rate {
+                db::set_token_rate(&mut conn, &token.id, *rate)?;
+            }
             eprintln!(
                 "token {} for user {user} (shown once; revoke with `stepwise token revoke {}`)",
                 token.id, token.id
@@ -390,7 +399,9 @@ fn token(settings: &Settings, action: &TokenAction) -> anyhow::Result<std::proce
                     Some(at) => format!("revoked {}", adapters::api::wire::rfc3339(at)),
                     None => "active".to_owned(),
                 };
-                println!("{}\t{}\t{}\t{state}", token.id, token.user, adapters::api::wire::rfc3339(token.created_at));
+                let rate = token.requests_per_second.map_or("server's rate".to_owned(), |r| format!("{r} requests/s"));
+                let made = adapters::api::wire::rfc3339(token.created_at);
+                println!("{}\t{}\t{made}\t{state}\t{rate}", token.id, token.user);
             }
         }
     }

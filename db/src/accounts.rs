@@ -5,6 +5,7 @@
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
+use crate::rows::{to_i32, to_u32};
 use crate::schema::{api_tokens, users};
 use crate::DbError;
 
@@ -19,6 +20,19 @@ pub struct ApiToken {
     pub created_at: i64,
     /// When it was revoked, ms since the epoch; `None` while it is valid.
     pub revoked_at: Option<i64>,
+    /// Its own request rate, if it has one (else the server's).
+    pub requests_per_second: Option<u32>,
+}
+
+/// Who an unrevoked token acts as, and at what rate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUser {
+    /// The token's id (the rate limit's key).
+    pub token_id: String,
+    /// The user it acts as.
+    pub user: String,
+    /// Its own request rate, if it has one (else the server's).
+    pub requests_per_second: Option<u32>,
 }
 
 /// Which tokens to revoke.
@@ -62,19 +76,37 @@ pub fn insert_token(
                 api_tokens::created_at.eq(now),
             ))
             .execute(conn)?;
-        Ok(ApiToken { id: id.to_owned(), user: user.to_owned(), created_at: now, revoked_at: None })
+        Ok(ApiToken {
+            id: id.to_owned(),
+            user: user.to_owned(),
+            created_at: now,
+            revoked_at: None,
+            requests_per_second: None,
+        })
     })
 }
 
-/// The (token id, user) that the unrevoked token with this secret hash belongs to; `None`
-/// for an unknown or revoked token.
-pub fn token_user(conn: &mut AnyConnection, secret_hash: &str) -> Result<Option<(String, String)>, DbError> {
-    Ok(api_tokens::table
+/// Who the unrevoked token with this secret hash acts as; `None` for an unknown or revoked
+/// token.
+pub fn token_user(conn: &mut AnyConnection, secret_hash: &str) -> Result<Option<TokenUser>, DbError> {
+    let found: Option<(String, String, Option<i32>)> = api_tokens::table
         .filter(api_tokens::secret_hash.eq(secret_hash))
         .filter(api_tokens::revoked_at.is_null())
-        .select((api_tokens::id, api_tokens::user_name))
+        .select((api_tokens::id, api_tokens::user_name, api_tokens::requests_per_second))
         .first(conn)
-        .optional()?)
+        .optional()?;
+    found
+        .map(|(token_id, user, rate)| {
+            let requests_per_second = rate.map(|r| to_u32(r, "api_tokens.requests_per_second")).transpose()?;
+            Ok(TokenUser { token_id, user, requests_per_second })
+        })
+        .transpose()
+}
+
+/// Gives token `id` its own request rate; returns whether there is such a token.
+pub fn set_token_rate(conn: &mut AnyConnection, id: &str, requests_per_second: u32) -> Result<bool, DbError> {
+    let rate = to_i32(requests_per_second);
+    Ok(diesel::update(api_tokens::table.find(id)).set(api_tokens::requests_per_second.eq(rate)).execute(conn)? > 0)
 }
 
 /// Revokes the selected tokens at `now`; returns how many were newly revoked (tokens
@@ -98,12 +130,20 @@ pub fn list_tokens(conn: &mut AnyConnection, user: Option<&str>) -> Result<Vec<A
     }
     let rows = query
         .order((api_tokens::created_at.asc(), api_tokens::id.asc()))
-        .select((api_tokens::id, api_tokens::user_name, api_tokens::created_at, api_tokens::revoked_at))
-        .load::<(String, String, i64, Option<i64>)>(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, user, created_at, revoked_at)| ApiToken { id, user, created_at, revoked_at })
-        .collect())
+        .select((
+            api_tokens::id,
+            api_tokens::user_name,
+            api_tokens::created_at,
+            api_tokens::revoked_at,
+            api_tokens::requests_per_second,
+        ))
+        .load::<(String, String, i64, Option<i64>, Option<i32>)>(conn)?;
+    rows.into_iter()
+        .map(|(id, user, created_at, revoked_at, rate)| {
+            let requests_per_second = rate.map(|r| to_u32(r, "api_tokens.requests_per_second")).transpose()?;
+            Ok(ApiToken { id, user, created_at, revoked_at, requests_per_second })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,6 +152,10 @@ mod tests {
     use crate::testing::TestDb;
 
     /// Insert, look up, list, and revoke by id and by user, on SQLite and PostgreSQL.
+    fn holder(id: &str, user: &str, rate: Option<u32>) -> Option<TokenUser> {
+        Some(TokenUser { token_id: id.into(), user: user.into(), requests_per_second: rate })
+    }
+
     #[test]
     fn tokens_are_stored_found_listed_and_revoked() {
         for test_db in TestDb::all() {
@@ -120,12 +164,22 @@ mod tests {
             let conn = &mut *database.conn().unwrap();
 
             let first = insert_token(conn, "tok1", "alice", "hash1", 10).unwrap();
-            assert_eq!(first, ApiToken { id: "tok1".into(), user: "alice".into(), created_at: 10, revoked_at: None });
+            let expected = ApiToken {
+                id: "tok1".into(),
+                user: "alice".into(),
+                created_at: 10,
+                revoked_at: None,
+                requests_per_second: None,
+            };
+            assert_eq!(first, expected);
             // A second token of an existing user must not trip over the user row.
             insert_token(conn, "tok2", "alice", "hash2", 20).unwrap();
             insert_token(conn, "tok3", "bob", "hash3", 15).unwrap();
 
-            assert_eq!(token_user(conn, "hash2").unwrap(), Some(("tok2".into(), "alice".into())), "{backend:?}");
+            assert_eq!(token_user(conn, "hash2").unwrap(), holder("tok2", "alice", None), "{backend:?}");
+            assert!(set_token_rate(conn, "tok3", 500).unwrap() && !set_token_rate(conn, "missing", 5).unwrap());
+            assert_eq!(token_user(conn, "hash3").unwrap(), holder("tok3", "bob", Some(500)), "{backend:?}");
+            assert_eq!(list_tokens(conn, Some("bob")).unwrap()[0].requests_per_second, Some(500), "{backend:?}");
             assert_eq!(token_user(conn, "nope").unwrap(), None, "{backend:?}");
             let ids = |tokens: Vec<ApiToken>| tokens.into_iter().map(|t| t.id).collect::<Vec<_>>();
             assert_eq!(ids(list_tokens(conn, None).unwrap()), ["tok1", "tok3", "tok2"], "{backend:?}: oldest first");
@@ -138,7 +192,7 @@ mod tests {
             assert_eq!(revoke_tokens(conn, TokenSelector::Id("missing"), 40).unwrap(), 0, "{backend:?}");
             assert_eq!(revoke_tokens(conn, TokenSelector::User("alice"), 50).unwrap(), 1, "{backend:?}: tok2 only");
             assert_eq!(token_user(conn, "hash2").unwrap(), None, "{backend:?}");
-            assert_eq!(token_user(conn, "hash3").unwrap(), Some(("tok3".into(), "bob".into())), "{backend:?}");
+            assert_eq!(token_user(conn, "hash3").unwrap(), holder("tok3", "bob", Some(500)), "{backend:?}");
 
             let alice: Vec<Option<i64>> =
                 list_tokens(conn, Some("alice")).unwrap().into_iter().map(|t| t.revoked_at).collect();
@@ -172,7 +226,7 @@ mod tests {
         assert!(matches!(crate::Database::open(&url, 2), Err(DbError::InUse { .. })), "a second server is refused");
         let admin = crate::Database::open_beside_server(&url, 1).unwrap();
         insert_token(&mut admin.conn().unwrap(), "tok1", "alice", "hash1", 10).unwrap();
-        assert_eq!(token_user(&mut server.conn().unwrap(), "hash1").unwrap(), Some(("tok1".into(), "alice".into())));
+        assert_eq!(token_user(&mut server.conn().unwrap(), "hash1").unwrap(), holder("tok1", "alice", None));
 
         let fresh = format!("sqlite://{}", dir.path().join("new/dir/stepwise.db").display());
         crate::Database::open_beside_server(&fresh, 1).expect("creates the directory, as open does");

@@ -42,7 +42,9 @@ mod tasks;
 pub mod testing;
 mod transition;
 
-pub use accounts::{insert_token, list_tokens, revoke_tokens, token_user, ApiToken, TokenSelector};
+pub use accounts::{
+    insert_token, list_tokens, revoke_tokens, set_token_rate, token_user, ApiToken, TokenSelector, TokenUser,
+};
 pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use chat::{
     chat_messages, insert_chat_message, load_conversation, save_conversation, ChatMessageRecord, TRANSCRIPT_CAP,

@@ -116,6 +116,7 @@ diesel::table! {
         secret_hash -> Text,
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        requests_per_second -> Nullable<Integer>,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Caller {
     pub user: Arc<str>,
     /// The token's public id (the rate limit's key).
     pub token_id: Arc<str>,
+    /// The token's own request rate, if it has one (else `api.requests_per_second`).
+    pub requests_per_second: Option<u32>,
 }
 
 /// A freshly made token: the secret shown once, its public id and the hash to store.
@@ -90,13 +92,13 @@ pub struct Authenticator {
     cache_ms: i64,
     cache: Mutex<HashMap<String, Cached>>,
     rate_per_s: f64,
-    capacity: f64,
+    burst: f64,
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
 }
 
 impl Authenticator {
     /// Trusts a checked token for `cache_s` and allows each token `rate_per_s` requests a
-    /// second with `burst` more at once.
+    /// second (or its own rate, if it has one) with `burst` more at once.
     pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, cache_s: u64, rate_per_s: u32, burst: u32) -> Authenticator {
         Authenticator {
             db,
@@ -104,7 +106,7 @@ impl Authenticator {
             cache_ms: i64::try_from(cache_s.saturating_mul(1000)).unwrap_or(i64::MAX),
             cache: Mutex::new(HashMap::new()),
             rate_per_s: f64::from(rate_per_s.max(1)),
-            capacity: f64::from(rate_per_s.max(1)) + f64::from(burst),
+            burst: f64::from(burst),
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -121,11 +123,15 @@ impl Authenticator {
         let db = Arc::clone(&self.db);
         let lookup = hash.clone();
         let found = blocking_query(db, move |conn| db::token_user(conn, &lookup)).await?;
-        let Some((token_id, user)) = found else {
+        let Some(found) = found else {
             self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(&hash);
             return Err(ApiError::Unauthorized("the token is unknown or revoked".to_owned()));
         };
-        let caller = Caller { user: user.into(), token_id: token_id.into() };
+        let caller = Caller {
+            user: found.user.into(),
+            token_id: found.token_id.into(),
+            requests_per_second: found.requests_per_second,
+        };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_SWEEP_AT {
             let cache_ms = self.cache_ms;
@@ -138,17 +144,18 @@ impl Authenticator {
     /// Counts a request against the caller's rate.
     pub fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
         let now = self.clock.now_ms();
+        let rate = caller.requests_per_second.map_or(self.rate_per_s, |rate| f64::from(rate.max(1)));
+        let capacity = rate + self.burst;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket =
-            buckets.entry(Arc::clone(&caller.token_id)).or_insert(Bucket { tokens: self.capacity, at_ms: now });
+        let bucket = buckets.entry(Arc::clone(&caller.token_id)).or_insert(Bucket { tokens: capacity, at_ms: now });
         let elapsed_s = (now - bucket.at_ms).max(0) as f64 / 1000.0;
-        bucket.tokens = (bucket.tokens + elapsed_s * self.rate_per_s).min(self.capacity);
+        bucket.tokens = (bucket.tokens + elapsed_s * rate).min(capacity);
         bucket.at_ms = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return Ok(());
         }
-        let retry_after_s = ((1.0 - bucket.tokens) / self.rate_per_s).ceil().max(1.0) as u64;
+        let retry_after_s = ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64;
         Err(ApiError::RateLimited { retry_after_s })
     }
 }

@@ -322,6 +322,22 @@ on_both_backends! {
         clock.advance(500);
         assert_eq!(server.get("/api/tasks", &alice).await.status, 200, "half a second refills one request");
         assert_eq!(server.get("/api/tasks", &alice).await.status, 429);
+
+        // A token with its own rate (`stepwise token create --rate 10`): ten a second plus the
+        // burst, where the server's rate would allow three.
+        let worker = server.token("worker").await;
+        let id = worker.trim_start_matches("sw_").split('_').next().unwrap().to_owned();
+        let database = Arc::clone(server.runtime.db());
+        tokio::task::spawn_blocking(move || db::set_token_rate(&mut database.conn().unwrap(), &id, 10).unwrap())
+            .await
+            .unwrap();
+        for i in 0..11 {
+            assert_eq!(server.get("/api/tasks", &worker).await.status, 200, "request {i} within the token's own rate");
+        }
+        let limited = server.get("/api/tasks", &worker).await;
+        assert_eq!((limited.status, limited.code()), (429, "rate_limited"));
+        clock.advance(100);
+        assert_eq!(server.get("/api/tasks", &worker).await.status, 200, "a tenth of a second refills one");
         server.stop().await;
     }
 

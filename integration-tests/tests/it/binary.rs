@@ -48,6 +48,13 @@ on_both_backends! {
 
         let (_, listed, _) = run_binary(&["token", "list"], &env);
         assert!(listed.starts_with(&format!("{id}\tada\t")) && listed.contains("active"), "{listed}");
+        assert!(listed.trim_end().ends_with("\tserver's rate"), "{listed}");
+        let (status, _, stderr) = run_binary(&["token", "create", "--user", "worker", "--rate", "500"], &env);
+        assert!(status.success(), "{stderr}");
+        let (_, listed, _) = run_binary(&["token", "list", "--user", "worker"], &env);
+        assert!(listed.trim_end().ends_with("\t500 requests/s"), "{listed}");
+        let (status, _, stderr) = run_binary(&["token", "create", "--user", "worker", "--rate", "0"], &env);
+        assert!(!status.success() && stderr.contains("--rate"), "{stderr}");
         assert!(!listed.contains(token), "list never shows a secret");
 
         let (status, _, stderr) = run_binary(&["token", "revoke", &id], &env);
