@@ -309,10 +309,13 @@ function renderSteps(doc) {
   const failedTask = doc.status === "failed";
   for (const step of doc.steps) {
     const row = rows.get(step.order);
+    // A step running when the task was cancelled ends "failed" (the seed's states have no
+    // "stopped"); the page says what happened instead.
+    const stopped = doc.status === "cancelled" && step.status === "failed";
     row.li.dataset.status = step.status;
-    setText(row.symbol, STEP_SYMBOLS[step.status] || "?");
-    setText(row.status, stepStatusText(step));
-    row.error.hidden = !step.error;
+    setText(row.symbol, stopped ? "⊘" : STEP_SYMBOLS[step.status] || "?");
+    setText(row.status, stopped ? "stopped when the task was cancelled" : stepStatusText(step));
+    row.error.hidden = !step.error || stopped;
     setText(row.error, step.error ? `✗ ${step.error}` : "");
     row.actions.hidden = !(failedTask && step.status === "failed");
     const open = step.substeps.findIndex((s) => !s.done);

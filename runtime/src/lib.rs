@@ -33,7 +33,7 @@ pub use eta::step_key;
 pub use event::{confidence_name, confidence_named, Confidence, Eta, EventKind, StepEta, TaskEvent};
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler, StepReport};
 pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
-pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome};
+pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome, STOPPED_BY_CANCEL};
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
 pub use runtime::{BoundedEvents, Holder, Member, Recovery, Runtime, RuntimeOptions};

@@ -71,6 +71,9 @@ impl Control {
     }
 }
 
+/// The error of a step that was running (or paused) when its task was cancelled.
+pub const STOPPED_BY_CANCEL: &str = "stopped: the task was cancelled";
+
 /// What the task actor must do after a committed transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Effect {
@@ -238,8 +241,10 @@ impl TaskState {
         for step in &mut self.stored.steps {
             match step.status {
                 StepStatus::Running | StepStatus::Paused => {
+                    // The seed's seven states have no "stopped": the step ends failed, and its
+                    // error says why.
                     step.status = StepStatus::Failed;
-                    step.error = Some("cancelled".into());
+                    step.error = Some(STOPPED_BY_CANCEL.into());
                     step.finished_at = Some(now);
                 }
                 StepStatus::Approval => step.status = StepStatus::Pending,

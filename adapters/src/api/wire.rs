@@ -123,7 +123,7 @@ pub struct StepDocument<'a> {
     pub attempts: u32,
     /// Whether it waits for approval before running.
     pub requires_approval: bool,
-    /// Why it failed.
+    /// Why it failed (`stopped: the task was cancelled` for a step its task's cancel stopped).
     pub error: Option<&'a str>,
     /// Work seconds the step is expected to need still (the mean; for the running step its
     /// rest), or null when it is done or the task has no estimate.

@@ -111,7 +111,7 @@ on_both_backends! {
         eventually("its background child to be killed", || !process_alive(child)).await;
         let task = rt.task("alice", &id).await.unwrap();
         assert_eq!(task.task.status, TaskStatus::Cancelled);
-        assert_eq!(task.steps[0].error.as_deref(), Some("cancelled"));
+        assert_eq!(task.steps[0].error.as_deref(), Some(runtime::STOPPED_BY_CANCEL));
     }
 
     async fn pause_stops_the_process_group_and_resume_continues_it(backend: Backend) {

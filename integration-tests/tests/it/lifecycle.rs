@@ -261,7 +261,7 @@ on_both_backends! {
         assert_ne!(fresh, id);
         let old = rt.task("alice", &id).await.unwrap();
         assert_eq!(old.task.status, TaskStatus::Cancelled);
-        assert_eq!(old.steps[1].error.as_deref(), Some("cancelled"));
+        assert_eq!(old.steps[1].error.as_deref(), Some(runtime::STOPPED_BY_CANCEL));
         let new = rt.task("alice", &fresh).await.unwrap();
         assert_eq!(new.task.restarted_from.as_deref(), Some(id.as_str()));
         assert_eq!(new.task.status, TaskStatus::Running);

@@ -1047,3 +1047,29 @@ async fn a_queued_task_shows_its_place_until_it_starts() {
     page.close().await;
     server.stop().await;
 }
+
+/// A step that was running when its task was cancelled ends `failed` in the API (the seed's
+/// seven states), with an error that says why; the page says it was stopped, not that it
+/// failed.
+#[actix::test]
+async fn a_step_stopped_by_a_cancel_reads_as_stopped() {
+    let (_db, server, token) = start(Backend::Sqlite, Arc::new(SystemClock)).await;
+    let id = create(&server, &token, PLAN).await;
+    let cancelled = server.post(&format!("/api/tasks/{id}/cancel"), &token, "").await;
+    assert_eq!(cancelled.status, 200);
+    assert_eq!(cancelled.body["steps"][0]["status"], "failed");
+    assert_eq!(cancelled.body["steps"][0]["error"], runtime::STOPPED_BY_CANCEL);
+    let page = Browser::open(server.address, 1280, 800).await;
+    page.sign_in(&token, &format!("/tasks/{id}")).await;
+    let state = page.task("the cancelled task's page", |s| s["status_line"] == "Cancelled").await;
+    let first = step(&state, 1);
+    assert_eq!(
+        (first["symbol"].as_str(), first["text"].as_str()),
+        (Some("⊘"), Some("stopped when the task was cancelled")),
+        "{state:#}"
+    );
+    assert!(first["error"].is_null(), "{state:#}");
+    assert_eq!(step(&state, 2)["text"], "pending", "{state:#}");
+    page.close().await;
+    server.stop().await;
+}

@@ -475,7 +475,7 @@ fn cancel_fails_the_running_step_and_finishes() {
     assert_eq!(out.events, [EventKind::TaskCancelled]);
     assert_eq!(out.effects, [Effect::StopStep, Effect::Finish]);
     let stopped = step(&state, 1);
-    assert_eq!((stopped.status, stopped.error.as_deref()), (StepStatus::Failed, Some("cancelled")));
+    assert_eq!((stopped.status, stopped.error.as_deref()), (StepStatus::Failed, Some(super::STOPPED_BY_CANCEL)));
     assert_eq!((stopped.finished_at, stopped.work_ms), (Some(4000), 3000));
     assert_eq!(step(&state, 2).status, StepStatus::Pending);
     assert_eq!(state.status(), TaskStatus::Cancelled);
