@@ -2,9 +2,9 @@
 //! this handler keeps one conversation per user in the database (so the next message may
 //! reach any server of a cluster; forgotten after [`IDLE_MS`] of silence, so an old
 //! "Cancel X?" cannot be answered by a much later "yes"), fetches what the answer needs and
-//! does what the user confirmed (through the server running the task, wherever it is). Every message and reply is kept in the user's
-//! transcript ([`crate::transcript`]), with the notifications their chat preferences route there;
-//! `GET /api/chat` reads it.
+//! does what the user confirmed (through the server running the task, wherever it is).
+//! Every message and reply is kept in the user's transcript ([`crate::transcript`]), with
+//! the notifications their chat preferences route there; `GET /api/chat` reads it.
 
 use std::sync::Arc;
 
