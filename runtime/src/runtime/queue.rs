@@ -20,17 +20,20 @@ impl Runtime {
     /// Starts `owner`'s pending task here if this server has room, and otherwise queues it
     /// for the first server that has. A task that is not pending is refused as before.
     pub(super) async fn start_or_queue(&self, owner: &str, task_id: &str) -> Result<(), RuntimeError> {
-        let stored = self.task(owner, task_id).await?;
-        if stored.task.status != TaskStatus::Pending {
-            return self.ask(owner, task_id, || Command(Control::Start)).await;
-        }
         {
             // Starts are taken one at a time (with claims), so two cannot both take the last
             // place; a task started here is never queued, so no other server can claim it.
+            // The actor refuses a task that is not pending, as before the limit existed.
             let _beat = self.beat.lock().await;
             if !self.stopping.load(Ordering::SeqCst) && self.shared.capacity.room() > 0 {
                 return self.ask(owner, task_id, || Command(Control::Start)).await;
             }
+        }
+        // No room: only a pending task of the caller's is queued; any other gets the
+        // actor's answer (not found, or not startable).
+        let stored = self.task(owner, task_id).await?;
+        if stored.task.status != TaskStatus::Pending {
+            return self.ask(owner, task_id, || Command(Control::Start)).await;
         }
         let (id, now) = (task_id.to_owned(), self.shared.clock.now_ms());
         blocking(&self.shared.db, move |conn| db::enqueue(conn, &id, now)).await?;
