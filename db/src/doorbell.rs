@@ -25,8 +25,10 @@ const MAX_PAYLOAD: usize = 7_900;
 pub enum Ring {
     /// These tasks.
     Tasks(Vec<String>),
-    /// Work waits for a server: a task was queued, or a stopping server released its tasks.
+    /// A task was queued for a server with room.
     Queue,
+    /// A stopping server released its tasks' leases: the others take them over.
+    Released,
     /// Anything: too many tasks for one payload, or rings may have been missed.
     Everything,
 }
@@ -36,7 +38,7 @@ impl Ring {
     pub fn concerns(&self, task_id: &str) -> bool {
         match self {
             Ring::Tasks(ids) => ids.iter().any(|id| id == task_id),
-            Ring::Queue => false,
+            Ring::Queue | Ring::Released => false,
             Ring::Everything => true,
         }
     }
@@ -45,6 +47,7 @@ impl Ring {
         match self {
             Ring::Tasks(ids) if ids.iter().map(|id| id.len() + 1).sum::<usize>() <= MAX_PAYLOAD => ids.join(","),
             Ring::Queue => "+".to_owned(),
+            Ring::Released => "-".to_owned(),
             _ => "*".to_owned(),
         }
     }
@@ -53,6 +56,7 @@ impl Ring {
         match payload {
             "*" => Ring::Everything,
             "+" => Ring::Queue,
+            "-" => Ring::Released,
             ids => Ring::Tasks(ids.split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect()),
         }
     }
@@ -67,13 +71,9 @@ pub(crate) fn ring(conn: &mut AnyConnection, tasks: Vec<String>) -> Result<(), D
     }
 }
 
-/// Rings to say work waits for a server (a task queued, leases released), as [`ring`] does:
-/// at the commit of the transaction it is sent in.
-pub(crate) fn ring_for_work(conn: &mut AnyConnection) -> Result<(), DbError> {
-    send(conn, &Ring::Queue)
-}
-
-fn send(conn: &mut AnyConnection, ring: &Ring) -> Result<(), DbError> {
+/// Rings `ring` (a queued task, released leases) as [`ring`] does: at the commit of the
+/// transaction it is sent in.
+pub(crate) fn send(conn: &mut AnyConnection, ring: &Ring) -> Result<(), DbError> {
     if let AnyConnection::Postgresql(pg) = conn {
         diesel::sql_query("SELECT pg_notify($1, $2)")
             .bind::<diesel::sql_types::Text, _>(CHANNEL)
@@ -133,7 +133,8 @@ mod tests {
         assert_eq!(Ring::parse(&many.payload()), Ring::Everything);
         assert!(Ring::Everything.concerns("x") && few.concerns("b2") && !few.concerns("c3"));
         assert_eq!(Ring::parse(&Ring::Queue.payload()), Ring::Queue);
-        assert!(!Ring::Queue.concerns("a1"));
+        assert_eq!(Ring::parse(&Ring::Released.payload()), Ring::Released);
+        assert!(!Ring::Queue.concerns("a1") && !Ring::Released.concerns("a1"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
-use crate::doorbell::ring_for_work;
+use crate::doorbell::{send, Ring};
 use crate::model::TaskStatus;
 use crate::schema::tasks;
 use crate::DbError;
@@ -45,7 +45,7 @@ pub fn enqueue(conn: &mut AnyConnection, task_id: &str, now: i64) -> Result<bool
             .set(tasks::queued_at.eq(queued_at))
             .execute(conn)?;
         if queued > 0 {
-            ring_for_work(conn)?;
+            send(conn, &Ring::Queue)?;
         }
         Ok(queued > 0)
     })

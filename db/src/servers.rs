@@ -131,7 +131,7 @@ pub fn leave_cluster(conn: &mut AnyConnection, id: &str, now: i64) -> Result<usi
     conn.transaction(|conn| {
         let released = crate::lease::release_leases(conn, id)?;
         server_stopped(conn, id, now)?;
-        crate::doorbell::ring_for_work(conn)?;
+        crate::doorbell::send(conn, &crate::Ring::Released)?;
         Ok(released)
     })
 }

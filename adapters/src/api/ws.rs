@@ -311,8 +311,8 @@ impl Session {
     /// A ring of the cluster's doorbell: catches up on the tasks it names that this session
     /// follows and another server runs, one read at a time.
     fn rang(&mut self, ring: &Ring, ctx: &mut ws::WebsocketContext<Self>) {
-        if *ring == Ring::Queue {
-            // Queuing logs nothing; the task's start does, and rings for it.
+        if matches!(ring, Ring::Queue | Ring::Released) {
+            // Neither logs anything: a task's start does, and rings for it.
             return;
         }
         if matches!(self.phase, Phase::Loading(_)) {

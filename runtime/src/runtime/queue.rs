@@ -71,26 +71,27 @@ impl Runtime {
     }
 
     /// Claims whenever room frees here, a task is queued anywhere, or `every` passes; when
-    /// the doorbell says work waits (a task queued, or a stopping server released its
-    /// tasks), also takes over the tasks no live server holds.
+    /// the doorbell says a stopping server released its tasks (or rings may have been
+    /// missed), first takes over the tasks no live server holds.
     pub(super) fn keep_claiming(&self, every: Duration) {
         let runtime = self.clone();
         let mut rings = self.rings();
         actix::spawn(async move {
             let mut interval = tokio::time::interval(every.max(Duration::from_millis(100)));
             loop {
-                let rang = tokio::select! {
+                let released = tokio::select! {
                     _ = runtime.shared.capacity.freed() => false,
                     _ = interval.tick() => false,
                     ring = rings.recv() => match ring.as_deref() {
-                        Ok(Ring::Queue | Ring::Everything) | Err(_) => true,
+                        Ok(Ring::Queue) => false,
+                        Ok(Ring::Released | Ring::Everything) | Err(_) => true,
                         Ok(Ring::Tasks(_)) => continue,
                     },
                 };
                 if runtime.stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                if rang {
+                if released {
                     if let Err(error) = runtime.take_over_orphans().await {
                         tracing::error!(%error, "could not take over the tasks of servers that stopped");
                     }
