@@ -95,7 +95,7 @@ impl ManageConnection for Manager {
 
 pub(crate) fn establish(backend: &Backend) -> Result<AnyConnection, diesel::ConnectionError> {
     match backend {
-        Backend::Postgres(url) => PgConnection::establish(url).map(AnyConnection::Postgresql),
+        Backend::Postgres(url) => establish_postgres(url).map(AnyConnection::Postgresql),
         Backend::Sqlite(path) => {
             let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
             // WAL lets readers run beside the writer; NORMAL sync keeps every committed
@@ -233,6 +233,16 @@ fn lock_sqlite_file(url: &str, path: &Path) -> Result<File, DbError> {
             Err(DbError::Open { url: url.to_owned(), reason: format!("cannot lock {}: {e}", lock_path.display()) })
         }
     }
+}
+
+/// Every PostgreSQL connection is opened here. libpq talks TLS through OpenSSL, and
+/// OpenSSL left to initialise itself registers an exit handler that frees its state while
+/// other threads may still be connecting (the doorbell's listener reconnects at any moment):
+/// a process could crash with SIGSEGV on its way out. Initialising it first, as the
+/// `openssl` crate does, without that handler, makes leaving safe.
+pub(crate) fn establish_postgres(url: &str) -> Result<PgConnection, diesel::ConnectionError> {
+    openssl_sys::init();
+    PgConnection::establish(url)
 }
 
 /// The URL without its password, for messages.

@@ -104,7 +104,7 @@ pub struct Listener {
 impl Listener {
     /// Connects to the PostgreSQL database at `url` and listens.
     pub fn connect(url: &str) -> Result<Listener, DbError> {
-        let mut conn = PgConnection::establish(url)
+        let mut conn = crate::connection::establish_postgres(url)
             .map_err(|e| DbError::Open { url: crate::redact(url), reason: e.to_string() })?;
         conn.batch_execute(&format!("LISTEN {CHANNEL}"))?;
         Ok(Listener { conn })

@@ -4,7 +4,6 @@
 //! so an unset variable fails the test rather than skipping half of it.
 
 use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 
 use crate::Database;
 
@@ -84,6 +83,6 @@ fn pg_server() -> String {
 }
 
 fn admin(server: &str, sql: &str) {
-    let mut conn = PgConnection::establish(server).unwrap_or_else(|e| panic!("connect to {server}: {e}"));
+    let mut conn = crate::connection::establish_postgres(server).unwrap_or_else(|e| panic!("connect to {server}: {e}"));
     conn.batch_execute(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
