@@ -27,7 +27,9 @@
 //! 5. Then cross-server live events: `BENCH_CLUSTER_TASKS` [100] tasks on the first server,
 //!    a driver per task reporting back to back to it (a log line stamped with its send time,
 //!    every 100th report a percent instead), a WebSocket per task on the second server: updates
-//!    delivered there per second and their latency from send to receipt.
+//!    delivered there per second and their latency from send to receipt. Then the same
+//!    drivers paced to `BENCH_CLUSTER_PACED` [5000] reports/s in all: the latency of the path
+//!    itself, on a machine that is not saturated.
 //! 6. And the database load the two servers add: commits per minute while both are idle,
 //!    and again while the tasks of phases 4 and 5 run without reporting.
 //!
@@ -1318,11 +1320,34 @@ async fn cross_server_events(holder: &Server, other: &Server, api: &Api, tasks: 
     // The last lines of the window arrive a flush and a ring later.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let received_after: u64 = shared.received.iter().map(|c| c.0.load(Ordering::Relaxed)).sum();
+    let lines = shared.fast.count();
+    let secs = measured.as_secs_f64();
+    let paced_rate = size("BENCH_CLUSTER_PACED", 5_000).max(1);
+    let interval = Duration::from_secs_f64(tasks as f64 / paced_rate as f64);
+    let first = Instant::now() + Duration::from_millis(100);
+    let (measure_from, until) = (first + Duration::from_secs(1), first + Duration::from_secs(1) + seconds);
+    let mut paced = Vec::with_capacity(tasks);
+    for (task, id) in ids.iter().enumerate() {
+        let driver = Driver::new(api, id, 0).await;
+        // Spread over the interval, so the reports do not come in bursts.
+        let offset = interval.mul_f64(task as f64 / tasks as f64);
+        paced.push(tokio::spawn(drive_paced(
+            Arc::clone(&shared),
+            driver,
+            interval,
+            first + offset,
+            measure_from,
+            until,
+        )));
+    }
+    let mut paced_sent = 0;
+    for driver in paced {
+        paced_sent += driver.await.expect("a paced driver").published;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     for client in clients {
         client.abort();
     }
-    let lines = shared.fast.count();
-    let secs = measured.as_secs_f64();
     let (ticks_per_s, _) = clock_ticks_per_s();
     let p99 = shared.fast.quantile(0.99);
     println!(
@@ -1338,6 +1363,14 @@ async fn cross_server_events(holder: &Server, other: &Server, api: &Api, tasks: 
         verdict(lines as f64 / secs >= 20_000.0 && p99.is_some_and(|p| p <= Duration::from_millis(100))),
         (cpu_after - cpu_before) as f64 / ticks_per_s,
         (other_cpu_after - other_cpu_before) as f64 / ticks_per_s,
+    );
+    println!(
+        "cross-server live events paced at {paced_rate} reports/s in all ({} sent): latency p50 {} p99 {} max {} over {} stamped lines",
+        paced_sent,
+        ms(shared.paced.quantile(0.5)),
+        ms(shared.paced.quantile(0.99)),
+        ms(shared.paced.quantile(1.0)),
+        shared.paced.count(),
     );
 }
 

@@ -55,7 +55,14 @@ pub(crate) fn commit_events(
 /// Creates a task, leases it and starts its first step (seqs 1–3, progress row 1);
 /// returns the lease token.
 pub(crate) fn started(conn: &mut AnyConnection, id: &str) -> i64 {
-    insert_task(conn, &plan(id)).unwrap();
+    started_as(conn, plan(id))
+}
+
+/// [`started`], for a task of one's own making.
+pub(crate) fn started_as(conn: &mut AnyConnection, new_task: NewTask) -> i64 {
+    let id = new_task.id.clone();
+    let id = id.as_str();
+    insert_task(conn, &new_task).unwrap();
     let token = acquire_lease(conn, id, "test", 60_000, 2).unwrap().expect("a free lease");
     let stored = load_task(conn, id).unwrap().unwrap();
     let mut task = stored.task.clone();

@@ -13,6 +13,7 @@ use crate::connection::AnyConnection;
 use crate::model::{EventRecord, LogRecord, ProgressRecord, StepRunRecord, TaskStatus};
 use crate::rows::{decode_marks, to_i32, to_i64, to_percent, to_u32};
 use crate::schema::{step_logs, step_runs, task_events, task_progress, tasks};
+use crate::tasks::ID_CHUNK;
 use crate::DbError;
 
 /// The backend queries are boxed for.
@@ -48,6 +49,62 @@ pub fn events_after(
         .collect()
 }
 
+/// Logged events of a task with seqs in `after+1 ..= upto`, in order, at most `limit`.
+/// Across owners: the runtime's reader of the tasks other servers run, for its own
+/// subscribers, who each see only their own. One task per query keeps each read on the
+/// task's own index range, however the table's statistics stand.
+pub fn task_events_between(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<EventRecord>, DbError> {
+    task_events::table
+        .filter(task_events::task_id.eq(task_id))
+        .filter(task_events::seq.gt(after))
+        .filter(task_events::seq.le(upto))
+        .order(task_events::seq.asc())
+        .limit(to_i64(limit))
+        .load::<(String, i64, String, Option<i32>, Option<String>, i64)>(conn)?
+        .into_iter()
+        .map(|(task_id, seq, kind, step, detail, created_at)| {
+            let step = step.map(|s| to_u32(s, "task_events.step_order")).transpose()?;
+            Ok(EventRecord { task_id, seq, kind, step, detail, created_at })
+        })
+        .collect()
+}
+
+/// Log lines of a task with seqs in `after+1 ..= upto`, in order, at most `limit`. Across
+/// owners, as [`task_events_between`].
+pub fn task_logs_between(
+    conn: &mut AnyConnection,
+    task_id: &str,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<LogRecord>, DbError> {
+    step_logs::table
+        .filter(step_logs::task_id.eq(task_id))
+        .filter(step_logs::seq.gt(after))
+        .filter(step_logs::seq.le(upto))
+        .order(step_logs::seq.asc())
+        .limit(to_i64(limit))
+        .select((step_logs::seq, step_logs::step_order, step_logs::stream, step_logs::line, step_logs::created_at))
+        .load::<(i64, i32, String, String, i64)>(conn)?
+        .into_iter()
+        .map(|(seq, step, stream, line, created_at)| {
+            Ok(LogRecord {
+                seq,
+                step: to_u32(step, "step_logs.step_order")?,
+                stream: stream.parse()?,
+                line,
+                created_at,
+            })
+        })
+        .collect()
+}
+
 /// The `task_progress` rows of `owner`'s task, oldest first (by id).
 pub fn progress_history(conn: &mut AnyConnection, owner: &str, task_id: &str) -> Result<Vec<ProgressRecord>, DbError> {
     let rows: Vec<(String, i64, i64, i32, i32, String, i64)> = task_progress::table
@@ -71,16 +128,20 @@ pub fn progress_history(conn: &mut AnyConnection, owner: &str, task_id: &str) ->
         .collect()
 }
 
-/// The seq of the newest log line of each of `owner`'s tasks among `ids` (0 for a task
-/// with none): where a reader that wants only the lines to come starts.
-pub fn log_positions(conn: &mut AnyConnection, owner: &str, ids: &[String]) -> Result<HashMap<String, i64>, DbError> {
-    Ok(tasks::table
-        .filter(tasks::id.eq_any(ids))
-        .filter(tasks::owner.eq(owner))
-        .select((tasks::id, tasks::last_log_seq))
-        .load::<(String, i64)>(conn)?
-        .into_iter()
-        .collect())
+/// The seq of the newest log line of each task among `ids` (0 for a task with none): where
+/// a reader that wants only the lines to come starts. Across owners, as
+/// [`events_of_tasks_after`].
+pub fn log_positions(conn: &mut AnyConnection, ids: &[String]) -> Result<HashMap<String, i64>, DbError> {
+    let mut positions = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(ID_CHUNK) {
+        let rows =
+            tasks::table
+                .filter(tasks::id.eq_any(chunk))
+                .select((tasks::id, tasks::last_log_seq))
+                .load::<(String, i64)>(conn)?;
+        positions.extend(rows);
+    }
+    Ok(positions)
 }
 
 /// Log lines of `owner`'s task (optionally of one step) after `after_seq`, at most `limit`.
@@ -206,9 +267,9 @@ fn step_run_record(row: StepRunRow) -> Result<StepRunRecord, DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{percent, plan, started, OWNER};
+    use crate::fixtures::{percent, plan, started, started_as, OWNER};
     use crate::testing::TestDb;
-    use crate::{insert_task, record_progress, LogLine, LogStream};
+    use crate::{insert_task, record_progress, EventRecord, LogLine, LogStream, NewTask};
 
     /// A reader of one task's rows, as how many it returned.
     type Reader = fn(&mut AnyConnection, &str, &str) -> Result<usize, DbError>;
@@ -222,6 +283,42 @@ mod tests {
         ("recent logs", |conn, owner, id| recent_logs(conn, owner, id, None, 100).map(|rows| rows.len())),
         ("recent logs of step 2", |conn, owner, id| recent_logs(conn, owner, id, Some(2), 100).map(|rows| rows.len())),
     ];
+
+    /// The relay's readers take a task's rows between two seqs, whoever owns it, in order,
+    /// and stop at the limit. On SQLite and PostgreSQL.
+    #[test]
+    fn a_tasks_rows_are_read_between_two_seqs_whoever_owns_it() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            // Bob's task: three events and three log lines.
+            let token = started_as(conn, NewTask { owner: "bob".into(), ..plan("b") });
+            let line = |text: &str| LogLine {
+                task_id: "b".into(),
+                lease_token: token,
+                step: 1,
+                stream: LogStream::Stdout,
+                line: text.into(),
+                at: 5,
+            };
+            record_progress(conn, &[], &[line("one"), line("two"), line("three")], 5).unwrap();
+
+            let seqs = |events: Vec<EventRecord>| events.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+            assert_eq!(seqs(task_events_between(conn, "b", 0, 3, 100).unwrap()), [1, 2, 3], "{backend:?}");
+            assert_eq!(seqs(task_events_between(conn, "b", 1, 2, 100).unwrap()), [2], "{backend:?}: within the bounds");
+            assert_eq!(
+                seqs(task_events_between(conn, "b", 0, 3, 2).unwrap()),
+                [1, 2],
+                "{backend:?}: at most the limit"
+            );
+            assert!(task_events_between(conn, "missing", 0, 3, 100).unwrap().is_empty(), "{backend:?}");
+
+            let lines = task_logs_between(conn, "b", 1, 3, 100).unwrap();
+            let lines: Vec<(i64, &str)> = lines.iter().map(|l| (l.seq, l.line.as_str())).collect();
+            assert_eq!(lines, [(2, "two"), (3, "three")], "{backend:?}");
+        }
+    }
 
     /// Every reader of a task's rows answers another user's task exactly as a missing one
     /// (`NotFound`, naming the id asked for), and the owner's task without rows as an empty

@@ -53,7 +53,8 @@ pub use connection::{redact, AnyConnection, Backend, Conn, Database};
 pub use doorbell::{announce, Listener, Ring};
 pub use estimates::{forget_ended_estimates, load_estimates, StoredEstimate};
 pub use history::{
-    events_after, log_positions, logs_after, progress_history, recent_logs, recent_step_runs, task_step_runs,
+    events_after, log_positions, logs_after, progress_history, recent_logs, recent_step_runs, task_events_between,
+    task_logs_between, task_step_runs,
 };
 pub use lease::{acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, renew_leases, LeaseHolder};
 pub use model::{

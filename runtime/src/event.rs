@@ -194,6 +194,50 @@ impl EventKind {
         };
         Some(value.to_string())
     }
+
+    /// The logged event a row of the event log stands for (its `kind`, `step` and
+    /// `detail`, as [`EventKind::name`], [`EventKind::step`] and [`EventKind::detail`] wrote
+    /// them); `None` for a row it cannot read, or one of a transient kind.
+    pub fn from_stored(kind: &str, step: Option<u32>, detail: Option<&str>) -> Option<EventKind> {
+        let detail: serde_json::Value = match detail {
+            Some(text) => serde_json::from_str(text).ok()?,
+            None => serde_json::Value::Null,
+        };
+        let text = |field: &str| detail.get(field).and_then(serde_json::Value::as_str).map(Arc::<str>::from);
+        let number = |field: &str| detail.get(field).and_then(serde_json::Value::as_i64);
+        Some(match kind {
+            "task_created" => EventKind::TaskCreated,
+            "task_started" => EventKind::TaskStarted,
+            "task_recovered" => EventKind::TaskRecovered,
+            "task_paused" => EventKind::TaskPaused,
+            "task_resumed" => EventKind::TaskResumed,
+            "task_complete" => EventKind::TaskCompleted,
+            "task_cancelled" => EventKind::TaskCancelled,
+            "step_started" => EventKind::StepStarted {
+                step: step?,
+                name: text("name")?,
+                attempt: u32::try_from(number("attempt")?).ok()?,
+            },
+            "substep_done" => EventKind::SubstepDone {
+                step: step?,
+                index: u32::try_from(number("index")?).ok()?,
+                name: text("name")?,
+            },
+            "step_complete" => {
+                EventKind::StepCompleted { step: step?, name: text("name")?, duration_ms: number("duration_ms")? }
+            }
+            "step_failed" => EventKind::StepFailed { step: step?, error: text("error")? },
+            "step_skipped" => EventKind::StepSkipped { step: step? },
+            "approval_needed" => EventKind::ApprovalNeeded { step: step?, name: text("name")? },
+            "approval_given" => EventKind::ApprovalGiven {
+                step: step?,
+                approved: detail.get("approved")?.as_bool()?,
+                comment: text("comment"),
+            },
+            "task_failed" => EventKind::TaskFailed { step: step?, error: text("error")? },
+            _ => return None,
+        })
+    }
 }
 
 /// How long a task still needs, in work seconds.
@@ -272,6 +316,42 @@ mod tests {
     fn eta(seconds: f64, confidence: Confidence, steps: &[(u32, f64)]) -> Eta {
         let steps = steps.iter().map(|&(step, expected_s)| StepEta { step, expected_s }).collect();
         Eta { seconds, range: (seconds / 2.0, seconds * 2.0), confidence, steps }
+    }
+
+    #[test]
+    fn every_logged_kind_reads_back_from_its_row_and_transient_ones_do_not() {
+        let name: Arc<str> = "Fetch \"contacts\"".into();
+        let logged = [
+            EventKind::TaskCreated,
+            EventKind::TaskStarted,
+            EventKind::TaskRecovered,
+            EventKind::StepStarted { step: 2, name: Arc::clone(&name), attempt: 3 },
+            EventKind::SubstepDone { step: 2, index: 1, name: Arc::clone(&name) },
+            EventKind::StepCompleted { step: 2, name: Arc::clone(&name), duration_ms: 1_234 },
+            EventKind::StepFailed { step: 2, error: "exit 1".into() },
+            EventKind::StepSkipped { step: 4 },
+            EventKind::ApprovalNeeded { step: 3, name: Arc::clone(&name) },
+            EventKind::ApprovalGiven { step: 3, approved: false, comment: Some("not now".into()) },
+            EventKind::ApprovalGiven { step: 3, approved: true, comment: None },
+            EventKind::TaskPaused,
+            EventKind::TaskResumed,
+            EventKind::TaskCompleted,
+            EventKind::TaskFailed { step: 2, error: "exit 1".into() },
+            EventKind::TaskCancelled,
+        ];
+        for kind in logged {
+            let read = EventKind::from_stored(kind.name(), kind.step(), kind.detail().as_deref());
+            assert_eq!(read.as_ref(), Some(&kind), "{}", kind.name());
+        }
+        let transient = [
+            EventKind::Progress { step: 1, attempt: 1, percent: 5, task_percent: 2 },
+            EventKind::Log { step: 1, stream: LogStream::Stdout, line: "x".into() },
+        ];
+        for kind in transient {
+            assert_eq!(EventKind::from_stored(kind.name(), kind.step(), kind.detail().as_deref()), None);
+        }
+        assert_eq!(EventKind::from_stored("step_started", Some(1), Some("{not json")), None, "an unreadable row");
+        assert_eq!(EventKind::from_stored("step_failed", None, Some(r#"{"error":"x"}"#)), None, "a step missing");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! actor subscribers take each event at once, so their mailboxes hold what came since they
 //! last ran.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -78,6 +78,26 @@ pub struct Barrier;
 pub(crate) struct Transient {
     pub event: TaskEvent,
     pub ticket: Ticket,
+}
+
+/// Events of tasks another server runs, read from the database by this server's relay,
+/// in order: delivered to the subscribers of their tasks and owners only. Subscribers of
+/// everything (the recorder, the notifiers) serve the tasks this server runs; the server
+/// running a task serves it with its own.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Relayed(pub Vec<TaskEvent>);
+
+/// Asks which tasks and owners have subscribers here.
+#[derive(Debug, Message)]
+#[rtype(result = "Followers")]
+pub(crate) struct WhoFollows;
+
+/// The tasks and the owners someone here subscribed to.
+#[derive(Debug, Default, MessageResponse)]
+pub(crate) struct Followers {
+    pub tasks: HashSet<Arc<str>>,
+    pub owners: HashSet<Arc<str>>,
 }
 
 /// Where a subscription's events go.
@@ -198,7 +218,23 @@ impl Handler<Barrier> for Hub {
 impl Handler<TaskEvent> for Hub {
     type Result = ();
     fn handle(&mut self, event: TaskEvent, _: &mut Self::Context) {
-        self.publish(event);
+        self.publish(event, Audience::Everyone);
+    }
+}
+
+impl Handler<Relayed> for Hub {
+    type Result = ();
+    fn handle(&mut self, Relayed(events): Relayed, _: &mut Self::Context) {
+        for event in events {
+            self.publish(event, Audience::Followers);
+        }
+    }
+}
+
+impl Handler<WhoFollows> for Hub {
+    type Result = Followers;
+    fn handle(&mut self, _: WhoFollows, _: &mut Self::Context) -> Followers {
+        Followers { tasks: self.by_task.keys().cloned().collect(), owners: self.by_owner.keys().cloned().collect() }
     }
 }
 
@@ -209,16 +245,29 @@ impl Handler<Transient> for Hub {
         if dropped > 0 {
             tracing::warn!(dropped, "percents, log lines or estimates dropped: the hub fell behind their publishers");
         }
-        self.publish(event);
+        self.publish(event, Audience::Everyone);
     }
 }
 
+/// Who hears an event.
+#[derive(Clone, Copy, PartialEq)]
+enum Audience {
+    /// The subscribers of its task, of its owner and of everything: an event of a task
+    /// this server runs.
+    Everyone,
+    /// The subscribers of its task and of its owner: an event relayed from another server.
+    Followers,
+}
+
 impl Hub {
-    /// Hands `event` to every subscriber of its task, its owner and everything.
-    fn publish(&mut self, event: TaskEvent) {
+    /// Hands `event` to the subscribers of its task and its owner, and to those of
+    /// everything if `audience` says so.
+    fn publish(&mut self, event: TaskEvent, audience: Audience) {
         let event = Arc::new(event);
         let mut gone = Vec::new();
-        fan_out(&mut self.everything, &event, &mut gone);
+        if audience == Audience::Everyone {
+            fan_out(&mut self.everything, &event, &mut gone);
+        }
         if let Some(list) = self.by_owner.get_mut(&event.owner) {
             fan_out(list, &event, &mut gone);
         }

@@ -28,6 +28,7 @@ use crate::{RuntimeError, TaskEvent};
 mod cluster;
 mod doorbell;
 mod queue;
+mod relay;
 
 pub use cluster::{Holder, Member};
 
@@ -134,6 +135,8 @@ pub struct Runtime {
     beat: Arc<tokio::sync::Mutex<()>>,
     /// The cluster's doorbell as heard here (see [`Runtime::rings`]).
     rings: tokio::sync::broadcast::Sender<Arc<db::Ring>>,
+    /// Tasks subscribed to here, for the reader of the tasks other servers run.
+    follow: tokio::sync::mpsc::UnboundedSender<(Arc<str>, i64)>,
 }
 
 /// A bounded subscription (see [`Runtime::bounded_events`]).
@@ -181,6 +184,7 @@ impl Runtime {
         let arbiters = threads.iter().map(Arbiter::handle).collect();
         let registry = Arc::new(Registry::default());
         let (history_learned, history) = tokio::sync::watch::channel(false);
+        let (follow, asked) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             db,
             hub,
@@ -206,10 +210,12 @@ impl Runtime {
             stopping: Arc::new(AtomicBool::new(false)),
             beat: Arc::new(tokio::sync::Mutex::new(())),
             rings: tokio::sync::broadcast::channel(doorbell::RINGS_QUEUED).0,
+            follow,
         };
         runtime.register(options.address).await?;
         let recovery = runtime.recover().await?;
         runtime.keep_membership(options.lease_ttl / 3);
+        runtime.relay(asked);
         runtime.listen_for_rings();
         runtime.keep_claiming(options.lease_ttl / 3);
         runtime.learn_history(history_learned);
@@ -346,7 +352,10 @@ impl Runtime {
         topic: Topic,
         subscriber: Recipient<TaskEvent>,
     ) -> Result<SubscriptionId, RuntimeError> {
-        self.shared.hub.send(Subscribe { topic, subscriber }).await.map_err(|_| RuntimeError::ShuttingDown)
+        let subscribed = self.shared.hub.send(Subscribe { topic: topic.clone(), subscriber }).await;
+        let id = subscribed.map_err(|_| RuntimeError::ShuttingDown)?;
+        self.follow(&topic).await;
+        Ok(id)
     }
 
     /// The events of `topic` as a channel, until the receiver is dropped. The channel has no
@@ -366,8 +375,9 @@ impl Runtime {
     pub async fn bounded_events(&self, topic: Topic, capacity: usize) -> Result<BoundedEvents, RuntimeError> {
         let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
         let lagged = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let subscribe = SubscribeBounded { topic, sender, lagged: Arc::clone(&lagged) };
+        let subscribe = SubscribeBounded { topic: topic.clone(), sender, lagged: Arc::clone(&lagged) };
         let id = self.shared.hub.send(subscribe).await.map_err(|_| RuntimeError::ShuttingDown)?;
+        self.follow(&topic).await;
         Ok(BoundedEvents { receiver, lagged, id })
     }
 

@@ -7,14 +7,12 @@
 //! events and flags it as lagged; when the client reads again the session throws its stale
 //! deltas away and sends fresh snapshots. Its memory stays bounded and nobody else waits.
 //!
-//! Tasks another server runs (several servers on one PostgreSQL database) publish nothing
-//! to this server's hub. The session follows them through the cluster's doorbell instead:
-//! on a ring for such a task it reads the logged events after the last one it sent, the log
-//! lines after the last one it sent (or after the newest when it began following the task),
-//! and the steps' stored percents, from the database, and sends them as the holder's
-//! sessions would: logged events with the same seqs, in order, once; then log lines, and
-//! percents and the estimate the holder stored when they moved (transient messages come
-//! after the logged events read with them, never before one they follow).
+//! Tasks another server runs (several servers on one PostgreSQL database) reach this
+//! server's hub through the runtime's relay, which reads them from the database at each
+//! ring of the cluster's doorbell: a session handles them as it does the tasks this server
+//! runs. A logged event of such a task that `/ws/tasks` had no snapshot of (a task created
+//! on another server since) first brings the task's earlier events, as a local task's
+//! would have come live from its creation.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,7 +25,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws;
 use bytestring::ByteString;
-use runtime::{task_percent, BoundedEvents, Eta, EventKind, Ring, StepStatus, SubscriptionId, TaskEvent, Topic};
+use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -171,10 +169,8 @@ async fn open(
     // Subscribed before anything is read from the database, so no event falls between the
     // snapshot and the live stream.
     let events = state.runtime.bounded_events(topic, state.limits.ws_queue_events).await?;
-    let rings = state.runtime.rings();
     let codec = actix_http::ws::Codec::new().max_size(state.limits.max_frame_bytes);
-    let mut session = Session::new(state.clone().into_inner(), caller, scope, after_seq, events);
-    session.rings = Some(rings);
+    let session = Session::new(state.clone().into_inner(), caller, scope, after_seq, events);
     Ok(response.streaming(ws::WebsocketContext::with_codec(session, stream, codec)))
 }
 
@@ -208,17 +204,6 @@ pub struct Session {
     phase: Phase,
     /// When the client last sent anything, by the runtime's clock (which tests move).
     last_heard_ms: i64,
-    /// The cluster's doorbell, until the session starts reading it.
-    rings: Option<tokio::sync::broadcast::Receiver<Arc<Ring>>>,
-    /// Rings that came while the session was reading, merged: looked at once it is done.
-    rang_while_loading: Option<Ring>,
-    /// Per step of a task another server runs, the percent last sent.
-    remote_percents: HashMap<(Arc<str>, u32), u8>,
-    /// Per task another server runs, the estimate last sent.
-    remote_estimates: HashMap<Arc<str>, Eta>,
-    /// Per task another server runs, the seq of the log line last sent (or of the newest
-    /// when the session began following it).
-    remote_logs: HashMap<Arc<str>, i64>,
 }
 
 impl Session {
@@ -241,11 +226,6 @@ impl Session {
             delivered: HashMap::new(),
             phase: Phase::Loading(Vec::new()),
             last_heard_ms,
-            rings: None,
-            rang_while_loading: None,
-            remote_percents: HashMap::new(),
-            remote_estimates: HashMap::new(),
-            remote_logs: HashMap::new(),
         }
     }
 
@@ -265,24 +245,14 @@ impl Session {
         }
         let (state, caller, scope) = (Arc::clone(&self.state), self.caller.clone(), self.scope.clone());
         let read = async move {
-            let ids = match &scope {
-                Scope::One(task_id) => vec![task_id.to_string()],
-                Scope::All => newest_tasks(&state, &caller).await?,
-            };
-            // Where each task's log lines stand now: lines of a task another server runs are
-            // sent from here on.
-            let positions = log_positions(&state, &caller, &ids).await?;
-            let loaded = match (&scope, replay_after) {
-                (Scope::One(task_id), Some(after)) => replay(&state, &caller, task_id, after).await?,
-                _ => snapshots(&state, &caller, &ids).await?,
-            };
-            Ok::<_, ApiError>((loaded, positions))
+            match (&scope, replay_after) {
+                (Scope::One(task_id), Some(after)) => replay(&state, &caller, task_id, after).await,
+                (Scope::One(task_id), None) => snapshots(&state, &caller, &[task_id.to_string()]).await,
+                (Scope::All, _) => snapshots(&state, &caller, &newest_tasks(&state, &caller).await?).await,
+            }
         };
         ctx.spawn(read.into_actor(self).map(|loaded, session, ctx| match loaded {
-            Ok((loaded, positions)) => {
-                session.remote_logs.extend(positions.into_iter().map(|(id, seq)| (Arc::from(id.as_str()), seq)));
-                session.loaded(loaded, ctx)
-            }
+            Ok(loaded) => session.loaded(loaded, ctx),
             Err(error) => {
                 tracing::warn!(%error, "a WebSocket session could not read its tasks");
                 ctx.close(Some(ws::CloseReason {
@@ -303,102 +273,11 @@ impl Session {
         for event in waiting {
             self.forward(event, ctx);
         }
-        if let Some(ring) = self.rang_while_loading.take() {
-            self.rang(&ring, ctx);
-        }
-    }
-
-    /// A ring of the cluster's doorbell: catches up on the tasks it names that this session
-    /// follows and another server runs, one read at a time.
-    fn rang(&mut self, ring: &Ring, ctx: &mut ws::WebsocketContext<Self>) {
-        if matches!(ring, Ring::Queue | Ring::Released) {
-            // Neither logs anything: a task's start does, and rings for it.
-            return;
-        }
-        if matches!(self.phase, Phase::Loading(_)) {
-            self.rang_while_loading = Some(match (self.rang_while_loading.take(), ring) {
-                (Some(Ring::Tasks(mut ids)), Ring::Tasks(more)) => {
-                    ids.extend(more.iter().filter(|id| !ids.contains(id)).cloned().collect::<Vec<_>>());
-                    Ring::Tasks(ids)
-                }
-                (None, ring) => ring.clone(),
-                _ => Ring::Everything,
-            });
-            return;
-        }
-        let runtime = &self.state.runtime;
-        let remote: Vec<String> = match (&self.scope, ring) {
-            (Scope::One(task_id), ring) if ring.concerns(task_id) => vec![task_id.to_string()],
-            (Scope::One(_), _) => Vec::new(),
-            (Scope::All, Ring::Tasks(ids)) => ids.clone(),
-            (Scope::All, _) => self.delivered.keys().map(|id| id.to_string()).collect(),
-        };
-        let remote: Vec<String> = remote.into_iter().filter(|id| !runtime.runs_here(id)).collect();
-        // Rings may have been missed: on `/ws/tasks` a task created meanwhile is found among
-        // the caller's newest.
-        let discover = matches!((&self.scope, ring), (Scope::All, Ring::Everything));
-        if remote.is_empty() && !discover {
-            return;
-        }
-        self.phase = Phase::Loading(Vec::new());
-        let (state, caller) = (Arc::clone(&self.state), self.caller.clone());
-        let known: HashMap<String, i64> =
-            remote.iter().filter_map(|id| self.delivered.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
-        let lines_known: HashMap<String, i64> =
-            remote.iter().filter_map(|id| self.remote_logs.get(id.as_str()).map(|seq| (id.clone(), *seq))).collect();
-        let read = async move {
-            let mut remote = remote;
-            if discover {
-                let newest = newest_tasks(&state, &caller).await?;
-                let runtime = &state.runtime;
-                let found: Vec<String> =
-                    newest.into_iter().filter(|id| !remote.contains(id) && !runtime.runs_here(id)).collect();
-                remote.extend(found);
-            }
-            catch_up(&state, &caller, &remote, &known, &lines_known).await
-        };
-        ctx.spawn(read.into_actor(self).map(|read, session, ctx| match read {
-            Ok(CaughtUp { logged, lines, percents, estimates }) => {
-                let fresh: Vec<_> = logged
-                    .into_iter()
-                    .filter(|(task_id, seq, _)| session.delivered.get(task_id).is_none_or(|sent| seq > sent))
-                    .collect();
-                let moved: Vec<_> = percents
-                    .into_iter()
-                    .filter(|(key, percent, _)| session.remote_percents.get(key) != Some(percent))
-                    .collect();
-                // The logged events first: what follows was read with them or after them.
-                for (task_id, seq, message) in fresh {
-                    Self::send(ctx, &message);
-                    session.delivered.insert(task_id, seq);
-                }
-                for (task_id, position, messages) in lines {
-                    if session.remote_logs.get(&task_id).is_none_or(|sent| position > *sent) {
-                        messages.into_iter().for_each(|message| ctx.text(message));
-                        session.remote_logs.insert(task_id, position);
-                    }
-                }
-                for (key, percent, message) in moved {
-                    session.remote_percents.insert(key, percent);
-                    ctx.text(message);
-                }
-                for (task_id, eta, message) in estimates {
-                    if session.remote_estimates.get(&task_id).is_none_or(|sent| eta.moved_from(sent)) {
-                        session.remote_estimates.insert(task_id, eta);
-                        ctx.text(message);
-                    }
-                }
-                session.loaded(Vec::new(), ctx);
-            }
-            Err(error) => {
-                Self::send(ctx, &error_message(&error));
-                session.loaded(Vec::new(), ctx);
-            }
-        }));
     }
 
     /// Sends a live event unless the client already has it; a logged event past a gap
-    /// (published out of order) first brings the missing ones from the database.
+    /// (published out of order, or relayed from another server) first brings the missing
+    /// ones from the database.
     fn forward(&mut self, event: Arc<TaskEvent>, ctx: &mut ws::WebsocketContext<Self>) {
         if let Phase::Loading(waiting) = &mut self.phase {
             waiting.push(event);
@@ -418,6 +297,11 @@ impl Session {
                 let (task_id, after) = (Arc::clone(&event.task_id), seq);
                 self.phase = Phase::Loading(vec![event]);
                 self.fill(task_id, after, ctx);
+            }
+            None if event.seq > 1 && !self.state.runtime.runs_here(&event.task_id) => {
+                let task_id = Arc::clone(&event.task_id);
+                self.phase = Phase::Loading(vec![event]);
+                self.fill(task_id, 0, ctx);
             }
             _ => {
                 self.delivered.insert(Arc::clone(&event.task_id), event.seq);
@@ -509,110 +393,6 @@ fn error_message(error: &ApiError) -> Value {
 /// Messages read for a session (snapshots or a replay), each with its task and seq.
 type Loaded = Vec<(Arc<str>, i64, Value)>;
 
-/// The running steps' stored percents of tasks another server runs, as `progress` messages.
-type Percents = Vec<((Arc<str>, u32), u8, ByteString)>;
-
-/// The estimates stored for tasks another server runs, as `eta` messages.
-type Estimates = Vec<(Arc<str>, Eta, ByteString)>;
-
-/// Per task another server runs, the seq of its newest log line read and the lines read, as
-/// `log` messages.
-type Lines = Vec<(Arc<str>, i64, Vec<ByteString>)>;
-
-/// Log lines read per task and ring; a task that wrote more meanwhile is read on at the
-/// next ring (the holder rings at every flush that wrote lines).
-const LINES_PER_READ: usize = 1000;
-
-/// What a session reads on a ring.
-struct CaughtUp {
-    logged: Loaded,
-    lines: Lines,
-    percents: Percents,
-    estimates: Estimates,
-}
-
-/// Where the log lines of `ids` (those that are `caller`'s) stand now; on SQLite, where
-/// every task runs here and lines come live, nothing is read.
-async fn log_positions(state: &ApiState, caller: &Caller, ids: &[String]) -> Result<HashMap<String, i64>, ApiError> {
-    if !matches!(state.runtime.db().backend(), db::Backend::Postgres(_)) || ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let (db, owner, ids) = (Arc::clone(state.runtime.db()), caller.user.to_string(), ids.to_vec());
-    blocking_query(db, move |conn| db::log_positions(conn, &owner, &ids)).await
-}
-
-/// What changed in `ids` (those that are `caller`'s) since the seqs in `known` (from the
-/// start for a task not known yet): their logged events, their log lines after those in
-/// `lines_known` (for a task not there, none: where its lines stand now is noted), and their
-/// running steps' percents and stored estimates.
-async fn catch_up(
-    state: &ApiState,
-    caller: &Caller,
-    ids: &[String],
-    known: &HashMap<String, i64>,
-    lines_known: &HashMap<String, i64>,
-) -> Result<CaughtUp, ApiError> {
-    let views = state.runtime.task_views(&caller.user, ids).await?;
-    let unplaced: Vec<String> = ids.iter().filter(|id| !lines_known.contains_key(*id)).cloned().collect();
-    let placed_now = log_positions(state, caller, &unplaced).await?;
-    let (mut logged, mut percents, mut estimates, mut lines) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (task, eta) in &views {
-        let id: Arc<str> = task.task.id.as_str().into();
-        let after = known.get(task.task.id.as_str()).copied().unwrap_or(0);
-        if task.task.last_seq > after {
-            logged.extend(replay(state, caller, &task.task.id, after).await?);
-        }
-        match (lines_known.get(&task.task.id), placed_now.get(&task.task.id)) {
-            (Some(&after), _) => {
-                let (db, owner, task_id) =
-                    (Arc::clone(state.runtime.db()), caller.user.to_string(), task.task.id.clone());
-                let read =
-                    blocking_query(db, move |conn| db::logs_after(conn, &owner, &task_id, None, after, LINES_PER_READ))
-                        .await?;
-                if let Some(last) = read.last().map(|line| line.seq) {
-                    let messages = read
-                        .into_iter()
-                        .map(|line| {
-                            encoded(&Arc::new(TaskEvent {
-                                task_id: Arc::clone(&id),
-                                owner: Arc::clone(&caller.user),
-                                seq: task.task.last_seq,
-                                lease_token: task.task.lease_token,
-                                at: line.created_at,
-                                kind: EventKind::Log { step: line.step, stream: line.stream, line: line.line.into() },
-                            }))
-                        })
-                        .collect();
-                    lines.push((Arc::clone(&id), last, messages));
-                }
-            }
-            (None, Some(&now)) => lines.push((Arc::clone(&id), now, Vec::new())),
-            (None, None) => {}
-        }
-        // Transient messages carry the seq of the newest logged event, as live ones do.
-        let message = |kind: EventKind| {
-            encoded(&Arc::new(TaskEvent {
-                task_id: Arc::clone(&id),
-                owner: Arc::clone(&caller.user),
-                seq: task.task.last_seq,
-                lease_token: task.task.lease_token,
-                at: state.runtime.clock().now_ms(),
-                kind,
-            }))
-        };
-        let task_percent = task_percent(task);
-        for step in task.steps.iter().filter(|s| s.status == StepStatus::Running) {
-            let kind =
-                EventKind::Progress { step: step.order, attempt: step.attempts, percent: step.progress, task_percent };
-            percents.push(((Arc::clone(&id), step.order), step.progress, message(kind)));
-        }
-        if let Some(eta) = eta {
-            estimates.push((Arc::clone(&id), eta.clone(), message(EventKind::EtaUpdated(eta.clone()))));
-        }
-    }
-    Ok(CaughtUp { logged, lines, percents, estimates })
-}
-
 async fn newest_tasks(state: &ApiState, caller: &Caller) -> Result<Vec<String>, ApiError> {
     let (db, owner) = (Arc::clone(state.runtime.db()), caller.user.to_string());
     let page = blocking_query(db, move |conn| db::list_tasks(conn, &owner, None, None, SNAPSHOT_TASKS)).await?;
@@ -669,17 +449,6 @@ impl Actor for Session {
                 receiver.recv().await.map(|event| (event, receiver))
             }));
         }
-        if let Some(rings) = self.rings.take() {
-            ctx.add_stream(futures_util::stream::unfold(rings, |mut rings| async move {
-                use tokio::sync::broadcast::error::RecvError;
-                match rings.recv().await {
-                    Ok(ring) => Some((ring, rings)),
-                    // Rings were missed: look at everything followed.
-                    Err(RecvError::Lagged(_)) => Some((Arc::new(Ring::Everything), rings)),
-                    Err(RecvError::Closed) => None,
-                }
-            }));
-        }
         let heartbeat = Duration::from_secs(self.state.limits.ws_heartbeat_s);
         let timeout_ms = i64::try_from(self.state.limits.ws_client_timeout_s).unwrap_or(i64::MAX / 1000) * 1000;
         ctx.run_interval(heartbeat, move |session, ctx| {
@@ -699,15 +468,6 @@ impl Actor for Session {
     fn stopped(&mut self, _: &mut Self::Context) {
         self.state.runtime.unsubscribe(self.subscription);
     }
-}
-
-impl StreamHandler<Arc<Ring>> for Session {
-    fn handle(&mut self, ring: Arc<Ring>, ctx: &mut Self::Context) {
-        self.rang(&ring, ctx);
-    }
-
-    // The doorbell ending (the runtime is gone) does not end the session.
-    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 impl StreamHandler<Arc<TaskEvent>> for Session {

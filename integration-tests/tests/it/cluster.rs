@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtime::{EventKind, ExternalReport, ManualClock, Member, ReportOutcome, Runtime, RuntimeError, StepStatus};
+use runtime::{
+    EventKind, ExternalReport, ManualClock, Member, ReportOutcome, Runtime, RuntimeError, StepStatus, TaskEvent, Topic,
+};
 use serde_json::{json, Value};
 
 use config::{ApiSettings, NotificationSettings};
@@ -33,6 +35,69 @@ async fn a_task_on_the_first_of_two(db: &TestDb) -> (Runtime, Runtime, Arc<Manua
 
 fn completed() -> ExternalReport {
     ExternalReport { outcome: Some(ReportOutcome::Completed { output: None }), ..ExternalReport::default() }
+}
+
+/// A task the first server runs reaches the second server's subscribers of that task and
+/// of its owner through the second's relay: the first's logged events with their seqs, in
+/// order, once, and its percent and log line. Never the second's subscribers of everything
+/// (its recorder and notifiers): a notification goes out once, from the server running the
+/// task. The second's own task, created last, marks where its events to everything end.
+#[actix::test]
+async fn another_servers_task_reaches_its_followers_here_and_not_every_subscriber() {
+    let db = TestDb::new(Backend::Postgres);
+    let (first, second, _, id) = a_task_on_the_first_of_two(&db).await;
+    let mut everything = second.events(Topic::All).await.unwrap();
+    let mut owners = second.events(Topic::Owner("alice".into())).await.unwrap();
+    let mut followers = events_of(&second, &id).await;
+    let line = ExternalReport { progress: Some(40), log: Some("line one".into()), ..ExternalReport::default() };
+    first.report("alice", &id, 1, line).await.unwrap();
+    first.flush().await;
+    /// What the second server's followers of the task saw.
+    #[derive(Default)]
+    struct Seen {
+        logged: Vec<i64>,
+        percent: bool,
+        lines: Vec<String>,
+    }
+    let mut seen = Seen::default();
+    let mut next = async || tokio::time::timeout(PATIENCE, followers.recv()).await.expect("relayed events").unwrap();
+    let see = |seen: &mut Seen, event: TaskEvent| match &event.kind {
+        EventKind::Progress { step: 1, percent: 40, .. } => seen.percent = true,
+        EventKind::Log { line, .. } => seen.lines.push(line.to_string()),
+        EventKind::Progress { .. } | EventKind::EtaUpdated(_) => {}
+        _ => seen.logged.push(event.seq),
+    };
+    while !seen.percent || seen.lines.is_empty() {
+        see(&mut seen, next().await);
+    }
+    first.report("alice", &id, 1, completed()).await.unwrap();
+    first.flush().await;
+    let on_first = first.task("alice", &id).await.unwrap().task.last_seq;
+    while seen.logged.last() != Some(&on_first) {
+        see(&mut seen, next().await);
+    }
+    let logged = &seen.logged;
+    assert!(logged.windows(2).all(|pair| pair[1] == pair[0] + 1), "in order, once, without a gap: {logged:?}");
+    assert_eq!(seen.lines, ["line one"], "the line, once");
+    let by_owner =
+        wait_for(&mut owners, "step 1 completing", |kind| matches!(kind, EventKind::StepCompleted { .. })).await;
+    assert_eq!(by_owner.task_id.as_ref(), id, "the owner's subscribers follow it too");
+
+    let own = second.create_task("alice", &external_plan("Local", 1), false).await.unwrap();
+    let mut before_own = Vec::new();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, everything.recv()).await.expect("the second's own task").unwrap();
+        if *event.task_id == *own {
+            break;
+        }
+        before_own.push(event.task_id.to_string());
+    }
+    assert!(
+        before_own.iter().all(|task| *task != id),
+        "the first server's task reached every subscriber: {before_own:?}"
+    );
+    first.shutdown().await;
+    second.shutdown().await;
 }
 
 /// A clean shutdown releases the server's leases and marks it stopped: another server

@@ -1,6 +1,6 @@
 //! Hearing the cluster's doorbell (PostgreSQL only): a thread of its own listens on a
-//! dedicated connection and passes each ring to whoever follows tasks here (WebSocket
-//! sessions), who then read what changed from the database. A dropped connection is
+//! dedicated connection and passes each ring on: to the relay, which reads what changed in
+//! other servers' tasks for this server's subscribers, and to the queue's claimer. A dropped connection is
 //! reopened with backoff, and every (re)connection passes on `Ring::Everything`, since rings
 //! may have been missed meanwhile. The thread ends when the runtime shuts down or is gone.
 
