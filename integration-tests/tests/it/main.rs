@@ -12,6 +12,7 @@ mod bad_input;
 mod binary;
 mod chat;
 mod cluster;
+mod deploy;
 mod exec;
 mod lifecycle;
 mod notify;
