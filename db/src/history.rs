@@ -33,20 +33,27 @@ pub fn events_after(
         .filter(task_events::seq.gt(after_seq))
         .order(task_events::seq.asc())
         .limit(to_i64(limit))
-        .load::<(String, i64, String, Option<i32>, Option<String>, i64)>(conn)?;
-    found(conn, owner, task_id, rows)?
-        .into_iter()
-        .map(|(task_id, seq, kind, step, detail, created_at)| {
-            Ok(EventRecord {
-                task_id,
-                seq,
-                kind,
-                step: step.map(|s| to_u32(s, "task_events.step_order")).transpose()?,
-                detail,
-                created_at,
-            })
-        })
-        .collect()
+        .load::<EventRow>(conn)?;
+    found(conn, owner, task_id, rows)?.into_iter().map(event_record).collect()
+}
+
+/// A `task_events` row: task, seq, kind, step, detail, time.
+type EventRow = (String, i64, String, Option<i32>, Option<String>, i64);
+
+fn event_record((task_id, seq, kind, step, detail, created_at): EventRow) -> Result<EventRecord, DbError> {
+    let step = step.map(|s| to_u32(s, "task_events.step_order")).transpose()?;
+    Ok(EventRecord { task_id, seq, kind, step, detail, created_at })
+}
+
+/// The columns of a [`LogRow`].
+const LOG_COLUMNS: (step_logs::seq, step_logs::step_order, step_logs::stream, step_logs::line, step_logs::created_at) =
+    (step_logs::seq, step_logs::step_order, step_logs::stream, step_logs::line, step_logs::created_at);
+
+/// A `step_logs` row: seq, step, stream, line, time.
+type LogRow = (i64, i32, String, String, i64);
+
+fn log_record((seq, step, stream, line, created_at): LogRow) -> Result<LogRecord, DbError> {
+    Ok(LogRecord { seq, step: to_u32(step, "step_logs.step_order")?, stream: stream.parse()?, line, created_at })
 }
 
 /// Logged events of a task with seqs in `after+1 ..= upto`, in order, at most `limit`.
@@ -66,12 +73,9 @@ pub fn task_events_between(
         .filter(task_events::seq.le(upto))
         .order(task_events::seq.asc())
         .limit(to_i64(limit))
-        .load::<(String, i64, String, Option<i32>, Option<String>, i64)>(conn)?
+        .load::<EventRow>(conn)?
         .into_iter()
-        .map(|(task_id, seq, kind, step, detail, created_at)| {
-            let step = step.map(|s| to_u32(s, "task_events.step_order")).transpose()?;
-            Ok(EventRecord { task_id, seq, kind, step, detail, created_at })
-        })
+        .map(event_record)
         .collect()
 }
 
@@ -90,18 +94,10 @@ pub fn task_logs_between(
         .filter(step_logs::seq.le(upto))
         .order(step_logs::seq.asc())
         .limit(to_i64(limit))
-        .select((step_logs::seq, step_logs::step_order, step_logs::stream, step_logs::line, step_logs::created_at))
-        .load::<(i64, i32, String, String, i64)>(conn)?
+        .select(LOG_COLUMNS)
+        .load::<LogRow>(conn)?
         .into_iter()
-        .map(|(seq, step, stream, line, created_at)| {
-            Ok(LogRecord {
-                seq,
-                step: to_u32(step, "step_logs.step_order")?,
-                stream: stream.parse()?,
-                line,
-                created_at,
-            })
-        })
+        .map(log_record)
         .collect()
 }
 
@@ -157,20 +153,9 @@ pub fn logs_after(
         .filter(step_logs::seq.gt(after_seq))
         .order(step_logs::seq.asc())
         .limit(to_i64(limit))
-        .select((step_logs::seq, step_logs::step_order, step_logs::stream, step_logs::line, step_logs::created_at))
-        .load::<(i64, i32, String, String, i64)>(conn)?;
-    found(conn, owner, task_id, rows)?
-        .into_iter()
-        .map(|(seq, step, stream, line, created_at)| {
-            Ok(LogRecord {
-                seq,
-                step: to_u32(step, "step_logs.step_order")?,
-                stream: stream.parse()?,
-                line,
-                created_at,
-            })
-        })
-        .collect()
+        .select(LOG_COLUMNS)
+        .load::<LogRow>(conn)?;
+    found(conn, owner, task_id, rows)?.into_iter().map(log_record).collect()
 }
 
 /// The newest `limit` log lines of `owner`'s task (optionally of one step), oldest first.
