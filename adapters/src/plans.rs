@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// A plan as JSON: `{"title", "complexity"?, "steps": [{"name", "kind", "params"?,
-/// "substeps"?, "requires_approval"?, "skippable"?, "order"?}]}`. Unknown fields are refused.
+/// "substeps"?, "requires_approval"?, "skippable"?, "order"?, "estimate_s"?}]}`. Unknown
+/// fields are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanDocument {
@@ -42,6 +43,9 @@ pub struct PlanStep {
     /// A rejection skips the step instead of failing the task.
     #[serde(default)]
     pub skippable: bool,
+    /// Expected work seconds: the ETA's starting point until steps like it have run.
+    #[serde(default)]
+    pub estimate_s: Option<f64>,
 }
 
 fn one() -> u32 {
@@ -64,6 +68,7 @@ impl From<PlanDocument> for TaskPlan {
                     substeps: s.substeps,
                     requires_approval: s.requires_approval,
                     skippable: s.skippable,
+                    estimate_s: s.estimate_s,
                 })
                 .collect(),
         }

@@ -194,6 +194,7 @@ mod tests {
             work_ms: 0,
             error: None,
             output: None,
+            estimate_ms: None,
             substeps: substeps.iter().map(|(n, d)| SubstepRecord { name: (*n).into(), done: *d }).collect(),
         }
     }

@@ -21,6 +21,7 @@ pub(crate) fn plan(id: &str) -> NewTask {
         requires_approval: false,
         skippable: false,
         substeps: vec![],
+        estimate_ms: None,
     };
     NewTask {
         id: id.into(),

@@ -200,6 +200,8 @@ pub struct StepRecord {
     pub error: Option<String>,
     /// What the step produced, if its handler reports anything.
     pub output: Option<String>,
+    /// The work time its plan expects, ms (a timer's length, an author's estimate), if it says.
+    pub estimate_ms: Option<i64>,
     /// Its substeps, in order.
     pub substeps: Vec<SubstepRecord>,
 }

@@ -72,6 +72,7 @@ pub(crate) struct StepRow {
     work_ms: i64,
     error: Option<String>,
     output: Option<String>,
+    estimate_ms: Option<i64>,
 }
 
 impl StepRow {
@@ -93,6 +94,7 @@ impl StepRow {
             work_ms: self.work_ms,
             error: self.error,
             output: self.output,
+            estimate_ms: self.estimate_ms,
             substeps,
         })
     }

@@ -42,6 +42,7 @@ diesel::table! {
         work_ms -> BigInt,
         error -> Nullable<Text>,
         output -> Nullable<Text>,
+        estimate_ms -> Nullable<BigInt>,
     }
 }
 

@@ -50,6 +50,8 @@ pub struct NewStep {
     pub skippable: bool,
     /// Substep names.
     pub substeps: Vec<String>,
+    /// The work time the plan expects, ms, if it says.
+    pub estimate_ms: Option<i64>,
 }
 
 /// Stores a new pending task with its steps and substeps, and its first event
@@ -101,6 +103,7 @@ fn insert_step(conn: &mut AnyConnection, task_id: &str, step: &NewStep) -> Resul
             steps::progress.eq(0),
             steps::attempts.eq(0),
             steps::work_ms.eq(0i64),
+            steps::estimate_ms.eq(step.estimate_ms),
         ))
         .execute(conn)?;
     for (position, name) in step.substeps.iter().enumerate() {

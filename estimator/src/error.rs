@@ -29,6 +29,14 @@ pub enum EstimatorError {
         /// The rejected duration in seconds.
         value: f64,
     },
+    /// A plan whose hints do not pair up with its steps.
+    #[error("the plan gives {hints} duration hints for {steps} steps (give one per step, or none)")]
+    HintCount {
+        /// Hints given.
+        hints: usize,
+        /// Steps in the plan.
+        steps: usize,
+    },
     /// The observation reports more completed steps than the plan has.
     #[error("observation has {completed} completed steps but the plan has only {planned}")]
     TooManyCompleted {

@@ -113,7 +113,11 @@ impl Estimator {
     /// estimates the model would have given over its life update the calibration.
     pub fn record_task(&mut self, task: &CompletedTask) -> Result<(), EstimatorError> {
         task.validate()?;
-        let plan = TaskPlan { complexity: task.complexity, steps: task.steps.iter().map(|s| s.key.clone()).collect() };
+        let plan = TaskPlan {
+            complexity: task.complexity,
+            steps: task.steps.iter().map(|s| s.key.clone()).collect(),
+            hints_s: Vec::new(),
+        };
         self.calibrate(task, &plan);
         self.learn_task_effects(task);
         let (x, ln_decay) = (regressor(task.complexity), self.config.ln_decay());
@@ -160,14 +164,14 @@ impl Estimator {
             return None;
         }
         let task_var = self.task_var.value();
-        let predict = |key: &str| self.priors.predict(key, plan.complexity);
-        let mut speed = Gauss { mean: self.level.value(), var: task_var + self.cold_level_var() };
-        for (d, key) in obs.completed_s.iter().zip(&plan.steps) {
-            let p = predict(key);
+        let predict = |i: usize| self.priors.predict(&plan.steps[i], plan.complexity).hinted(plan.hint(i));
+        let mut speed = Gauss { mean: self.level.value(), var: task_var + self.cold_level_var(plan) };
+        for (i, d) in obs.completed_s.iter().enumerate() {
+            let p = predict(i);
             speed = observe_step(speed, d.ln() - p.mean, p.own_var(task_var), self.config.clip_sigmas);
         }
         let elapsed_step = obs.running_elapsed_s;
-        let p = predict(&plan.steps[running]);
+        let p = predict(running);
         let running_step = Running::start(speed, p.mean, p.own_var(task_var)).with_reading(self.progress.reading(
             &plan.steps[running],
             Tier::of(plan.complexity),
@@ -176,7 +180,8 @@ impl Estimator {
             self.config.ln_decay(),
         ));
         let (_, log_d) = running_step.censor(elapsed_step);
-        let later: Vec<(&String, Prediction)> = plan.steps[running + 1..].iter().map(|k| (k, predict(k))).collect();
+        let later: Vec<(&String, Prediction)> =
+            (running + 1..plan.steps.len()).map(|i| (&plan.steps[i], predict(i))).collect();
         let own = |p: &Prediction| Gauss { mean: p.mean, var: p.own_var(task_var) };
         let sum_later = later.iter().fold(Moments::default(), |acc, (_, p)| {
             let m = lognormal_moments(own(p));
@@ -200,9 +205,10 @@ impl Estimator {
     }
 
     /// Extra speed-factor variance while nothing at all is known: the cold-start guess may
-    /// be off for every step of the task at once.
-    fn cold_level_var(&self) -> f64 {
-        if self.priors.pooled.kinds == 0 {
+    /// be off for every step of the task at once. A plan that states any step's duration
+    /// sets the task's pace itself.
+    fn cold_level_var(&self, plan: &TaskPlan) -> f64 {
+        if self.priors.pooled.kinds == 0 && plan.hints_s.iter().all(Option::is_none) {
             return self.config.cold_level_sd.powi(2);
         }
         0.0
@@ -304,7 +310,7 @@ mod tests {
     const SHAPES: [(f64, f64); 3] = [(20.0, 0.0), (300.0, 1.0), (60.0, 0.5)];
 
     fn plan(complexity: u32) -> TaskPlan {
-        TaskPlan { complexity, steps: KEYS.iter().map(|k| k.to_string()).collect() }
+        TaskPlan { complexity, steps: KEYS.iter().map(|k| k.to_string()).collect(), hints_s: Vec::new() }
     }
 
     fn run(key: &str, duration_s: f64) -> StepRun {
@@ -362,6 +368,43 @@ mod tests {
         let quick = est.estimate(&plan(3), &at(&[1.0], 0.0)).unwrap();
         let slow = est.estimate(&plan(3), &at(&[1000.0], 0.0)).unwrap();
         assert!(slow.eta_seconds > 50.0 * quick.eta_seconds, "{quick:?} {slow:?}");
+    }
+
+    fn hinted(complexity: u32, hints_s: &[Option<f64>]) -> TaskPlan {
+        TaskPlan { hints_s: hints_s.to_vec(), ..plan(complexity) }
+    }
+
+    #[test]
+    fn a_plan_that_states_its_durations_is_believed_from_the_first_second() {
+        let est = Estimator::default();
+        let e = est.estimate(&hinted(4, &[Some(12.0), Some(24.0), Some(24.0)]), &at(&[], 0.0)).unwrap();
+        assert!((e.eta_seconds - 60.0).abs() < 6.0, "cold, hinted 60 s in all: {e:?}");
+        assert!(e.eta_range.0 < 60.0 && 60.0 < e.eta_range.1, "{e:?}");
+        assert!(e.confidence > Confidence::Low, "every step's length is known: {e:?}");
+        let steps: Vec<f64> = e.steps.iter().map(|s| s.expected_s).collect();
+        assert!((steps[1] - 24.0).abs() < 3.0, "each step its own hint: {steps:?}");
+        // A step without a hint still counts, at the cold-start guess.
+        let partly = est.estimate(&hinted(4, &[Some(12.0), None, Some(24.0)]), &at(&[], 0.0)).unwrap();
+        assert!(partly.eta_seconds > e.eta_seconds && partly.confidence == Confidence::Low, "{partly:?}");
+    }
+
+    #[test]
+    fn a_hint_weighs_against_long_history_and_wins_over_none() {
+        let est = trained(300, 7);
+        let history = est.estimate(&plan(3), &at(&[], 0.0)).unwrap().eta_seconds;
+        // "fetch" usually takes 20 s; the plan says 200 s.
+        let hinted = est.estimate(&hinted(3, &[Some(200.0), None, None]), &at(&[], 0.0)).unwrap().eta_seconds;
+        let moved = hinted - history;
+        assert!(moved > 0.0 && moved < 180.0, "history {history:.0} s, hinted {hinted:.0} s");
+    }
+
+    #[test]
+    fn hints_that_do_not_fit_the_plan_are_refused() {
+        let est = Estimator::default();
+        let count = est.estimate(&hinted(3, &[Some(1.0)]), &at(&[], 0.0)).unwrap_err();
+        assert_eq!(count, EstimatorError::HintCount { hints: 1, steps: 3 });
+        let negative = est.estimate(&hinted(3, &[None, Some(-1.0), None]), &at(&[], 0.0)).unwrap_err();
+        assert!(matches!(negative, EstimatorError::InvalidDuration { index: 1, .. }), "{negative}");
     }
 
     #[test]
@@ -522,7 +565,7 @@ mod tests {
                 EstimatorError::InvalidProgress { index: 0, fraction: 0.5, elapsed_s: -1.0 },
             ),
             (plan(0), at(&[], 0.0), EstimatorError::ZeroComplexity(0)),
-            (TaskPlan { complexity: 1, steps: vec![] }, at(&[], 0.0), EstimatorError::NoSteps),
+            (TaskPlan { complexity: 1, steps: vec![], hints_s: Vec::new() }, at(&[], 0.0), EstimatorError::NoSteps),
         ];
         for (plan, obs, expected) in cases {
             assert_eq!(est.estimate(&plan, &obs), Err(expected));
@@ -579,6 +622,7 @@ mod tests {
             let plan = TaskPlan {
                 complexity: task.complexity,
                 steps: task.steps.iter().map(|s| s.key.clone()).collect(),
+                hints_s: Vec::new(),
             };
             let obs = Observation {
                 completed_s: task.steps[..done].iter().map(|s| s.duration_s).collect(),

@@ -12,7 +12,7 @@
 //! let run = |key: &str, duration_s| StepRun { key: key.into(), duration_s, progress: vec![] };
 //! est.record_task(&CompletedTask { complexity: 2, steps: vec![run("fetch", 30.0), run("load", 90.0)] })?;
 //!
-//! let plan = TaskPlan { complexity: 2, steps: vec!["fetch".into(), "load".into()] };
+//! let plan = TaskPlan { complexity: 2, steps: vec!["fetch".into(), "load".into()], hints_s: Vec::new() };
 //! let now = Observation { completed_s: vec![40.0], running_elapsed_s: 10.0, progress: vec![] };
 //! let eta = est.estimate(&plan, &now)?;
 //! assert!(eta.eta_range.0 <= eta.eta_seconds && eta.eta_seconds <= eta.eta_range.1);

@@ -32,13 +32,26 @@ pub struct CompletedTask {
     pub steps: Vec<StepRun>,
 }
 
-/// What is known about a task before it runs: its complexity and its steps' keys in order.
+/// What is known about a task before it runs: its complexity, its steps' keys in order and
+/// any durations its plan states up front.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskPlan {
     /// The task's complexity (units of work, at least 1).
     pub complexity: u32,
     /// Keys of all its steps, in execution order.
     pub steps: Vec<String>,
+    /// Work seconds the plan expects each step to take, where it says (a timer's length, an
+    /// author's estimate): one per step in order, or empty when no step has one. A hint
+    /// stands in for history the step's kind does not have yet, and counts as one more piece
+    /// of evidence once it does.
+    pub hints_s: Vec<Option<f64>>,
+}
+
+impl TaskPlan {
+    /// The plan's hint for step `index`, if it gives one.
+    pub(crate) fn hint(&self, index: usize) -> Option<f64> {
+        self.hints_s.get(index).copied().flatten()
+    }
 }
 
 /// The live state of a running task, in work seconds (pauses and approval waits excluded).
@@ -175,7 +188,16 @@ impl TaskPlan {
         if self.steps.is_empty() {
             return Err(EstimatorError::NoSteps);
         }
-        self.steps.iter().enumerate().try_for_each(|(i, key)| check_key(i, key))
+        self.steps.iter().enumerate().try_for_each(|(i, key)| check_key(i, key))?;
+        if !self.hints_s.is_empty() && self.hints_s.len() != self.steps.len() {
+            return Err(EstimatorError::HintCount { hints: self.hints_s.len(), steps: self.steps.len() });
+        }
+        for (i, (hint, key)) in self.hints_s.iter().zip(&self.steps).enumerate() {
+            if let Some(hint) = hint {
+                check_duration(i, key, *hint)?;
+            }
+        }
+        Ok(())
     }
 }
 

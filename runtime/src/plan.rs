@@ -38,7 +38,13 @@ pub struct StepPlan {
     pub requires_approval: bool,
     /// A rejection skips the step instead of failing the task.
     pub skippable: bool,
+    /// The work seconds the step is expected to take, when the plan's author knows: the
+    /// ETA's starting point until steps like it have run (a `wait` step knows its own).
+    pub estimate_s: Option<f64>,
 }
+
+/// The longest `estimate_s` a plan may give: a year.
+const MAX_ESTIMATE_S: f64 = 365.0 * 86_400.0;
 
 impl StepPlan {
     /// A step of `kind` with `params` and nothing else set.
@@ -51,6 +57,7 @@ impl StepPlan {
             substeps: Vec::new(),
             requires_approval: false,
             skippable: false,
+            estimate_s: None,
         }
     }
 }
@@ -114,6 +121,7 @@ impl TaskPlan {
                     substeps: s.substeps.iter().map(|x| x.name.clone()).collect(),
                     requires_approval: s.requires_approval,
                     skippable: s.skippable,
+                    estimate_s: s.estimate_ms.map(|ms| ms as f64 / 1000.0),
                 })
                 .collect(),
         }
@@ -196,6 +204,15 @@ fn validate_step(
             limits.max_substeps
         ));
     }
+    let expected_s = match step.estimate_s {
+        Some(seconds) if !(seconds > 0.0 && seconds <= MAX_ESTIMATE_S) => {
+            return invalid(format!(
+                "step {order} estimate_s must be more than 0 and at most {MAX_ESTIMATE_S} (a year), got {seconds}"
+            ));
+        }
+        Some(seconds) => Some(seconds),
+        None => handler.expected_seconds(&step.params),
+    };
     let mut names = HashSet::new();
     for name in &step.substeps {
         check_name(&format!("step {order} substep name"), name, limits)?;
@@ -211,5 +228,7 @@ fn validate_step(
         requires_approval: step.requires_approval,
         skippable: step.skippable,
         substeps: step.substeps.clone(),
+        // At least a millisecond: the estimator takes no zero-length step.
+        estimate_ms: expected_s.map(|s| ((s * 1000.0).round() as i64).max(1)),
     })
 }

@@ -307,6 +307,7 @@ mod tests {
             work_ms: 0,
             error: None,
             output: None,
+            estimate_ms: None,
             substeps: Vec::new(),
         }
     }

@@ -56,7 +56,11 @@ pub fn replay(tasks: &[TaskTrace]) -> Result<Report, String> {
         let tier = Tier::of(task.complexity) as usize;
         report.tasks[tier] += 1;
         report.tasks[3] += 1;
-        let plan = TaskPlan { complexity: task.complexity, steps: task.steps.iter().map(|s| s.kind.clone()).collect() };
+        let plan = TaskPlan {
+            complexity: task.complexity,
+            steps: task.steps.iter().map(|s| s.kind.clone()).collect(),
+            hints_s: Vec::new(),
+        };
         let total = task.total();
         for k in 0..READINGS_PER_TASK {
             let t = total * k as f64 / READINGS_PER_TASK as f64;

@@ -368,6 +368,37 @@ on_both_backends! {
         }
     }
 
+    async fn a_plan_that_states_its_durations_has_a_true_eta_from_its_first_second(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let rt = start_on(&db, "eta-hinted", clock.clone()).await;
+        // The demo's wait steps state their own lengths; nothing has ever run here.
+        let demo = rt.create_task("alice", &adapters::plans::cellphone_store_crm(1.0), false).await.unwrap();
+        let stored: Vec<Option<i64>> = rt.task("alice", &demo).await.unwrap().steps.iter().map(|s| s.estimate_ms).collect();
+        assert_eq!(stored, [Some(12_000), Some(24_000), Some(12_000), Some(12_000)], "a wait step knows its length");
+
+        // The same lengths stated by the author, on steps only a worker can finish.
+        let mut plan = external_plan("Stated", 4);
+        plan.complexity = 4;
+        for (step, seconds) in plan.steps.iter_mut().zip([12.0, 24.0, 12.0, 12.0]) {
+            step.estimate_s = Some(seconds);
+        }
+        let id = rt.create_task("alice", &plan, true).await.unwrap();
+        for (elapsed_s, left_s) in [(0, 60.0), (1, 59.0)] {
+            clock.advance(elapsed_s * 1_000);
+            let (_, eta) = rt.task_view("alice", &id).await.unwrap();
+            let eta = eta.expect("an ETA from the very start");
+            assert!((eta.seconds - left_s).abs() <= 0.3 * left_s, "{elapsed_s} s in, about {left_s} s left: {eta:?}");
+            let steps: Vec<f64> = eta.steps.iter().map(|s| s.expected_s).collect();
+            assert!((steps[1] - 24.0).abs() <= 0.3 * 24.0, "step 2 is the long one: {eta:?}");
+        }
+
+        let refused = StepPlan { estimate_s: Some(-1.0), ..StepPlan::new("Negative", "external", json!({})) };
+        let plan = runtime::TaskPlan { title: "Bad".into(), complexity: 1, steps: vec![refused] };
+        let error = rt.create_task("alice", &plan, false).await.unwrap_err();
+        assert!(error.to_string().contains("step 1 estimate_s must be more than 0"), "{error}");
+    }
+
     async fn a_silent_step_that_overruns_gets_a_fresh_eta_by_itself(backend: Backend) {
         let db = TestDb::new(backend);
         let clock = Arc::new(ManualClock::new(1_000_000));

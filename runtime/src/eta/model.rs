@@ -88,7 +88,11 @@ impl EtaModel {
     /// given progress samples.
     pub fn estimate(&self, task: &StoredTask, running_ms: i64, samples: &[ProgressMark]) -> Option<Eta> {
         let counted: Vec<&StepRecord> = task.steps.iter().filter(|s| s.status != StepStatus::Skipped).collect();
-        let plan = TaskPlan { complexity: task.task.complexity, steps: counted.iter().map(|s| step_key(s)).collect() };
+        let plan = TaskPlan {
+            complexity: task.task.complexity,
+            steps: counted.iter().map(|s| step_key(s)).collect(),
+            hints_s: counted.iter().map(|s| s.estimate_ms.map(|ms| ms as f64 / 1000.0)).collect(),
+        };
         let completed_s: Vec<f64> = counted
             .iter()
             .take_while(|s| s.status == StepStatus::Completed)

@@ -67,6 +67,13 @@ pub trait StepHandler: Send + Sync + 'static {
     /// Checks a step's parameters when a plan is submitted; the error names the problem.
     fn validate(&self, params: &Value) -> Result<(), String>;
 
+    /// The work seconds a step with these (valid) parameters takes, when the kind knows it
+    /// up front (a timer does): the estimator's prior until the step's kind has history.
+    /// A plan's own `estimate_s` takes precedence.
+    fn expected_seconds(&self, _params: &Value) -> Option<f64> {
+        None
+    }
+
     /// Runs one attempt of the step. Resolves to its output on success. The future is
     /// dropped when the step is cancelled, so clean up in `Drop` where it matters.
     fn run(&self, ctx: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>>;

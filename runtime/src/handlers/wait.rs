@@ -32,6 +32,10 @@ impl StepHandler for WaitHandler {
         seconds(params).map(drop)
     }
 
+    fn expected_seconds(&self, params: &Value) -> Option<f64> {
+        seconds(params).ok()
+    }
+
     fn run(&self, mut ctx: StepContext) -> LocalBoxFuture<'static, Result<Option<String>, StepError>> {
         Box::pin(async move {
             let total = Duration::from_secs_f64(seconds(ctx.params()).map_err(StepError::Failed)?);

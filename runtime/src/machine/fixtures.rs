@@ -38,6 +38,7 @@ pub(crate) fn step_record(order: u32, spec: Spec) -> StepRecord {
         work_ms: 0,
         error: None,
         output: None,
+        estimate_ms: None,
         substeps: spec.substeps.iter().map(|name| SubstepRecord { name: (*name).into(), done: false }).collect(),
     }
 }
