@@ -149,6 +149,7 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// A hub with no subscribers, counting into `metrics`.
     pub(crate) fn new(metrics: HubMetrics) -> Hub {
         Hub {
             metrics,
