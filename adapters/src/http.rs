@@ -1,5 +1,6 @@
-//! The HTTP server: health checks, the API ([`crate::api`]), the web pages
-//! ([`crate::web`]) and JSON errors for anything else.
+//! The HTTP server: health checks, the metrics ([`crate::metrics`]), the API
+//! ([`crate::api`]), the web pages ([`crate::web`]) and JSON errors for anything else, every
+//! request with an id and counted ([`crate::observe`]).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use config::{ApiSettings, NotificationSettings};
 use runtime::Runtime;
 use serde_json::json;
 
+use crate::api::error::error_body;
 use crate::api::{self, ApiState};
 use crate::notify::email::EmailError;
 use crate::notify::{Notifier, NotifyConfig};
@@ -46,9 +48,11 @@ pub fn server(
             .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(crate::metrics::serve))
             .configure(api::configure)
             .configure(crate::web::configure)
             .default_service(web::to(api::no_route))
+            .wrap(actix_web::middleware::from_fn(crate::observe::requests))
     })
     // Progress frames are small and often follow each other closely: send each at once.
     .tcp_nodelay(true)
@@ -68,9 +72,9 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         Ok(Ok(())) => {
             HttpResponse::Ok().json(json!({"status": "ready", "database": state.runtime.db().backend().name()}))
         }
-        Ok(Err(error)) => HttpResponse::ServiceUnavailable()
-            .json(json!({"error": {"code": "database_unavailable", "message": error.to_string()}})),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .json(json!({"error": {"code": "shutting_down", "message": "the server is shutting down"}})),
+        Ok(Err(error)) => {
+            HttpResponse::ServiceUnavailable().json(error_body("database_unavailable", &error.to_string()))
+        }
+        Err(_) => HttpResponse::ServiceUnavailable().json(error_body("shutting_down", "the server is shutting down")),
     }
 }

@@ -1,6 +1,7 @@
 //! Stepwise's edges, and the crate that wires everything together: [`app`] turns
 //! [`config::Settings`] into an opened database and a started [`runtime::Runtime`], [`http`]
-//! serves health checks and the [`api`] (REST and WebSocket) with actix-web, [`terminal`] draws the live progress view the
+//! serves health checks, the [`metrics`] and the [`api`] (REST and WebSocket) with actix-web,
+//! giving each request an id and counting it ([`observe`]), [`terminal`] draws the live progress view the
 //! `stepwise demo`, `run` and `watch` commands show, and [`plans`] reads plan files and holds
 //! the seed's demo task. The `stepwise` binary (`src/main.rs`) is a thin command line over
 //! these; it is the only place that uses `anyhow`.
@@ -10,7 +11,9 @@ pub mod app;
 pub mod chat;
 pub mod http;
 mod ids;
+pub mod metrics;
 pub mod notify;
+pub mod observe;
 pub mod plans;
 pub mod remote;
 pub mod terminal;

@@ -291,9 +291,14 @@ fn init_logging(settings: &Settings) {
     let targets = tracing_subscriber::filter::Targets::new()
         .with_default(level.min(tracing::Level::WARN))
         .with_targets(["runtime", "adapters", "stepwise", "db"].map(|t| (t, level)));
-    let format = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let format: Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync> =
+        match settings.log.format {
+            // A JSON object per line: the event's fields at the top, with the spans it
+            // happened in (`span`, `spans`), such as a request's `request_id`.
+            config::LogFormat::Json => lines.json().flatten_event(true).boxed(),
+            config::LogFormat::Text => lines.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).boxed(),
+        };
     tracing_subscriber::registry().with(format).with(targets).init();
 }
 

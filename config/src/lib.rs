@@ -17,6 +17,7 @@
 //! |---|---|---|---|
 //! | `data_dir` | [`default_data_dir`] | `STEPWISE_DATA_DIR` | absolute path |
 //! | `log.level` | `"info"` | `STEPWISE_LOG__LEVEL` | `error`, `warn`, `info`, `debug` or `trace` |
+//! | `log.format` | `"text"` | `STEPWISE_LOG__FORMAT` | `text` or `json` (one JSON object per line, with the fields of its spans, e.g. `request_id`) |
 //! | `server.listen` | `"127.0.0.1:8080"` | `STEPWISE_SERVER__LISTEN` | IP address and port |
 //! | `server.shutdown_timeout_s` | `10` | `STEPWISE_SERVER__SHUTDOWN_TIMEOUT_S` | seconds |
 //! | `server.advertise_url` | none: `http://` and the bound address | `STEPWISE_SERVER__ADVERTISE_URL` | `http://` or `https://` URL other servers reach this one at |
@@ -40,6 +41,7 @@
 //! | `api.ws_heartbeat_s` | `15` | `STEPWISE_API__WS_HEARTBEAT_S` | seconds, at least 1 |
 //! | `api.ws_client_timeout_s` | `45` | `STEPWISE_API__WS_CLIENT_TIMEOUT_S` | seconds, more than the heartbeat |
 //! | `api.token_cache_s` | `10` | `STEPWISE_API__TOKEN_CACHE_S` | seconds |
+//! | `api.metrics_token` | none: no metrics served | `STEPWISE_API__METRICS_TOKEN` | the bearer token `GET /metrics` asks for: at least 16 printable characters without spaces |
 //! | `notifications.allow_private_endpoints` | `false` | `STEPWISE_NOTIFICATIONS__ALLOW_PRIVATE_ENDPOINTS` | `true` lets chat webhooks and push endpoints be `http` and on loopback or private addresses (checked on the address connected to) |
 //! | `notifications.timeout_s` | `10` | `STEPWISE_NOTIFICATIONS__TIMEOUT_S` | seconds per delivery attempt, 1 to 300 |
 //! | `notifications.max_attempts` | `3` | `STEPWISE_NOTIFICATIONS__MAX_ATTEMPTS` | 1 to 10 |
@@ -62,6 +64,7 @@
 //!
 //! [log]
 //! level = "info"
+//! format = "text"
 //!
 //! [server]
 //! listen = "127.0.0.1:8080"
@@ -93,6 +96,7 @@
 //! ws_heartbeat_s = 15
 //! ws_client_timeout_s = 45
 //! token_cache_s = 10
+//! metrics_token = "3f6c0e1b9a2d4c8e7f5a1b3c"
 //!
 //! [notifications]
 //! allow_private_endpoints = false
@@ -127,7 +131,7 @@ mod smtp;
 
 pub use error::{ConfigError, Origin};
 pub use settings::{
-    default_data_dir, ApiSettings, DatabaseSettings, EmailSettings, LogLevel, LogSettings, NotificationSettings,
-    RuntimeSettings, ServerSettings, Settings,
+    default_data_dir, ApiSettings, DatabaseSettings, EmailSettings, LogFormat, LogLevel, LogSettings,
+    NotificationSettings, RuntimeSettings, ServerSettings, Settings,
 };
 pub use smtp::{SmtpTls, SmtpUrl};

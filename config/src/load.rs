@@ -155,8 +155,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        ApiSettings, DatabaseSettings, EmailSettings, LogLevel, LogSettings, NotificationSettings, RuntimeSettings,
-        ServerSettings, SmtpTls,
+        ApiSettings, DatabaseSettings, EmailSettings, LogFormat, LogLevel, LogSettings, NotificationSettings,
+        RuntimeSettings, ServerSettings, SmtpTls,
     };
 
     /// Loads `file` (TOML text, written to a temporary file) and `env` with `HOME=/home/ada`;
@@ -177,7 +177,7 @@ mod tests {
     fn defaults() -> Settings {
         Settings {
             data_dir: PathBuf::from("/home/ada/.local/share/stepwise"),
-            log: LogSettings { level: LogLevel::Info },
+            log: LogSettings { level: LogLevel::Info, format: LogFormat::Text },
             server: ServerSettings {
                 listen: "127.0.0.1:8080".parse().unwrap(),
                 shutdown_timeout_s: 10,
@@ -205,6 +205,7 @@ mod tests {
                 ws_heartbeat_s: 15,
                 ws_client_timeout_s: 45,
                 token_cache_s: 10,
+                metrics_token: None,
             },
             notifications: NotificationSettings {
                 allow_private_endpoints: false,
@@ -249,6 +250,7 @@ mod tests {
             data_dir = "/srv/stepwise"
             [log]
             level = "trace"
+            format = "json"
             [server]
             listen = "0.0.0.0:80"
             shutdown_timeout_s = 3
@@ -276,6 +278,7 @@ mod tests {
             ws_heartbeat_s = 2
             ws_client_timeout_s = 5
             token_cache_s = 0
+            metrics_token = "scrape-me-0123456789"
             [notifications]
             allow_private_endpoints = true
             timeout_s = 2
@@ -294,7 +297,7 @@ mod tests {
         "#;
         let expected = Settings {
             data_dir: PathBuf::from("/srv/stepwise"),
-            log: LogSettings { level: LogLevel::Trace },
+            log: LogSettings { level: LogLevel::Trace, format: LogFormat::Json },
             server: ServerSettings {
                 listen: addr("0.0.0.0:80"),
                 shutdown_timeout_s: 3,
@@ -322,6 +325,7 @@ mod tests {
                 ws_heartbeat_s: 2,
                 ws_client_timeout_s: 5,
                 token_cache_s: 0,
+                metrics_token: Some("scrape-me-0123456789".to_owned()),
             },
             notifications: NotificationSettings {
                 allow_private_endpoints: true,
@@ -366,6 +370,11 @@ mod tests {
             }),
             (None, &[("STEPWISE_DATABASE__POOL_SIZE", "256")], |s| s.database.pool_size = 256),
             (None, &[("STEPWISE_LOG__LEVEL", "debug")], |s| s.log.level = LogLevel::Debug),
+            (None, &[("STEPWISE_LOG__FORMAT", "json")], |s| s.log.format = LogFormat::Json),
+            (Some("[log]\nformat = \"json\""), &[("STEPWISE_LOG__FORMAT", "text")], |s| s.log.format = LogFormat::Text),
+            (None, &[("STEPWISE_API__METRICS_TOKEN", "0123456789abcdef")], |s| {
+                s.api.metrics_token = Some("0123456789abcdef".to_owned())
+            }),
             // Text that looks like a number stays text where the key takes text.
             (None, &[("STEPWISE_RUNTIME__INSTANCE_ID", "42")], |s| s.runtime.instance_id = Some("42".to_owned())),
             (None, &[("STEPWISE_RUNTIME__LEASE_TTL_S", "3")], |s| s.runtime.lease_ttl_s = 3),
@@ -467,6 +476,16 @@ mod tests {
                 r#"invalid value for log.level: "verbose" (expected one of error, warn, info, debug, trace) (from STEPWISE_LOG__LEVEL)"#,
             ),
             (
+                None,
+                &[("STEPWISE_LOG__FORMAT", "logfmt")],
+                r#"invalid value for log.format: "logfmt" (expected one of text, json) (from STEPWISE_LOG__FORMAT)"#,
+            ),
+            (
+                Some("[log]\nformat = true"),
+                &[],
+                "invalid type for log.format: expected one of text, json, got true (from {file})",
+            ),
+            (
                 Some("[log]\nlevel = 3"),
                 &[],
                 "invalid type for log.level: expected one of error, warn, info, debug, trace, got 3 (from {file})",
@@ -502,6 +521,11 @@ mod tests {
                 None,
                 &[("STEPWISE_NOTIFICATIONS__EMAIL__SMTP", "smtp://mail.example.com")],
                 "unknown key notifications.email.smtp (from STEPWISE_NOTIFICATIONS__EMAIL__SMTP), expected one of: smtp_url, from, long_task_seconds, ca_file",
+            ),
+            (
+                None,
+                &[("STEPWISE_LOG__FMT", "json")],
+                "unknown key log.fmt (from STEPWISE_LOG__FMT), expected one of: level, format",
             ),
             (
                 None,
@@ -594,6 +618,16 @@ mod tests {
                 Some("[api]\nws_heartbeat_s = 30\nws_client_timeout_s = 30"),
                 &[],
                 "invalid value for api.ws_client_timeout_s: 30 (expected at least 31) (from {file})",
+            ),
+            (
+                None,
+                &[("STEPWISE_API__METRICS_TOKEN", "short")],
+                "invalid value for api.metrics_token: (5 characters) (expected at least 16 printable characters without spaces, e.g. from `openssl rand -hex 24`) (from STEPWISE_API__METRICS_TOKEN)",
+            ),
+            (
+                Some("[api]\nmetrics_token = \"a long token with spaces\""),
+                &[],
+                "invalid value for api.metrics_token: (24 characters) (expected at least 16 printable characters without spaces, e.g. from `openssl rand -hex 24`) (from {file})",
             ),
             (
                 None,

@@ -46,6 +46,20 @@ pub struct Settings {
 pub struct LogSettings {
     /// The most verbose level that is logged.
     pub level: LogLevel,
+    /// How each line is written.
+    pub format: LogFormat,
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// The default: one line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors: the event's fields, and the fields of
+    /// the spans it happened in (an HTTP request's `request_id`).
+    Json,
 }
 
 /// How much the server logs, from least to most.
@@ -223,6 +237,10 @@ pub struct ApiSettings {
     /// Seconds a checked token is trusted without asking the database again: the longest a
     /// revocation takes to apply.
     pub token_cache_s: u64,
+    /// The bearer token `GET /metrics` asks for; `None` (the default) serves no metrics.
+    /// Apart from the users' tokens: a scraper sees figures about every user, and a user's
+    /// token must not.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ApiSettings {
@@ -241,6 +259,7 @@ impl Default for ApiSettings {
             ws_heartbeat_s: 15,
             ws_client_timeout_s: 45,
             token_cache_s: 10,
+            metrics_token: None,
         }
     }
 }
@@ -255,6 +274,19 @@ impl ApiSettings {
         in_range("api.ws_queue_events", self.ws_queue_events, 8, None)?;
         in_range("api.ws_heartbeat_s", self.ws_heartbeat_s, 1, None)?;
         in_range("api.ws_client_timeout_s", self.ws_client_timeout_s, self.ws_heartbeat_s + 1, None)?;
+        if let Some(token) = &self.metrics_token {
+            let printable = token.bytes().all(|byte| byte.is_ascii_graphic());
+            if token.len() < MIN_METRICS_TOKEN || !printable {
+                return Err(Violation {
+                    key: "api.metrics_token",
+                    // A secret: only its length is shown.
+                    value: format!("({} characters)", token.chars().count()),
+                    reason: format!(
+                        "expected at least {MIN_METRICS_TOKEN} printable characters without spaces, e.g. from `openssl rand -hex 24`"
+                    ),
+                });
+            }
+        }
         for origin in &self.allowed_origins {
             let well_formed = origin == "*"
                 || (origin.starts_with("http://") || origin.starts_with("https://"))
@@ -270,6 +302,9 @@ impl ApiSettings {
         Ok(())
     }
 }
+
+/// The shortest `api.metrics_token`: long enough not to be guessed over the network.
+const MIN_METRICS_TOKEN: usize = 16;
 
 /// The `[notifications]` section: how the notifier delivers to the endpoints users give
 /// (chat webhooks) and how many messages a user gets before the rest become a digest.

@@ -115,6 +115,15 @@ pub(crate) fn establish(backend: &Backend) -> Result<AnyConnection, diesel::Conn
 /// A pooled connection.
 pub type Conn = PooledConnection<Manager>;
 
+/// How many of the pool's connections are taken and how many wait to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// Handed out now.
+    pub in_use: u32,
+    /// Open and free.
+    pub idle: u32,
+}
+
 /// The opened database: a connection pool, and for SQLite the lock that keeps a second
 /// server away from the same file.
 pub struct Database {
@@ -179,6 +188,12 @@ impl Database {
     pub fn check(&self, within: Duration) -> Result<(), DbError> {
         let mut conn = self.pool.get_timeout(within)?;
         Ok(conn.batch_execute("SELECT 1")?)
+    }
+
+    /// The pool's connections now: in use, and open but idle.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState { in_use: state.connections - state.idle_connections, idle: state.idle_connections }
     }
 
     /// The backend in use.

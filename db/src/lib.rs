@@ -7,7 +7,7 @@
 //! task's lease token; the transition's events, and only transitions, go to the per-task
 //! event log), [`record_progress`] for the coalesced percent and log batches (percents are
 //! checkpointed in `task_progress`, not in the event log), the `lease` functions for
-//! ownership, the history readers for the API (each takes the task's owner and filters on
+//! ownership, [`count_tasks_by_status`] and [`Database::pool_state`] for the metrics, the history readers for the API (each takes the task's owner and filters on
 //! it in SQL: another user's task is [`DbError::NotFound`], exactly like a missing one) and
 //! the estimator, the `accounts` functions for users and their API tokens, the
 //! `notifications` functions for each user's notification preferences, the log of delivery
@@ -49,7 +49,7 @@ pub use approval_links::{release_approval_link, server_secret, use_approval_link
 pub use chat::{
     chat_messages, insert_chat_message, load_conversation, save_conversation, ChatMessageRecord, TRANSCRIPT_CAP,
 };
-pub use connection::{redact, AnyConnection, Backend, Conn, Database};
+pub use connection::{redact, AnyConnection, Backend, Conn, Database, PoolState};
 pub use doorbell::{announce, Listener, Ring};
 pub use estimates::{forget_ended_estimates, load_estimates, StoredEstimate};
 pub use history::{
@@ -69,7 +69,7 @@ pub use notifications::{
 pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
 pub use queue::{claim_queued, enqueue, queue_places, queued_tasks, ClaimedTask};
 pub use servers::{leave_cluster, list_servers, register_server, server_heartbeat, ServerRecord, ServerState};
-pub use tasks::{insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
+pub use tasks::{count_tasks_by_status, insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
 pub use transition::{commit, record_recovered, Commit, NewEvent};
 
 use std::path::PathBuf;

@@ -1,5 +1,5 @@
-//! Tasks and their plans: creating them, loading them with their steps and substeps, and
-//! listing a user's tasks page by page.
+//! Tasks and their plans: creating them, loading them with their steps and substeps,
+//! listing a user's tasks page by page, and counting every task by status.
 
 use std::collections::HashMap;
 
@@ -208,6 +208,14 @@ pub struct TaskPage {
     pub next: Option<(i64, String)>,
 }
 
+/// How many tasks the database holds in each status (every user's; statuses with none
+/// are left out).
+pub fn count_tasks_by_status(conn: &mut AnyConnection) -> Result<Vec<(TaskStatus, i64)>, DbError> {
+    let counts: Vec<(String, i64)> =
+        tasks::table.group_by(tasks::status).select((tasks::status, diesel::dsl::count_star())).load(conn)?;
+    counts.into_iter().map(|(status, count)| Ok((status.parse()?, count))).collect()
+}
+
 /// Lists `owner`'s tasks newest first, optionally of one status, starting after the cursor
 /// `before` (created_at, id) of a previous page.
 pub fn list_tasks(
@@ -237,4 +245,30 @@ pub fn list_tasks(
         None
     };
     Ok(TaskPage { tasks, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::plan;
+    use crate::testing::TestDb;
+
+    #[test]
+    fn tasks_are_counted_by_status_and_the_pool_says_what_is_taken() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let mut conn = database.conn().unwrap();
+            assert_eq!(count_tasks_by_status(&mut conn).unwrap(), [], "{backend:?}");
+            for id in ["t1", "t2"] {
+                insert_task(&mut conn, &plan(id)).unwrap();
+            }
+            assert_eq!(count_tasks_by_status(&mut conn).unwrap(), [(TaskStatus::Pending, 2)], "{backend:?}");
+            let held = database.pool_state();
+            assert!(held.in_use >= 1, "{backend:?}: {held:?}");
+            drop(conn);
+            let after = database.pool_state();
+            assert_eq!(after.in_use, held.in_use - 1, "{backend:?}");
+        }
+    }
 }

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::backlog::Ticket;
 use crate::event::TaskEvent;
+use crate::metrics::HubMetrics;
 
 /// Identifies a subscription, to end it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,8 +108,9 @@ enum Sink {
 }
 
 impl Sink {
-    /// Hands the event over; false once the subscriber is gone.
-    fn deliver(&self, event: &Arc<TaskEvent>) -> bool {
+    /// Hands the event over, counting it in `lagged_drops` if the subscriber lags; false
+    /// once the subscriber is gone.
+    fn deliver(&self, event: &Arc<TaskEvent>, lagged_drops: &prometheus::IntCounter) -> bool {
         match self {
             // Never dropped while the subscriber lives. Its mailbox has no bound: an actor
             // subscriber takes each event at once, without waiting on anything (the recorder
@@ -123,6 +125,7 @@ impl Sink {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     lagged.store(true, Ordering::Release);
+                    lagged_drops.inc();
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -135,8 +138,8 @@ impl Sink {
 type Subscribers = Vec<(SubscriptionId, Sink)>;
 
 /// Fans task events out to subscribers.
-#[derive(Default)]
 pub struct Hub {
+    metrics: HubMetrics,
     next_id: u64,
     everything: Subscribers,
     by_owner: HashMap<Arc<str>, Subscribers>,
@@ -146,6 +149,18 @@ pub struct Hub {
 }
 
 impl Hub {
+    /// A hub with no subscribers, counting into `metrics`.
+    pub(crate) fn new(metrics: HubMetrics) -> Hub {
+        Hub {
+            metrics,
+            next_id: 0,
+            everything: Vec::new(),
+            by_owner: HashMap::new(),
+            by_task: HashMap::new(),
+            topics: HashMap::new(),
+        }
+    }
+
     fn add(&mut self, topic: Topic, sink: Sink) -> SubscriptionId {
         self.next_id += 1;
         let id = SubscriptionId(self.next_id);
@@ -155,11 +170,13 @@ impl Hub {
             Topic::Task(task) => self.by_task.entry(Arc::clone(task)).or_default().push((id, sink)),
         }
         self.topics.insert(id, topic);
+        self.metrics.subscribers.set(self.topics.len() as i64);
         id
     }
 
     fn remove(&mut self, id: SubscriptionId) {
         let Some(topic) = self.topics.remove(&id) else { return };
+        self.metrics.subscribers.set(self.topics.len() as i64);
         let (map, key) = match &topic {
             Topic::All => return self.everything.retain(|(i, _)| *i != id),
             Topic::Owner(owner) => (&mut self.by_owner, owner),
@@ -175,9 +192,9 @@ impl Hub {
 }
 
 /// Delivers `event` to each of `list`, forgetting (into `gone`) those that have stopped.
-fn fan_out(list: &mut Subscribers, event: &Arc<TaskEvent>, gone: &mut Vec<SubscriptionId>) {
+fn fan_out(list: &mut Subscribers, event: &Arc<TaskEvent>, gone: &mut Vec<SubscriptionId>, metrics: &HubMetrics) {
     list.retain(|(id, sink)| {
-        let alive = sink.deliver(event);
+        let alive = sink.deliver(event, &metrics.lagged_drops);
         if !alive {
             gone.push(*id);
         }
@@ -243,6 +260,7 @@ impl Handler<Transient> for Hub {
     fn handle(&mut self, Transient { event, ticket }: Transient, _: &mut Self::Context) {
         let dropped = ticket.backlog().take_dropped();
         if dropped > 0 {
+            self.metrics.transient_drops.inc_by(dropped);
             tracing::warn!(dropped, "percents, log lines or estimates dropped: the hub fell behind their publishers");
         }
         self.publish(event, Audience::Everyone);
@@ -266,13 +284,13 @@ impl Hub {
         let event = Arc::new(event);
         let mut gone = Vec::new();
         if audience == Audience::Everyone {
-            fan_out(&mut self.everything, &event, &mut gone);
+            fan_out(&mut self.everything, &event, &mut gone, &self.metrics);
         }
         if let Some(list) = self.by_owner.get_mut(&event.owner) {
-            fan_out(list, &event, &mut gone);
+            fan_out(list, &event, &mut gone, &self.metrics);
         }
         if let Some(list) = self.by_task.get_mut(&event.task_id) {
-            fan_out(list, &event, &mut gone);
+            fan_out(list, &event, &mut gone, &self.metrics);
         }
         // Subscribers that have stopped are forgotten here.
         for id in gone {

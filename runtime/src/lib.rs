@@ -2,7 +2,8 @@
 //! `TaskActor` that runs its steps one at a time through `StepActor`s and commits every
 //! state transition (through the `db` crate, fenced by the task's lease) before it
 //! publishes the event to the [`Hub`], which fans events out to subscribers such as the
-//! [`ProgressRecorder`] that persists coalesced progress. Step kinds are [`StepHandler`]s:
+//! [`ProgressRecorder`] that persists coalesced progress. Each runtime counts what it does in
+//! its own [`Metrics`] registry. Step kinds are [`StepHandler`]s:
 //! `exec`, `external` and `wait` are built in and applications add their own. Start it with
 //! [`Runtime::start`], which also resumes the tasks that were running when the server
 //! stopped. The runtime knows nothing of HTTP or wire formats.
@@ -15,6 +16,7 @@ mod event;
 pub mod handlers;
 mod hub;
 mod machine;
+mod metrics;
 mod plan;
 mod recorder;
 mod runtime;
@@ -34,6 +36,7 @@ pub use event::{confidence_name, confidence_named, Confidence, Eta, EventKind, S
 pub use handlers::{Handlers, StepContext, StepControl, StepError, StepHandler, StepReport};
 pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
 pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome, STOPPED_BY_CANCEL};
+pub use metrics::Metrics;
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
 pub use runtime::{BoundedEvents, Holder, Member, Recovery, Runtime, RuntimeOptions};

@@ -165,7 +165,7 @@ impl ProgressRecorder {
                     }
                     stats.rows_written.fetch_add(outcome.rows_written as u64, Ordering::Relaxed);
                     for task in outcome.lost {
-                        tracing::warn!(task = %task, "progress not recorded: the task's lease moved to another server");
+                        tracing::warn!(task_id = %task, "progress not recorded: the task's lease moved to another server");
                     }
                 }
                 Err(error) => {

@@ -18,6 +18,7 @@ use crate::event::Eta;
 use crate::handlers::Handlers;
 use crate::hub::{Barrier, ChannelSubscriber, Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscribe};
 use crate::machine::{Control, ExternalReport};
+use crate::metrics::Metrics;
 use crate::plan::{PlanLimits, TaskPlan};
 use crate::recorder::{Flush, ProgressRecorder, RecorderStats};
 use crate::shared::{Capacity, Shared, TaskRegistry};
@@ -168,7 +169,8 @@ impl Runtime {
         handlers: Handlers,
         options: RuntimeOptions,
     ) -> Result<(Runtime, Recovery), RuntimeError> {
-        let hub = Hub::default().start();
+        let metrics = Metrics::new();
+        let hub = Hub::new(metrics.hub.clone()).start();
         let stats = Arc::new(RecorderStats::default());
         let recorder = ProgressRecorder::new(
             Arc::clone(&db),
@@ -196,6 +198,7 @@ impl Runtime {
             registry: Arc::clone(&registry) as Arc<dyn TaskRegistry>,
             transient: Backlog::new(MAX_QUEUED_TRANSIENT),
             capacity: Capacity::new(options.max_running_tasks),
+            metrics,
         });
         let runtime = Runtime {
             shared,
@@ -329,6 +332,11 @@ impl Runtime {
     /// The database.
     pub fn db(&self) -> &Arc<Database> {
         &self.shared.db
+    }
+
+    /// What this runtime counts, in a registry its server may add to and expose.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The registered step kinds.

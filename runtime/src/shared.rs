@@ -1,6 +1,6 @@
 //! What the runtime's actors share: the database, the hub, the step kinds, the clock, the
 //! lease settings, the ETA model, the hub's backlog of transient events, the count of tasks
-//! running against the server's limit, and a way for a stopping task actor to leave the
+//! running against the server's limit, the metrics, and a way for a stopping task actor to leave the
 //! registry without knowing the `Runtime` that keeps it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::eta::EtaModel;
 use crate::handlers::Handlers;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 
 /// Where live task actors are registered. The runtime implements it; a task actor only
 /// takes itself off when it stops, so it depends on this and not on the runtime.
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub transient: Arc<Backlog>,
     /// The tasks running here, against `runtime.max_running_tasks`.
     pub capacity: Capacity,
+    /// What the actors count.
+    pub metrics: Metrics,
 }
 
 /// How many tasks run on this server, against its limit. A task actor counts its task while

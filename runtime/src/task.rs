@@ -99,6 +99,9 @@ pub(crate) struct TaskActor {
     eta: EtaTracker,
     /// Whether the task counts against this server's limit now (see [`TaskActor::recount`]).
     counted: bool,
+    /// The estimate made when this actor started the task, seconds: what its real work
+    /// time is held against once it completes (a task resumed after a restart has none).
+    estimate_at_start: Option<f64>,
 }
 
 impl TaskActor {
@@ -114,6 +117,7 @@ impl TaskActor {
             startup: Vec::new(),
             eta: EtaTracker::default(),
             counted: false,
+            estimate_at_start: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl TaskActor {
         let at = self.shared.clock.now_ms();
         let record = commit_record(&self.state, &next, &transition, at, self.eta.samples());
         let write = self.write(record, next.status() == TaskStatus::Completed, at);
+        let started = transition.events.contains(&EventKind::TaskStarted);
         Box::pin(actix::fut::wrap_future(write).map(move |result, act: &mut TaskActor, ctx| {
             let (last_seq, token) = match result {
                 Ok(Some(committed)) => committed,
@@ -165,6 +170,7 @@ impl TaskActor {
             };
             act.eta.committed(&act.state, &next, &transition.events, at);
             act.adopt(next, last_seq, token);
+            act.count(&transition.events);
             let first_seq = last_seq - transition.events.len() as i64 + 1;
             for (seq, kind) in (first_seq..).zip(transition.events) {
                 // Committed events are never dropped; they are bounded by the commits, which
@@ -175,8 +181,22 @@ impl TaskActor {
                 act.apply(effect, ctx);
             }
             act.update_eta(true);
+            if started {
+                act.estimate_at_start = act.eta.latest().map(|eta| eta.seconds);
+            }
             Ok(())
         }))
+    }
+
+    /// Counts the steps a committed transition started or ended and, when it completed the
+    /// task, how its estimate at start fared.
+    fn count(&self, events: &[EventKind]) {
+        let metrics = &self.shared.metrics;
+        metrics.committed(&self.state.stored.steps, events);
+        if let Some(estimated_s) = self.estimate_at_start.filter(|_| events.contains(&EventKind::TaskCompleted)) {
+            let work_ms: i64 = self.state.stored.steps.iter().map(|step| step.work_ms).sum();
+            metrics.task_completed(estimated_s, work_ms as f64 / 1000.0);
+        }
     }
 
     /// Writes `record` (taking the lease first if the actor has none) on the blocking pool
@@ -192,7 +212,7 @@ impl TaskActor {
         let needs_lease = !self.holds_lease;
         let (task_id, token, owner, ttl) =
             (self.task_id.to_string(), self.token(), self.shared.instance_id.clone(), self.shared.lease_ttl_ms);
-        let shared = Arc::clone(&self.shared);
+        let (shared, learner) = (Arc::clone(&self.shared), Arc::clone(&self.shared));
         let written = blocking(&self.shared.db, move |conn| {
             let token = match needs_lease {
                 true => match db::acquire_lease(conn, &task_id, &owner, ttl, at)? {
@@ -201,7 +221,9 @@ impl TaskActor {
                 },
                 false => token,
             };
+            let began = std::time::Instant::now();
             let seq = db::commit(conn, &record.commit(&task_id, token, at))?;
+            shared.metrics.commit_took(began.elapsed());
             // A task that completes is learned from its runs as stored, as training after a
             // restart reads them, so both know the same (also of steps run before a restart).
             let runs = match completes {
@@ -215,7 +237,7 @@ impl TaskActor {
             if completes {
                 // Off this actor's thread, so no other task's estimate waits for it; awaited,
                 // so whoever completed the task finds it learned.
-                shared.eta.learn(runs).await;
+                learner.eta.learn(runs).await;
             }
             Ok(Some((seq, token)))
         }
@@ -253,7 +275,7 @@ impl TaskActor {
 
     fn commit_failed(&mut self, error: RuntimeError, ctx: &mut Context<Self>) -> RuntimeError {
         if let RuntimeError::Db(db::DbError::LeaseLost { .. }) = error {
-            tracing::warn!(task = %self.task_id, "lease lost; another server runs this task now");
+            tracing::warn!(task_id = %self.task_id, "lease lost; another server runs this task now");
             self.stop_step();
             ctx.stop();
         }
@@ -346,6 +368,7 @@ impl TaskActor {
             let task_percent = self.state.percent();
             let at = self.shared.clock.now_ms();
             self.publish(EventKind::Progress { step, attempt, percent, task_percent }, at);
+            self.shared.metrics.progress_event();
             self.eta.record_sample(&self.state, percent, at);
             self.update_eta(false);
         }
@@ -462,7 +485,7 @@ impl Handler<StepFinished> for TaskActor {
             // The step's end must not be lost, or the task would wait forever for a step
             // that has stopped: try again until the database answers.
             Err(error) => {
-                tracing::error!(task = %act.task_id, %error, "could not record the end of a step; retrying");
+                tracing::error!(task_id = %act.task_id, step = retry.step, %error, "could not record the end of a step; retrying");
                 ctx.notify_later(retry, STEP_END_RETRY);
             }
         }));

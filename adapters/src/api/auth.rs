@@ -160,6 +160,11 @@ impl Authenticator {
     }
 }
 
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn same_secret(sent: &[u8], secret: &[u8]) -> bool {
+    sent.len() == secret.len() && sent.iter().zip(secret).fold(0u8, |differ, (a, b)| differ | (a ^ b)) == 0
+}
+
 /// The token of a request: `Authorization: Bearer …`, or for WebSocket upgrades a
 /// `bearer.…` entry of `Sec-WebSocket-Protocol`. A token in the query string is refused:
 /// URLs end up in logs.

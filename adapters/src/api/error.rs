@@ -1,10 +1,39 @@
-//! The API's one error type: every failure becomes `{"error": {"code", "message"}}` with
-//! the status its code stands for, so clients branch on `code` and show `message`.
+//! The API's one error type: every failure becomes `{"error": {"code", "message",
+//! "request_id"}}` with the status its code stands for, so clients branch on `code` and show
+//! `message`, and an operator finds the request's log lines by `request_id`.
+
+use std::future::Future;
+use std::sync::Arc;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use runtime::RuntimeError;
 use serde_json::json;
+
+tokio::task_local! {
+    /// The id of the request being answered, which its error bodies carry.
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Answers a request (`answer`) with `id` as the request id its errors carry.
+pub async fn with_request_id<F: Future>(id: Arc<str>, answer: F) -> F::Output {
+    REQUEST_ID.scope(id, answer).await
+}
+
+/// The id of the request being answered here, if any.
+pub fn request_id() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// The body of every error answer: `{"error": {"code", "message", "request_id"}}`, the
+/// last while a request is being answered.
+pub fn error_body(code: &str, message: &str) -> serde_json::Value {
+    let mut error = json!({"code": code, "message": message});
+    if let Some(id) = request_id() {
+        error["request_id"] = json!(&*id);
+    }
+    json!({ "error": error })
+}
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +181,7 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+        response.json(error_body(self.code(), &self.to_string()))
     }
 }
 

@@ -22,6 +22,7 @@ use hyper_tls::HttpsConnector;
 use runtime::{Control, Runtime, RuntimeError};
 use serde::{Deserialize, Serialize};
 
+use super::auth::same_secret;
 use super::body;
 use super::error::{blocking_query, ApiError};
 use super::ApiState;
@@ -95,6 +96,10 @@ impl Forwarder {
                 if let Some(value) = req.headers().get(&name) {
                     request = request.header(name.as_str(), value.as_bytes());
                 }
+            }
+            // The holder's log lines and answer carry this request's id too.
+            if let Some(id) = super::error::request_id() {
+                request = request.header(crate::observe::REQUEST_ID_HEADER, id.as_bytes());
             }
             request.header(FORWARDED_HEADER, secret).body(hyper::Body::from(body))
         })
@@ -245,11 +250,6 @@ fn silent(task_id: &str, server: &str, address: &str, why: &str) -> HttpResponse
         "task {task_id} is run by server {server} at {address}, which did not answer ({why}); try again"
     ))
     .error_response()
-}
-
-/// Compares secrets in time independent of where they differ.
-fn same_secret(sent: &[u8], secret: &[u8]) -> bool {
-    sent.len() == secret.len() && sent.iter().zip(secret).fold(0u8, |differ, (a, b)| differ | (a ^ b)) == 0
 }
 
 /// The middleware on a task's POST routes and its progress document. A request for a task

@@ -4,8 +4,8 @@
 //! approval-link routes in `notifications`, the cluster's servers in `cluster`, requests
 //! for a task another server runs carried there in `forward`, bearer tokens and rates in [`auth`], the JSON
 //! shapes in [`wire`].
-//! Every error is `{"error": {"code", "message"}}` ([`error::ApiError`]), unknown routes
-//! and methods included.
+//! Every error is `{"error": {"code", "message", "request_id"}}` ([`error::ApiError`]),
+//! unknown routes and methods included.
 
 pub(crate) mod ask;
 pub mod auth;
@@ -44,6 +44,8 @@ pub struct ApiState {
     pub notifications: NotifyConfig,
     /// Carries requests for tasks another server runs to that server.
     pub forwarder: forward::Forwarder,
+    /// The server's series in the runtime's metrics.
+    pub metrics: crate::metrics::ApiMetrics,
 }
 
 impl ApiState {
@@ -56,7 +58,8 @@ impl ApiState {
             limits.requests_per_second,
             limits.request_burst,
         );
-        ApiState { runtime, auth, limits, notifications, forwarder: forward::Forwarder::default() }
+        let metrics = crate::metrics::ApiMetrics::new(runtime.metrics());
+        ApiState { runtime, auth, limits, notifications, forwarder: forward::Forwarder::default(), metrics }
     }
 }
 

@@ -194,7 +194,7 @@ pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<Stri
     if decided.is_err() {
         let (db, id) = (std::sync::Arc::clone(state.runtime.db()), link.id.clone());
         if let Err(error) = blocking_query(db, move |conn| db::release_approval_link(conn, &id)).await {
-            tracing::warn!(%error, task = link.task_id, "cannot make an approval link usable again after it failed");
+            tracing::warn!(%error, task_id = link.task_id, "cannot make an approval link usable again after it failed");
         }
     }
     decided

@@ -444,6 +444,7 @@ impl Actor for Session {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.state.metrics.websockets.inc();
         if let Some(receiver) = self.events.take() {
             ctx.add_stream(futures_util::stream::unfold(receiver, |mut receiver| async move {
                 receiver.recv().await.map(|event| (event, receiver))
@@ -466,6 +467,7 @@ impl Actor for Session {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.state.metrics.websockets.dec();
         self.state.runtime.unsubscribe(self.subscription);
     }
 }

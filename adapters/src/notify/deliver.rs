@@ -319,6 +319,7 @@ pub(crate) async fn record(
     outcome: &'static str,
     detail: Option<String>,
 ) {
+    shared.attempts.with_label_values(&[target.channel, outcome]).inc();
     let now = shared.clock.now_ms();
     let record = db::NotificationRecord {
         id: crate::ids::sortable_id(now),

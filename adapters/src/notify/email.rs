@@ -191,7 +191,7 @@ async fn load_task(shared: &Shared, owner: &str, task_id: &str) -> Option<Stored
     match loaded {
         Ok(Ok(task)) => task.filter(|task| task.task.owner == owner),
         Ok(Err(error)) => {
-            tracing::warn!(%error, task = task_id, "cannot read the task for its mail; sending it without the progress");
+            tracing::warn!(%error, task_id = task_id, "cannot read the task for its mail; sending it without the progress");
             None
         }
         Err(_) => None,

@@ -150,6 +150,8 @@ pub(crate) struct Shared {
     pub(crate) client: endpoint::Client,
     /// The SMTP transport, when email is on.
     pub(crate) mailer: Option<Mailer>,
+    /// Delivery attempts by channel and outcome, in the runtime's metrics.
+    pub(crate) attempts: prometheus::IntCounterVec,
 }
 
 impl Shared {
@@ -189,12 +191,20 @@ impl Notifier {
         let client = endpoint::client(settings.allow_private_endpoints, Duration::from_secs(settings.timeout_s));
         let mailer = Mailer::new(settings)?;
         let (db, clock) = (Arc::clone(runtime.db()), Arc::clone(runtime.clock()));
+        let attempts = runtime.metrics().register(prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "notification_attempts_total",
+                "Notification delivery attempts, by channel and outcome (as GET /api/notifications lists them).",
+            ),
+            &["channel", "outcome"],
+        ));
         let shared = Arc::new(Shared {
             db: Arc::downgrade(&db),
             clock: Arc::clone(&clock),
             config: config.clone(),
             client,
             mailer,
+            attempts,
         });
         let notifier = Notifier { shared, users: HashMap::new(), starting: HashSet::new() }.start();
         // Sent once, at start.
@@ -245,7 +255,7 @@ impl Handler<TaskEvent> for Notifier {
             Some(worker) => match worker.try_send(event) {
                 Ok(()) => return,
                 Err(TrySendError::Full(event)) => {
-                    tracing::warn!(user = %owner, task = %event.task_id, "the user's notification queue is full; dropping an event");
+                    tracing::warn!(user = %owner, task_id = %event.task_id, "the user's notification queue is full; dropping an event");
                     return;
                 }
                 // The worker went idle and ended: start another.
@@ -338,7 +348,7 @@ async fn route(
     let preferences = match prefs::load(db, owner).await {
         Ok(preferences) => preferences,
         Err(error) => {
-            tracing::warn!(%error, user = %owner, task = %event.task_id, "cannot read notification preferences; not notifying");
+            tracing::warn!(%error, user = %owner, task_id = %event.task_id, "cannot read notification preferences; not notifying");
             return None;
         }
     };
@@ -402,7 +412,7 @@ impl Channels {
 async fn into_transcript(shared: &Shared, db: &Arc<Database>, owner: &str, notice: &Notice) {
     let (sender, now) = (transcript::Sender::Notice, shared.clock.now_ms());
     if let Err(error) = transcript::append(db, owner, sender, &notice.text, Some(&notice.task_id), now).await {
-        tracing::warn!(%error, user = owner, task = %notice.task_id, "cannot add a notification to the chat transcript");
+        tracing::warn!(%error, user = owner, task_id = %notice.task_id, "cannot add a notification to the chat transcript");
     }
 }
 
@@ -460,7 +470,7 @@ async fn remember_estimate(db: &Arc<Database>, event: &TaskEvent, seconds: i64) 
     })
     .await;
     if let Ok(Err(error)) = stored {
-        tracing::warn!(%error, task = %event.task_id, "cannot keep the task's estimate at start");
+        tracing::warn!(%error, task_id = %event.task_id, "cannot keep the task's estimate at start");
     }
 }
 
@@ -493,7 +503,7 @@ async fn is_long(shared: &Shared, db: &Arc<Database>, event: &TaskEvent, known: 
         Ok(Ok(Length::StartedAt(started_at))) => (event.at - started_at) / 1000 > threshold,
         Ok(Ok(Length::Unknown)) | Err(_) => false,
         Ok(Err(error)) => {
-            tracing::warn!(%error, task = %event.task_id, "cannot tell whether the task is long; not mailing");
+            tracing::warn!(%error, task_id = %event.task_id, "cannot tell whether the task is long; not mailing");
             false
         }
     }
@@ -520,7 +530,7 @@ async fn text_of(
             Ok(Ok(Some(task))) if task.task.owner == owner => task.task.title,
             Ok(Ok(_)) => return None,
             Ok(Err(error)) => {
-                tracing::warn!(%error, task = task_id, "cannot read the task to notify about it");
+                tracing::warn!(%error, task_id = task_id, "cannot read the task to notify about it");
                 return None;
             }
             Err(_) => return None,

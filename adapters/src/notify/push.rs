@@ -200,7 +200,7 @@ async fn approval_links(
             key.issue(&notice.task_id, step, owner, now.saturating_add(ttl_ms))
         }
         Err(error) => {
-            tracing::warn!(%error, user = owner, task = notice.task_id, "no approval-link key; the push offers no Approve / Reject");
+            tracing::warn!(%error, user = owner, task_id = notice.task_id, "no approval-link key; the push offers no Approve / Reject");
             Vec::new()
         }
     }

@@ -492,7 +492,13 @@ on_both_backends! {
 
     async fn a_client_that_stops_reading_slows_nobody_and_catches_up_with_a_snapshot(backend: Backend) {
         let db = TestDb::new(backend);
-        let api = ApiSettings { ws_queue_events: 8, requests_per_second: 1_000_000, ..ApiSettings::default() };
+        let scraper = "scraper-0123456789abcdef";
+        let api = ApiSettings {
+            ws_queue_events: 8,
+            requests_per_second: 1_000_000,
+            metrics_token: Some(scraper.to_owned()),
+            ..ApiSettings::default()
+        };
         let server = ApiServer::start(&db, Arc::new(SystemClock), api).await;
         let token = server.token("alice").await;
         let id = create(&server, &token, PLAN).await;
@@ -517,6 +523,10 @@ on_both_backends! {
         slow.paused.store(false, std::sync::atomic::Ordering::Release);
         let caught_up = slow.next_matching("a fresh snapshot", |m| m["type"] == "snapshot").await;
         assert_eq!(caught_up["task"]["status"], "approval", "the snapshot is the task as it is now");
+        let metrics = server.get("/metrics", scraper).await;
+        let text = metrics.body.as_str().unwrap_or_default();
+        let dropped = text.lines().find_map(|line| line.strip_prefix("stepwise_hub_lagged_drops_total "));
+        assert!(dropped.and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0), "the drops are counted: {dropped:?}");
         server.stop().await;
     }
 

@@ -7,28 +7,35 @@ use std::net::TcpStream;
 use crate::on_both_backends;
 use crate::support::*;
 
-/// A GET over a plain socket: the status code and the body.
-fn get(address: &str, path: &str) -> (u16, String) {
+/// A GET over a plain socket with `headers` (each ending in CRLF): the status code, the
+/// head (status line and headers) and the body.
+fn get_with(address: &str, path: &str, headers: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to stepwise");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Connection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A GET: the status code and the body.
+fn get(address: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with(address, path, "");
     (status, body)
 }
 
 /// GET with a bearer token.
 fn get_as(address: &str, path: &str, token: &str) -> u16 {
-    let mut stream = TcpStream::connect(address).expect("connect to stepwise");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("an HTTP status line")
+    get_with(address, path, &format!("Authorization: Bearer {token}\r\n")).0
+}
+
+/// The value of `name` among the head's headers.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 on_both_backends! {
@@ -97,6 +104,43 @@ on_both_backends! {
             assert!(stderr.contains(message), "{text}: {stderr:?} lacks {message:?}");
         }
     }
+}
+
+#[test]
+fn json_logs_and_error_bodies_carry_the_request_id() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut env = db.env();
+    env.retain(|(key, _)| key != "STEPWISE_LOG__LEVEL");
+    env.extend([("STEPWISE_LOG__FORMAT", "json"), ("STEPWISE_LOG__LEVEL", "debug")].map(|(k, v)| (k.into(), v.into())));
+    let mut server = Process::spawn(&["serve"], &env);
+    let url = server.wait_for_line("listening on http://");
+
+    let (status, head, body) = get_with(&url, "/no/such/route", "X-Request-Id: abc-123\r\n");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(header(&head, "x-request-id"), Some("abc-123"), "{head}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(body["error"]["code"], "no_route");
+    assert_eq!(body["error"]["request_id"], "abc-123");
+    // An id that is not short and printable is replaced by one of the server's.
+    let (_, head, body) = get_with(&url, "/no/such/route", "X-Request-Id: two words\r\n");
+    let made = header(&head, "x-request-id").expect("a request id").to_owned();
+    assert!(made.len() == 16 && made.bytes().all(|b| b.is_ascii_hexdigit()), "{made}");
+    assert!(body.contains(&format!(r#""request_id":"{made}""#)), "{body}");
+    let (status, head, _) = get_with(&url, "/healthz", "");
+    assert_eq!(status, 200);
+    assert!(header(&head, "x-request-id").is_some(), "every answer has one: {head}");
+
+    server.signal(libc::SIGTERM);
+    let (status, stderr) = server.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}")))
+        .collect();
+    let answered = lines.iter().find(|line| line["span"]["request_id"] == "abc-123").expect("a line of the request");
+    assert_eq!((answered["status"].as_u64(), answered["route"].as_str()), (Some(404), Some("no_route")), "{answered}");
+    assert!(stderr.contains(r#""request_id":"abc-123""#), "{stderr}");
+    assert!(lines.iter().any(|line| line["span"]["request_id"] == made.as_str()), "{stderr}");
 }
 
 #[test]

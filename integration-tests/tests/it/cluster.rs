@@ -188,12 +188,16 @@ async fn a_command_sent_to_any_server_is_applied_by_the_one_running_the_task() {
     assert!(!here["eta_seconds"].is_null(), "{here}");
     assert_eq!(there, here, "the progress document, live estimate included, is the holder's");
 
+    // The same request id on both: the one carried to the holder keeps the client's.
     let bad = format!("/api/tasks/{id}/steps/9/report");
-    let (here, there) =
-        (first.post(&bad, &alice, r#"{"progress": 5}"#).await, second.post(&bad, &alice, r#"{"progress": 5}"#).await);
+    let (here, there) = (
+        post_as(&first, &bad, &alice, r#"{"progress": 5}"#, "bad-input").await,
+        post_as(&second, &bad, &alice, r#"{"progress": 5}"#, "bad-input").await,
+    );
     assert_eq!((there.status, &there.body), (here.status, &here.body), "bad input answers alike");
-    let theirs = second.post(&format!("/api/tasks/{id}/pause"), &bob, "").await;
-    let missing = second.post("/api/tasks/0000000000000000/pause", &bob, "").await;
+    assert_eq!(there.body["error"]["request_id"], "bad-input");
+    let theirs = post_as(&second, &format!("/api/tasks/{id}/pause"), &bob, "", "bob-pause").await;
+    let missing = post_as(&second, "/api/tasks/0000000000000000/pause", &bob, "", "bob-pause").await;
     assert_eq!(theirs.status, 404);
     assert_eq!(theirs.body.to_string().replace(&id, "0000000000000000"), missing.body.to_string());
 
@@ -269,6 +273,23 @@ async fn chat_and_approval_links_on_any_server_act_where_the_task_runs() {
     assert_eq!((carried.status, carried.code()), (409, "conflict"), "a cancelled task does not resume");
     first.stop().await;
     second.stop().await;
+}
+
+/// POSTs JSON `body` with `token` and this `X-Request-Id`.
+async fn post_as(
+    server: &ApiServer,
+    path: &str,
+    token: &str,
+    body: &str,
+    request_id: &str,
+) -> crate::api_support::Response {
+    let headers = [
+        ("Authorization", format!("Bearer {token}")),
+        ("Content-Type", "application/json".to_owned()),
+        ("X-Request-Id", request_id.to_owned()),
+    ];
+    let headers: Vec<(String, String)> = headers.into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
+    server.raw("POST", path, &headers, Some(body.as_bytes())).await
 }
 
 async fn say(server: &ApiServer, token: &str, message: &str) -> crate::api_support::Response {

@@ -15,6 +15,7 @@ mod cluster;
 mod deploy;
 mod exec;
 mod lifecycle;
+mod metrics;
 mod notify;
 mod notify_email;
 mod notify_push;

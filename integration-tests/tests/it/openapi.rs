@@ -16,7 +16,7 @@ use crate::on_both_backends;
 use crate::support::*;
 
 /// Routes served beside the API (`adapters/src/http.rs`), documented with it.
-const HEALTH_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz")];
+const HEALTH_ROUTES: &[(&str, &str)] = &[("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")];
 
 /// The keys of a path item that are operations.
 const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch", "trace"];

@@ -51,7 +51,12 @@ fn probe(method: &str, path: &str) -> Probe {
     }
 }
 
+/// `body` with `id` replaced, and without its request id (each request has its own).
 fn without(body: &Value, id: &str) -> String {
+    let mut body = body.clone();
+    if let Some(error) = body.get_mut("error").and_then(Value::as_object_mut) {
+        error.remove("request_id");
+    }
     body.to_string().replace(id, "ID")
 }
 

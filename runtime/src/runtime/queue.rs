@@ -63,7 +63,7 @@ impl Runtime {
                 // Cancelled while it waited, say: nothing to start.
                 Err(RuntimeError::InvalidTransition { .. }) => {}
                 Err(error) => {
-                    tracing::warn!(%error, task = task.task_id, "could not start a claimed task; it is claimed again when the claim lapses");
+                    tracing::warn!(%error, task_id = task.task_id, "could not start a claimed task; it is claimed again when the claim lapses");
                 }
             }
         }

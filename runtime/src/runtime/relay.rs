@@ -159,7 +159,9 @@ impl Runtime {
                 }
             }
             // The task is still taken up when a ring names it, its lines from then on.
-            Err(error) => tracing::warn!(%error, task = %task_id, "could not note where a followed task's log stands"),
+            Err(error) => {
+                tracing::warn!(%error, task_id = %task_id, "could not note where a followed task's log stands")
+            }
         }
     }
 }
