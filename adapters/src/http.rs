@@ -1,5 +1,6 @@
-//! The HTTP server: health checks, the API ([`crate::api`]), the web pages
-//! ([`crate::web`]) and JSON errors for anything else.
+//! The stand-alone HTTP server: health checks, and [`Stepwise`] at the root with API tokens
+//! (the API, [`crate::api`], and the web pages, [`crate::web`]), and JSON errors for
+//! anything else.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use runtime::Runtime;
 use serde_json::json;
 
 use crate::api::{self, ApiState};
+use crate::embed::{Options, Stepwise};
 use crate::notify::email::EmailError;
-use crate::notify::{Notifier, NotifyConfig};
 
 /// How long `/readyz` waits for a database connection before answering 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,16 +39,13 @@ pub fn server(
     notifications: NotificationSettings,
     shutdown_timeout: Duration,
 ) -> Result<Server, ServerError> {
-    let notifications = NotifyConfig::new(notifications, listener.local_addr()?);
-    Notifier::start(&runtime, notifications.clone())?;
-    let state = web::Data::new(ApiState::new(runtime, api, notifications));
+    let options = Options { api, notifications, ..Options::default() };
+    let stepwise = Stepwise::start(runtime, listener.local_addr()?, options)?;
     Ok(HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .configure(api::configure)
-            .configure(crate::web::configure)
+            .configure(|config| stepwise.configure(config))
             .default_service(web::to(api::no_route))
     })
     // Progress frames are small and often follow each other closely: send each at once.

@@ -1,6 +1,8 @@
 //! Stepwise's edges, and the crate that wires everything together: [`app`] turns
-//! [`config::Settings`] into an opened database and a started [`runtime::Runtime`], [`http`]
-//! serves health checks and the [`api`] (REST and WebSocket) with actix-web, [`terminal`] draws the live progress view the
+//! [`config::Settings`] into an opened database and a started [`runtime::Runtime`],
+//! [`embed`] mounts the [`api`] (REST and WebSocket) and the [`web`] pages in an actix-web
+//! application (under a path of its own, its users signed in its own way), [`http`] is the
+//! stand-alone server with health checks, [`terminal`] draws the live progress view the
 //! `stepwise demo`, `run` and `watch` commands show, and [`plans`] reads plan files and holds
 //! the seed's demo task. The `stepwise` binary (`src/main.rs`) is a thin command line over
 //! these; it is the only place that uses `anyhow`.
@@ -8,8 +10,10 @@
 pub mod api;
 pub mod app;
 pub mod chat;
+pub mod embed;
 pub mod http;
 mod ids;
+pub mod mount;
 pub mod notify;
 pub mod plans;
 pub mod remote;

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::body;
 use super::error::{blocking_query, ApiError};
 use super::ApiState;
+use crate::mount::MountPath;
 
 /// The header a forwarded request carries the cluster's secret in.
 pub const FORWARDED_HEADER: &str = "x-stepwise-forwarded";
@@ -102,11 +103,12 @@ impl Forwarder {
     }
 
     /// Carries `owner`'s `control` to the live server holding `task_id` (`POST
-    /// /api/cluster/commands`) and answers what it did; `None` when no other live server
-    /// holds it.
+    /// /api/cluster/commands` under `mount`, where every server of the cluster serves the
+    /// API) and answers what it did; `None` when no other live server holds it.
     async fn carry(
         &self,
         runtime: &Runtime,
+        mount: &MountPath,
         owner: &str,
         task_id: &str,
         control: Control,
@@ -120,7 +122,7 @@ impl Forwarder {
             .send_to_holder(runtime, task_id, |address, secret| {
                 hyper::Request::builder()
                     .method(hyper::Method::POST)
-                    .uri(format!("{address}/api/cluster/commands"))
+                    .uri(format!("{address}{}", mount.join("/api/cluster/commands")))
                     .header(header::CONTENT_TYPE.as_str(), "application/json")
                     .header(FORWARDED_HEADER, secret)
                     .body(hyper::Body::from(body))
@@ -193,7 +195,7 @@ struct CarriedCommand {
 pub async fn command(state: &ApiState, owner: &str, task_id: &str, control: Control) -> Result<(), ApiError> {
     match state.runtime.control(owner, task_id, control.clone()).await {
         Err(RuntimeError::HeldElsewhere(why)) => {
-            match state.forwarder.carry(&state.runtime, owner, task_id, control).await {
+            match state.forwarder.carry(&state.runtime, &state.mount, owner, task_id, control).await {
                 Some(done) => done,
                 // The holder let go meanwhile: whoever takes the task next applies it.
                 None => Err(ApiError::Unavailable(format!("{why}; try again"))),
