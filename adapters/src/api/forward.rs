@@ -8,7 +8,8 @@
 //! A forwarded request carries the cluster's secret (made by the first server, kept in the
 //! database) in `X-Stepwise-Forwarded`, and one that carries it is never forwarded again: a
 //! lease that moves mid-flight ends in a 503 the client retries, never in a loop. The
-//! holder checks the caller's token itself, so the forwarding server vouches for nothing.
+//! request goes with its headers, and the holder checks the caller itself (their token, or
+//! an embedding application's sign-in), so the forwarding server vouches for nothing.
 
 use std::time::Duration;
 
@@ -35,6 +36,23 @@ const SECRET_NAME: &str = "cluster_forwarding";
 
 /// How long the holder may take to answer: a command's answer waits for its commit.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request headers a forwarded request does not carry: those of this connection (RFC
+/// 9110 §7.6.1), those the client sets for the body it sends, and the cluster's own, which
+/// only this server may set.
+const NOT_CARRIED: [header::HeaderName; 11] = [
+    header::CONNECTION,
+    header::HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::EXPECT,
+    header::HeaderName::from_static(FORWARDED_HEADER),
+];
 
 /// The headers of the holder's answer that go back to the client.
 const ANSWER_HEADERS: [header::HeaderName; 4] =
@@ -92,10 +110,11 @@ impl Forwarder {
         let method = hyper::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(hyper::Method::POST);
         self.send_to_holder(runtime, task_id, |address, secret| {
             let mut request = hyper::Request::builder().method(method).uri(format!("{address}{path}"));
-            for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-                if let Some(value) = req.headers().get(&name) {
-                    request = request.header(name.as_str(), value.as_bytes());
-                }
+            // The holder asks who is asking itself, from the same headers: a token, or
+            // whatever an embedding application's sign-in reads (its cookie, its proxy's
+            // header).
+            for (name, value) in req.headers().iter().filter(|(name, _)| !NOT_CARRIED.contains(name)) {
+                request = request.header(name.as_str(), value.as_bytes());
             }
             request.header(FORWARDED_HEADER, secret).body(hyper::Body::from(body))
         })

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use adapters::embed::Stepwise;
-use runtime::{Runtime, SystemClock};
+use runtime::{Runtime, RuntimeOptions, SystemClock};
 use serde_json::{json, Value};
 
 use crate::api_support::{ApiServer, Response};
@@ -20,13 +20,20 @@ mod host_app;
 
 /// The application's server over `db`, as the example starts it.
 async fn start(db: &TestDb) -> ApiServer {
+    start_as(db, "host-app", &host_app::Sessions::default()).await
+}
+
+/// The application's server `instance` over `db` with these sessions (several servers of
+/// one application share them, as they share its database).
+async fn start_as(db: &TestDb, instance: &str, sessions: &host_app::Sessions) -> ApiServer {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let address = listener.local_addr().unwrap();
-    let options = options("host-app", Arc::new(SystemClock));
+    let options =
+        RuntimeOptions { address: Some(format!("http://{address}")), ..options(instance, Arc::new(SystemClock)) };
     let (runtime, _) = Runtime::start(Arc::new(db.open()), host_app::handlers(), options).await.expect("runtime");
-    let sessions = host_app::Sessions::default();
-    let stepwise = Stepwise::start(runtime.clone(), address, host_app::options(&sessions)).expect("Stepwise starts");
-    ApiServer::serving(address, runtime, host_app::server(listener, sessions, stepwise).expect("the server"))
+    let stepwise = Stepwise::start(runtime.clone(), address, host_app::options(sessions)).expect("Stepwise starts");
+    let server = host_app::server(listener, sessions.clone(), stepwise).expect("the server");
+    ApiServer::serving(address, runtime, server)
 }
 
 /// Signs `user` in with the application's form: the `Cookie` of their session.
@@ -134,6 +141,36 @@ on_both_backends! {
         assert_eq!(saved.status, 200, "{:?}", saved.body);
         server.stop().await;
     }
+}
+
+/// Two servers of the application on one PostgreSQL database: a request for a task the
+/// other one runs is carried there with the request's headers, so the holder knows the
+/// application's user as the first server did, and answers for them.
+#[actix::test]
+async fn a_request_for_a_task_another_server_runs_is_carried_with_the_applications_session() {
+    let db = TestDb::new(Backend::Postgres);
+    let sessions = host_app::Sessions::default();
+    let (first, second) = (start_as(&db, "host-a", &sessions).await, start_as(&db, "host-b", &sessions).await);
+    let ada = sign_in(&first, "ada").await;
+    let mut plan = export_plan();
+    plan["start"] = json!(true);
+    plan["steps"][0]["params"] = json!({"batches": 100, "ms_per_batch": 60_000});
+    let created = call(&first, "POST", "/stepwise/api/tasks", Some(&ada), Some(plan)).await;
+    let id = created.body["task_id"].as_str().unwrap().to_owned();
+
+    let pause = format!("/stepwise/api/tasks/{id}/pause");
+    let paused = call(&second, "POST", &pause, Some(&ada), None).await;
+    assert_eq!((paused.status, &paused.body["status"]), (200, &json!("paused")), "{:?}", paused.body);
+    let there = call(&first, "GET", &format!("/stepwise/api/tasks/{id}/progress"), Some(&ada), None).await;
+    assert_eq!(there.body["status"], "paused", "applied by the server running it");
+    assert_eq!(second.runtime.live_tasks(), 0, "the forwarding server keeps no copy of the task");
+    let grace = sign_in(&second, "grace").await;
+    let theirs = call(&second, "POST", &format!("/stepwise/api/tasks/{id}/cancel"), Some(&grace), None).await;
+    assert_eq!((theirs.status, theirs.code()), (404, "not_found"));
+    let cancelled = call(&second, "POST", &format!("/stepwise/api/tasks/{id}/cancel"), Some(&ada), None).await;
+    assert_eq!((cancelled.status, &cancelled.body["status"]), (200, &json!("cancelled")), "{:?}", cancelled.body);
+    first.stop().await;
+    second.stop().await;
 }
 
 #[actix::test]
