@@ -31,7 +31,7 @@ pub enum ServerError {
 
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
 /// graceful-shutdown timeout and these `[notifications]` settings; it stops on SIGINT or
-/// SIGTERM. Starts the [`Notifier`] on the current arbiter: call it inside the actix system.
+/// SIGTERM. Starts the [`crate::notify::Notifier`] on the current arbiter: call it inside the actix system.
 pub fn server(
     listener: TcpListener,
     runtime: Runtime,
