@@ -4,8 +4,8 @@
 //!
 //! `cargo run -p adapters --example host_app [ADDRESS]` serves on ADDRESS (default
 //! 127.0.0.1:8080, or any free port if that one is taken) over a SQLite file in a temporary
-//! directory; `STEPWISE_*` variables (e.g. `STEPWISE_DATABASE__URL`) set the rest as they
-//! do for `stepwise serve`. It prints its URL and what to try; Ctrl-C stops it.
+//! directory, or the database `STEPWISE_DATABASE__URL` names. It prints its URL and what to
+//! try; Ctrl-C stops it.
 
 mod app;
 
@@ -20,8 +20,10 @@ use serde_json::json;
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
-    // The temporary directory first: the caller's own STEPWISE_* variables win.
-    let env = [("STEPWISE_DATA_DIR".to_owned(), data.path().display().to_string())].into_iter().chain(std::env::vars());
+    // The application has settings of its own: of Stepwise's, only the database may come
+    // from the environment (the rest are the defaults).
+    let database = std::env::var("STEPWISE_DATABASE__URL").ok().map(|url| ("STEPWISE_DATABASE__URL".to_owned(), url));
+    let env = [("STEPWISE_DATA_DIR".to_owned(), data.path().display().to_string())].into_iter().chain(database);
     let settings = Settings::load(None, env).context("invalid settings")?;
     let listener = bind(std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:8080"))?;
     let address = listener.local_addr()?;
