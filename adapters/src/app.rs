@@ -92,12 +92,16 @@ pub fn plan_limits(api: &config::ApiSettings) -> PlanLimits {
     }
 }
 
-/// Opens the database and starts the runtime of the server bound to `bound`, resuming
-/// unfinished tasks.
-pub async fn start(settings: &Settings, bound: SocketAddr) -> Result<(Runtime, Recovery), StartError> {
+/// Opens the database and starts the runtime of the server bound to `bound` with these
+/// step kinds (`Handlers::builtin(settings.runtime.stderr_tail_lines)`, and an embedding
+/// application's own), resuming unfinished tasks.
+pub async fn start(
+    settings: &Settings,
+    bound: SocketAddr,
+    handlers: Handlers,
+) -> Result<(Runtime, Recovery), StartError> {
     let id = instance_id(settings)?;
     let database = open_database(settings)?;
-    let handlers = Handlers::builtin(settings.runtime.stderr_tail_lines);
     let options = runtime_options(settings, id, Some(advertised_url(settings, bound)));
     Ok(Runtime::start(Arc::new(database), handlers, options).await?)
 }

@@ -1,6 +1,7 @@
-//! The HTTP server: health checks, the metrics ([`crate::metrics`]), the API
-//! ([`crate::api`]), the web pages ([`crate::web`]) and JSON errors for anything else, every
-//! request with an id and counted ([`crate::observe`]).
+//! The stand-alone HTTP server: health checks, and [`Stepwise`] at the root with API tokens
+//! (the API, [`crate::api`], the metrics, [`crate::metrics`], and the web pages,
+//! [`crate::web`]), and JSON errors for anything else, every request with an id and counted
+//! ([`crate::observe`]).
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -13,8 +14,8 @@ use serde_json::json;
 
 use crate::api::error::error_body;
 use crate::api::{self, ApiState};
+use crate::embed::{Options, Stepwise};
 use crate::notify::email::EmailError;
-use crate::notify::{Notifier, NotifyConfig};
 
 /// How long `/readyz` waits for a database connection before answering 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,7 +33,7 @@ pub enum ServerError {
 
 /// Builds the server on an already-bound listener (so tests can bind port 0) with a
 /// graceful-shutdown timeout and these `[notifications]` settings; it stops on SIGINT or
-/// SIGTERM. Starts the [`Notifier`] on the current arbiter: call it inside the actix system.
+/// SIGTERM. Starts the [`crate::notify::Notifier`] on the current arbiter: call it inside the actix system.
 pub fn server(
     listener: TcpListener,
     runtime: Runtime,
@@ -40,17 +41,13 @@ pub fn server(
     notifications: NotificationSettings,
     shutdown_timeout: Duration,
 ) -> Result<Server, ServerError> {
-    let notifications = NotifyConfig::new(notifications, listener.local_addr()?);
-    Notifier::start(&runtime, notifications.clone())?;
-    let state = web::Data::new(ApiState::new(runtime, api, notifications));
+    let options = Options { api, notifications, ..Options::default() };
+    let stepwise = Stepwise::start(runtime, listener.local_addr()?, options)?;
     Ok(HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(crate::metrics::serve))
-            .configure(api::configure)
-            .configure(crate::web::configure)
+            .configure(|config| stepwise.configure(config))
             .default_service(web::to(api::no_route))
             .wrap(actix_web::middleware::from_fn(crate::observe::requests))
     })

@@ -312,7 +312,8 @@ async fn start(
     // learns the address this server really has.
     let listener = bind(settings.server.listen, fallback_port)?;
     let address = listener.local_addr()?;
-    let (runtime, recovery) = app::start(settings, address).await?;
+    let handlers = runtime::Handlers::builtin(settings.runtime.stderr_tail_lines);
+    let (runtime, recovery) = app::start(settings, address, handlers).await?;
     if recovery.resumed > 0 {
         eprintln!("resumed {} unfinished task(s) in {:?}", recovery.resumed, recovery.elapsed);
     }

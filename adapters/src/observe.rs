@@ -34,7 +34,6 @@ pub async fn requests(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let began = Instant::now();
     let id = request_id(&req);
-    let state = req.app_data::<web::Data<ApiState>>().cloned();
     let span = tracing::error_span!("request", request_id = %id);
     // actix-web's handlers turn their errors into answers (inside this scope, so the bodies
     // carry the id); only a failing middleware would answer `Err`, and none of ours does.
@@ -45,7 +44,9 @@ pub async fn requests(
     }
     let (method, route, status) = (method_label(response.request().method()), route(&response), response.status());
     let seconds = began.elapsed().as_secs_f64();
-    if let Some(state) = state {
+    // Looked up after the answer: a scope's data (an embedded mount's) joins the request
+    // only once the scope has routed it.
+    if let Some(state) = response.request().app_data::<web::Data<ApiState>>() {
         state.metrics.request(method, &route, status.as_u16(), seconds);
     }
     span.in_scope(|| {

@@ -2,7 +2,7 @@
 // bar, percent, step line and ETA, kept live over `/ws/tasks` (a snapshot per task on
 // every connection, then every task's events).
 
-import { api, requireToken, wireSignOut } from "./api.js";
+import { api, at, requireToken, wireSignOut } from "./api.js";
 import { debug } from "./debug.js";
 import { h, setBar, setText, showError } from "./dom.js";
 import { LiveSocket, showConnection } from "./live.js";
@@ -128,7 +128,7 @@ function item(doc) {
   );
   row = {
     symbol: h("span", { class: "symbol", "aria-hidden": "true" }),
-    link: h("a", { class: "task-link", href: `/tasks/${encodeURIComponent(doc.task_id)}` }),
+    link: h("a", { class: "task-link", href: at(`/tasks/${encodeURIComponent(doc.task_id)}`) }),
     status: h("span", { class: "task-status" }),
     bar,
     percent: h("span", { class: "percent", "aria-hidden": "true" }),

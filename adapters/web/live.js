@@ -1,7 +1,7 @@
 // The live WebSocket to the API: it reconnects by itself with backoff and resumes where it
 // stopped, and the page's status line says how the connection is.
 
-import { forgetToken, toLogin, token } from "./api.js";
+import { SIGNED_IN_BY_APPLICATION, at, forgetToken, toLogin, token } from "./api.js";
 import { debug } from "./debug.js";
 
 const SUBPROTOCOL = "stepwise.v1";
@@ -11,8 +11,9 @@ const PING_EVERY_MS = 20000;
 const PONG_WITHIN_MS = 10000;
 
 /// A WebSocket to the API that reconnects by itself with backoff (and at once when the
-/// browser comes back online or the page becomes visible). `url()` gives the path for the
-/// next attempt, so a task page resumes with `?after_seq=` the newest seq it has.
+/// browser comes back online or the page becomes visible). `url()` gives the path (from
+/// Stepwise's root) for the next attempt, so a task page resumes with `?after_seq=` the
+/// newest seq it has.
 export class LiveSocket {
   constructor({ url, onMessage, onState, onGiveUp }) {
     this.url = url;
@@ -64,11 +65,13 @@ export class LiveSocket {
       this.onState("offline");
       return;
     }
-    const path = this.url();
+    const path = at(this.url());
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    // The application's users bring its cookies; others offer their token as a subprotocol.
+    const protocols = SIGNED_IN_BY_APPLICATION ? [SUBPROTOCOL] : [SUBPROTOCOL, "bearer." + (token() || "")];
     let socket;
     try {
-      socket = new WebSocket(`${scheme}//${location.host}${path}`, [SUBPROTOCOL, "bearer." + (token() || "")]);
+      socket = new WebSocket(`${scheme}//${location.host}${path}`, protocols);
     } catch (error) {
       // A token that cannot travel as a subprotocol is no token of ours.
       debug.errors.push("websocket: " + error);

@@ -2,7 +2,7 @@
 // `/login#token=…` signs in directly (a fragment never reaches the server or its logs);
 // `&next=/tasks/ID` in the fragment, or `?next=` in the query, says where to go after.
 
-import { forgetToken, setToken, token } from "./api.js";
+import { at, forgetToken, setToken, token } from "./api.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 function destination(candidate) {
   return typeof candidate === "string" && candidate.startsWith("/") && !candidate.startsWith("//") && !candidate.startsWith("/\\")
     ? candidate
-    : "/";
+    : at("/");
 }
 
 async function signIn(value, next) {
@@ -41,7 +41,7 @@ async function signIn(value, next) {
 
 /// GET /api/tasks?limit=1 without api()'s sign-in redirect on 401.
 async function fetchCheck() {
-  const response = await fetch("/api/tasks?limit=1", { headers: { Authorization: "Bearer " + token() }, cache: "no-store" });
+  const response = await fetch(at("/api/tasks?limit=1"), { headers: { Authorization: "Bearer " + token() }, cache: "no-store" });
   if (!response.ok) {
     let message = response.statusText;
     try {
@@ -58,7 +58,7 @@ async function fetchCheck() {
 function init() {
   const query = new URLSearchParams(location.search);
   const fragment = new URLSearchParams(location.hash.slice(1));
-  const next = fragment.get("next") || query.get("next") || "/";
+  const next = fragment.get("next") || query.get("next") || at("/");
   if (fragment.has("token")) {
     // Out of the address bar and history at once.
     history.replaceState(null, "", location.pathname + location.search);
@@ -84,7 +84,7 @@ function init() {
   });
   $("sign-out").addEventListener("click", () => {
     forgetToken();
-    location.replace("/login?reason=signed-out");
+    location.replace(at("/login?reason=signed-out"));
   });
 }
 

@@ -1,6 +1,7 @@
 // Telling the visitor of a task's events: the seed's five notifications, read out to
 // screen readers and, when switched on in the header, shown as desktop notifications.
 
+import { at, fromRoot } from "./api.js";
 import { debug } from "./debug.js";
 import { stepLine } from "./words.js";
 
@@ -78,10 +79,10 @@ export function notify(doc, m) {
   if (!notificationsOn()) return;
   debug.notifications.push(note.title);
   try {
-    const shown = new Notification(note.title, { body: note.body, tag: `${doc.task_id}:${m.seq}`, icon: "/assets/icon.svg" });
+    const shown = new Notification(note.title, { body: note.body, tag: `${doc.task_id}:${m.seq}`, icon: at("/assets/icon.svg") });
     shown.addEventListener("click", () => {
       window.focus();
-      if (location.pathname !== `/tasks/${doc.task_id}`) location.assign(`/tasks/${encodeURIComponent(doc.task_id)}`);
+      if (fromRoot(location.pathname) !== `/tasks/${doc.task_id}`) location.assign(at(`/tasks/${encodeURIComponent(doc.task_id)}`));
     });
   } catch (error) {
     debug.errors.push("notification: " + error);

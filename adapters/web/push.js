@@ -1,8 +1,8 @@
 // The header's web push switch: messages reach this browser even with no page open. It
-// registers the service worker /sw.js, subscribes through PushManager with the server's
+// registers the service worker (sw.js at Stepwise's root), subscribes through PushManager with the server's
 // VAPID key and registers the subscription with the server, which keeps it.
 
-import { api } from "./api.js";
+import { api, at } from "./api.js";
 import { setText } from "./dom.js";
 import { notificationsSupported } from "./notify.js";
 
@@ -30,7 +30,7 @@ async function pushOn() {
         : "Push needs permission to show notifications; it was not given.",
     );
   }
-  await navigator.serviceWorker.register("/sw.js", { scope: "/" });
+  await navigator.serviceWorker.register(at("/sw.js"), { scope: at("/") });
   const registration = await navigator.serviceWorker.ready;
   const { public_key } = await api("GET", "/api/push/vapid-public-key");
   let subscription;
@@ -55,7 +55,7 @@ async function pushOn() {
 /// Unsubscribes this browser and removes the subscription from the server.
 async function pushOff() {
   const id = localStorage.getItem(PUSH_KEY);
-  const registration = await navigator.serviceWorker.getRegistration("/");
+  const registration = await navigator.serviceWorker.getRegistration(at("/"));
   const subscription = registration ? await registration.pushManager.getSubscription() : null;
   // Gone from the browser already is as good as unsubscribed.
   if (subscription) await subscription.unsubscribe().catch(() => false);

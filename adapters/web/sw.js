@@ -1,13 +1,16 @@
 // Stepwise's service worker: shows web push messages as notifications, even with no page
-// open. Served from /sw.js so that its scope is the whole site. An approval's message
-// carries Approve and Reject links (signed, single-use, expiring): pressing one posts the
-// link, which is all the credential it needs, and tells how that went; a plain click
-// brings up the task's page.
+// open. Served from sw.js at Stepwise's root (`/sw.js`, or e.g. `/stepwise/sw.js` in an
+// application that mounts it there) so that its scope is all of Stepwise's pages. An
+// approval's message carries Approve and Reject links (signed, single-use, expiring):
+// pressing one posts the link, which is all the credential it needs, and tells how that
+// went; a plain click brings up the task's page.
 //
 // The push payload is the server's (adapters/src/notify/push.rs): {title, body, event,
 // task_id, url, actions: [{action, title, url}]}.
 
-const ICON = "/assets/icon.svg";
+const ROOT = self.location.pathname.replace(/\/sw\.js$/, "");
+const ICON = ROOT + "/assets/icon.svg";
+const HOME = ROOT + "/";
 
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
@@ -35,7 +38,7 @@ function show(message) {
     // A question stays until answered.
     requireInteraction: actions.length > 0,
     actions: actions.map((a) => ({ action: a.action, title: a.title || a.action })),
-    data: { url: message.url || "/", task_id: message.task_id || null, links },
+    data: { url: message.url || HOME, task_id: message.task_id || null, links },
   });
 }
 
@@ -44,7 +47,7 @@ self.addEventListener("notificationclick", (event) => {
   const data = notification.data || {};
   notification.close();
   const link = event.action && data.links ? data.links[event.action] : null;
-  event.waitUntil(link ? decide(link, event.action, notification) : openPage(data.url || "/"));
+  event.waitUntil(link ? decide(link, event.action, notification) : openPage(data.url || HOME));
 });
 
 /// Posts an Approve or Reject link and says how it went, in place of the question.
@@ -77,7 +80,7 @@ async function decide(link, action, notification) {
     body,
     icon: ICON,
     tag: notification.tag,
-    data: { url: data.url || "/", task_id: data.task_id || null, links: {} },
+    data: { url: data.url || HOME, task_id: data.task_id || null, links: {} },
   });
 }
 

@@ -4,7 +4,7 @@
 // the task over `/ws/tasks/{id}`: a snapshot first, then the events; after a dropped
 // connection it resumes with `?after_seq=` the newest seq it has, so no step is missed.
 
-import { api, requireToken, wireSignOut } from "./api.js";
+import { api, at, fromRoot, requireToken, wireSignOut } from "./api.js";
 import { debug } from "./debug.js";
 import { h, setBar, setText, showError } from "./dom.js";
 import { LiveSocket, showConnection } from "./live.js";
@@ -15,7 +15,7 @@ import { STEP_SYMBOLS, STEP_WORDS, etaText, humanDuration, startedText, statusLi
 
 const LOG_PAGE = 500;
 
-const taskId = decodeURIComponent(location.pathname.replace(/^\/tasks\//, "").replace(/\/$/, ""));
+const taskId = decodeURIComponent(fromRoot(location.pathname).replace(/^\/tasks\//, "").replace(/\/$/, ""));
 const $ = (id) => document.getElementById(id);
 
 const progressPath = `/api/tasks/${encodeURIComponent(taskId)}/progress`;
@@ -194,7 +194,7 @@ async function restart() {
   render();
   try {
     const created = await api("POST", `/api/tasks/${encodeURIComponent(taskId)}/restart`);
-    location.assign(`/tasks/${encodeURIComponent(created.task_id)}`);
+    location.assign(at(`/tasks/${encodeURIComponent(created.task_id)}`));
   } catch (error) {
     showError(`Could not start over: ${error.message}`);
     busy = false;
@@ -238,7 +238,7 @@ function render() {
   $("task").dataset.status = doc.status;
   setText($("task-title"), doc.title);
   $("restarted").hidden = !doc.restarted_from;
-  if (doc.restarted_from) $("restarted-link").href = `/tasks/${encodeURIComponent(doc.restarted_from)}`;
+  if (doc.restarted_from) $("restarted-link").href = at(`/tasks/${encodeURIComponent(doc.restarted_from)}`);
   document.title = `${doc.progress}% · ${doc.title} · Stepwise`;
   setBar($("bar"), doc.progress);
   setText($("percent"), `${doc.progress}%`);

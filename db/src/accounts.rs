@@ -55,19 +55,7 @@ pub fn insert_token(
     now: i64,
 ) -> Result<ApiToken, DbError> {
     conn.transaction(|conn| {
-        // INSERT … ON CONFLICT DO NOTHING rather than a select first: two first tokens of a
-        // new user at once would both find it missing, and on SQLite a transaction that reads
-        // before it writes can fail to upgrade its WAL snapshot. `MultiConnection` has no ON
-        // CONFLICT, but both concrete backends do.
-        let new_user = (users::name.eq(user), users::created_at.eq(now));
-        match &mut *conn {
-            AnyConnection::Postgresql(pg) => {
-                diesel::insert_into(users::table).values(new_user).on_conflict_do_nothing().execute(pg)?
-            }
-            AnyConnection::Sqlite(sqlite) => {
-                diesel::insert_into(users::table).values(new_user).on_conflict_do_nothing().execute(sqlite)?
-            }
-        };
+        ensure_user(conn, user, now)?;
         diesel::insert_into(api_tokens::table)
             .values((
                 api_tokens::id.eq(id),
@@ -84,6 +72,25 @@ pub fn insert_token(
             requests_per_second: None,
         })
     })
+}
+
+/// Creates the user `name` at `now` unless there is one: an application that signs its users
+/// in itself names them on their first request.
+pub fn ensure_user(conn: &mut AnyConnection, name: &str, now: i64) -> Result<(), DbError> {
+    // INSERT … ON CONFLICT DO NOTHING rather than a select first: two first requests of a
+    // new user at once would both find it missing, and on SQLite a transaction that reads
+    // before it writes can fail to upgrade its WAL snapshot. `MultiConnection` has no ON
+    // CONFLICT, but both concrete backends do.
+    let new_user = (users::name.eq(name), users::created_at.eq(now));
+    match conn {
+        AnyConnection::Postgresql(pg) => {
+            diesel::insert_into(users::table).values(new_user).on_conflict_do_nothing().execute(pg)?
+        }
+        AnyConnection::Sqlite(sqlite) => {
+            diesel::insert_into(users::table).values(new_user).on_conflict_do_nothing().execute(sqlite)?
+        }
+    };
+    Ok(())
 }
 
 /// Who the unrevoked token with this secret hash acts as; `None` for an unknown or revoked
@@ -197,6 +204,21 @@ mod tests {
             let alice: Vec<Option<i64>> =
                 list_tokens(conn, Some("alice")).unwrap().into_iter().map(|t| t.revoked_at).collect();
             assert_eq!(alice, [Some(30), Some(50)], "{backend:?}: revocation times are kept, not overwritten");
+        }
+    }
+
+    /// A user is made once, whoever names it first; on SQLite and PostgreSQL.
+    #[test]
+    fn ensure_user_makes_a_user_once() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            ensure_user(conn, "ada", 10).unwrap();
+            ensure_user(conn, "ada", 20).unwrap();
+            insert_token(conn, "tok1", "ada", "hash1", 30).unwrap();
+            let users: Vec<(String, i64)> = users::table.select((users::name, users::created_at)).load(conn).unwrap();
+            assert_eq!(users, [("ada".to_owned(), 10)], "{backend:?}");
         }
     }
 

@@ -43,7 +43,8 @@ pub mod testing;
 mod transition;
 
 pub use accounts::{
-    insert_token, list_tokens, revoke_tokens, set_token_rate, token_user, ApiToken, TokenSelector, TokenUser,
+    ensure_user, insert_token, list_tokens, revoke_tokens, set_token_rate, token_user, ApiToken, TokenSelector,
+    TokenUser,
 };
 pub use approval_links::{release_approval_link, server_secret, use_approval_link, ApprovalLinkUse};
 pub use chat::{

@@ -1,8 +1,9 @@
 //! Who is asking: bearer tokens (made by `stepwise token create`, stored as SHA-256 hashes)
-//! checked against the database and trusted for `api.token_cache_s`, and a per-token
-//! request rate (a token bucket).
+//! checked against the database and trusted for `api.token_cache_s`, or, for an application
+//! that embeds Stepwise, its own word ([`Authenticate`]); and a request rate per token or
+//! per application user (a token bucket).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix_web::http::header;
@@ -25,15 +26,57 @@ pub const WS_BEARER_PREFIX: &str = "bearer.";
 /// Cached tokens kept before stale ones are swept out.
 const CACHE_SWEEP_AT: usize = 10_000;
 
+/// Users cached as known to exist before the cache is emptied.
+const KNOWN_USERS_CAP: usize = 10_000;
+
+/// The longest user name, as `stepwise token create` allows.
+const MAX_USER_CHARS: usize = 100;
+
 /// The authenticated user of a request.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The user's name: the owner of the tasks they create.
     pub user: Arc<str>,
-    /// The token's public id (the rate limit's key).
-    pub token_id: Arc<str>,
+    /// What the request rate is counted by: the token's public id, or the user's name when
+    /// the application signs its users in.
+    pub rate_key: Arc<str>,
     /// The token's own request rate, if it has one (else `api.requests_per_second`).
     pub requests_per_second: Option<u32>,
+}
+
+/// How an application that embeds Stepwise tells who makes a request, in place of
+/// Stepwise's API tokens: from its own session cookie, a header its proxy sets, anything
+/// in the request. The name it answers is the user's, the owner of the tasks they create
+/// and the only one who sees them (another user's task answers 404); a user is created in
+/// Stepwise's database on first sight.
+///
+/// It is asked on every API request and WebSocket upgrade under the mount path, except the
+/// OpenAPI document and approval links (whose signed token is the credential). The pages
+/// themselves load without it, and then call the API with the browser's cookies.
+pub trait Authenticate: Send + Sync + 'static {
+    /// The user's name (1 to 100 characters), or why the request is refused: answered
+    /// `401 {"error": {"code": "unauthorized", "message": <the refusal>}}`.
+    fn authenticate<'a>(&'a self, req: &'a HttpRequest) -> LocalBoxFuture<'a, Result<String, Refusal>>;
+}
+
+/// An application's refusal of a request, said to the client as the 401's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub String);
+
+/// How requests are authenticated.
+pub enum SignIn {
+    /// Bearer tokens (`stepwise token create`): the stand-alone server, and the default.
+    Tokens,
+    /// The embedding application's own check.
+    Application(Box<dyn Authenticate>),
+}
+
+impl SignIn {
+    /// Whether the application signs its users in (so the pages have no token to ask for).
+    pub fn by_application(&self) -> bool {
+        matches!(self, SignIn::Application(_))
+    }
 }
 
 /// A freshly made token: the secret shown once, its public id and the hash to store.
@@ -85,34 +128,88 @@ struct Bucket {
     at_ms: i64,
 }
 
-/// Checks tokens and rates.
+/// Checks tokens (or asks the application) and rates.
 pub struct Authenticator {
     db: Arc<Database>,
     clock: Arc<dyn Clock>,
+    sign_in: SignIn,
     cache_ms: i64,
     cache: Mutex<HashMap<String, Cached>>,
+    /// The application's users known to have a row in `users`.
+    known_users: Mutex<HashSet<Arc<str>>>,
     rate_per_s: f64,
     burst: f64,
     buckets: Mutex<HashMap<Arc<str>, Bucket>>,
 }
 
 impl Authenticator {
-    /// Trusts a checked token for `cache_s` and allows each token `rate_per_s` requests a
-    /// second (or its own rate, if it has one) with `burst` more at once.
-    pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, cache_s: u64, rate_per_s: u32, burst: u32) -> Authenticator {
+    /// Authenticates as `sign_in` says, trusts a checked token for `cache_s`, and allows
+    /// each token or application user `rate_per_s` requests a second (or the token's own
+    /// rate, if it has one) with `burst` more at once.
+    pub fn new(
+        db: Arc<Database>,
+        clock: Arc<dyn Clock>,
+        sign_in: SignIn,
+        cache_s: u64,
+        rate_per_s: u32,
+        burst: u32,
+    ) -> Authenticator {
         Authenticator {
             db,
             clock,
+            sign_in,
             cache_ms: i64::try_from(cache_s.saturating_mul(1000)).unwrap_or(i64::MAX),
             cache: Mutex::new(HashMap::new()),
+            known_users: Mutex::new(HashSet::new()),
             rate_per_s: f64::from(rate_per_s.max(1)),
             burst: f64::from(burst),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    /// How requests are authenticated.
+    pub fn sign_in(&self) -> &SignIn {
+        &self.sign_in
+    }
+
+    /// The user making `req` (a WebSocket upgrade when `websocket`), counted against their
+    /// rate.
+    pub async fn caller(&self, req: &HttpRequest, websocket: bool) -> Result<Caller, ApiError> {
+        let caller = match &self.sign_in {
+            SignIn::Tokens => self.token_caller(&request_token(req, websocket)?).await?,
+            SignIn::Application(application) => self.application_caller(application.as_ref(), req).await?,
+        };
+        self.admit(&caller)?;
+        Ok(caller)
+    }
+
+    /// The user the application names, made a user of Stepwise's database on first sight
+    /// (their notification preferences and push subscriptions hang on that row).
+    async fn application_caller(&self, application: &dyn Authenticate, req: &HttpRequest) -> Result<Caller, ApiError> {
+        let user = application.authenticate(req).await.map_err(|refusal| ApiError::Unauthorized(refusal.0))?;
+        if user.is_empty() || user.chars().count() > MAX_USER_CHARS {
+            tracing::error!(user, "the application's Authenticate named an unusable user");
+            return Err(ApiError::Internal(format!(
+                "the application named a user of {} characters; a user's name is 1 to {MAX_USER_CHARS}",
+                user.chars().count()
+            )));
+        }
+        let user: Arc<str> = user.into();
+        let known = self.known_users.lock().unwrap_or_else(PoisonError::into_inner).contains(&user);
+        if !known {
+            let (db, name, now) = (Arc::clone(&self.db), user.to_string(), self.clock.now_ms());
+            blocking_query(db, move |conn| db::ensure_user(conn, &name, now)).await?;
+            let mut known = self.known_users.lock().unwrap_or_else(PoisonError::into_inner);
+            if known.len() >= KNOWN_USERS_CAP {
+                known.clear();
+            }
+            known.insert(Arc::clone(&user));
+        }
+        Ok(Caller { rate_key: Arc::clone(&user), user, requests_per_second: None })
+    }
+
     /// The user a token belongs to, from the cache or the database.
-    pub async fn authenticate(&self, token: &str) -> Result<Caller, ApiError> {
+    async fn token_caller(&self, token: &str) -> Result<Caller, ApiError> {
         let hash = hash_token(token);
         let now = self.clock.now_ms();
         if let Some(cached) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(&hash) {
@@ -129,7 +226,7 @@ impl Authenticator {
         };
         let caller = Caller {
             user: found.user.into(),
-            token_id: found.token_id.into(),
+            rate_key: found.token_id.into(),
             requests_per_second: found.requests_per_second,
         };
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,12 +239,12 @@ impl Authenticator {
     }
 
     /// Counts a request against the caller's rate.
-    pub fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+    fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
         let now = self.clock.now_ms();
         let rate = caller.requests_per_second.map_or(self.rate_per_s, |rate| f64::from(rate.max(1)));
         let capacity = rate + self.burst;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = buckets.entry(Arc::clone(&caller.token_id)).or_insert(Bucket { tokens: capacity, at_ms: now });
+        let bucket = buckets.entry(Arc::clone(&caller.rate_key)).or_insert(Bucket { tokens: capacity, at_ms: now });
         let elapsed_s = (now - bucket.at_ms).max(0) as f64 / 1000.0;
         bucket.tokens = (bucket.tokens + elapsed_s * rate).min(capacity);
         bucket.at_ms = now;
@@ -168,7 +265,7 @@ pub(crate) fn same_secret(sent: &[u8], secret: &[u8]) -> bool {
 /// The token of a request: `Authorization: Bearer …`, or for WebSocket upgrades a
 /// `bearer.…` entry of `Sec-WebSocket-Protocol`. A token in the query string is refused:
 /// URLs end up in logs.
-pub fn request_token(req: &HttpRequest, websocket: bool) -> Result<String, ApiError> {
+pub(crate) fn request_token(req: &HttpRequest, websocket: bool) -> Result<String, ApiError> {
     let query = req.query_string();
     let in_query = query.split('&').any(|pair| {
         let key = pair.split('=').next().unwrap_or("");
@@ -210,12 +307,10 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<ApiState>>().cloned();
-        let token = request_token(req, false);
+        let req = req.clone();
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("the API is not configured".to_owned()))?;
-            let caller = state.auth.authenticate(&token?).await?;
-            state.auth.admit(&caller)?;
-            Ok(caller)
+            state.auth.caller(&req, false).await
         })
     }
 }

@@ -8,7 +8,8 @@
 //! A forwarded request carries the cluster's secret (made by the first server, kept in the
 //! database) in `X-Stepwise-Forwarded`, and one that carries it is never forwarded again: a
 //! lease that moves mid-flight ends in a 503 the client retries, never in a loop. The
-//! holder checks the caller's token itself, so the forwarding server vouches for nothing.
+//! request goes with its headers, and the holder checks the caller itself (their token, or
+//! an embedding application's sign-in), so the forwarding server vouches for nothing.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use super::auth::same_secret;
 use super::body;
 use super::error::{blocking_query, ApiError};
 use super::ApiState;
+use crate::mount::MountPath;
 
 /// The header a forwarded request carries the cluster's secret in.
 pub const FORWARDED_HEADER: &str = "x-stepwise-forwarded";
@@ -35,6 +37,23 @@ const SECRET_NAME: &str = "cluster_forwarding";
 
 /// How long the holder may take to answer: a command's answer waits for its commit.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request headers a forwarded request does not carry: those of this connection (RFC
+/// 9110 §7.6.1), those the client sets for the body it sends, and the cluster's own, which
+/// only this server may set.
+const NOT_CARRIED: [header::HeaderName; 11] = [
+    header::CONNECTION,
+    header::HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::EXPECT,
+    header::HeaderName::from_static(FORWARDED_HEADER),
+];
 
 /// The headers of the holder's answer that go back to the client.
 const ANSWER_HEADERS: [header::HeaderName; 4] =
@@ -92,10 +111,11 @@ impl Forwarder {
         let method = hyper::Method::from_bytes(req.method().as_str().as_bytes()).unwrap_or(hyper::Method::POST);
         self.send_to_holder(runtime, task_id, |address, secret| {
             let mut request = hyper::Request::builder().method(method).uri(format!("{address}{path}"));
-            for name in [header::AUTHORIZATION, header::CONTENT_TYPE] {
-                if let Some(value) = req.headers().get(&name) {
-                    request = request.header(name.as_str(), value.as_bytes());
-                }
+            // The holder asks who is asking itself, from the same headers: a token, or
+            // whatever an embedding application's sign-in reads (its cookie, its proxy's
+            // header).
+            for (name, value) in req.headers().iter().filter(|(name, _)| !NOT_CARRIED.contains(name)) {
+                request = request.header(name.as_str(), value.as_bytes());
             }
             // The holder's log lines and answer carry this request's id too.
             if let Some(id) = super::error::request_id() {
@@ -107,11 +127,12 @@ impl Forwarder {
     }
 
     /// Carries `owner`'s `control` to the live server holding `task_id` (`POST
-    /// /api/cluster/commands`) and answers what it did; `None` when no other live server
-    /// holds it.
+    /// /api/cluster/commands` under `mount`, where every server of the cluster serves the
+    /// API) and answers what it did; `None` when no other live server holds it.
     async fn carry(
         &self,
         runtime: &Runtime,
+        mount: &MountPath,
         owner: &str,
         task_id: &str,
         control: Control,
@@ -125,7 +146,7 @@ impl Forwarder {
             .send_to_holder(runtime, task_id, |address, secret| {
                 hyper::Request::builder()
                     .method(hyper::Method::POST)
-                    .uri(format!("{address}/api/cluster/commands"))
+                    .uri(format!("{address}{}", mount.join("/api/cluster/commands")))
                     .header(header::CONTENT_TYPE.as_str(), "application/json")
                     .header(FORWARDED_HEADER, secret)
                     .body(hyper::Body::from(body))
@@ -198,7 +219,7 @@ struct CarriedCommand {
 pub async fn command(state: &ApiState, owner: &str, task_id: &str, control: Control) -> Result<(), ApiError> {
     match state.runtime.control(owner, task_id, control.clone()).await {
         Err(RuntimeError::HeldElsewhere(why)) => {
-            match state.forwarder.carry(&state.runtime, owner, task_id, control).await {
+            match state.forwarder.carry(&state.runtime, &state.mount, owner, task_id, control).await {
                 Some(done) => done,
                 // The holder let go meanwhile: whoever takes the task next applies it.
                 None => Err(ApiError::Unavailable(format!("{why}; try again"))),

@@ -24,8 +24,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use config::ApiSettings;
 use runtime::Runtime;
 
-use self::auth::Authenticator;
+use self::auth::{Authenticator, SignIn};
 use self::error::ApiError;
+use crate::mount::MountPath;
 use crate::notify::NotifyConfig;
 
 /// The OpenAPI 3 document of every route, kept true by a test that holds the routes
@@ -36,8 +37,12 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     /// The task runtime.
     pub runtime: Runtime,
-    /// Tokens and rates.
+    /// Who is asking, and rates.
     pub auth: Authenticator,
+    /// Where the API lives: the root, or an application's path for Stepwise.
+    pub mount: MountPath,
+    /// The OpenAPI document, its server being the mount path.
+    openapi: web::Bytes,
     /// Sizes, origins and timings from the `[api]` settings.
     pub limits: ApiSettings,
     /// The `[notifications]` settings and the VAPID key pair.
@@ -49,18 +54,40 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// The API over `runtime` with the `[api]` settings and the notifications' configuration.
-    pub fn new(runtime: Runtime, limits: ApiSettings, notifications: NotifyConfig) -> ApiState {
+    /// The API over `runtime` at `mount`, authenticating as `sign_in` says, with the `[api]`
+    /// settings and the notifications' configuration.
+    pub fn new(
+        runtime: Runtime,
+        mount: MountPath,
+        sign_in: SignIn,
+        limits: ApiSettings,
+        notifications: NotifyConfig,
+    ) -> ApiState {
         let auth = Authenticator::new(
             Arc::clone(runtime.db()),
             Arc::clone(runtime.clock()),
+            sign_in,
             limits.token_cache_s,
             limits.requests_per_second,
             limits.request_burst,
         );
         let metrics = crate::metrics::ApiMetrics::new(runtime.metrics());
-        ApiState { runtime, auth, limits, notifications, forwarder: forward::Forwarder::default(), metrics }
+        let openapi = openapi_at(&mount);
+        let forwarder = forward::Forwarder::default();
+        ApiState { runtime, auth, mount, openapi, limits, notifications, forwarder, metrics }
     }
+}
+
+/// [`OPENAPI`] with the mount path as its server's URL (paths in the document are relative
+/// to it), unchanged at the root.
+fn openapi_at(mount: &MountPath) -> web::Bytes {
+    let unchanged = web::Bytes::from_static(OPENAPI.as_bytes());
+    if mount.is_root() {
+        return unchanged;
+    }
+    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(OPENAPI) else { return unchanged };
+    document["servers"] = serde_json::json!([{"url": mount.as_str()}]);
+    document.to_string().into()
 }
 
 /// Every API route, as `(method, path)`: what [`configure`] registers and what the test of
@@ -163,9 +190,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
     }
 }
 
-async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+async fn method_not_allowed(req: HttpRequest, state: web::Data<ApiState>) -> HttpResponse {
     let error = ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_owned() };
-    let pattern = req.match_pattern().unwrap_or_default();
+    let matched = req.match_pattern().unwrap_or_default();
+    let pattern = state.mount.strip(&matched);
     let allowed: Vec<&str> = ROUTES.iter().filter(|(_, path)| *path == pattern).map(|(method, _)| *method).collect();
     let mut response = actix_web::ResponseError::error_response(&error);
     if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")) {
@@ -179,6 +207,6 @@ pub async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::NoRoute(req.path().to_owned()))
 }
 
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+async fn openapi(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(state.openapi.clone())
 }

@@ -147,7 +147,7 @@ pub async fn create(
 async fn created(state: &ApiState, caller: &Caller, task_id: &str) -> Result<HttpResponse, ApiError> {
     let document = document(state, &caller.user, task_id).await?;
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/tasks/{task_id}/progress")))
+        .insert_header((header::LOCATION, state.mount.join(&format!("/api/tasks/{task_id}/progress"))))
         .json(document))
 }
 

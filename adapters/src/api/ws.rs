@@ -29,7 +29,7 @@ use runtime::{BoundedEvents, SubscriptionId, TaskEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::{request_token, Caller, WS_BEARER_PREFIX};
+use super::auth::{Caller, WS_BEARER_PREFIX};
 use super::error::{blocking_query, ApiError};
 use super::wire::{event_message, is_logged, logged_message, snapshot_message};
 use super::ApiState;
@@ -109,11 +109,10 @@ fn check_after(after: i64, last_seq: i64) -> Result<(), ApiError> {
     }
 }
 
-/// Checks the origin and the token; returns the caller and the subprotocol to select.
+/// Checks the origin and who is asking; returns the caller and the subprotocol to select.
 async fn authorize(req: &HttpRequest, state: &ApiState) -> Result<(Caller, Option<&'static str>), ApiError> {
     check_origin(req, &state.limits.allowed_origins)?;
-    let caller = state.auth.authenticate(&request_token(req, true)?).await?;
-    state.auth.admit(&caller)?;
+    let caller = state.auth.caller(req, true).await?;
     let offered: Vec<&str> = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)

@@ -53,6 +53,7 @@ use self::email::{EmailError, Mailer};
 use self::links::{LinkKey, SecretError};
 use self::prefs::{NotifyEvent, Preferences};
 use self::push::{PushError, Vapid};
+use crate::mount::MountPath;
 use crate::transcript;
 
 /// How long a worker waits for work before it ends (the next event starts a new one).
@@ -102,22 +103,31 @@ pub fn notify_event(event: &EventKind) -> Option<NotifyEvent> {
 pub struct NotifyConfig {
     /// The `[notifications]` settings.
     pub settings: NotificationSettings,
-    /// `notifications.public_url`, or else the address the server listens on; no trailing
-    /// slash.
+    /// Where people reach Stepwise's pages, the mount path included:
+    /// `notifications.public_url`, or else the address the server listens on and the mount
+    /// path; no trailing slash.
     pub public_url: String,
+    /// Where Stepwise lives on its server: the paths push messages carry start with it.
+    pub mount: MountPath,
     vapid: Arc<OnceCell<Vapid>>,
     link_key: Arc<OnceCell<LinkKey>>,
 }
 
 impl NotifyConfig {
-    /// The configuration with these settings for a server listening on `listening`; the keys
-    /// are read on first use.
-    pub fn new(settings: NotificationSettings, listening: SocketAddr) -> NotifyConfig {
+    /// The configuration with these settings for Stepwise at `mount` on a server listening
+    /// on `listening`; the keys are read on first use.
+    pub fn new(settings: NotificationSettings, listening: SocketAddr, mount: MountPath) -> NotifyConfig {
         let public_url = match &settings.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => default_public_url(listening),
+            None => format!("{}{mount}", default_public_url(listening)),
         };
-        NotifyConfig { settings, public_url, vapid: Arc::new(OnceCell::new()), link_key: Arc::new(OnceCell::new()) }
+        NotifyConfig {
+            settings,
+            public_url,
+            mount,
+            vapid: Arc::new(OnceCell::new()),
+            link_key: Arc::new(OnceCell::new()),
+        }
     }
 
     /// The VAPID key pair, from the database, made and stored there if it has none.
@@ -559,7 +569,20 @@ mod tests {
             public_url: Some("https://x.example/sw/".to_owned()),
             ..NotificationSettings::default()
         };
-        assert_eq!(NotifyConfig::new(settings, "127.0.0.1:1".parse().unwrap()).public_url, "https://x.example/sw");
+        let mount = MountPath::new("/steps").unwrap();
+        assert_eq!(
+            NotifyConfig::new(settings.clone(), "127.0.0.1:1".parse().unwrap(), mount.clone()).public_url,
+            "https://x.example/sw"
+        );
+        let unset = NotificationSettings::default();
+        assert_eq!(
+            NotifyConfig::new(unset.clone(), "127.0.0.1:1".parse().unwrap(), mount).public_url,
+            "http://127.0.0.1:1/steps"
+        );
+        assert_eq!(
+            NotifyConfig::new(unset, "127.0.0.1:1".parse().unwrap(), MountPath::root()).public_url,
+            "http://127.0.0.1:1"
+        );
     }
 
     #[test]

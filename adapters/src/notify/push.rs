@@ -22,6 +22,7 @@ use web_push::{
 use super::deliver::{self, Delivery, Inbox, Target, Throttle};
 use super::links::LinkDecision;
 use super::{endpoint, Notice, Shared};
+use crate::mount::MountPath;
 
 /// The largest plaintext payload: what `web-push` accepts, so that with the encryption's
 /// overhead (about 100 bytes) a message stays under the 4 KB push services take.
@@ -118,10 +119,10 @@ fn urgency(event: &str) -> Urgency {
 }
 
 /// The decrypted payload the service worker reads: `title`, `body`, the task, its progress
-/// page, the event, and `actions`: for an approval, `{"action", "title", "url"}` of each
-/// link in `links`, else none. A body too long for [`MAX_PAYLOAD_BYTES`] (a long digest) is
-/// cut, with an ellipsis.
-pub fn payload(notice: &Notice, links: &[(LinkDecision, String)]) -> Vec<u8> {
+/// page (a path under `mount`), the event, and `actions`: for an approval, `{"action",
+/// "title", "url"}` of each link in `links`, else none. A body too long for
+/// [`MAX_PAYLOAD_BYTES`] (a long digest) is cut, with an ellipsis.
+pub fn payload(notice: &Notice, mount: &MountPath, links: &[(LinkDecision, String)]) -> Vec<u8> {
     let actions: Vec<serde_json::Value> = links
         .iter()
         .map(|(decision, url)| serde_json::json!({"action": decision.name(), "title": decision.title(), "url": url}))
@@ -133,7 +134,7 @@ pub fn payload(notice: &Notice, links: &[(LinkDecision, String)]) -> Vec<u8> {
             "body": text,
             "event": notice.event,
             "task_id": notice.task_id,
-            "url": format!("/tasks/{}", notice.task_id),
+            "url": mount.join(&format!("/tasks/{}", notice.task_id)),
             "actions": actions,
         })
         .to_string();
@@ -176,15 +177,16 @@ pub(crate) async fn worker(shared: Arc<Shared>, vapid: Vapid, owner: Arc<str>, m
             continue;
         }
         // One pair of links for all the user's devices: whichever decides first, decides.
-        let content = payload(&notice, &approval_links(&shared, &db, &owner, &notice).await);
+        let content = payload(&notice, &shared.config.mount, &approval_links(&shared, &db, &owner, &notice).await);
         let sends =
             subscriptions.iter().map(|subscription| send(&shared, &vapid, &owner, &notice, &content, subscription));
         futures_util::future::join_all(sends).await;
     }
 }
 
-/// The Approve and Reject links of an approval's message; none for other messages, or when
-/// the key cannot be read (logged): the message still tells, and the page decides.
+/// The Approve and Reject links of an approval's message, paths under the mount path; none
+/// for other messages, or when the key cannot be read (logged): the message still tells, and
+/// the page decides.
 async fn approval_links(
     shared: &Shared,
     db: &Arc<Database>,
@@ -197,7 +199,8 @@ async fn approval_links(
         Ok(key) => {
             let ttl_ms =
                 i64::try_from(shared.settings().approval_link_ttl_s).map_or(i64::MAX, |s| s.saturating_mul(1000));
-            key.issue(&notice.task_id, step, owner, now.saturating_add(ttl_ms))
+            let links = key.issue(&notice.task_id, step, owner, now.saturating_add(ttl_ms));
+            links.into_iter().map(|(decision, path)| (decision, shared.config.mount.join(&path))).collect()
         }
         Err(error) => {
             tracing::warn!(%error, user = owner, task_id = notice.task_id, "no approval-link key; the push offers no Approve / Reject");
@@ -267,14 +270,16 @@ mod tests {
             text: "Your CRM task has started".to_owned(),
             approval_step: None,
         };
-        let parsed: serde_json::Value = serde_json::from_slice(&payload(&short, &[])).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&payload(&short, &MountPath::root(), &[])).unwrap();
         assert_eq!(parsed["body"], "Your CRM task has started");
         assert_eq!(parsed["url"], "/tasks/t1");
+        let mounted = payload(&short, &MountPath::new("/steps").unwrap(), &[]);
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&mounted).unwrap()["url"], "/steps/tasks/t1");
         assert_eq!(parsed["actions"], serde_json::json!([]));
         let links = [(LinkDecision::Approve, "/a".repeat(200)), (LinkDecision::Reject, "/r".repeat(200))];
         for text in ["é\"".repeat(3000), "\u{1}".repeat(5000), "✅".repeat(2000)] {
             let long = Notice { task_id: "t1".to_owned(), event: "approval_needed", text, approval_step: Some(1) };
-            let bytes = payload(&long, &links);
+            let bytes = payload(&long, &MountPath::root(), &links);
             assert!(bytes.len() <= MAX_PAYLOAD_BYTES, "{}", bytes.len());
             let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             assert!(parsed["body"].as_str().unwrap().ends_with('…'));

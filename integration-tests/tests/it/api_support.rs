@@ -70,6 +70,12 @@ impl ApiServer {
         let runtime = start_with(db, options).await;
         let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))
             .expect("server");
+        ApiServer::serving(address, runtime, server)
+    }
+
+    /// Runs `server`, listening on `address`, with `runtime` (another application's server
+    /// embedding Stepwise, for one).
+    pub fn serving(address: SocketAddr, runtime: Runtime, server: actix_web::dev::Server) -> ApiServer {
         let handle = server.handle();
         actix::spawn(server);
         ApiServer { address, runtime, handle }

@@ -13,6 +13,7 @@ mod binary;
 mod chat;
 mod cluster;
 mod deploy;
+mod embed;
 mod exec;
 mod lifecycle;
 mod metrics;
