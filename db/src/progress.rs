@@ -373,9 +373,9 @@ mod tests {
 
     use super::*;
     use crate::connection::{establish, MIGRATIONS};
-    use crate::fixtures::{commit_events, event, event_kinds, history, percent, plan, started, OWNER, RUNNING};
+    use crate::fixtures::{commit_events, event, event_kinds, history, percent, started, OWNER, RUNNING};
     use crate::testing::TestDb;
-    use crate::{insert_task, load_task, logs_after, Backend};
+    use crate::{load_task, logs_after, Backend};
 
     /// A flush writes `task_progress` rows only: no event, `last_seq` unchanged, the fence
     /// and the "same attempt, only upwards" rule kept. On SQLite (per-task path) and
@@ -452,10 +452,18 @@ mod tests {
             conn.run_next_migration(MIGRATIONS).unwrap();
             // Written the way the first schema's code wrote them: a progress event and a
             // row keyed by its seq for each percent.
-            insert_task(&mut conn, &plan("old")).unwrap();
-            insert_task(&mut conn, &plan("quiet")).unwrap();
+            // The first schema's columns only: today's `insert_task` writes later ones.
             conn.batch_execute(
-                "UPDATE tasks SET status = 'running', last_seq = 4, lease_token = 1 WHERE id = 'old';
+                "INSERT INTO tasks (id, owner, title, complexity, status, created_at, updated_at) VALUES
+                     ('old', 'alice', 'old', 1, 'pending', 1, 1), ('quiet', 'alice', 'quiet', 1, 'pending', 1, 1);
+                 INSERT INTO task_events (task_id, seq, kind, created_at) VALUES
+                     ('old', 1, 'task_created', 1), ('quiet', 1, 'task_created', 1);
+                 UPDATE tasks SET last_seq = 1 WHERE id = 'quiet';
+                 INSERT INTO steps (task_id, step_order, name, kind, params, requires_approval, skippable,
+                                    approved, status, progress, attempts, work_ms) VALUES
+                     ('old', 1, 'one', 'wait', '{}', 0, 0, 0, 'pending', 0, 0, 0),
+                     ('quiet', 1, 'one', 'wait', '{}', 0, 0, 0, 'pending', 0, 0, 0);
+                 UPDATE tasks SET status = 'running', last_seq = 4, lease_token = 1 WHERE id = 'old';
                  UPDATE steps SET status = 'running', attempts = 1 WHERE task_id = 'old' AND step_order = 1;
                  INSERT INTO task_events (task_id, seq, kind, step_order, created_at) VALUES
                      ('old', 2, 'step_started', 1, 2), ('old', 3, 'progress', 1, 3), ('old', 4, 'progress', 1, 4);
