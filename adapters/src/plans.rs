@@ -1,7 +1,7 @@
 //! Plans as JSON (the shape `stepwise run` reads and the HTTP API accepts) and the seed's
 //! demo task, "Cellphone Store CRM".
 
-use runtime::{StepPlan, TaskPlan};
+use runtime::{ApprovalPolicy, RetryPolicy, StepPlan, TaskPlan};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -46,6 +46,13 @@ pub struct PlanStep {
     /// Expected work seconds: the ETA's starting point until steps like it have run.
     #[serde(default)]
     pub estimate_s: Option<f64>,
+    /// Try a failed attempt again on its own: `{max_attempts, backoff?, on?}`.
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    /// The approval's deadline: `{timeout_s, on_timeout?, remind_before_s?}` (implies
+    /// `requires_approval`).
+    #[serde(default)]
+    pub approval: Option<ApprovalPolicy>,
 }
 
 fn one() -> u32 {
@@ -69,6 +76,8 @@ impl From<PlanDocument> for TaskPlan {
                     requires_approval: s.requires_approval,
                     skippable: s.skippable,
                     estimate_s: s.estimate_s,
+                    retry: s.retry,
+                    approval: s.approval,
                 })
                 .collect(),
         }

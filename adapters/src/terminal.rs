@@ -195,6 +195,9 @@ mod tests {
             error: None,
             output: None,
             estimate_ms: None,
+            policy: None,
+            due_at: None,
+            remind_at: None,
             substeps: substeps.iter().map(|(n, d)| SubstepRecord { name: (*n).into(), done: *d }).collect(),
         }
     }

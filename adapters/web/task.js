@@ -11,7 +11,17 @@ import { LiveSocket, showConnection } from "./live.js";
 import { QUEUE_POLL_MS, TrackedTask, isFinal, isLogged, isQueued } from "./model.js";
 import { notify, wireNotifications } from "./notify.js";
 import { wirePush } from "./push.js";
-import { STEP_SYMBOLS, STEP_WORDS, etaText, humanDuration, startedText, statusLine, stepExpectedText, stepLine } from "./words.js";
+import {
+  STEP_SYMBOLS,
+  STEP_WORDS,
+  etaText,
+  humanDuration,
+  startedText,
+  statusLine,
+  stepExpectedText,
+  stepLine,
+  timerText,
+} from "./words.js";
 
 const LOG_PAGE = 500;
 
@@ -271,7 +281,10 @@ function renderTimes() {
   setText($("started"), startedText(doc));
   for (const step of doc.steps) {
     const row = rows.get(step.order);
-    if (row) setText(row.expected, stepExpectedText(doc, step));
+    if (!row) continue;
+    setText(row.expected, stepExpectedText(doc, step));
+    // A timer's words count down with the page's clock.
+    if (step.due_at) setText(row.status, stepStatusText(doc, step));
   }
   const eta = etaText(doc);
   const line = $("eta");
@@ -291,11 +304,15 @@ function renderTimes() {
   }
 }
 
-function stepStatusText(step) {
+function stepStatusText(doc, step) {
   const words = STEP_WORDS[step.status] || step.status;
+  const timer = timerText(doc, step, Date.now());
+  if (timer) return `${words}, ${timer}`;
   if (step.status === "completed" && step.duration_ms > 0) return `${words} in ${humanDuration(step.duration_ms / 1000)}`;
   if ((step.status === "running" || step.status === "paused") && step.progress > 0) return `${words}, ${step.progress}%`;
-  if (step.status === "running" && step.attempts > 1) return `${words}, attempt ${step.attempts}`;
+  if (step.status === "running" && step.attempts > 1) {
+    return `${words}, attempt ${step.attempts}${step.max_attempts ? ` of ${step.max_attempts}` : ""}`;
+  }
   return words;
 }
 
@@ -314,7 +331,7 @@ function renderSteps(doc) {
     const stopped = doc.status === "cancelled" && step.status === "failed";
     row.li.dataset.status = step.status;
     setText(row.symbol, stopped ? "⊘" : STEP_SYMBOLS[step.status] || "?");
-    setText(row.status, stopped ? "stopped when the task was cancelled" : stepStatusText(step));
+    setText(row.status, stopped ? "stopped when the task was cancelled" : stepStatusText(doc, step));
     row.error.hidden = !step.error || stopped;
     setText(row.error, step.error ? `✗ ${step.error}` : "");
     row.actions.hidden = !(failedTask && step.status === "failed");

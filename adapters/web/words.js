@@ -127,3 +127,16 @@ export function startedText(doc) {
   const started = Date.parse(doc.started_at);
   return `Started: ${humanDuration((Date.now() - started) / 1000)} ago`;
 }
+
+/// What a step's timer means now, or null without one: a failed attempt waiting out its
+/// backoff ("attempt 2 of 3, next try in 40 s"), or an approval's deadline ("lapses in
+/// 5 min"). `now` is the page's clock, ms.
+export function timerText(doc, step, now) {
+  if (!step.due_at) return null;
+  const left = Math.max(0, (Date.parse(step.due_at) - now) / 1000);
+  if (step.status === "approval") return left > 0 ? `lapses in ${humanDuration(left)}` : "lapses now";
+  if (step.status !== "pending") return null;
+  const attempt = step.max_attempts ? `attempt ${step.attempts + 1} of ${step.max_attempts}` : `attempt ${step.attempts + 1}`;
+  if (doc.status === "paused") return `${attempt} when the task resumes`;
+  return left > 0 ? `${attempt}, next try in ${humanDuration(left)}` : `${attempt}, trying now`;
+}

@@ -22,6 +22,7 @@ pub(crate) fn plan(id: &str) -> NewTask {
         skippable: false,
         substeps: vec![],
         estimate_ms: None,
+        policy: None,
     };
     NewTask {
         id: id.into(),

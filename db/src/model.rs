@@ -202,6 +202,12 @@ pub struct StepRecord {
     pub output: Option<String>,
     /// The work time its plan expects, ms (a timer's length, an author's estimate), if it says.
     pub estimate_ms: Option<i64>,
+    /// Its rules for retries and for an approval's deadline, as JSON the runtime wrote.
+    pub policy: Option<String>,
+    /// When its timer fires next (its approval lapses, its next attempt starts), ms.
+    pub due_at: Option<i64>,
+    /// When the reminder of its pending approval goes out, ms; unset once sent.
+    pub remind_at: Option<i64>,
     /// Its substeps, in order.
     pub substeps: Vec<SubstepRecord>,
 }

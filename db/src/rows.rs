@@ -73,6 +73,9 @@ pub(crate) struct StepRow {
     error: Option<String>,
     output: Option<String>,
     estimate_ms: Option<i64>,
+    policy: Option<String>,
+    due_at: Option<i64>,
+    remind_at: Option<i64>,
 }
 
 impl StepRow {
@@ -95,6 +98,9 @@ impl StepRow {
             error: self.error,
             output: self.output,
             estimate_ms: self.estimate_ms,
+            policy: self.policy,
+            due_at: self.due_at,
+            remind_at: self.remind_at,
             substeps,
         })
     }
@@ -116,6 +122,8 @@ pub(crate) struct StepChanges<'a> {
     work_ms: i64,
     error: Option<&'a str>,
     output: Option<&'a str>,
+    due_at: Option<i64>,
+    remind_at: Option<i64>,
 }
 
 impl<'a> From<&'a StepRecord> for StepChanges<'a> {
@@ -130,6 +138,8 @@ impl<'a> From<&'a StepRecord> for StepChanges<'a> {
             work_ms: step.work_ms,
             error: step.error.as_deref(),
             output: step.output.as_deref(),
+            due_at: step.due_at,
+            remind_at: step.remind_at,
         }
     }
 }

@@ -43,6 +43,9 @@ diesel::table! {
         error -> Nullable<Text>,
         output -> Nullable<Text>,
         estimate_ms -> Nullable<BigInt>,
+        policy -> Nullable<Text>,
+        due_at -> Nullable<BigInt>,
+        remind_at -> Nullable<BigInt>,
     }
 }
 

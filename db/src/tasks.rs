@@ -52,6 +52,8 @@ pub struct NewStep {
     pub substeps: Vec<String>,
     /// The work time the plan expects, ms, if it says.
     pub estimate_ms: Option<i64>,
+    /// Its rules for retries and for an approval's deadline, as JSON, if it has any.
+    pub policy: Option<String>,
 }
 
 /// Stores a new pending task with its steps and substeps, and its first event
@@ -104,6 +106,7 @@ fn insert_step(conn: &mut AnyConnection, task_id: &str, step: &NewStep) -> Resul
             steps::attempts.eq(0),
             steps::work_ms.eq(0i64),
             steps::estimate_ms.eq(step.estimate_ms),
+            steps::policy.eq(&step.policy),
         ))
         .execute(conn)?;
     for (position, name) in step.substeps.iter().enumerate() {

@@ -108,9 +108,9 @@ impl EtaTracker {
         }
         let work_ms = state.work_ms(now);
         let eta = match state.status() {
-            TaskStatus::Running | TaskStatus::Paused | TaskStatus::Approval => {
-                model.estimate(&state.stored, work_ms, &self.samples)
-            }
+            TaskStatus::Running | TaskStatus::Paused | TaskStatus::Approval => model
+                .estimate(&state.stored, work_ms, &self.samples)
+                .map(|eta| eta.after_wait(retry_wait_s(state, now))),
             _ => None,
         };
         self.made_at = Some(now);
@@ -126,6 +126,15 @@ impl EtaTracker {
         }
         self.latest = eta;
         self.latest.clone().filter(|_| moved)
+    }
+}
+
+/// How long a retry waiting out its backoff still waits, seconds (0 with none).
+fn retry_wait_s(state: &TaskState, now: i64) -> f64 {
+    let waiting = state.stored.steps.iter().find(|s| !s.status.is_done()).and_then(|s| s.due_at);
+    match state.status() {
+        TaskStatus::Running => waiting.map_or(0.0, |due| (due - now).max(0) as f64 / 1000.0),
+        _ => 0.0,
     }
 }
 

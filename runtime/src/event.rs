@@ -9,6 +9,8 @@ use std::sync::Arc;
 use actix::Message;
 use db::LogStream;
 
+use crate::policy::OnTimeout;
+
 pub use estimator::Confidence;
 
 /// Something that happened to a task.
@@ -93,6 +95,17 @@ pub enum EventKind {
         /// Why.
         error: Arc<str>,
     },
+    /// A failed step will try again on its own (its retry policy), after a backoff.
+    StepRetrying {
+        /// The step's order.
+        step: u32,
+        /// The attempt it will make.
+        attempt: u32,
+        /// The most attempts it makes, the first included.
+        max_attempts: u32,
+        /// When the attempt starts, ms since the epoch (unless the task is paused then).
+        retry_at: i64,
+    },
     /// A step was skipped.
     StepSkipped {
         /// The step's order.
@@ -104,6 +117,25 @@ pub enum EventKind {
         step: u32,
         /// Its name.
         name: Arc<str>,
+        /// When the approval lapses, ms since the epoch, if it has a deadline.
+        due_at: Option<i64>,
+    },
+    /// An approval's deadline is near and nobody has decided: remind them.
+    ApprovalReminder {
+        /// The step's order.
+        step: u32,
+        /// Its name.
+        name: Arc<str>,
+        /// When the approval lapses, ms since the epoch.
+        due_at: i64,
+    },
+    /// Nobody decided before the approval's deadline; what follows (the step skipped, or
+    /// the step and the task failed) comes as its own events.
+    ApprovalTimedOut {
+        /// The step's order.
+        step: u32,
+        /// What the deadline does, as the step's policy says.
+        on_timeout: OnTimeout,
     },
     /// A person approved or rejected a step.
     ApprovalGiven {
@@ -146,8 +178,11 @@ impl EventKind {
             EventKind::Log { .. } => "log",
             EventKind::StepCompleted { .. } => "step_complete",
             EventKind::StepFailed { .. } => "step_failed",
+            EventKind::StepRetrying { .. } => "step_retrying",
             EventKind::StepSkipped { .. } => "step_skipped",
             EventKind::ApprovalNeeded { .. } => "approval_needed",
+            EventKind::ApprovalReminder { .. } => "approval_reminder",
+            EventKind::ApprovalTimedOut { .. } => "approval_timed_out",
             EventKind::ApprovalGiven { .. } => "approval_given",
             EventKind::TaskPaused => "task_paused",
             EventKind::TaskResumed => "task_resumed",
@@ -167,8 +202,11 @@ impl EventKind {
             | EventKind::Log { step, .. }
             | EventKind::StepCompleted { step, .. }
             | EventKind::StepFailed { step, .. }
+            | EventKind::StepRetrying { step, .. }
             | EventKind::StepSkipped { step }
             | EventKind::ApprovalNeeded { step, .. }
+            | EventKind::ApprovalReminder { step, .. }
+            | EventKind::ApprovalTimedOut { step, .. }
             | EventKind::ApprovalGiven { step, .. }
             | EventKind::TaskFailed { step, .. } => Some(*step),
             _ => None,
@@ -186,7 +224,15 @@ impl EventKind {
             EventKind::StepFailed { error, .. } | EventKind::TaskFailed { error, .. } => {
                 serde_json::json!({"error": &**error})
             }
-            EventKind::ApprovalNeeded { name, .. } => serde_json::json!({"name": &**name}),
+            EventKind::StepRetrying { attempt, max_attempts, retry_at, .. } => {
+                serde_json::json!({"attempt": attempt, "max_attempts": max_attempts, "retry_at": retry_at})
+            }
+            EventKind::ApprovalNeeded { name, due_at: None, .. } => serde_json::json!({"name": &**name}),
+            EventKind::ApprovalNeeded { name, due_at: Some(due_at), .. }
+            | EventKind::ApprovalReminder { name, due_at, .. } => {
+                serde_json::json!({"name": &**name, "due_at": due_at})
+            }
+            EventKind::ApprovalTimedOut { on_timeout, .. } => serde_json::json!({"on_timeout": on_timeout}),
             EventKind::ApprovalGiven { approved, comment, .. } => {
                 serde_json::json!({"approved": approved, "comment": comment.as_deref()})
             }
@@ -227,8 +273,23 @@ impl EventKind {
                 EventKind::StepCompleted { step: step?, name: text("name")?, duration_ms: number("duration_ms")? }
             }
             "step_failed" => EventKind::StepFailed { step: step?, error: text("error")? },
+            "step_retrying" => EventKind::StepRetrying {
+                step: step?,
+                attempt: u32::try_from(number("attempt")?).ok()?,
+                max_attempts: u32::try_from(number("max_attempts")?).ok()?,
+                retry_at: number("retry_at")?,
+            },
             "step_skipped" => EventKind::StepSkipped { step: step? },
-            "approval_needed" => EventKind::ApprovalNeeded { step: step?, name: text("name")? },
+            "approval_needed" => {
+                EventKind::ApprovalNeeded { step: step?, name: text("name")?, due_at: number("due_at") }
+            }
+            "approval_reminder" => {
+                EventKind::ApprovalReminder { step: step?, name: text("name")?, due_at: number("due_at")? }
+            }
+            "approval_timed_out" => EventKind::ApprovalTimedOut {
+                step: step?,
+                on_timeout: serde_json::from_value(detail.get("on_timeout")?.clone()).ok()?,
+            },
             "approval_given" => EventKind::ApprovalGiven {
                 step: step?,
                 approved: detail.get("approved")?.as_bool()?,
@@ -270,6 +331,14 @@ impl Eta {
             confidence: self.confidence,
             steps,
         }
+    }
+
+    /// This estimate with `wait_s` seconds of waiting before the work (a retry's backoff)
+    /// added to the total and its range; the steps' work is unchanged.
+    pub fn after_wait(mut self, wait_s: f64) -> Eta {
+        self.seconds += wait_s;
+        self.range = (self.range.0 + wait_s, self.range.1 + wait_s);
+        self
     }
 
     /// Whether a person would see a difference from `old`: another confidence, another set
@@ -329,8 +398,12 @@ mod tests {
             EventKind::SubstepDone { step: 2, index: 1, name: Arc::clone(&name) },
             EventKind::StepCompleted { step: 2, name: Arc::clone(&name), duration_ms: 1_234 },
             EventKind::StepFailed { step: 2, error: "exit 1".into() },
+            EventKind::StepRetrying { step: 2, attempt: 2, max_attempts: 3, retry_at: 1_700_000_040_000 },
             EventKind::StepSkipped { step: 4 },
-            EventKind::ApprovalNeeded { step: 3, name: Arc::clone(&name) },
+            EventKind::ApprovalNeeded { step: 3, name: Arc::clone(&name), due_at: None },
+            EventKind::ApprovalNeeded { step: 3, name: Arc::clone(&name), due_at: Some(1_700_000_060_000) },
+            EventKind::ApprovalReminder { step: 3, name: Arc::clone(&name), due_at: 1_700_000_060_000 },
+            EventKind::ApprovalTimedOut { step: 3, on_timeout: OnTimeout::Skip },
             EventKind::ApprovalGiven { step: 3, approved: false, comment: Some("not now".into()) },
             EventKind::ApprovalGiven { step: 3, approved: true, comment: None },
             EventKind::TaskPaused,

@@ -18,6 +18,7 @@ mod hub;
 mod machine;
 mod metrics;
 mod plan;
+mod policy;
 mod recorder;
 mod runtime;
 mod shared;
@@ -38,5 +39,6 @@ pub use hub::{Hub, Subscribe, SubscribeBounded, SubscriptionId, Topic, Unsubscri
 pub use machine::{current_step, task_percent, Control, ExternalReport, ReportOutcome, STOPPED_BY_CANCEL};
 pub use metrics::Metrics;
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
+pub use policy::{ApprovalPolicy, Backoff, FailureKind, OnTimeout, RetryPolicy, StepPolicy};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
 pub use runtime::{BoundedEvents, Holder, Member, Recovery, Runtime, RuntimeOptions};

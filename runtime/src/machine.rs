@@ -8,6 +8,7 @@ use std::sync::Arc;
 use db::{StepRecord, StepStatus, StoredTask, TaskStatus};
 
 use crate::event::EventKind;
+use crate::policy::{FailureKind, OnTimeout, StepPolicy};
 use crate::RuntimeError;
 
 mod report;
@@ -181,13 +182,26 @@ impl TaskState {
             out.effects.push(Effect::Finish);
             return;
         };
+        if step.due_at.is_some_and(|due| due > now) {
+            // A retry waiting out its backoff: `timers` starts it.
+            return;
+        }
         if step.requires_approval && !step.approved {
             step.status = StepStatus::Approval;
             self.stored.task.status = TaskStatus::Approval;
-            out.events.push(EventKind::ApprovalNeeded { step: step.order, name: step.name.as_str().into() });
+            if let Some(approval) = StepPolicy::of(step).approval {
+                let (due_at, remind_at) = approval.timers(now);
+                (step.due_at, step.remind_at) = (Some(due_at), remind_at);
+            }
+            out.events.push(EventKind::ApprovalNeeded {
+                step: step.order,
+                name: step.name.as_str().into(),
+                due_at: step.due_at,
+            });
             return;
         }
         step.status = StepStatus::Running;
+        step.due_at = None;
         step.attempts += 1;
         step.started_at = Some(now);
         step.finished_at = None;
@@ -232,7 +246,13 @@ impl TaskState {
                 self.running_since = Some(now);
                 out.effects.push(Effect::ResumeStep(step.order));
             }
-            None => self.advance(now, out),
+            None => {
+                // Resuming is a person saying "go on": a retry waiting out its backoff starts now.
+                for step in &mut self.stored.steps {
+                    step.due_at = None;
+                }
+                self.advance(now, out)
+            }
         }
     }
 
@@ -250,6 +270,7 @@ impl TaskState {
                 StepStatus::Approval => step.status = StepStatus::Pending,
                 _ => {}
             }
+            (step.due_at, step.remind_at) = (None, None);
         }
         self.stored.task.status = TaskStatus::Cancelled;
         self.stored.task.finished_at = Some(now);
@@ -289,6 +310,7 @@ impl TaskState {
         let step = self.waiting_step("approve", expected)?;
         step.approved = true;
         step.status = StepStatus::Pending;
+        (step.due_at, step.remind_at) = (None, None);
         out.events.push(EventKind::ApprovalGiven {
             step: step.order,
             approved: true,
@@ -307,30 +329,96 @@ impl TaskState {
         out: &mut Transition,
     ) -> Result<(), RuntimeError> {
         let step = self.waiting_step("reject", expected)?;
-        let order = step.order;
+        let (order, skip) = (step.order, step.skippable);
         out.events.push(EventKind::ApprovalGiven {
             step: order,
             approved: false,
             comment: comment.as_deref().map(Arc::from),
         });
-        if step.skippable {
-            step.status = StepStatus::Skipped;
-            step.finished_at = Some(now);
-            out.events.push(EventKind::StepSkipped { step: order });
-            self.stored.task.status = TaskStatus::Running;
-            self.advance(now, out);
-            return Ok(());
-        }
         let error = match comment {
             Some(text) => format!("approval rejected: {text}"),
             None => "approval rejected".to_owned(),
         };
+        self.end_waiting_step(order, skip, error, now, out);
+        Ok(())
+    }
+
+    /// Ends the step waiting for approval without running it: skipped, or failed with
+    /// `error` (and the task with it).
+    fn end_waiting_step(&mut self, order: u32, skip: bool, error: String, now: i64, out: &mut Transition) {
+        let Ok(step) = self.step_mut(order) else { return };
+        (step.due_at, step.remind_at) = (None, None);
+        step.finished_at = Some(now);
+        if skip {
+            step.status = StepStatus::Skipped;
+            out.events.push(EventKind::StepSkipped { step: order });
+            self.stored.task.status = TaskStatus::Running;
+            self.advance(now, out);
+            return;
+        }
         step.status = StepStatus::Failed;
         step.error = Some(error.clone());
-        step.finished_at = Some(now);
         out.events.push(EventKind::StepFailed { step: order, error: error.as_str().into() });
         self.fail_task(order, error, now, out);
-        Ok(())
+    }
+
+    /// What the clock makes happen by `now`: a retry whose backoff is over starts, an
+    /// approval's reminder goes out, a lapsed approval ends as its policy says.
+    pub fn timers(&mut self, now: i64) -> Transition {
+        let mut out = Transition::default();
+        match self.status() {
+            TaskStatus::Running if self.step_in_progress().is_none() => {
+                let due = self.stored.steps.iter().find(|s| !s.status.is_done()).and_then(|s| s.due_at);
+                if due.is_some_and(|due| due <= now) {
+                    self.advance(now, &mut out);
+                }
+            }
+            TaskStatus::Approval => {
+                let Some(step) = self.stored.steps.iter_mut().find(|s| s.status == StepStatus::Approval) else {
+                    return out;
+                };
+                let (order, due_at) = (step.order, step.due_at);
+                if step.remind_at.is_some_and(|at| at <= now) {
+                    step.remind_at = None;
+                    if let Some(due_at) = due_at.filter(|due| *due > now) {
+                        out.events.push(EventKind::ApprovalReminder {
+                            step: order,
+                            name: step.name.as_str().into(),
+                            due_at,
+                        });
+                    }
+                }
+                if due_at.is_some_and(|due| due <= now) {
+                    // Timers are only set from a policy; a row edited by hand lapses as a rejection.
+                    let policy = StepPolicy::of(step).approval;
+                    let on_timeout = policy.map_or(OnTimeout::Reject, |policy| policy.on_timeout);
+                    out.events.push(EventKind::ApprovalTimedOut { step: order, on_timeout });
+                    let skip = match on_timeout {
+                        OnTimeout::Reject => step.skippable,
+                        OnTimeout::Skip => true,
+                        OnTimeout::Fail => false,
+                    };
+                    let error = match policy {
+                        Some(policy) => format!("approval timed out after {} s", policy.timeout_s),
+                        None => "approval timed out".to_owned(),
+                    };
+                    self.end_waiting_step(order, skip, error, now, &mut out);
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// When [`TaskState::timers`] next has something to do, if ever.
+    pub fn next_due(&self) -> Option<i64> {
+        let timers = |s: &StepRecord| [s.due_at, s.remind_at];
+        match self.status() {
+            TaskStatus::Running | TaskStatus::Approval => {
+                self.stored.steps.iter().filter(|s| !s.status.is_done()).flat_map(timers).flatten().min()
+            }
+            _ => None,
+        }
     }
 
     fn fail_task(&mut self, step: u32, error: String, now: i64, out: &mut Transition) {
@@ -349,6 +437,7 @@ impl TaskState {
         }
         step.status = StepStatus::Pending;
         step.error = None;
+        step.due_at = None;
         self.stored.task.status = TaskStatus::Running;
         self.stored.task.finished_at = None;
         self.stored.task.error = None;
@@ -369,7 +458,8 @@ impl TaskState {
             let step = step.clone();
             return Err(self.refuse_step("skip", &step));
         }
-        let was_blocking = step.status != StepStatus::Pending;
+        let was_blocking = step.status != StepStatus::Pending || step.due_at.is_some();
+        (step.due_at, step.remind_at) = (None, None);
         step.status = StepStatus::Skipped;
         step.finished_at = Some(now);
         out.events.push(EventKind::StepSkipped { step: order });
@@ -426,18 +516,33 @@ impl TaskState {
         out
     }
 
-    /// A step's handler failed (or panicked).
-    pub fn step_failed(&mut self, order: u32, attempt: u32, error: String, now: i64) -> Transition {
+    /// A step's attempt failed (or its handler panicked) with a failure of `kind`: the step
+    /// tries again after its backoff if its retry policy says so, else it and the task fail.
+    pub fn step_failed(&mut self, order: u32, attempt: u32, error: String, kind: FailureKind, now: i64) -> Transition {
         let mut out = Transition::default();
         if self.current_attempt(order, attempt).is_none() {
             return out;
         }
         self.stop_clock(now);
         let Some(step) = self.current_attempt(order, attempt) else { return out };
-        step.status = StepStatus::Failed;
         step.error = Some(error.clone());
         step.finished_at = Some(now);
         out.events.push(EventKind::StepFailed { step: order, error: error.as_str().into() });
+        if let Some(retry) = StepPolicy::of(step).retry {
+            if let Some(retry_at) = retry.next_try(attempt, kind, now) {
+                // The error stays on the step, for the page, until the next attempt starts.
+                step.status = StepStatus::Pending;
+                step.due_at = Some(retry_at);
+                out.events.push(EventKind::StepRetrying {
+                    step: order,
+                    attempt: attempt + 1,
+                    max_attempts: retry.max_attempts,
+                    retry_at,
+                });
+                return out;
+            }
+        }
+        step.status = StepStatus::Failed;
         self.fail_task(order, error, now, &mut out);
         out
     }

@@ -7,6 +7,7 @@ use db::{NewStep, StoredTask};
 use serde_json::Value;
 
 use crate::handlers::Handlers;
+use crate::policy::{ApprovalPolicy, RetryPolicy, StepPolicy};
 use crate::RuntimeError;
 
 /// A task to run.
@@ -34,13 +35,17 @@ pub struct StepPlan {
     pub params: Value,
     /// Substep names.
     pub substeps: Vec<String>,
-    /// Wait for a person's approval before running.
+    /// Wait for a person's approval before running (implied by `approval`).
     pub requires_approval: bool,
     /// A rejection skips the step instead of failing the task.
     pub skippable: bool,
     /// The work seconds the step is expected to take, when the plan's author knows: the
     /// ETA's starting point until steps like it have run (a `wait` step knows its own).
     pub estimate_s: Option<f64>,
+    /// Try a failed attempt again on its own.
+    pub retry: Option<RetryPolicy>,
+    /// How long the step's approval may wait, and what happens then.
+    pub approval: Option<ApprovalPolicy>,
 }
 
 /// The longest `estimate_s` a plan may give: a year.
@@ -58,6 +63,8 @@ impl StepPlan {
             requires_approval: false,
             skippable: false,
             estimate_s: None,
+            retry: None,
+            approval: None,
         }
     }
 }
@@ -113,15 +120,20 @@ impl TaskPlan {
             steps: stored
                 .steps
                 .iter()
-                .map(|s| StepPlan {
-                    order: Some(s.order),
-                    name: s.name.clone(),
-                    kind: s.kind.clone(),
-                    params: serde_json::from_str(&s.params).unwrap_or(Value::Null),
-                    substeps: s.substeps.iter().map(|x| x.name.clone()).collect(),
-                    requires_approval: s.requires_approval,
-                    skippable: s.skippable,
-                    estimate_s: s.estimate_ms.map(|ms| ms as f64 / 1000.0),
+                .map(|s| {
+                    let policy = StepPolicy::of(s);
+                    StepPlan {
+                        order: Some(s.order),
+                        name: s.name.clone(),
+                        kind: s.kind.clone(),
+                        params: serde_json::from_str(&s.params).unwrap_or(Value::Null),
+                        substeps: s.substeps.iter().map(|x| x.name.clone()).collect(),
+                        requires_approval: s.requires_approval,
+                        skippable: s.skippable,
+                        estimate_s: s.estimate_ms.map(|ms| ms as f64 / 1000.0),
+                        retry: policy.retry,
+                        approval: policy.approval,
+                    }
                 })
                 .collect(),
         }
@@ -213,6 +225,8 @@ fn validate_step(
         Some(seconds) => Some(seconds),
         None => handler.expected_seconds(&step.params),
     };
+    let policy = StepPolicy { retry: step.retry.clone(), approval: step.approval };
+    policy.check().map_err(|problem| RuntimeError::InvalidPlan(format!("step {order}: {problem}")))?;
     let mut names = HashSet::new();
     for name in &step.substeps {
         check_name(&format!("step {order} substep name"), name, limits)?;
@@ -225,9 +239,10 @@ fn validate_step(
         name: step.name.clone(),
         kind: step.kind.clone(),
         params,
-        requires_approval: step.requires_approval,
+        requires_approval: step.requires_approval || step.approval.is_some(),
         skippable: step.skippable,
         substeps: step.substeps.clone(),
+        policy: policy.stored(),
         // At least a millisecond: the estimator takes no zero-length step.
         estimate_ms: expected_s.map(|s| ((s * 1000.0).round() as i64).max(1)),
     })

@@ -180,6 +180,7 @@ impl TaskActor {
             for effect in transition.effects {
                 act.apply(effect, ctx);
             }
+            act.schedule_timers(ctx);
             act.update_eta(true);
             if started {
                 act.estimate_at_start = act.eta.latest().map(|eta| eta.seconds);
@@ -363,6 +364,33 @@ impl TaskActor {
         }
     }
 
+    /// Applies what the clock made due (a retry's start, an approval's reminder or
+    /// deadline), holding the mailbox until it is committed so it fires once. The timers are
+    /// checked on every tick of the silent-step interval, and at the time the next one is
+    /// due ([`TaskActor::schedule_timers`]).
+    fn fire_timers(&mut self, ctx: &mut Context<Self>) {
+        let now = self.shared.clock.now_ms();
+        if !self.holds_lease || self.state.next_due().is_none_or(|due| due > now) {
+            return;
+        }
+        let commit = self.transit(|state, now| Ok(state.timers(now)));
+        ctx.wait(commit.map(|result, act: &mut TaskActor, _| {
+            // Not lost: the timers stay due in the stored task and fire on the next tick.
+            if let Err(error) = result {
+                tracing::warn!(task_id = %act.task_id, %error, "could not apply a step's timer; trying again");
+            }
+        }));
+    }
+
+    /// Checks the timers when the next one is due, if that is before the next tick.
+    fn schedule_timers(&mut self, ctx: &mut Context<Self>) {
+        let Some(due) = self.state.next_due() else { return };
+        let wait = std::time::Duration::from_millis(due.saturating_sub(self.shared.clock.now_ms()).max(0) as u64);
+        if wait < SILENT_ETA_EVERY {
+            ctx.run_later(wait, |act, ctx| act.fire_timers(ctx));
+        }
+    }
+
     fn raise_progress(&mut self, step: u32, attempt: u32, percent: u8) {
         if self.state.raise_progress(step, attempt, percent) {
             let task_percent = self.state.percent();
@@ -409,7 +437,9 @@ impl Actor for TaskActor {
         for effect in std::mem::take(&mut self.startup) {
             self.apply(effect, ctx);
         }
-        ctx.run_interval(SILENT_ETA_EVERY, |act, _| {
+        self.schedule_timers(ctx);
+        ctx.run_interval(SILENT_ETA_EVERY, |act, ctx| {
+            act.fire_timers(ctx);
             if act.state.status() == TaskStatus::Running {
                 act.update_eta(false);
             }
@@ -475,9 +505,11 @@ impl Handler<StepFinished> for TaskActor {
         let commit = self.transit(|state, now| {
             Ok(match msg.result {
                 Ok(output) => state.step_succeeded(msg.step, msg.attempt, output, now),
-                // A cancelled step's fate was already committed by whoever cancelled it.
-                Err(StepError::Cancelled) => Transition::default(),
-                Err(StepError::Failed(error)) => state.step_failed(msg.step, msg.attempt, error, now),
+                Err(error) => match error.failure_kind() {
+                    Some(kind) => state.step_failed(msg.step, msg.attempt, error.to_string(), kind, now),
+                    // A cancelled step's fate was already committed by whoever cancelled it.
+                    None => Transition::default(),
+                },
             })
         });
         ctx.wait(commit.map(move |result, act: &mut TaskActor, ctx| match result {

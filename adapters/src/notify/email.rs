@@ -308,6 +308,9 @@ mod tests {
             error: None,
             output: None,
             estimate_ms: None,
+            policy: None,
+            due_at: None,
+            remind_at: None,
             substeps: Vec::new(),
         }
     }

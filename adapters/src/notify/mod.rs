@@ -78,6 +78,10 @@ pub fn message(event: &EventKind, title: &str) -> Option<String> {
         EventKind::TaskStarted => format!("Your {title} task has started"),
         EventKind::StepCompleted { step, name, .. } => format!("Step {step} complete: {name}"),
         EventKind::ApprovalNeeded { step, .. } => format!("⚠️ Approval required for Step {step}"),
+        EventKind::ApprovalReminder { step, due_at, .. } => {
+            let lapses = crate::api::wire::rfc3339(*due_at);
+            format!("⏰ Reminder: approval required for Step {step} before {} UTC", &lapses[11..16])
+        }
         EventKind::TaskCompleted => format!("✅ Your {title} is ready!"),
         EventKind::TaskFailed { step, .. } => format!("❌ Task failed at Step {step}"),
         _ => return None,
@@ -89,7 +93,8 @@ pub fn notify_event(event: &EventKind) -> Option<NotifyEvent> {
     Some(match event {
         EventKind::TaskStarted => NotifyEvent::TaskStarted,
         EventKind::StepCompleted { .. } => NotifyEvent::StepComplete,
-        EventKind::ApprovalNeeded { .. } => NotifyEvent::ApprovalNeeded,
+        // A reminder goes where the approval request went.
+        EventKind::ApprovalNeeded { .. } | EventKind::ApprovalReminder { .. } => NotifyEvent::ApprovalNeeded,
         EventKind::TaskCompleted => NotifyEvent::TaskComplete,
         EventKind::TaskFailed { .. } => NotifyEvent::TaskFailed,
         _ => return None,
@@ -338,7 +343,7 @@ async fn user_worker(shared: Arc<Shared>, owner: Arc<str>, mut events: mpsc::Rec
         let Some(route) = route(&shared, &db, &owner, &event, wanted, start_estimate).await else { continue };
         let Some(text) = text_of(&db, &owner, &event.task_id, wanted, &event.kind).await else { continue };
         let approval_step = match event.kind {
-            EventKind::ApprovalNeeded { step, .. } => Some(step),
+            EventKind::ApprovalNeeded { step, .. } | EventKind::ApprovalReminder { step, .. } => Some(step),
             _ => None,
         };
         let notice = Notice { task_id: event.task_id.to_string(), event: wanted.name(), text, approval_step };
@@ -594,7 +599,15 @@ mod tests {
                 EventKind::StepCompleted { step: 1, name: Arc::clone(&name), duration_ms: 5 },
                 "Step 1 complete: Database created",
             ),
-            (EventKind::ApprovalNeeded { step: 3, name }, "⚠️ Approval required for Step 3"),
+            (
+                EventKind::ApprovalNeeded { step: 3, name: Arc::clone(&name), due_at: None },
+                "⚠️ Approval required for Step 3",
+            ),
+            (
+                // 2025-11-26T09:30:00Z
+                EventKind::ApprovalReminder { step: 3, name, due_at: 1_764_149_400_000 },
+                "⏰ Reminder: approval required for Step 3 before 09:30 UTC",
+            ),
             (EventKind::TaskCompleted, "✅ Your CRM is ready!"),
             (EventKind::TaskFailed { step: 2, error: "boom".into() }, "❌ Task failed at Step 2"),
         ];

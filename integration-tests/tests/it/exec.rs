@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use runtime::{Control, EventKind, LogStream, Runtime, StepStatus, TaskPlan, TaskStatus};
+use runtime::{
+    Backoff, Control, EventKind, FailureKind, LogStream, RetryPolicy, Runtime, StepStatus, TaskPlan, TaskStatus,
+};
 use serde_json::json;
 
 use crate::on_both_backends;
@@ -74,6 +76,33 @@ on_both_backends! {
         let task = rt.task("alice", &id).await.unwrap();
         assert_eq!((task.task.status, task.steps[0].status), (TaskStatus::Failed, StepStatus::Failed));
         assert_eq!(task.steps[0].error.as_deref(), Some("exited with status 3; last stderr lines:\nfirst\nlast"));
+    }
+
+    async fn retries_tell_a_timeout_from_an_exit_status(backend: Backend) {
+        let db = TestDb::new(backend);
+        let rt = start(&db).await;
+        let retry = |on: Vec<FailureKind>| {
+            let backoff = Backoff { initial_s: 0.05, factor: 1.0, max_s: 0.05 };
+            Some(RetryPolicy { max_attempts: 2, backoff, on })
+        };
+        // Exits 3 twice: retried on `exit_code`, so it runs twice.
+        let mut plan = shell_plan("exit 3", None);
+        plan.steps[0].retry = retry(vec![FailureKind::ExitCode]);
+        let (id, mut events) = run(&rt, &plan).await;
+        let seen = events_until(&mut events, "task_failed", is_task_failed).await;
+        assert!(seen.iter().any(|k| matches!(k, EventKind::StepRetrying { attempt: 2, .. })), "{seen:?}");
+        assert_eq!(rt.task("alice", &id).await.unwrap().steps[0].attempts, 2);
+        // Runs out of time: not retried when only exit statuses are.
+        let mut plan = shell_plan("exec sleep 30", Some(0.2));
+        plan.steps[0].retry = retry(vec![FailureKind::ExitCode]);
+        let (id, mut events) = run(&rt, &plan).await;
+        wait_for(&mut events, "task_failed", is_task_failed).await;
+        assert_eq!(rt.task("alice", &id).await.unwrap().steps[0].attempts, 1);
+        // And retried when timeouts are.
+        plan.steps[0].retry = retry(vec![FailureKind::Timeout]);
+        let (id, mut events) = run(&rt, &plan).await;
+        wait_for(&mut events, "task_failed", is_task_failed).await;
+        assert_eq!(rt.task("alice", &id).await.unwrap().steps[0].attempts, 2);
     }
 
     async fn a_timeout_fails_the_step_and_kills_the_program(backend: Backend) {

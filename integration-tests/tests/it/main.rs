@@ -25,4 +25,5 @@ mod ownership;
 mod queue;
 mod recovery;
 mod three_servers;
+mod timers;
 mod web;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use adapters::api::wire::{event_message, is_logged, logged_message};
 use adapters::api::{OPENAPI, ROUTES};
-use runtime::{Confidence, Eta, EventKind, LogStream, StepEta, SystemClock, TaskEvent};
+use runtime::{Confidence, Eta, EventKind, LogStream, OnTimeout, StepEta, SystemClock, TaskEvent};
 use serde_json::{json, Value};
 
 use crate::api_support::{ApiServer, Response, WsClient};
@@ -311,8 +311,12 @@ fn every_event_kind() -> Vec<EventKind> {
         EventKind::Log { step: 1, stream: LogStream::Stderr, line: "a line".into() },
         EventKind::StepCompleted { step: 1, name: Arc::clone(&name), duration_ms: 1200 },
         EventKind::StepFailed { step: 1, error: Arc::clone(&text) },
+        EventKind::StepRetrying { step: 1, attempt: 2, max_attempts: 3, retry_at: 1_790_000_040_000 },
         EventKind::StepSkipped { step: 2 },
-        EventKind::ApprovalNeeded { step: 2, name: Arc::clone(&name) },
+        EventKind::ApprovalNeeded { step: 2, name: Arc::clone(&name), due_at: None },
+        EventKind::ApprovalNeeded { step: 2, name: Arc::clone(&name), due_at: Some(1_790_000_060_000) },
+        EventKind::ApprovalReminder { step: 2, name: Arc::clone(&name), due_at: 1_790_000_060_000 },
+        EventKind::ApprovalTimedOut { step: 2, on_timeout: OnTimeout::Skip },
         EventKind::ApprovalGiven { step: 2, approved: true, comment: Some("fine".into()) },
         EventKind::ApprovalGiven { step: 2, approved: false, comment: None },
         EventKind::TaskPaused,
@@ -341,8 +345,11 @@ fn kind_name(kind: &EventKind) -> &'static str {
         | EventKind::Log { .. }
         | EventKind::StepCompleted { .. }
         | EventKind::StepFailed { .. }
+        | EventKind::StepRetrying { .. }
         | EventKind::StepSkipped { .. }
         | EventKind::ApprovalNeeded { .. }
+        | EventKind::ApprovalReminder { .. }
+        | EventKind::ApprovalTimedOut { .. }
         | EventKind::ApprovalGiven { .. }
         | EventKind::TaskPaused
         | EventKind::TaskResumed

@@ -1074,3 +1074,42 @@ async fn a_step_stopped_by_a_cancel_reads_as_stopped() {
     page.close().await;
     server.stop().await;
 }
+
+#[actix::test]
+async fn a_step_waiting_to_retry_or_for_a_deadline_says_when() {
+    let (_db, server, token) = start(Backend::Sqlite, Arc::new(SystemClock)).await;
+    let flaky = r#"{"title": "Flaky", "steps": [{"name": "Call the API", "kind": "external",
+        "retry": {"max_attempts": 3, "backoff": {"initial_s": 300}}}]}"#;
+    let id = create(&server, &token, flaky).await;
+    let report = r#"{"status": "failed", "error": "service busy"}"#;
+    let failed = server.post(&format!("/api/tasks/{id}/steps/1/report"), &token, report).await;
+    assert_eq!((failed.status, failed.body["status"].as_str()), (200, Some("running")), "{:?}", failed.body);
+    assert_eq!(
+        (failed.body["steps"][0]["status"].as_str(), failed.body["steps"][0]["max_attempts"].as_u64()),
+        (Some("pending"), Some(3))
+    );
+    assert!(failed.body["steps"][0]["due_at"].is_string(), "{:?}", failed.body);
+    let page = Browser::open(server.address, 1280, 800).await;
+    page.sign_in(&token, &format!("/tasks/{id}")).await;
+    let state = page
+        .task("the retry's countdown", |s| {
+            live(s) && step(s, 1)["text"].as_str().is_some_and(|t| t.contains("next try"))
+        })
+        .await;
+    let first = step(&state, 1);
+    assert_eq!(first["text"], "pending, attempt 2 of 3, next try in 5 min", "{state:#}");
+    assert_eq!(first["error"], "✗ service busy", "{state:#}");
+
+    let waiting = r#"{"title": "Needs a yes", "steps": [{"name": "Deploy", "kind": "external",
+        "approval": {"timeout_s": 1200, "on_timeout": "skip"}}]}"#;
+    let id = create(&server, &token, waiting).await;
+    page.goto(&format!("/tasks/{id}")).await;
+    let state = page
+        .task("the approval's deadline", |s| {
+            live(s) && step(s, 1)["text"].as_str().is_some_and(|t| t.contains("lapses"))
+        })
+        .await;
+    assert_eq!(step(&state, 1)["text"], "needs your approval, lapses in 20 min", "{state:#}");
+    page.close().await;
+    server.stop().await;
+}

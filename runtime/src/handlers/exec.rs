@@ -251,7 +251,7 @@ async fn supervise(
             Wake::Control(StepControl::Cancel) => return Err(StepError::Cancelled),
             Wake::TimedOut => {
                 let limit = timeout.unwrap_or_default().as_secs_f64();
-                return Err(StepError::Failed(with_tail(format!("timed out after {limit} s"), &tail)));
+                return Err(StepError::TimedOut(with_tail(format!("timed out after {limit} s"), &tail)));
             }
             Wake::Exited(status) => return finish(status, &tail),
         }
@@ -291,7 +291,7 @@ fn finish(status: std::io::Result<ExitStatus>, tail: &VecDeque<String>) -> Resul
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "exited abnormally".to_owned(),
     };
-    Err(StepError::Failed(with_tail(what, tail)))
+    Err(StepError::Exited(with_tail(what, tail)))
 }
 
 fn with_tail(what: String, tail: &VecDeque<String>) -> String {

@@ -19,6 +19,7 @@ pub use external::ExternalHandler;
 pub use wait::WaitHandler;
 
 use crate::backlog::{Backlog, Ticket};
+use crate::policy::FailureKind;
 
 /// What a step's handler reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,9 +57,28 @@ pub enum StepError {
     /// The work failed; the text is shown to people.
     #[error("{0}")]
     Failed(String),
+    /// The step ran out of its time; the text is shown to people.
+    #[error("{0}")]
+    TimedOut(String),
+    /// The step's program exited with a status other than 0 or was killed by a signal; the
+    /// text is shown to people.
+    #[error("{0}")]
+    Exited(String),
     /// The step was cancelled.
     #[error("cancelled")]
     Cancelled,
+}
+
+impl StepError {
+    /// The kind of failure, for a step's `retry.on`; `None` for a cancelled step.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match self {
+            StepError::Failed(_) => Some(FailureKind::Error),
+            StepError::TimedOut(_) => Some(FailureKind::Timeout),
+            StepError::Exited(_) => Some(FailureKind::ExitCode),
+            StepError::Cancelled => None,
+        }
+    }
 }
 
 /// The kind of work a step does. Implementations must not block: do blocking work in

@@ -39,6 +39,9 @@ pub(crate) fn step_record(order: u32, spec: Spec) -> StepRecord {
         error: None,
         output: None,
         estimate_ms: None,
+        policy: None,
+        due_at: None,
+        remind_at: None,
         substeps: spec.substeps.iter().map(|name| SubstepRecord { name: (*name).into(), done: false }).collect(),
     }
 }

@@ -5,6 +5,7 @@
 use db::StepStatus;
 
 use super::{is_attempt_in_progress, unknown_substep, TaskState, Transition};
+use crate::policy::FailureKind;
 use crate::RuntimeError;
 
 /// How an outside worker's report ends an `external` step.
@@ -81,7 +82,7 @@ impl TaskState {
         };
         transition.then(match report.outcome {
             Some(ReportOutcome::Completed { output }) => self.step_succeeded(order, attempt, output, now),
-            Some(ReportOutcome::Failed { error }) => self.step_failed(order, attempt, error, now),
+            Some(ReportOutcome::Failed { error }) => self.step_failed(order, attempt, error, FailureKind::Error, now),
             None => Transition::default(),
         });
         Ok(transition)

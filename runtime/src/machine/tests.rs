@@ -3,6 +3,7 @@
 
 use super::fixtures::*;
 use super::*;
+use crate::policy::{ApprovalPolicy, Backoff, RetryPolicy};
 
 fn assert_refused(result: Result<Transition, RuntimeError>, verb: &str, task_status: TaskStatus) {
     match result {
@@ -36,7 +37,7 @@ fn in_status(status: TaskStatus) -> TaskState {
             state.step_succeeded(1, 1, None, 2000);
             state.step_succeeded(2, 1, None, 3000);
         }
-        TaskStatus::Failed => _ = state.step_failed(1, 1, "boom".into(), 2000),
+        TaskStatus::Failed => _ = state.step_failed(1, 1, "boom".into(), FailureKind::Error, 2000),
         TaskStatus::Cancelled => _ = run(&mut state, Control::Cancel, 2000),
     }
     state
@@ -135,7 +136,10 @@ fn start_runs_the_first_step_as_attempt_one() {
 fn start_waits_when_the_first_step_needs_approval() {
     let mut state = task(&[APPROVAL, PLAIN]);
     let out = run(&mut state, Control::Start, T0);
-    assert_eq!(out.events, [EventKind::TaskStarted, EventKind::ApprovalNeeded { step: 1, name: "Step 1".into() }]);
+    assert_eq!(
+        out.events,
+        [EventKind::TaskStarted, EventKind::ApprovalNeeded { step: 1, name: "Step 1".into(), due_at: None }]
+    );
     assert!(out.effects.is_empty(), "nothing runs while waiting: {:?}", out.effects);
     assert_eq!(state.status(), TaskStatus::Approval);
     assert_eq!((step(&state, 1).status, step(&state, 1).attempts), (StepStatus::Approval, 0));
@@ -221,7 +225,7 @@ fn reject_skips_a_skippable_step_and_starts_the_next() {
 fn a_later_step_needing_approval_waits_after_the_previous_one_completes() {
     let mut state = started(&[PLAIN, APPROVAL]);
     let out = state.step_succeeded(1, 1, None, 2000);
-    assert_eq!(out.events.last(), Some(&EventKind::ApprovalNeeded { step: 2, name: "Step 2".into() }));
+    assert_eq!(out.events.last(), Some(&EventKind::ApprovalNeeded { step: 2, name: "Step 2".into(), due_at: None }));
     assert!(out.effects.is_empty(), "step 2 must not start: {:?}", out.effects);
     assert_eq!(state.status(), TaskStatus::Approval);
 }
@@ -306,7 +310,7 @@ fn last_step_success_completes_the_task() {
 fn reports_of_a_stale_attempt_do_not_end_the_step() {
     let mut state = started(&[PLAIN, PLAIN]);
     assert_eq!(state.step_succeeded(1, 2, None, 2000), Transition::default());
-    assert_eq!(state.step_failed(1, 0, "late".into(), 2000), Transition::default());
+    assert_eq!(state.step_failed(1, 0, "late".into(), FailureKind::Error, 2000), Transition::default());
     assert_eq!(state.step_succeeded(2, 1, None, 2000), Transition::default(), "step 2 is not running");
     assert_eq!(state.status(), TaskStatus::Running);
     assert_eq!((step(&state, 1).status, step(&state, 1).attempts), (StepStatus::Running, 1));
@@ -316,7 +320,7 @@ fn reports_of_a_stale_attempt_do_not_end_the_step() {
 #[test]
 fn step_failure_fails_the_task_with_the_step_error() {
     let mut state = started(&[PLAIN, PLAIN]);
-    let out = state.step_failed(1, 1, "exit status 2".into(), 3000);
+    let out = state.step_failed(1, 1, "exit status 2".into(), FailureKind::Error, 3000);
     let step_failed = EventKind::StepFailed { step: 1, error: "exit status 2".into() };
     let task_failed = EventKind::TaskFailed { step: 1, error: "exit status 2".into() };
     assert_eq!(out.events, [step_failed, task_failed]);
@@ -333,7 +337,7 @@ fn retry_restarts_the_failed_step_from_its_substep_checkpoint() {
     let mut state = started(&[FOUR_SUBSTEPS, PLAIN]);
     state.substep_done(1, 1, "a").expect("a is a substep");
     assert!(state.raise_progress(1, 1, 80));
-    state.step_failed(1, 1, "boom".into(), 3000);
+    state.step_failed(1, 1, "boom".into(), FailureKind::Error, 3000);
     let out = run(&mut state, Control::Retry { step: 1 }, 7000);
     assert_eq!(out.events, [step_started(1, 2)]);
     assert_eq!(out.effects, [Effect::StartStep(1)]);
@@ -579,7 +583,7 @@ fn a_stale_report_changes_nothing() {
 #[test]
 fn a_stale_report_keeps_the_work_clock_running() {
     let mut state = started(&[PLAIN, PLAIN]);
-    state.step_failed(1, 0, "late".into(), 3000);
+    state.step_failed(1, 0, "late".into(), FailureKind::Error, 3000);
     assert_eq!(state.step_succeeded(1, 1, None, 5000).completed_run, Some((1, 4000)));
 }
 
@@ -657,4 +661,138 @@ fn work_time_counts_the_step_in_progress_up_to_now_while_it_runs() {
     run(&mut state, Control::Pause, T0 + 2000);
     assert_eq!(state.work_ms(T0 + 9000), 2000, "paused time is not work time");
     assert_eq!(task(&[PLAIN]).work_ms(T0), 0, "no step in progress");
+}
+
+// ---- Timers: automatic retries and approval deadlines ------------------------------------
+
+/// A task whose first step retries up to `max_attempts` in all, on `on`, after 10 s, 20 s …
+fn retrying(max_attempts: u32, on: &[FailureKind]) -> TaskState {
+    let mut state = task(&[PLAIN, PLAIN]);
+    let backoff = Backoff { initial_s: 10.0, factor: 2.0, max_s: 600.0 };
+    let retry = RetryPolicy { max_attempts, backoff, on: on.to_vec() };
+    state.stored.steps[0].policy = StepPolicy { retry: Some(retry), approval: None }.stored();
+    run(&mut state, Control::Start, T0);
+    state
+}
+
+fn retrying_event(attempt: u32, max_attempts: u32, retry_at: i64) -> EventKind {
+    EventKind::StepRetrying { step: 1, attempt, max_attempts, retry_at }
+}
+
+#[test]
+fn a_failed_attempt_with_retries_left_waits_its_backoff_then_runs_again() {
+    let mut state = retrying(3, &[FailureKind::Timeout]);
+    let out = state.step_failed(1, 1, "timed out".into(), FailureKind::Timeout, T0 + 1_000);
+    let failed = EventKind::StepFailed { step: 1, error: "timed out".into() };
+    assert_eq!(out.events, [failed, retrying_event(2, 3, T0 + 11_000)]);
+    assert!(out.effects.is_empty(), "nothing runs during the backoff");
+    assert_eq!(state.status(), TaskStatus::Running);
+    let waiting = step(&state, 1);
+    assert_eq!(
+        (waiting.status, waiting.due_at, waiting.error.as_deref()),
+        (StepStatus::Pending, Some(T0 + 11_000), Some("timed out"))
+    );
+    assert_eq!(state.next_due(), Some(T0 + 11_000));
+
+    assert_eq!(state.timers(T0 + 10_999), Transition::default(), "not yet");
+    let out = state.timers(T0 + 11_000);
+    assert_eq!(out.events, [step_started(1, 2)]);
+    assert_eq!(out.effects, [Effect::StartStep(1)]);
+    assert_eq!((step(&state, 1).due_at, step(&state, 1).error.as_deref()), (None, None));
+    assert_eq!(state.next_due(), None);
+
+    // The second wait is twice the first; the third failure is the last.
+    let out = state.step_failed(1, 2, "timed out".into(), FailureKind::Timeout, T0 + 12_000);
+    assert_eq!(out.events.last(), Some(&retrying_event(3, 3, T0 + 32_000)));
+    state.timers(T0 + 32_000);
+    let out = state.step_failed(1, 3, "timed out".into(), FailureKind::Timeout, T0 + 33_000);
+    assert_eq!(out.events.last(), Some(&EventKind::TaskFailed { step: 1, error: "timed out".into() }));
+    assert_eq!(
+        (state.status(), step(&state, 1).status, step(&state, 1).attempts),
+        (TaskStatus::Failed, StepStatus::Failed, 3)
+    );
+}
+
+#[test]
+fn a_failure_the_policy_does_not_name_fails_at_once() {
+    let mut state = retrying(3, &[FailureKind::Timeout]);
+    let out = state.step_failed(1, 1, "exit status 1".into(), FailureKind::ExitCode, T0 + 1_000);
+    assert_eq!(out.events.last(), Some(&EventKind::TaskFailed { step: 1, error: "exit status 1".into() }));
+    assert_eq!(state.status(), TaskStatus::Failed);
+}
+
+#[test]
+fn pausing_stops_the_countdown_resuming_retries_at_once_and_cancel_clears_it() {
+    let mut state = retrying(2, &[FailureKind::Error]);
+    state.step_failed(1, 1, "boom".into(), FailureKind::Error, T0 + 1_000);
+    run(&mut state, Control::Pause, T0 + 2_000);
+    assert_eq!(state.next_due(), None, "a paused task's timers do not run");
+    assert_eq!(state.timers(T0 + 60_000), Transition::default());
+    let out = run(&mut state, Control::Resume, T0 + 3_000);
+    assert_eq!(out.events, [EventKind::TaskResumed, step_started(1, 2)]);
+
+    let mut state = retrying(2, &[FailureKind::Error]);
+    state.step_failed(1, 1, "boom".into(), FailureKind::Error, T0 + 1_000);
+    run(&mut state, Control::Cancel, T0 + 2_000);
+    assert_eq!((step(&state, 1).due_at, state.next_due()), (None, None));
+
+    // A person may skip a step waiting to retry: the task goes on with the next one.
+    let mut state = retrying(2, &[FailureKind::Error]);
+    state.step_failed(1, 1, "boom".into(), FailureKind::Error, T0 + 1_000);
+    let out = run(&mut state, Control::Skip { step: 1 }, T0 + 2_000);
+    assert_eq!(out.events, [EventKind::StepSkipped { step: 1 }, step_started(2, 1)]);
+    assert_eq!(step(&state, 1).due_at, None);
+}
+
+/// A task whose first step's approval lapses after 60 s, with a reminder 15 s before.
+fn with_deadline(on_timeout: OnTimeout, skippable: bool) -> TaskState {
+    let mut state = task(&[Spec { skippable, ..APPROVAL }, PLAIN]);
+    let approval = ApprovalPolicy { timeout_s: 60.0, on_timeout, remind_before_s: Some(15.0) };
+    state.stored.steps[0].policy = StepPolicy { retry: None, approval: Some(approval) }.stored();
+    run(&mut state, Control::Start, T0);
+    state
+}
+
+#[test]
+fn an_approval_with_a_deadline_reminds_then_lapses_as_its_policy_says() {
+    let mut state = with_deadline(OnTimeout::Reject, false);
+    let asked = step(&state, 1);
+    assert_eq!((asked.due_at, asked.remind_at), (Some(T0 + 60_000), Some(T0 + 45_000)));
+    assert_eq!(state.next_due(), Some(T0 + 45_000));
+    let reminder = state.timers(T0 + 45_000);
+    let name: Arc<str> = "Step 1".into();
+    assert_eq!(reminder.events, [EventKind::ApprovalReminder { step: 1, name, due_at: T0 + 60_000 }]);
+    assert_eq!(state.timers(T0 + 50_000), Transition::default(), "one reminder");
+    let lapsed = state.timers(T0 + 60_000);
+    let error = "approval timed out after 60 s";
+    assert_eq!(
+        lapsed.events,
+        [
+            EventKind::ApprovalTimedOut { step: 1, on_timeout: OnTimeout::Reject },
+            EventKind::StepFailed { step: 1, error: error.into() },
+            EventKind::TaskFailed { step: 1, error: error.into() },
+        ]
+    );
+    assert_eq!((state.status(), step(&state, 1).due_at), (TaskStatus::Failed, None));
+
+    // Rejecting a skippable step skips it; `skip` always does, `fail` never does.
+    for (on_timeout, skippable, skipped) in
+        [(OnTimeout::Reject, true, true), (OnTimeout::Skip, false, true), (OnTimeout::Fail, true, false)]
+    {
+        let mut state = with_deadline(on_timeout, skippable);
+        let out = state.timers(T0 + 60_000);
+        assert_eq!(out.events[0], EventKind::ApprovalTimedOut { step: 1, on_timeout });
+        match skipped {
+            true => assert_eq!(out.events[1..], [EventKind::StepSkipped { step: 1 }, step_started(2, 1)]),
+            false => assert_eq!(state.status(), TaskStatus::Failed, "{on_timeout:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_decision_in_time_clears_the_deadline() {
+    let mut state = with_deadline(OnTimeout::Reject, false);
+    run(&mut state, Control::Approve { step: None, comment: None }, T0 + 5_000);
+    assert_eq!((step(&state, 1).due_at, step(&state, 1).remind_at, state.next_due()), (None, None, None));
+    assert_eq!(state.timers(T0 + 60_000), Transition::default());
 }

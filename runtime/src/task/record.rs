@@ -81,6 +81,7 @@ fn progress_of(stored: &StoredTask, order: u32, kind: &EventKind) -> Option<(u8,
         | EventKind::SubstepDone { .. }
         | EventKind::StepCompleted { .. }
         | EventKind::StepFailed { .. }
+        | EventKind::StepRetrying { .. }
         | EventKind::StepSkipped { .. }
         | EventKind::ApprovalNeeded { .. } => {
             let step = stored.steps.iter().find(|s| s.order == order)?;

@@ -1,0 +1,3 @@
+ALTER TABLE steps DROP COLUMN remind_at;
+ALTER TABLE steps DROP COLUMN due_at;
+ALTER TABLE steps DROP COLUMN policy;
