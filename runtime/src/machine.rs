@@ -458,7 +458,9 @@ impl TaskState {
             let step = step.clone();
             return Err(self.refuse_step("skip", &step));
         }
-        let was_blocking = step.status != StepStatus::Pending || step.due_at.is_some();
+        let was_blocking = step.status != StepStatus::Pending;
+        // A retry waiting out its backoff holds up a running task; a paused one stays paused.
+        let was_waiting = step.due_at.is_some();
         (step.due_at, step.remind_at) = (None, None);
         step.status = StepStatus::Skipped;
         step.finished_at = Some(now);
@@ -467,6 +469,8 @@ impl TaskState {
             self.stored.task.status = TaskStatus::Running;
             self.stored.task.finished_at = None;
             self.stored.task.error = None;
+            self.advance(now, out);
+        } else if was_waiting {
             self.advance(now, out);
         }
         Ok(())

@@ -742,6 +742,13 @@ fn pausing_stops_the_countdown_resuming_retries_at_once_and_cancel_clears_it() {
     let out = run(&mut state, Control::Skip { step: 1 }, T0 + 2_000);
     assert_eq!(out.events, [EventKind::StepSkipped { step: 1 }, step_started(2, 1)]);
     assert_eq!(step(&state, 1).due_at, None);
+
+    // Skipped while the task is paused, the task stays paused.
+    let mut state = retrying(2, &[FailureKind::Error]);
+    state.step_failed(1, 1, "boom".into(), FailureKind::Error, T0 + 1_000);
+    run(&mut state, Control::Pause, T0 + 2_000);
+    let out = run(&mut state, Control::Skip { step: 1 }, T0 + 3_000);
+    assert_eq!((out.events, state.status()), (vec![EventKind::StepSkipped { step: 1 }], TaskStatus::Paused));
 }
 
 /// A task whose first step's approval lapses after 60 s, with a reminder 15 s before.
