@@ -15,12 +15,40 @@ use tokio::sync::oneshot;
 
 use super::step_key;
 use crate::event::{Eta, StepEta};
+use crate::policy::StepPolicy;
 
 /// A finished task's step runs by step order.
 type StepsByOrder<'a> = BTreeMap<u32, &'a StepRunRecord>;
 
-/// The estimator in use, replaced whole by the learner.
-type Current = RwLock<Arc<Estimator>>;
+/// What is known, replaced whole by the learner.
+type Current = RwLock<Arc<Learned>>;
+
+/// What the history teaches: the estimator's durations, and how often each step's attempts
+/// fail (for the retries a step with a retry policy is expected to make).
+#[derive(Debug, Clone, Default)]
+struct Learned {
+    estimator: Estimator,
+    /// By step key: (attempts that failed, attempts in all) of the steps that completed.
+    attempts: BTreeMap<String, (u64, u64)>,
+}
+
+/// The failure rate assumed of a step with no history, and how many attempts of evidence it
+/// weighs: a plan that asks for retries expects some failures, and a few clean runs of the
+/// step soon outweigh the guess.
+const PRIOR_FAILURE_RATE: f64 = 0.1;
+const PRIOR_ATTEMPTS: f64 = 2.0;
+/// The highest failure rate counted: a step that nearly always fails would otherwise make
+/// every retry look certain.
+const MAX_FAILURE_RATE: f64 = 0.9;
+
+impl Learned {
+    /// The chance that one attempt of the step `key` fails.
+    fn failure_rate(&self, key: &str) -> f64 {
+        let (failed, all) = self.attempts.get(key).copied().unwrap_or((0, 0));
+        let rate = (failed as f64 + PRIOR_FAILURE_RATE * PRIOR_ATTEMPTS) / (all as f64 + PRIOR_ATTEMPTS);
+        rate.min(MAX_FAILURE_RATE)
+    }
+}
 
 /// How the learner takes runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,19 +132,51 @@ impl EtaModel {
             running_elapsed_s: running_ms.max(0) as f64 / 1000.0,
             progress: samples.iter().map(sample).collect(),
         };
-        let estimate = snapshot(&self.current).estimate(&plan, &observation).ok()?;
+        let learned = snapshot(&self.current);
+        let estimate = learned.estimator.estimate(&plan, &observation).ok()?;
+        let mut eta = Eta {
+            seconds: estimate.eta_seconds,
+            range: estimate.eta_range,
+            confidence: estimate.confidence,
+            steps: Vec::with_capacity(remaining.len()),
+        };
         // The estimator lists the remaining steps in plan order, so they pair up one to one.
-        let steps = remaining
-            .iter()
-            .zip(&estimate.steps)
-            .map(|(step, expected)| StepEta { step: step.order, expected_s: expected.expected_s })
-            .collect();
-        Some(Eta { seconds: estimate.eta_seconds, range: estimate.eta_range, confidence: estimate.confidence, steps })
+        for (step, expected) in remaining.iter().zip(&estimate.steps) {
+            // The step's own run counts its first try only; a retry policy adds the tries
+            // its failures are expected to need.
+            let whole_s = expected.expected_s + if in_progress(step) { running_ms.max(0) as f64 / 1000.0 } else { 0.0 };
+            let retries_s = expected_retries_s(step, whole_s, learned.failure_rate(&step_key(step)));
+            eta.seconds += retries_s;
+            eta.range.1 += retries_s;
+            eta.steps.push(StepEta { step: step.order, expected_s: expected.expected_s + retries_s });
+        }
+        Some(eta)
     }
 }
 
-/// The estimator in use now; later learning does not change it.
-fn snapshot(current: &Current) -> Arc<Estimator> {
+/// Whether the step is the one in progress (its run so far is part of its duration).
+fn in_progress(step: &StepRecord) -> bool {
+    matches!(step.status, StepStatus::Running | StepStatus::Paused)
+}
+
+/// The seconds a step's retry policy is expected to add to its next try, each try of
+/// `whole_s` failing with chance `failure_rate`: the later tries and their backoffs, each
+/// weighed by the chance that every try before it failed.
+fn expected_retries_s(step: &StepRecord, whole_s: f64, failure_rate: f64) -> f64 {
+    let Some(retry) = StepPolicy::of(step).retry else { return 0.0 };
+    // The try the estimate already counts: the one running, or the next to start.
+    let counted = if in_progress(step) { step.attempts } else { step.attempts + 1 };
+    let mut all_failed = 1.0;
+    let mut expected = 0.0;
+    for attempt in counted + 1..=retry.max_attempts {
+        all_failed *= failure_rate;
+        expected += all_failed * (whole_s + retry.backoff.before_attempt_ms(attempt) as f64 / 1000.0);
+    }
+    expected
+}
+
+/// What is known now; later learning does not change it.
+fn snapshot(current: &Current) -> Arc<Learned> {
     Arc::clone(&current.read().unwrap_or_else(PoisonError::into_inner))
 }
 
@@ -126,9 +186,9 @@ fn snapshot(current: &Current) -> Arc<Estimator> {
 fn learn(current: &Current, inbox: &mpsc::Receiver<Lesson>) {
     while let Ok(first) = inbox.recv() {
         let lessons: Vec<Lesson> = std::iter::once(first).chain(inbox.try_iter()).collect();
-        let mut estimator = Estimator::clone(&snapshot(current));
-        let learned: Vec<usize> = lessons.iter().map(|lesson| apply(&mut estimator, lesson)).collect();
-        *current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(estimator);
+        let mut known = Learned::clone(&snapshot(current));
+        let learned: Vec<usize> = lessons.iter().map(|lesson| apply(&mut known, lesson)).collect();
+        *current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(known);
         for (lesson, tasks) in lessons.into_iter().zip(learned) {
             // The asker may have stopped waiting (its actor stopped); the lesson stands.
             let _ = lesson.done.send(tasks);
@@ -137,12 +197,18 @@ fn learn(current: &Current, inbox: &mpsc::Receiver<Lesson>) {
 }
 
 /// Applies one lesson; returns the tasks learned from.
-fn apply(estimator: &mut Estimator, lesson: &Lesson) -> usize {
+fn apply(known: &mut Learned, lesson: &Lesson) -> usize {
     if lesson.teach == Teach::Train {
-        *estimator = Estimator::default();
+        *known = Learned::default();
+    }
+    for run in &lesson.runs {
+        // A step completes once per task run, in its `attempt`-th try.
+        let (failed, all) = known.attempts.entry(run.step_key.clone()).or_default();
+        *failed += u64::from(run.attempt.saturating_sub(1));
+        *all += u64::from(run.attempt.max(1));
     }
     // A task of zero-length steps teaches nothing; the estimator refuses it, rightly.
-    completed_tasks(&lesson.runs).iter().filter(|task| estimator.record_task(task).is_ok()).count()
+    completed_tasks(&lesson.runs).iter().filter(|task| known.estimator.record_task(task).is_ok()).count()
 }
 
 /// `runs` (oldest first) grouped into tasks, in the order the tasks finished.
@@ -202,6 +268,45 @@ mod tests {
                 progress: Vec::new(),
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_retry_policy_adds_the_tries_the_steps_history_of_failures_expects() {
+        let model = EtaModel::start();
+        let plain = started(&[PLAIN, PLAIN]).stored;
+        let mut retrying = plain.clone();
+        let retry = crate::policy::RetryPolicy {
+            max_attempts: 3,
+            backoff: crate::policy::Backoff { initial_s: 10.0, factor: 2.0, max_s: 600.0 },
+            on: vec![crate::policy::FailureKind::Error],
+        };
+        retrying.steps[1].policy = StepPolicy { retry: Some(retry), approval: None }.stored();
+        // Step 2 not started yet: its first try is counted; the second comes with chance p
+        // (after 10 s), the third with p² (after 20 s more).
+        let added = |model: &EtaModel, p: f64| {
+            let without = model.estimate(&plain, 0, &[]).unwrap();
+            let with = model.estimate(&retrying, 0, &[]).unwrap();
+            let whole = without.steps[1].expected_s;
+            let expected = p * (whole + 10.0) + p * p * (whole + 20.0);
+            assert!((with.steps[1].expected_s - whole - expected).abs() < 1e-9, "{with:?} against {without:?}");
+            assert_eq!(with.range.0, without.range.0, "the likeliest case is no failure");
+            with.seconds - without.seconds
+        };
+        let clean: Vec<StepRunRecord> = (0..5).flat_map(|n| runs(&format!("t{n}"), n, [60_000, 120_000])).collect();
+        model.train(clean.clone()).await;
+        let after_clean = added(&model, 0.2 / 7.0);
+        let mut flaky = clean;
+        for n in 5..10 {
+            let mut task = runs(&format!("t{n}"), n, [60_000, 120_000]);
+            task[1].attempt = 3;
+            flaky.extend(task);
+        }
+        model.train(flaky).await;
+        let after_flaky = added(&model, 10.2 / 22.0);
+        assert!(
+            after_flaky > 5.0 * after_clean,
+            "a flaky step's retries count: {after_clean:.1} s, then {after_flaky:.1} s"
+        );
     }
 
     #[tokio::test]
