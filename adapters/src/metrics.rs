@@ -63,7 +63,10 @@ impl ApiMetrics {
                 &["status"],
             )),
             db_connections: metrics.register(IntGaugeVec::new(
-                Opts::new("db_connections", "This server's database pool: connections in use and idle."),
+                Opts::new(
+                    "db_connections",
+                    "This server's database pool: connections in use and idle, callers waiting.",
+                ),
                 &["state"],
             )),
             registry: metrics.registry().clone(),
@@ -99,6 +102,7 @@ pub async fn serve(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpR
     let pool = state.runtime.db().pool_state();
     metrics.db_connections.with_label_values(&["in_use"]).set(i64::from(pool.in_use));
     metrics.db_connections.with_label_values(&["idle"]).set(i64::from(pool.idle));
+    metrics.db_connections.with_label_values(&["waiting"]).set(i64::from(pool.waiting));
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&metrics.registry.gather())
         .map_err(|error| ApiError::Internal(format!("cannot write the metrics: {error}")))?;

@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -122,6 +123,8 @@ pub struct PoolState {
     pub in_use: u32,
     /// Open and free.
     pub idle: u32,
+    /// Callers waiting for a connection (all are in use).
+    pub waiting: u32,
 }
 
 /// The opened database: a connection pool, and for SQLite the lock that keeps a second
@@ -129,6 +132,8 @@ pub struct PoolState {
 pub struct Database {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
+    /// Callers inside `conn` or `check` that have no connection yet (r2d2 keeps no count).
+    waiting: AtomicU32,
     // Held for the life of the server; the OS releases it when the process dies.
     _lock: Option<File>,
 }
@@ -175,30 +180,53 @@ impl Database {
             .connection_timeout(Duration::from_secs(30))
             .build(Manager { backend: backend.clone() })
             .map_err(|e| DbError::Open { url: redact(url), reason: e.to_string() })?;
-        Ok(Database { pool, backend, _lock: lock })
+        Ok(Database { pool, backend, waiting: AtomicU32::new(0), _lock: lock })
     }
 
     /// A connection from the pool.
     pub fn conn(&self) -> Result<Conn, DbError> {
+        let _waiting = Waiting::on(&self.waiting);
         Ok(self.pool.get()?)
     }
 
     /// Checks that the database answers, waiting at most `within` for a connection (a
     /// health check must answer quickly, not after the pool's 30 s timeout).
     pub fn check(&self, within: Duration) -> Result<(), DbError> {
+        let waiting = Waiting::on(&self.waiting);
         let mut conn = self.pool.get_timeout(within)?;
+        drop(waiting);
         Ok(conn.batch_execute("SELECT 1")?)
     }
 
     /// The pool's connections now: in use, and open but idle.
     pub fn pool_state(&self) -> PoolState {
         let state = self.pool.state();
-        PoolState { in_use: state.connections - state.idle_connections, idle: state.idle_connections }
+        PoolState {
+            in_use: state.connections - state.idle_connections,
+            idle: state.idle_connections,
+            waiting: self.waiting.load(Ordering::Relaxed),
+        }
     }
 
     /// The backend in use.
     pub fn backend(&self) -> &Backend {
         &self.backend
+    }
+}
+
+/// One caller counted as waiting for a connection until it is dropped.
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn on(count: &'a AtomicU32) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -278,6 +306,26 @@ mod tests {
 
     use super::*;
     use crate::testing::{TestBackend, TestDb};
+
+    #[test]
+    fn the_pool_counts_callers_waiting_for_a_connection() {
+        for test_db in TestDb::all() {
+            let database = Database::open(&test_db.url, 1).unwrap();
+            let held = database.conn().unwrap();
+            let state = database.pool_state();
+            assert_eq!((state.in_use, state.idle, state.waiting), (1, 0, 0), "{:?}", test_db.backend);
+            std::thread::scope(|scope| {
+                let waiter = scope.spawn(|| database.conn().map(drop));
+                while database.pool_state().waiting == 0 {
+                    std::thread::yield_now();
+                }
+                assert_eq!(database.pool_state().waiting, 1);
+                drop(held);
+                waiter.join().expect("no panic").expect("the connection, once given back");
+            });
+            assert_eq!(database.pool_state().waiting, 0);
+        }
+    }
 
     #[test]
     fn servers_started_together_on_an_empty_postgres_database_all_come_up() {

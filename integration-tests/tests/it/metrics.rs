@@ -89,6 +89,7 @@ on_both_backends! {
         assert_eq!(value(&text, "stepwise_hub_lagged_drops_total"), 0.0);
         assert!(value(&text, r#"stepwise_db_connections{state="idle"}"#) >= 1.0, "{text}");
         assert!(sample(&text, r#"stepwise_db_connections{state="in_use"}"#).is_some(), "{text}");
+        assert_eq!(value(&text, r#"stepwise_db_connections{state="waiting"}"#), 0.0, "{text}");
         let foreign: Vec<&str> =
             text.lines().filter(|line| !line.starts_with('#') && !line.starts_with("stepwise_")).collect();
         assert!(foreign.is_empty(), "every series is stepwise_…: {foreign:?}");
