@@ -51,7 +51,8 @@ pub fn instance_id(settings: &Settings) -> Result<String, StartError> {
 /// SQLite file). Blocking: call before the server starts.
 pub fn open_database(settings: &Settings) -> Result<Database, StartError> {
     create_default_data_dir(settings)?;
-    Ok(Database::open(&settings.database_url(), settings.database.pool_size)?)
+    let database = Database::open(&settings.database_url(), settings.database.pool_size)?;
+    Ok(database.with_acquire_timeout(Duration::from_secs(settings.database.acquire_timeout_s)))
 }
 
 fn create_default_data_dir(settings: &Settings) -> Result<(), StartError> {

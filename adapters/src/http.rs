@@ -69,9 +69,13 @@ async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
         Ok(Ok(())) => {
             HttpResponse::Ok().json(json!({"status": "ready", "database": state.runtime.db().backend().name()}))
         }
-        Ok(Err(error)) => {
-            HttpResponse::ServiceUnavailable().json(error_body("database_unavailable", &error.to_string()))
-        }
-        Err(_) => HttpResponse::ServiceUnavailable().json(error_body("shutting_down", "the server is shutting down")),
+        Ok(Err(error)) => unavailable().json(error_body("database_unavailable", &error.to_string())),
+        Err(_) => unavailable().json(error_body("shutting_down", "the server is shutting down")),
     }
+}
+
+fn unavailable() -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::ServiceUnavailable();
+    response.insert_header((actix_web::http::header::RETRY_AFTER, api::error::UNAVAILABLE_RETRY_AFTER_S.to_string()));
+    response
 }

@@ -23,6 +23,7 @@
 //! | `server.advertise_url` | none: `http://` and the bound address | `STEPWISE_SERVER__ADVERTISE_URL` | `http://` or `https://` URL other servers reach this one at |
 //! | `database.url` | none: `sqlite://{data_dir}/stepwise.db` | `STEPWISE_DATABASE__URL` | `sqlite://` or `postgres://` URL |
 //! | `database.pool_size` | `8` | `STEPWISE_DATABASE__POOL_SIZE` | 1 to 256 |
+//! | `database.acquire_timeout_s` | `5` | `STEPWISE_DATABASE__ACQUIRE_TIMEOUT_S` | seconds a request waits for a connection before answering 503 `unavailable`, 1 to 300 |
 //! | `runtime.instance_id` | none: chosen by the runtime | `STEPWISE_RUNTIME__INSTANCE_ID` | text |
 //! | `runtime.lease_ttl_s` | `30` | `STEPWISE_RUNTIME__LEASE_TTL_S` | seconds, at least 3 |
 //! | `runtime.progress_flush_ms` | `250` | `STEPWISE_RUNTIME__PROGRESS_FLUSH_MS` | milliseconds, 10 to 10000 |

@@ -183,7 +183,7 @@ mod tests {
                 shutdown_timeout_s: 10,
                 advertise_url: None,
             },
-            database: DatabaseSettings { url: None, pool_size: 8 },
+            database: DatabaseSettings { url: None, pool_size: 8, acquire_timeout_s: 5 },
             runtime: RuntimeSettings {
                 instance_id: None,
                 lease_ttl_s: 30,
@@ -303,7 +303,11 @@ mod tests {
                 shutdown_timeout_s: 3,
                 advertise_url: Some("http://10.0.0.5:80".to_owned()),
             },
-            database: DatabaseSettings { url: Some("postgres://db/stepwise".to_owned()), pool_size: 16 },
+            database: DatabaseSettings {
+                url: Some("postgres://db/stepwise".to_owned()),
+                pool_size: 16,
+                acquire_timeout_s: 5,
+            },
             runtime: RuntimeSettings {
                 instance_id: Some("worker-1".to_owned()),
                 lease_ttl_s: 60,

@@ -141,17 +141,21 @@ pub struct DatabaseSettings {
     pub url: Option<String>,
     /// How many connections the pool keeps, 1 to 256.
     pub pool_size: u32,
+    /// How long a request waits for a database connection before it answers 503
+    /// `unavailable`, seconds, 1 to 300.
+    pub acquire_timeout_s: u64,
 }
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        DatabaseSettings { url: None, pool_size: 8 }
+        DatabaseSettings { url: None, pool_size: 8, acquire_timeout_s: 5 }
     }
 }
 
 impl DatabaseSettings {
     fn validate(&self) -> Result<(), Violation> {
-        in_range("database.pool_size", self.pool_size, 1, Some(256))
+        in_range("database.pool_size", self.pool_size, 1, Some(256))?;
+        in_range("database.acquire_timeout_s", self.acquire_timeout_s, 1, Some(300))
     }
 }
 

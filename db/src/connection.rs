@@ -134,6 +134,8 @@ pub struct Database {
     backend: Backend,
     /// Callers inside `conn` or `check` that have no connection yet (r2d2 keeps no count).
     waiting: AtomicU32,
+    /// How long `conn` waits for a connection before it fails with [`DbError::Pool`].
+    acquire_timeout: Duration,
     // Held for the life of the server; the OS releases it when the process dies.
     _lock: Option<File>,
 }
@@ -177,16 +179,29 @@ impl Database {
         migrate(&mut first)?;
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
-            .connection_timeout(Duration::from_secs(30))
+            .connection_timeout(DEFAULT_ACQUIRE_TIMEOUT)
             .build(Manager { backend: backend.clone() })
             .map_err(|e| DbError::Open { url: redact(url), reason: e.to_string() })?;
-        Ok(Database { pool, backend, waiting: AtomicU32::new(0), _lock: lock })
+        Ok(Database {
+            pool,
+            backend,
+            waiting: AtomicU32::new(0),
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            _lock: lock,
+        })
+    }
+
+    /// This database with `conn` waiting at most `timeout` for a connection. When the
+    /// database is gone, that is how long a request takes to be told so.
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Database {
+        self.acquire_timeout = timeout;
+        self
     }
 
     /// A connection from the pool.
     pub fn conn(&self) -> Result<Conn, DbError> {
         let _waiting = Waiting::on(&self.waiting);
-        Ok(self.pool.get()?)
+        Ok(self.pool.get_timeout(self.acquire_timeout)?)
     }
 
     /// Checks that the database answers, waiting at most `within` for a connection (a
@@ -213,6 +228,9 @@ impl Database {
         &self.backend
     }
 }
+
+/// How long `conn` waits for a connection unless told otherwise.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One caller counted as waiting for a connection until it is dropped.
 struct Waiting<'a>(&'a AtomicU32);

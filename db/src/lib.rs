@@ -117,3 +117,18 @@ pub enum DbError {
     #[error("corrupt database value: {0}")]
     Corrupt(String),
 }
+
+impl DbError {
+    /// Whether the database could not be reached (no connection, or the one in hand was
+    /// lost): a passing condition, to try again after, rather than a failed query.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            DbError::Pool(_) => true,
+            DbError::Query(Error::DatabaseError(kind, _)) => {
+                matches!(kind, DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand)
+            }
+            _ => false,
+        }
+    }
+}

@@ -179,6 +179,9 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
+            ApiError::Unavailable(_) | ApiError::HeldElsewhere(_) => {
+                response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.to_string()));
+            }
             _ => {}
         }
         response.json(error_body(self.code(), &self.to_string()))
@@ -196,14 +199,13 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::InvalidReport(_) => ApiError::InvalidReport(error.to_string()),
             RuntimeError::HeldElsewhere(_) => ApiError::HeldElsewhere(error.to_string()),
             RuntimeError::ShuttingDown => ApiError::Unavailable(error.to_string()),
-            RuntimeError::Db(db::DbError::Pool(_)) => {
-                tracing::warn!(%error, "database unavailable");
-                ApiError::Unavailable("the database is unavailable; try again shortly".to_owned())
-            }
             RuntimeError::Db(db) => db_error(db),
         }
     }
 }
+
+/// The `Retry-After` of a 503: about the time a database restart or a takeover takes.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 5;
 
 /// Runs a query on actix's blocking pool (never on a worker's event loop), with the API's
 /// errors.
@@ -239,9 +241,10 @@ pub fn db_error(error: db::DbError) -> ApiError {
     if let db::DbError::NotFound(_) = error {
         return ApiError::NotFound(error.to_string());
     }
-    tracing::error!(%error, "database error while answering a request");
-    match error {
-        db::DbError::Pool(_) => ApiError::Unavailable("the database is unavailable; try again shortly".to_owned()),
-        _ => ApiError::Internal("a database error; the server's log has the details".to_owned()),
+    if error.is_unavailable() {
+        tracing::warn!(%error, "database unavailable while answering a request");
+        return ApiError::Unavailable("the database is unavailable; try again shortly".to_owned());
     }
+    tracing::error!(%error, "database error while answering a request");
+    ApiError::Internal("a database error; the server's log has the details".to_owned())
 }

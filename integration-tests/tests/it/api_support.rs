@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::http_client;
-use crate::support::{options, start_with, TestDb, PATIENCE};
+use crate::support::{options, start_on_database, TestDb, PATIENCE};
 
 /// A running API server.
 pub struct ApiServer {
@@ -60,6 +60,16 @@ impl ApiServer {
         api: ApiSettings,
         notifications: NotificationSettings,
     ) -> ApiServer {
+        ApiServer::start_on(Arc::new(db.open()), options, api, notifications).await
+    }
+
+    /// [`ApiServer::start_with_options`] on an opened `database`.
+    pub async fn start_on(
+        database: Arc<db::Database>,
+        options: RuntimeOptions,
+        api: ApiSettings,
+        notifications: NotificationSettings,
+    ) -> ApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let address = listener.local_addr().unwrap();
         let options = RuntimeOptions {
@@ -67,7 +77,7 @@ impl ApiServer {
             address: Some(format!("http://{address}")),
             ..options
         };
-        let runtime = start_with(db, options).await;
+        let runtime = start_on_database(database, options).await;
         let server = adapters::http::server(listener, runtime.clone(), api, notifications, Duration::from_secs(1))
             .expect("server");
         ApiServer::serving(address, runtime, server)

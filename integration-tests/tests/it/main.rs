@@ -21,6 +21,7 @@ mod notify;
 mod notify_email;
 mod notify_push;
 mod openapi;
+mod outage;
 mod ownership;
 mod queue;
 mod recovery;

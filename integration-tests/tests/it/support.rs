@@ -110,7 +110,11 @@ pub async fn start_on(db: &TestDb, instance: &str, clock: Arc<dyn Clock>) -> Run
 
 /// Starts a runtime on `db` with `options`.
 pub async fn start_with(db: &TestDb, options: RuntimeOptions) -> Runtime {
-    let database = Arc::new(db.open());
+    start_on_database(Arc::new(db.open()), options).await
+}
+
+/// Starts a runtime on an opened `database` with `options`.
+pub async fn start_on_database(database: Arc<db::Database>, options: RuntimeOptions) -> Runtime {
     let (runtime, _) = Runtime::start(database, handlers(), options).await.expect("runtime starts");
     runtime
 }
