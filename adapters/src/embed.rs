@@ -102,7 +102,7 @@ impl Stepwise {
     }
 
     fn services(&self, config: &mut web::ServiceConfig) {
-        config.route("/metrics", web::get().to(crate::metrics::serve));
+        config.service(api::get_only("/metrics", web::get().to(crate::metrics::serve)));
         api::configure(config);
         crate::web::configure(config, &self.site);
     }

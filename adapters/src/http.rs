@@ -45,8 +45,8 @@ pub fn server(
     let stepwise = Stepwise::start(runtime, listener.local_addr()?, options)?;
     Ok(HttpServer::new(move || {
         App::new()
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
+            .service(api::get_only("/healthz", web::get().to(healthz)))
+            .service(api::get_only("/readyz", web::get().to(readyz)))
             .configure(|config| stepwise.configure(config))
             .default_service(web::to(api::no_route))
             .wrap(actix_web::middleware::from_fn(crate::observe::requests))

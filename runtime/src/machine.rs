@@ -399,7 +399,9 @@ impl TaskState {
                         OnTimeout::Fail => false,
                     };
                     let error = match policy {
-                        Some(policy) => format!("approval timed out after {} s", policy.timeout_s),
+                        Some(policy) => {
+                            format!("approval timed out after {} s", crate::policy::seconds_text(policy.timeout_s))
+                        }
                         None => "approval timed out".to_owned(),
                     };
                     self.end_waiting_step(order, skip, error, now, &mut out);

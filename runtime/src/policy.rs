@@ -39,17 +39,33 @@ pub struct RetryPolicy {
 
 /// Exponential backoff: `initial_s`, then each wait `factor` times the last, at most `max_s`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "BackoffFields")]
 pub struct Backoff {
     /// The wait before the first retry, seconds.
-    #[serde(default = "Backoff::default_initial_s")]
     pub initial_s: f64,
     /// What each later wait is multiplied by (1: the same wait every time).
-    #[serde(default = "Backoff::default_factor")]
     pub factor: f64,
     /// The longest wait, seconds.
-    #[serde(default = "Backoff::default_max_s")]
     pub max_s: f64,
+}
+
+/// A backoff as a plan gives it: any field may be left out.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffFields {
+    #[serde(default = "Backoff::default_initial_s")]
+    initial_s: f64,
+    #[serde(default = "Backoff::default_factor")]
+    factor: f64,
+    max_s: Option<f64>,
+}
+
+impl From<BackoffFields> for Backoff {
+    fn from(fields: BackoffFields) -> Backoff {
+        // Left out, the ceiling never undercuts the first wait the plan asked for.
+        let max_s = fields.max_s.unwrap_or_else(|| Backoff::default_max_s().max(fields.initial_s));
+        Backoff { initial_s: fields.initial_s, factor: fields.factor, max_s }
+    }
 }
 
 impl Default for Backoff {
@@ -156,7 +172,8 @@ impl StepPolicy {
             if backoff.max_s < backoff.initial_s {
                 return Err(format!(
                     "retry.backoff.max_s ({}) must not be less than retry.backoff.initial_s ({})",
-                    backoff.max_s, backoff.initial_s
+                    seconds_text(backoff.max_s),
+                    seconds_text(backoff.initial_s)
                 ));
             }
             if retry.on.is_empty() {
@@ -169,8 +186,9 @@ impl StepPolicy {
                 seconds("approval.remind_before_s", before)?;
                 if before >= approval.timeout_s {
                     return Err(format!(
-                        "approval.remind_before_s ({before}) must be less than approval.timeout_s ({})",
-                        approval.timeout_s
+                        "approval.remind_before_s ({}) must be less than approval.timeout_s ({})",
+                        seconds_text(before),
+                        seconds_text(approval.timeout_s)
                     ));
                 }
             }
@@ -204,7 +222,16 @@ fn seconds(field: &str, value: f64) -> Result<(), String> {
     if value > 0.0 && value <= MAX_SECONDS {
         return Ok(());
     }
-    Err(format!("{field} must be more than 0 and at most {MAX_SECONDS} (30 days), got {value}"))
+    Err(format!("{field} must be more than 0 and at most {MAX_SECONDS} (30 days), got {}", seconds_text(value)))
+}
+
+/// Seconds as people read them: to the millisecond, or in scientific notation below one
+/// (an `f64` would otherwise print every digit of, say, 5e-324).
+pub(crate) fn seconds_text(seconds: f64) -> String {
+    match seconds.abs() {
+        tiny if tiny > 0.0 && tiny < 0.001 => format!("{seconds:e}"),
+        _ => format!("{}", (seconds * 1000.0).round() / 1000.0),
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +261,9 @@ mod tests {
         let stored = policy.stored().unwrap();
         assert_eq!(serde_json::from_str::<StepPolicy>(&stored).unwrap(), policy, "{stored}");
         assert_eq!(StepPolicy::default().stored(), None);
+        let long: StepPolicy =
+            serde_json::from_str(r#"{"retry": {"max_attempts": 2, "backoff": {"initial_s": 3600}}}"#).unwrap();
+        assert_eq!(long.retry.unwrap().backoff.max_s, 3600.0, "the default ceiling rises to the first wait");
 
         let cases = [
             (r#"{"retry": {"max_attempts": 0}}"#, "retry.max_attempts must be 1 to 100, got 0"),

@@ -43,6 +43,12 @@ fn check_json_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 
 /// Parses JSON text into `T`, naming the field that does not fit.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body the API takes is an object; serde would also read a struct from an array
+    // of its fields in order, which no client means.
+    let object = bytes.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b'{');
+    if !object && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() {
+        return Err(ApiError::InvalidRequest("the body must be a JSON object".to_owned()));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut deserializer);
     let value = match parsed {

@@ -72,7 +72,7 @@ impl ApiState {
             limits.request_burst,
         );
         let metrics = crate::metrics::ApiMetrics::new(runtime.metrics());
-        let openapi = openapi_at(&mount);
+        let openapi = openapi_at(&mount, &limits);
         let forwarder = forward::Forwarder::default();
         ApiState { runtime, auth, mount, openapi, limits, notifications, forwarder, metrics }
     }
@@ -80,13 +80,23 @@ impl ApiState {
 
 /// [`OPENAPI`] with the mount path as its server's URL (paths in the document are relative
 /// to it), unchanged at the root.
-fn openapi_at(mount: &MountPath) -> web::Bytes {
-    let unchanged = web::Bytes::from_static(OPENAPI.as_bytes());
-    if mount.is_root() {
-        return unchanged;
+/// The OpenAPI document as this server serves it: at its mount path, and with the step
+/// kinds and limits of its `[api]` settings, so a client (or a fuzzer) knows what it takes.
+fn openapi_at(mount: &MountPath, limits: &ApiSettings) -> web::Bytes {
+    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(OPENAPI) else {
+        return web::Bytes::from_static(OPENAPI.as_bytes());
+    };
+    if !mount.is_root() {
+        document["servers"] = serde_json::json!([{"url": mount.as_str()}]);
     }
-    let Ok(mut document) = serde_json::from_str::<serde_json::Value>(OPENAPI) else { return unchanged };
-    document["servers"] = serde_json::json!([{"url": mount.as_str()}]);
+    let schemas = &mut document["components"]["schemas"];
+    schemas["CreateTask"]["properties"]["title"]["maxLength"] = limits.max_title_chars.into();
+    schemas["CreateTask"]["properties"]["steps"]["maxItems"] = limits.max_steps.into();
+    let step = &mut schemas["PlanStep"]["properties"];
+    step["kind"]["enum"] = serde_json::json!(limits.step_kinds);
+    step["name"]["maxLength"] = limits.max_title_chars.into();
+    step["substeps"]["maxItems"] = limits.max_substeps.into();
+    step["substeps"]["items"]["maxLength"] = limits.max_title_chars.into();
     document.to_string().into()
 }
 
@@ -200,6 +210,19 @@ async fn method_not_allowed(req: HttpRequest, state: web::Data<ApiState>) -> Htt
         response.headers_mut().insert(actix_web::http::header::ALLOW, value);
     }
     response
+}
+
+/// A resource outside the API's route table that answers `GET` only (health checks, the
+/// metrics): any other method is a 405 like the API's.
+pub fn get_only(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path).route(route).default_service(web::to(|req: HttpRequest| async move {
+        let error = ApiError::MethodNotAllowed { method: req.method().to_string(), path: req.path().to_owned() };
+        let mut response = actix_web::ResponseError::error_response(&error);
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static("GET"));
+        response
+    }))
 }
 
 /// What unknown paths answer.

@@ -44,6 +44,11 @@ pub fn check_url(text: &str, allow_private: bool) -> Result<Uri, Refused> {
     if authority.as_str().contains('@') {
         return Err(Refused("the URL may not carry a user name or password".to_owned()));
     }
+    // What follows the host (after an IPv6 literal's brackets) is a port, or nothing.
+    let after_host = authority.as_str().rsplit(']').next().unwrap_or("");
+    if after_host.contains(':') && authority.port_u16().is_none() {
+        return Err(Refused(format!("{text:?} has an invalid port")));
+    }
     if let Some(ip) = ip_literal(authority.host()) {
         if !allow_private && !is_public(ip) {
             return Err(Refused(format!("{ip} is not a public address")));
@@ -188,6 +193,8 @@ mod tests {
         assert!(check_url("https://user:pw@hooks.example.com/x", false).is_err());
         assert!(check_url("ftp://hooks.example.com/x", true).is_err());
         assert!(check_url("not a url", true).is_err());
+        assert!(check_url("https://hooks.example.com:4000*", false).is_err(), "not a port");
+        assert!(check_url("https://[2606:4700::1111]:8443/x", false).is_ok());
         assert!(check_url("http://127.0.0.1:9/x", true).is_ok());
         let uri = check_url("https://hooks.example.com:8443/secret", false).unwrap();
         assert_eq!(origin(&uri), "https://hooks.example.com:8443");

@@ -220,6 +220,8 @@ on_both_backends! {
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "exec", "params": {"argv": ["true"]}}]}"#.into()), 422, "invalid_plan", "api.step_kinds"),
             ("POST", "/api/tasks".into(), Some(format!(r#"{{"title": "T", "steps": [{}]}}"#, [r#"{"name": "a", "kind": "wait"}"#; 4].join(","))), 422, "invalid_plan", "limit of 3"),
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "wait", "params": {"seconds": 1}, "retry": {"max_attempts": 0}}]}"#.into()), 422, "invalid_plan", "step 1: retry.max_attempts must be 1 to 100, got 0"),
+            ("POST", "/api/tasks".into(), Some(r#"["T", [{"name": "a", "kind": "wait"}]]"#.into()), 400, "invalid_request", "must be a JSON object"),
+            ("PUT", "/api/notifications/preferences".into(), Some("[null, null]".into()), 400, "invalid_request", "must be a JSON object"),
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "wait", "params": {"seconds": 1}, "retry": {"max_attempts": 2, "on": ["boredom"]}}]}"#.into()), 400, "invalid_request", "unknown variant `boredom`"),
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "wait", "params": {"seconds": 1}, "approval": {"timeout_s": 60, "on_timeout": "shrug"}}]}"#.into()), 400, "invalid_request", "unknown variant `shrug`"),
             ("POST", "/api/tasks".into(), Some(r#"{"title": "T", "steps": [{"name": "a", "kind": "wait", "params": {"seconds": 1}, "approval": {"timeout_s": 0}}]}"#.into()), 422, "invalid_plan", "approval.timeout_s must be more than 0"),
@@ -238,6 +240,8 @@ on_both_backends! {
             ("POST", format!("/api/tasks/{id}/steps/1/report"), Some("{}".into()), 422, "invalid_report", "empty report"),
             ("POST", format!("/api/tasks/{id}/approve"), Some(r#"{"comment": 3}"#.into()), 400, "invalid_request", "at comment"),
             ("DELETE", format!("/api/tasks/{id}/progress"), None, 405, "method_not_allowed", "DELETE"),
+            ("DELETE", "/healthz".into(), None, 405, "method_not_allowed", "DELETE"),
+            ("POST", "/metrics".into(), None, 405, "method_not_allowed", "POST"),
             ("GET", "/api/everything".into(), None, 404, "no_route", "/api/everything"),
         ];
         for (method, path, body, status, code, says) in cases {
