@@ -116,7 +116,31 @@ pub fn cellphone_store_crm(speed: f64) -> TaskPlan {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(Config { cases: 512, rng_seed: RngSeed::Fixed(43), failure_persistence: None, ..Config::default() })]
+
+        /// Any text is a plan or an error naming where it went wrong; a plan file in the
+        /// plan's own shape with any values is checked without a panic too.
+        #[test]
+        fn any_plan_file_parses_or_says_where_it_is_wrong(
+            text in prop_oneof![
+                any::<String>(),
+                "\\{\"title\": \"[a-z ]{0,8}\", (\"complexity\": -?[0-9]{1,3}, )?\"steps\": \\[(\\{\"name\": \"[a-z]{0,4}\", \"kind\": \"(wait|external|exec|x)\"(, \"params\": \\{\"seconds\": -?[0-9.e]{1,6}\\})?(, \"retry\": \\{\"max_attempts\": [0-9]{1,3}\\})?\\},? ?){0,3}\\]\\}",
+            ]
+        ) {
+            match parse_plan(&text) {
+                Ok(plan) => {
+                    let _ = plan.validate(&runtime::PlanLimits::default(), &runtime::Handlers::builtin(5));
+                }
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+    }
 
     #[test]
     fn plan_documents_parse_and_name_their_errors() {

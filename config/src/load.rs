@@ -159,6 +159,31 @@ mod tests {
         RuntimeSettings, ServerSettings, SmtpTls,
     };
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(41),
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        })]
+
+        /// Whatever the file and the variables say, loading gives settings or an error that
+        /// says which; never a panic.
+        #[test]
+        fn any_file_and_variables_load_or_are_refused_with_a_reason(
+            file in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "(\\[(server|database|runtime|api|log|notifications)\\]\n)?([a-z_]{1,20} = (\"[a-z0-9:/.]{0,12}\"|-?[0-9]{1,12}|true|\\[\\])\n){0,4}",
+            ],
+            variables in proptest::collection::vec(("STEPWISE_[A-Z_]{1,30}", "[ -~]{0,16}"), 0..4),
+        ) {
+            let variables: Vec<(&str, &str)> = variables.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            if let Err(message) = load(Some(&file), &variables) {
+                proptest::prop_assert!(!message.is_empty());
+            }
+        }
+    }
+
     /// Loads `file` (TOML text, written to a temporary file) and `env` with `HOME=/home/ada`;
     /// an error comes back as its message, the file's path replaced by `{file}`.
     fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Settings, String> {

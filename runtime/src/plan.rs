@@ -247,3 +247,108 @@ fn validate_step(
         estimate_ms: expected_s.map(|s| ((s * 1000.0).round() as i64).max(1)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+    use serde_json::{Number, Value};
+
+    use super::*;
+    use crate::policy::{Backoff, FailureKind, OnTimeout};
+
+    /// Any JSON value, a few levels deep.
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|x| Number::from_f64(x).map_or(Value::Null, Value::Number)),
+            any::<String>().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A number as a plan might give one: often sane, sometimes anything at all.
+    fn seconds() -> impl Strategy<Value = f64> {
+        prop_oneof![0.0..100_000.0f64, any::<f64>()]
+    }
+
+    fn retry() -> impl Strategy<Value = RetryPolicy> {
+        let on = prop::collection::vec(
+            prop_oneof![Just(FailureKind::Timeout), Just(FailureKind::ExitCode), Just(FailureKind::Error)],
+            0..4,
+        );
+        (any::<u32>(), seconds(), seconds(), seconds(), on).prop_map(|(max_attempts, initial_s, factor, max_s, on)| {
+            RetryPolicy { max_attempts, backoff: Backoff { initial_s, factor, max_s }, on }
+        })
+    }
+
+    fn approval() -> impl Strategy<Value = ApprovalPolicy> {
+        let on_timeout = prop_oneof![Just(OnTimeout::Reject), Just(OnTimeout::Skip), Just(OnTimeout::Fail)];
+        (seconds(), on_timeout, prop::option::of(seconds())).prop_map(|(timeout_s, on_timeout, remind_before_s)| {
+            ApprovalPolicy { timeout_s, on_timeout, remind_before_s }
+        })
+    }
+
+    fn step() -> impl Strategy<Value = StepPlan> {
+        let kind =
+            prop_oneof![Just("wait".to_owned()), Just("external".to_owned()), Just("exec".to_owned()), any::<String>()];
+        (
+            (prop::option::of(0..6u32), any::<String>(), kind, json()),
+            (prop::collection::vec(any::<String>(), 0..4), any::<bool>(), any::<bool>()),
+            (prop::option::of(seconds()), prop::option::of(retry()), prop::option::of(approval())),
+        )
+            .prop_map(
+                |(
+                    (order, name, kind, params),
+                    (substeps, requires_approval, skippable),
+                    (estimate_s, retry, approval),
+                )| {
+                    StepPlan {
+                        order,
+                        name,
+                        kind,
+                        params,
+                        substeps,
+                        requires_approval,
+                        skippable,
+                        estimate_s,
+                        retry,
+                        approval,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 512, rng_seed: RngSeed::Fixed(29), failure_persistence: None, ..Config::default() })]
+
+        /// Whatever a plan holds, checking it never panics: it is refused with an
+        /// `InvalidPlan` naming the problem, or its steps come back in order with the rules
+        /// they were given.
+        #[test]
+        fn any_plan_is_stored_or_refused_with_a_reason(
+            title in any::<String>(),
+            complexity in 0..4u32,
+            steps in prop::collection::vec(step(), 0..4),
+        ) {
+            let plan = TaskPlan { title, complexity, steps };
+            let limits = PlanLimits { max_steps: 3, max_substeps: 3, ..PlanLimits::default() };
+            match plan.validate(&limits, &Handlers::builtin(5)) {
+                Ok(stored) => {
+                    prop_assert_eq!(stored.len(), plan.steps.len());
+                    prop_assert!(stored.iter().zip(1..).all(|(step, order)| step.order == order));
+                }
+                Err(RuntimeError::InvalidPlan(reason)) => prop_assert!(!reason.is_empty()),
+                Err(other) => prop_assert!(false, "not a plan refusal: {other:?}"),
+            }
+        }
+    }
+}

@@ -526,6 +526,31 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for Session {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
+
+    use super::ClientMessage;
+    use crate::api::error::ApiError;
+
+    proptest! {
+        #![proptest_config(Config { cases: 512, rng_seed: RngSeed::Fixed(31), failure_persistence: None, ..Config::default() })]
+
+        /// Any frame a client sends is read as a message or refused as malformed or of the
+        /// wrong shape; never a panic.
+        #[test]
+        fn any_client_frame_is_a_message_or_a_typed_refusal(
+            frame in prop_oneof![
+                any::<String>(),
+                "\\{\"type\": \"(resume|ping|pong)\"(, \"after_seq\": \\{(\"[a-z0-9]{0,8}\": -?[0-9]{1,20})?\\})?\\}",
+            ]
+        ) {
+            match crate::api::body::parse::<ClientMessage>(frame.as_bytes()) {
+                Ok(_) | Err(ApiError::Malformed(_) | ApiError::InvalidRequest(_)) => {}
+                Err(other) => prop_assert!(false, "{frame:?}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn a_client_times_out_only_when_silent_for_longer_than_the_timeout() {
         for (last_heard, now, timed_out) in [(0, 44_999, false), (0, 45_000, false), (0, 45_001, true), (10, 5, false)]

@@ -51,7 +51,8 @@ pub(super) fn typo_of(word: &str, keyword: &str) -> bool {
         return true;
     }
     let (w, k) = (word.chars().count(), keyword.chars().count());
-    if w < 4 || k < 4 || distance(word, keyword) > 1 {
+    // Lengths two apart are two edits apart at least: no need to count them.
+    if w < 4 || k < 4 || w.abs_diff(k) > 1 || distance(word, keyword) > 1 {
         return false;
     }
     if w == 4 && k == 4 {
@@ -87,7 +88,8 @@ pub(super) fn stem(word: &str) -> String {
 
 /// Whether `word` is one of the [`STOP_WORDS`].
 pub(super) fn is_stop(word: &str) -> bool {
-    STOP_WORDS.split_whitespace().any(|w| w == word)
+    static STOPS: std::sync::OnceLock<std::collections::HashSet<&'static str>> = std::sync::OnceLock::new();
+    STOPS.get_or_init(|| STOP_WORDS.split_whitespace().collect()).contains(word)
 }
 
 /// A small number as people write it in a chat: "2", "two", "second", "2nd".

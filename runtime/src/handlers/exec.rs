@@ -266,19 +266,36 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 fn handle_stdout(ctx: &StepContext, line: &str) {
+    match read_stdout_line(line) {
+        StdoutLine::Progress(percent) => ctx.progress(percent),
+        StdoutLine::SubstepDone(name) => ctx.substep_done(name),
+        StdoutLine::Log => ctx.log(LogStream::Stdout, line),
+    }
+}
+
+/// What a line of a program's standard output says in the protocol.
+#[derive(Debug, PartialEq)]
+enum StdoutLine<'a> {
+    /// `progress N` (N from 0 to 100, decimals and a `%` allowed): the step's percent.
+    Progress(u8),
+    /// `substep-done NAME`: a substep is done.
+    SubstepDone(&'a str),
+    /// Anything else: a log line.
+    Log,
+}
+
+fn read_stdout_line(line: &str) -> StdoutLine<'_> {
     if let Some(value) = line.strip_prefix("progress ") {
         if let Ok(percent) = value.trim().trim_end_matches('%').parse::<f64>() {
             if (0.0..=100.0).contains(&percent) {
-                ctx.progress(percent.floor() as u8);
-                return;
+                return StdoutLine::Progress(percent.floor() as u8);
             }
         }
     }
-    if let Some(name) = line.strip_prefix("substep-done ") {
-        ctx.substep_done(name.trim());
-        return;
+    match line.strip_prefix("substep-done ") {
+        Some(name) => StdoutLine::SubstepDone(name.trim()),
+        None => StdoutLine::Log,
     }
-    ctx.log(LogStream::Stdout, line);
 }
 
 fn finish(status: std::io::Result<ExitStatus>, tail: &VecDeque<String>) -> Result<Option<String>, StepError> {
@@ -304,8 +321,31 @@ fn with_tail(what: String, tail: &VecDeque<String>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, RngSeed};
     use serde_json::json;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(Config { cases: 512, rng_seed: RngSeed::Fixed(17), failure_persistence: None, ..Config::default() })]
+
+        /// Any line is read without a panic, and only a protocol line is anything but a log.
+        #[test]
+        fn any_stdout_line_reads_as_progress_a_substep_or_a_log(line in any::<String>()) {
+            match read_stdout_line(&line) {
+                StdoutLine::Progress(percent) => prop_assert!(line.starts_with("progress ") && percent <= 100),
+                StdoutLine::SubstepDone(name) => prop_assert!(line.starts_with("substep-done ") && name == name.trim()),
+                StdoutLine::Log => prop_assert!(!line.starts_with("substep-done ")),
+            }
+        }
+
+        #[test]
+        fn a_percent_with_decimals_reads_as_its_whole_part(percent in 0.0..=100.0f64, sign in prop_oneof![Just(""), Just("%")]) {
+            let line = format!("progress {percent}{sign}");
+            prop_assert_eq!(read_stdout_line(&line), StdoutLine::Progress(percent.floor() as u8));
+        }
+    }
 
     #[test]
     fn params_are_checked_with_clear_messages() {
