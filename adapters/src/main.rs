@@ -90,9 +90,9 @@ enum Command {
         task_id: String,
         /// The step's order (1 is the first).
         step: u32,
-        /// The step's percent, 0 to 100.
-        #[arg(long)]
-        progress: Option<u8>,
+        /// The step's percent, 0 to 100 (decimals allowed: 12.5).
+        #[arg(long, value_parser = percent)]
+        progress: Option<f64>,
         /// A substep that is done, by name.
         #[arg(long)]
         substep_done: Option<String>,
@@ -220,6 +220,15 @@ enum TokenAction {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+/// A number, for `--progress`; whether it is a percent is the server's to say, in its
+/// words.
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(percent) if percent.is_finite() => Ok(percent),
+        _ => Err(format!("expected a number, got {text:?}")),
+    }
 }
 
 fn positive_speed(text: &str) -> Result<f64, String> {

@@ -299,10 +299,11 @@ pub struct StepRunRecord {
 }
 
 /// A percent a step reported after some work time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressMark {
     /// Work time of the attempt when it was reported, ms.
     pub elapsed_ms: i64,
-    /// The step's percent then, 0–100.
-    pub percent: u8,
+    /// The step's percent then, 0–100, with its decimals (a step of many items moves in
+    /// hundredths).
+    pub percent: f64,
 }

@@ -267,9 +267,11 @@ pub(crate) fn encode_marks(marks: &[ProgressMark]) -> String {
 pub(crate) fn decode_marks(text: &str) -> Result<Vec<ProgressMark>, String> {
     text.split_whitespace()
         .map(|pair| {
-            let parsed = pair.split_once(':').and_then(|(ms, percent)| Some((ms.parse().ok()?, percent.parse().ok()?)));
+            let parsed = pair
+                .split_once(':')
+                .and_then(|(ms, percent)| Some((ms.parse::<i64>().ok()?, percent.parse::<f64>().ok()?)));
             match parsed {
-                Some((elapsed_ms, percent)) if elapsed_ms >= 0 && percent <= 100 => {
+                Some((elapsed_ms, percent)) if elapsed_ms >= 0 && (0.0..=100.0).contains(&percent) => {
                     Ok(ProgressMark { elapsed_ms, percent })
                 }
                 _ => Err(format!("`{pair}` is not elapsed_ms:percent")),
@@ -290,11 +292,12 @@ mod tests {
     #[test]
     fn progress_marks_round_trip_and_bad_text_is_named() {
         let mark = |elapsed_ms, percent| ProgressMark { elapsed_ms, percent };
-        for marks in [vec![], vec![mark(0, 0)], vec![mark(1_500, 30), mark(86_400_000, 100)]] {
+        for marks in [vec![], vec![mark(0, 0.0)], vec![mark(1_500, 30.0), mark(2_000, 12.25), mark(86_400_000, 100.0)]]
+        {
             assert_eq!(decode_marks(&encode_marks(&marks)), Ok(marks.clone()), "{marks:?}");
         }
-        assert_eq!(encode_marks(&[mark(1_500, 30), mark(2_000, 45)]), "1500:30 2000:45");
-        for bad in ["1500", "a:30", "1500:x", "1500:101", "-1:30", "1500:30 2000"] {
+        assert_eq!(encode_marks(&[mark(1_500, 30.0), mark(2_000, 45.5)]), "1500:30 2000:45.5");
+        for bad in ["1500", "a:30", "1500:x", "1500:101", "1500:NaN", "1500:-0.5", "-1:30", "1500:30 2000"] {
             let error = decode_marks(bad).unwrap_err();
             assert!(error.contains("is not elapsed_ms:percent"), "{bad}: {error}");
         }

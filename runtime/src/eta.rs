@@ -75,7 +75,7 @@ impl EtaTracker {
     }
 
     /// Keeps the running step's `percent` at `at`.
-    pub fn record_sample(&mut self, state: &TaskState, percent: u8, at: i64) {
+    pub fn record_sample(&mut self, state: &TaskState, percent: f64, at: i64) {
         if self.samples.len() == MAX_SAMPLES {
             // Keep the shape of the curve in bounded memory: drop every other old sample.
             let mut index = 0;
@@ -92,7 +92,7 @@ impl EtaTracker {
     /// that starts starts with none.
     pub fn committed(&mut self, before: &TaskState, after: &TaskState, events: &[EventKind], at: i64) {
         if let Some(percent) = raised_by_substep(before, after, events) {
-            self.record_sample(after, percent, at);
+            self.record_sample(after, f64::from(percent), at);
         }
         if events.iter().any(|e| matches!(e, EventKind::StepStarted { .. })) {
             self.samples.clear();
@@ -165,7 +165,7 @@ mod tests {
             tracker.samples().to_vec()
         };
         let tick = |state: &mut TaskState| state.substep_done(1, 1, "a").unwrap().events;
-        assert_eq!(step(&mut state, T0 + 3_000, &tick), [ProgressMark { elapsed_ms: 3_000, percent: 25 }]);
+        assert_eq!(step(&mut state, T0 + 3_000, &tick), [ProgressMark { elapsed_ms: 3_000, percent: 25.0 }]);
         assert_eq!(step(&mut state, T0 + 4_000, &tick).len(), 1, "a substep done again raises nothing");
         let next = |state: &mut TaskState| state.step_succeeded(1, 1, None, T0 + 5_000).events;
         assert_eq!(step(&mut state, T0 + 5_000, &next), [], "step 2 starts with no samples");
@@ -176,9 +176,9 @@ mod tests {
         let state = started(&[PLAIN]);
         let mut tracker = EtaTracker::default();
         for percent in 0..=MAX_SAMPLES as u8 {
-            tracker.record_sample(&state, percent, T0 + i64::from(percent) * 100);
+            tracker.record_sample(&state, f64::from(percent), T0 + i64::from(percent) * 100);
         }
-        let kept: Vec<u8> = tracker.samples().iter().map(|s| s.percent).collect();
+        let kept: Vec<u8> = tracker.samples().iter().map(|s| s.percent as u8).collect();
         let expected: Vec<u8> = (1..MAX_SAMPLES as u8).step_by(2).chain([MAX_SAMPLES as u8]).collect();
         assert_eq!(kept, expected, "every other old sample goes, the newest stays");
         assert_eq!(tracker.samples().last().map(|s| s.elapsed_ms), Some(i64::from(MAX_SAMPLES as u8) * 100));

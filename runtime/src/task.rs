@@ -391,12 +391,18 @@ impl TaskActor {
         }
     }
 
-    fn raise_progress(&mut self, step: u32, attempt: u32, percent: u8) {
-        if self.state.raise_progress(step, attempt, percent) {
+    /// Raises the step's percent. Documents and messages show whole percents; the
+    /// estimator learns from every rise, decimals included.
+    fn raise_progress(&mut self, step: u32, attempt: u32, percent: f64) {
+        let at = self.shared.clock.now_ms();
+        let whole = percent.floor() as u8;
+        if self.state.raise_progress(step, attempt, whole) {
             let task_percent = self.state.percent();
-            let at = self.shared.clock.now_ms();
-            self.publish(EventKind::Progress { step, attempt, percent, task_percent }, at);
+            self.publish(EventKind::Progress { step, attempt, percent: whole, task_percent }, at);
             self.shared.metrics.progress_event();
+        }
+        let rose = self.eta.samples().last().is_none_or(|last| percent > last.percent);
+        if rose && self.state.is_current(step, attempt) {
             self.eta.record_sample(&self.state, percent, at);
             self.update_eta(false);
         }

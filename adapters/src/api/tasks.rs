@@ -54,7 +54,7 @@ struct DecisionBody {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Report {
-    progress: Option<u8>,
+    progress: Option<f64>,
     substep_done: Option<String>,
     log: Option<String>,
     status: Option<ReportStatus>,
@@ -343,8 +343,8 @@ pub async fn report(
 }
 
 fn external_report(report: Report) -> Result<ExternalReport, ApiError> {
-    if report.progress.is_some_and(|p| p > 100) {
-        return Err(ApiError::InvalidReport("progress is a percent, 0 to 100".to_owned()));
+    if let Some(percent) = report.progress.filter(|p| !(0.0..=100.0).contains(p)) {
+        return Err(ApiError::InvalidReport(format!("progress is a percent, 0 to 100, got {percent}")));
     }
     let outcome = match (report.status, report.error, report.output) {
         (None, None, None) => None,

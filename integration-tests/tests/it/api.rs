@@ -22,6 +22,28 @@ const PLAN: &str = r#"{"title": "Cellphone Store CRM", "complexity": 3, "steps":
 type BadRequest = (&'static str, String, Option<String>, u16, &'static str, &'static str);
 
 on_both_backends! {
+    async fn a_percent_with_decimals_is_taken_and_the_estimator_keeps_them(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+        let token = server.token("ada").await;
+        let id = create(&server, &token, r#"{"title": "Ten thousand rows", "steps": [{"name": "Import", "kind": "external"}]}"#).await;
+        let document = report(&server, &token, &id, 1, json!({"progress": 12.5})).await;
+        assert_eq!((document["steps"][0]["progress"].as_u64(), document["progress"].as_u64()), (Some(12), Some(12)));
+        report(&server, &token, &id, 1, json!({"progress": 12.75})).await;
+        for bad in [json!({"progress": -0.5}), json!({"progress": 100.01})] {
+            let refused = server.post(&format!("/api/tasks/{id}/steps/1/report"), &token, &bad.to_string()).await;
+            assert_eq!((refused.status, refused.code()), (422, "invalid_report"), "{bad}: {:?}", refused.body);
+        }
+        report(&server, &token, &id, 1, json!({"status": "completed"})).await;
+        let database = Arc::clone(server.runtime.db());
+        let runs = tokio::task::spawn_blocking(move || db::task_step_runs(&mut database.conn().unwrap(), &id).unwrap())
+            .await
+            .unwrap();
+        let percents: Vec<f64> = runs[0].progress.iter().map(|mark| mark.percent).collect();
+        assert_eq!(percents, [12.5, 12.75], "the estimator learns from the exact percents");
+        server.stop().await;
+    }
+
     async fn a_task_runs_end_to_end_over_http(backend: Backend) {
         let db = TestDb::new(backend);
         let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;

@@ -49,7 +49,7 @@ async fn another_servers_task_reaches_its_followers_here_and_not_every_subscribe
     let mut everything = second.events(Topic::All).await.unwrap();
     let mut owners = second.events(Topic::Owner("alice".into())).await.unwrap();
     let mut followers = events_of(&second, &id).await;
-    let line = ExternalReport { progress: Some(40), log: Some("line one".into()), ..ExternalReport::default() };
+    let line = ExternalReport { progress: Some(40.0), log: Some("line one".into()), ..ExternalReport::default() };
     first.report("alice", &id, 1, line).await.unwrap();
     first.flush().await;
     /// What the second server's followers of the task saw.
@@ -151,7 +151,7 @@ async fn a_gone_servers_tasks_are_taken_over_when_its_lease_lapses() {
 async fn a_report_to_a_server_without_the_lease_is_refused_or_stored_never_lost() {
     let db = TestDb::new(Backend::Postgres);
     let (first, second, clock, id) = a_task_on_the_first_of_two(&db).await;
-    let forty = ExternalReport { progress: Some(40), ..ExternalReport::default() };
+    let forty = ExternalReport { progress: Some(40.0), ..ExternalReport::default() };
 
     let refused = second.report("alice", &id, 1, forty.clone()).await.unwrap_err();
     assert!(matches!(refused, RuntimeError::HeldElsewhere(_)), "{refused}");

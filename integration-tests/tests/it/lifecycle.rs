@@ -46,7 +46,7 @@ on_both_backends! {
         assert_eq!(task.steps[0].status, StepStatus::Running);
         assert_eq!(task.steps[1].status, StepStatus::Pending);
 
-        let progress = ExternalReport { progress: Some(30), log: Some("working".into()), ..ExternalReport::default() };
+        let progress = ExternalReport { progress: Some(30.0), log: Some("working".into()), ..ExternalReport::default() };
         rt.report("alice", &id, 1, progress).await.unwrap();
         let half = ExternalReport { substep_done: Some("first half".into()), ..ExternalReport::default() };
         rt.report("alice", &id, 1, half).await.unwrap();
@@ -81,8 +81,8 @@ on_both_backends! {
         assert_eq!(runs[0].step_key, "external:Step 1");
         // The percents step 1 reported on the way (the progress report, then the substep),
         // kept for the estimator; step 2 reported none.
-        let percents: Vec<u8> = runs[0].progress.iter().map(|m| m.percent).collect();
-        assert_eq!(percents, [30, 50], "{:?}", runs[0]);
+        let percents: Vec<f64> = runs[0].progress.iter().map(|m| m.percent).collect();
+        assert_eq!(percents, [30.0, 50.0], "{:?}", runs[0]);
         assert!(runs[0].progress.windows(2).all(|w| w[0].elapsed_ms <= w[1].elapsed_ms), "{:?}", runs[0]);
         assert_eq!(runs[1].progress, [], "{:?}", runs[1]);
     }
@@ -197,7 +197,7 @@ on_both_backends! {
         let id = rt.create_task("alice", &plan, true).await.unwrap();
         let substep = |name: &str| ExternalReport { substep_done: Some(name.into()), ..ExternalReport::default() };
         clock.advance(1_000);
-        rt.report("alice", &id, 1, ExternalReport { progress: Some(80), ..ExternalReport::default() }).await.unwrap();
+        rt.report("alice", &id, 1, ExternalReport { progress: Some(80.0), ..ExternalReport::default() }).await.unwrap();
         clock.advance(1_000);
         rt.report("alice", &id, 1, substep("a")).await.unwrap();
         clock.advance(1_000);
@@ -206,9 +206,9 @@ on_both_backends! {
         rt.report("alice", &id, 1, report_done()).await.unwrap();
         let mut conn = rt.db().conn().unwrap();
         let runs = db::task_step_runs(&mut conn, &id).unwrap();
-        let marks: Vec<(i64, u8)> = runs[0].progress.iter().map(|m| (m.elapsed_ms, m.percent)).collect();
+        let marks: Vec<(i64, f64)> = runs[0].progress.iter().map(|m| (m.elapsed_ms, m.percent)).collect();
         // "a" left the percent at 80 (half the substeps): 80 % was not reached again at 2 s.
-        assert_eq!(marks, [(1_000, 80), (3_000, 100)]);
+        assert_eq!(marks, [(1_000, 80.0), (3_000, 100.0)]);
     }
 
     async fn a_paused_step_keeps_its_estimate(backend: Backend) {
@@ -489,7 +489,7 @@ on_both_backends! {
         let rt = start_with(&db, options).await;
         let id = rt.create_task("alice", &external_plan("Chatty", 1), true).await.unwrap();
         for percent in 1..=100 {
-            rt.report("alice", &id, 1, ExternalReport { progress: Some(percent), ..ExternalReport::default() }).await.unwrap();
+            rt.report("alice", &id, 1, ExternalReport { progress: Some(f64::from(percent)), ..ExternalReport::default() }).await.unwrap();
         }
         let stats = rt.recorder_stats();
         let flushes = stats.flushes.load(std::sync::atomic::Ordering::Relaxed);

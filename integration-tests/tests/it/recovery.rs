@@ -67,7 +67,7 @@ on_both_backends! {
                 let id = rt.create_task("alice", &external_plan("Biased", 2), true).await.unwrap();
                 clock.advance(2_000);
                 if with_progress {
-                    rt.report("alice", &id, 1, ExternalReport { progress: Some(50), ..ExternalReport::default() }).await.unwrap();
+                    rt.report("alice", &id, 1, ExternalReport { progress: Some(50.0), ..ExternalReport::default() }).await.unwrap();
                 }
                 clock.advance(18_000);
                 rt.report("alice", &id, 1, done()).await.unwrap();
@@ -83,7 +83,7 @@ on_both_backends! {
         async fn rest_at_half(rt: &runtime::Runtime, clock: &ManualClock) -> f64 {
             let id = rt.create_task("alice", &external_plan("Biased", 2), true).await.unwrap();
             clock.advance(2_000);
-            rt.report("alice", &id, 1, ExternalReport { progress: Some(50), ..ExternalReport::default() }).await.unwrap();
+            rt.report("alice", &id, 1, ExternalReport { progress: Some(50.0), ..ExternalReport::default() }).await.unwrap();
             let (_, eta) = rt.task_view("alice", &id).await.unwrap();
             eta.expect("an ETA").steps[0].expected_s
         }

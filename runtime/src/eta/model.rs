@@ -244,7 +244,7 @@ fn step_run(key: &str, duration_ms: i64, progress: &[ProgressMark]) -> StepRun {
 fn sample(mark: &ProgressMark) -> ProgressSample {
     ProgressSample {
         elapsed_s: mark.elapsed_ms.max(0) as f64 / 1000.0,
-        fraction: f64::from(mark.percent.min(100)) / 100.0,
+        fraction: mark.percent.clamp(0.0, 100.0) / 100.0,
     }
 }
 

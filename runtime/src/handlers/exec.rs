@@ -277,7 +277,7 @@ fn handle_stdout(ctx: &StepContext, line: &str) {
 #[derive(Debug, PartialEq)]
 enum StdoutLine<'a> {
     /// `progress N` (N from 0 to 100, decimals and a `%` allowed): the step's percent.
-    Progress(u8),
+    Progress(f64),
     /// `substep-done NAME`: a substep is done.
     SubstepDone(&'a str),
     /// Anything else: a log line.
@@ -288,7 +288,7 @@ fn read_stdout_line(line: &str) -> StdoutLine<'_> {
     if let Some(value) = line.strip_prefix("progress ") {
         if let Ok(percent) = value.trim().trim_end_matches('%').parse::<f64>() {
             if (0.0..=100.0).contains(&percent) {
-                return StdoutLine::Progress(percent.floor() as u8);
+                return StdoutLine::Progress(percent);
             }
         }
     }
@@ -334,16 +334,18 @@ mod tests {
         #[test]
         fn any_stdout_line_reads_as_progress_a_substep_or_a_log(line in any::<String>()) {
             match read_stdout_line(&line) {
-                StdoutLine::Progress(percent) => prop_assert!(line.starts_with("progress ") && percent <= 100),
+                StdoutLine::Progress(percent) => {
+                    prop_assert!(line.starts_with("progress ") && (0.0..=100.0).contains(&percent));
+                }
                 StdoutLine::SubstepDone(name) => prop_assert!(line.starts_with("substep-done ") && name == name.trim()),
                 StdoutLine::Log => prop_assert!(!line.starts_with("substep-done ")),
             }
         }
 
         #[test]
-        fn a_percent_with_decimals_reads_as_its_whole_part(percent in 0.0..=100.0f64, sign in prop_oneof![Just(""), Just("%")]) {
+        fn a_percent_reads_with_its_decimals(percent in 0.0..=100.0f64, sign in prop_oneof![Just(""), Just("%")]) {
             let line = format!("progress {percent}{sign}");
-            prop_assert_eq!(read_stdout_line(&line), StdoutLine::Progress(percent.floor() as u8));
+            prop_assert_eq!(read_stdout_line(&line), StdoutLine::Progress(percent));
         }
     }
 

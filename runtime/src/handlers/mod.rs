@@ -24,7 +24,7 @@ use crate::policy::FailureKind;
 /// What a step's handler reports while it runs.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Report {
-    Progress(u8),
+    Progress(f64),
     SubstepDone(String),
     Log(LogStream, String),
 }
@@ -196,9 +196,14 @@ impl StepContext {
         }
     }
 
-    /// Reports the step's percent (0–100; lower values than before are ignored).
-    pub fn progress(&self, percent: u8) {
-        self.send_droppable(Report::Progress(percent.min(100)));
+    /// Reports the step's percent (0–100, decimals kept for the estimator; lower values
+    /// than before are ignored).
+    pub fn progress(&self, percent: impl Into<f64>) {
+        let percent: f64 = percent.into();
+        // Not a number is no percent at all; anything else is held to 0–100.
+        if !percent.is_nan() {
+            self.send_droppable(Report::Progress(percent.clamp(0.0, 100.0)));
+        }
     }
 
     /// Ticks off a substep by name (a checkpoint: it is not redone after a restart).
@@ -307,7 +312,7 @@ mod tests {
         assert_eq!(ctx.backlog.take_dropped(), 3, "the fourth percent, the line and the unknown substep");
         let kept = mailbox.run(Kept::default());
         let reports = kept.send(Take).await.unwrap();
-        let expected = [1, 2, 3].map(Report::Progress).into_iter().chain([Report::SubstepDone("a".into())]);
+        let expected = [1.0, 2.0, 3.0].map(Report::Progress).into_iter().chain([Report::SubstepDone("a".into())]);
         assert_eq!(reports, expected.collect::<Vec<_>>(), "the checkpoint once, past a full backlog");
         ctx.log(LogStream::Stdout, "taken");
         assert_eq!(kept.send(Take).await.unwrap(), [Report::Log(LogStream::Stdout, "taken".into())], "room again");

@@ -24,10 +24,10 @@ pub enum ReportOutcome {
 }
 
 /// A report on an `external` step from the worker doing it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExternalReport {
-    /// The step's percent, 0–100.
-    pub progress: Option<u8>,
+    /// The step's percent, 0–100, decimals allowed.
+    pub progress: Option<f64>,
     /// A substep that is done, by name.
     pub substep_done: Option<String>,
     /// A line for the step's log.
@@ -46,6 +46,9 @@ impl TaskState {
     /// Checks an outside worker's report on step `order` before any of it is applied: the
     /// step runs, is `external`, and has the substep named. Returns the attempt it is for.
     pub fn check_report(&self, order: u32, report: &ExternalReport) -> Result<u32, RuntimeError> {
+        if let Some(percent) = report.progress.filter(|p| !(0.0..=100.0).contains(p)) {
+            return Err(RuntimeError::InvalidReport(format!("progress is a percent, 0 to 100, got {percent}")));
+        }
         let step = self.step(order)?;
         if step.status != StepStatus::Running {
             return Err(RuntimeError::InvalidStepTransition {

@@ -102,7 +102,7 @@ mod tests {
     fn record_of(before: &TaskState, change: impl FnOnce(&mut TaskState) -> Transition) -> CommitRecord {
         let mut after = before.clone();
         let transition = change(&mut after);
-        commit_record(before, &after, &transition, T0 + 5_000, &[ProgressMark { elapsed_ms: 2_000, percent: 40 }])
+        commit_record(before, &after, &transition, T0 + 5_000, &[ProgressMark { elapsed_ms: 2_000, percent: 40.0 }])
     }
 
     #[test]
@@ -134,7 +134,7 @@ mod tests {
             ("t1", 1, 1, "exec:Step 1", 1)
         );
         assert_eq!((run.duration_ms, run.finished_at), (5_000, T0 + 5_000));
-        assert_eq!(run.progress, [ProgressMark { elapsed_ms: 2_000, percent: 40 }]);
+        assert_eq!(run.progress, [ProgressMark { elapsed_ms: 2_000, percent: 40.0 }]);
         assert!(record.release_lease, "a completed task gives its lease up in the same commit");
         let kinds: Vec<_> = record.events.iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["step_complete", "task_complete"]);
