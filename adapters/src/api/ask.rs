@@ -184,6 +184,9 @@ async fn show(state: &ApiState, caller: &Caller, task_id: &str, view: View) -> R
             };
             let (db, owner, id) = (Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.to_owned());
             let order = step.map(|(order, _)| order);
+            // Lines are stored coalesced; a person asking right after a step logged expects
+            // to see it, so what this server holds back is written first.
+            state.runtime.flush().await;
             let lines = blocking_query(db, move |conn| db::recent_logs(conn, &owner, &id, order, LOG_LINES)).await?;
             let lines: Vec<String> = lines.into_iter().map(|l| l.line).collect();
             Ok(reply::logs(&task.task.title, step, &lines))
