@@ -204,6 +204,8 @@ pub async fn history(
     caller: Caller,
     task_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // Read your own writes: what this server acknowledged and holds back is written first.
+    state.runtime.flush().await;
     let (db, owner, id) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.clone());
     let rows = blocking_query(db, move |conn| db::progress_history(conn, &owner, &id)).await?;
     let rows: Vec<Value> = rows
@@ -235,6 +237,8 @@ pub async fn logs(
         }
     }
     let after = query.after.unwrap_or(0);
+    // Read your own writes: every line this server acknowledged is written first.
+    state.runtime.flush().await;
     let (db, owner, id) = (std::sync::Arc::clone(state.runtime.db()), caller.user.to_string(), task_id.clone());
     let lines = blocking_query(db, move |conn| db::logs_after(conn, &owner, &id, query.step, after, limit)).await?;
     let next_after = lines.last().map_or(after, |line| line.seq);

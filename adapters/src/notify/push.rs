@@ -99,14 +99,29 @@ impl PushSubscriptionJson {
         endpoint::check_url(&self.endpoint, allow_private).map_err(|refused| format!("endpoint: {refused}"))?;
         let decode = |text: &str| Base64UrlSafeNoPadding::decode_to_vec(text.trim_end_matches('='), None).ok();
         match decode(&self.keys.p256dh) {
-            Some(key) if key.len() == 65 && key[0] == 4 => {}
-            _ => return Err("keys.p256dh: expected an uncompressed P-256 public key (65 bytes), base64url".to_owned()),
+            Some(key) if key.len() == 65 && key[0] == 4 && on_p256(&key) => {}
+            _ => return Err(
+                "keys.p256dh: expected an uncompressed P-256 public key (65 bytes, a point of the curve), base64url"
+                    .to_owned(),
+            ),
         }
         match decode(&self.keys.auth) {
             Some(auth) if auth.len() == 16 => Ok(()),
             _ => Err("keys.auth: expected a 16-byte secret, base64url".to_owned()),
         }
     }
+}
+
+/// Whether `key` (uncompressed) is a point of P-256: anything else could never be encrypted
+/// to, and every push to it would fail.
+fn on_p256(key: &[u8]) -> bool {
+    use openssl::bn::BigNumContext;
+    use openssl::ec::{EcGroup, EcPoint};
+    use openssl::nid::Nid;
+    let Ok(group) = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1) else { return false };
+    let Ok(mut context) = BigNumContext::new() else { return false };
+    // OpenSSL refuses an encoding whose point is not on the curve.
+    EcPoint::from_bytes(&group, key, &mut context).is_ok()
 }
 
 /// The urgency (RFC 8030) of each event: what needs a person now goes first.
@@ -305,6 +320,11 @@ mod tests {
         assert!(subscription("http://127.0.0.1:9/x", keys.clone()).validate(true).is_ok());
         let short_key = PushKeys { p256dh: "AAAA".to_owned(), ..keys.clone() };
         assert!(subscription("https://push.example.com/x", short_key).validate(false).is_err());
+        // 0x04 then x = y = 0: the right length and form, but not a point of P-256.
+        let origin = format!("B{}", "A".repeat(86));
+        let off_curve = PushKeys { p256dh: origin, ..keys.clone() };
+        let refused = subscription("https://push.example.com/x", off_curve).validate(false).unwrap_err();
+        assert!(refused.contains("a point of the curve"), "{refused}");
         let long_auth = PushKeys { auth: "xS03Fi5ErfTNH_l9WHE9IgAA".to_owned(), ..keys };
         assert!(subscription("https://push.example.com/x", long_auth).validate(false).is_err());
     }

@@ -22,6 +22,22 @@ const PLAN: &str = r#"{"title": "Cellphone Store CRM", "complexity": 3, "steps":
 type BadRequest = (&'static str, String, Option<String>, u16, &'static str, &'static str);
 
 on_both_backends! {
+    async fn a_line_acknowledged_is_in_the_logs_and_a_percent_in_the_history_at_once(backend: Backend) {
+        let db = TestDb::new(backend);
+        let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
+        let token = server.token("ada").await;
+        let id = create(&server, &token, r#"{"title": "Read back", "steps": [{"name": "Work", "kind": "external"}]}"#).await;
+        report(&server, &token, &id, 1, json!({"progress": 30, "log": "halfway there"})).await;
+        let history = server.get(&format!("/api/tasks/{id}/history"), &token).await;
+        let percents: Vec<u64> = history.body["rows"].as_array().unwrap().iter().filter_map(|r| r["percent"].as_u64()).collect();
+        assert!(percents.contains(&30), "{:?}", history.body);
+        report(&server, &token, &id, 1, json!({"log": "last words", "status": "completed"})).await;
+        let logs = server.get(&format!("/api/tasks/{id}/logs"), &token).await;
+        let lines: Vec<&str> = logs.body["lines"].as_array().unwrap().iter().filter_map(|l| l["line"].as_str()).collect();
+        assert_eq!(lines, ["halfway there", "last words"], "every acknowledged line, right after");
+        server.stop().await;
+    }
+
     async fn a_percent_with_decimals_is_taken_and_the_estimator_keeps_them(backend: Backend) {
         let db = TestDb::new(backend);
         let server = ApiServer::start_default(&db, Arc::new(SystemClock)).await;
