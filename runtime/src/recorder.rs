@@ -4,6 +4,8 @@
 //! handful of transactions. A write runs in the background, one at a time, so the
 //! recorder keeps taking events while the database works; what waits is bounded: a
 //! percent per step, and up to `MAX_PENDING_LOG_LINES` lines (more are dropped and counted).
+//! A write that fails (the database is away) keeps its batch for the next, which stores it
+//! first, within the same bound.
 //! After each write the recorder rings the cluster's doorbell once for every task that
 //! changed since the last one (committed events included), so servers following those tasks
 //! read them from the database; on PostgreSQL, where such servers may be, the tasks' latest
@@ -99,13 +101,48 @@ impl Pending {
     }
 
     /// Everything pending, leaving nothing.
-    fn drain(&mut self) -> (Vec<ProgressUpdate>, Vec<LogLine>, Vec<StoredEstimate>) {
-        let progress = self.progress.drain().map(|(_, u)| u).collect();
-        (progress, std::mem::take(&mut self.logs), self.estimates.drain().map(|(_, e)| e).collect())
+    fn drain(&mut self) -> Batch {
+        Batch {
+            updates: self.progress.drain().map(|(_, u)| u).collect(),
+            logs: std::mem::take(&mut self.logs),
+            estimates: self.estimates.drain().map(|(_, e)| e).collect(),
+        }
+    }
+}
+
+/// What one write stores.
+#[derive(Debug, Default)]
+struct Batch {
+    updates: Vec<ProgressUpdate>,
+    logs: Vec<LogLine>,
+    estimates: Vec<StoredEstimate>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.logs.is_empty() && self.estimates.is_empty()
     }
 
-    fn is_empty(&self) -> bool {
-        self.progress.is_empty() && self.logs.is_empty() && self.estimates.is_empty()
+    /// `self`, a batch a write could not store, put before `newer`: its lines first, and its
+    /// percents and estimates where `newer` has none for the same step or task. At most
+    /// `max_logs` lines are kept, the newest dropped; returns how many were.
+    fn before(self, newer: Batch, max_logs: usize) -> (Batch, usize) {
+        let mut logs = self.logs;
+        logs.extend(newer.logs);
+        let dropped = logs.len().saturating_sub(max_logs);
+        logs.truncate(max_logs);
+        let mut updates = newer.updates;
+        let older = self
+            .updates
+            .into_iter()
+            .filter(|old| !updates.iter().any(|new| new.task_id == old.task_id && new.step == old.step));
+        let older: Vec<ProgressUpdate> = older.collect();
+        updates.extend(older);
+        let mut estimates = newer.estimates;
+        let older: Vec<StoredEstimate> =
+            self.estimates.into_iter().filter(|old| !estimates.iter().any(|new| new.task_id == old.task_id)).collect();
+        estimates.extend(older);
+        (Batch { updates, logs, estimates }, dropped)
     }
 }
 
@@ -123,6 +160,9 @@ pub struct ProgressRecorder {
     /// The newest write, if any; each waits for the one before, so writes land one at a
     /// time and in the order their batches were taken.
     last_write: Option<Shared<LocalBoxFuture<'static, ()>>>,
+    /// What the last write could not store (the database was away): the next write stores
+    /// it first. Held to the same bound as pending lines.
+    unwritten: Arc<std::sync::Mutex<Batch>>,
 }
 
 impl ProgressRecorder {
@@ -130,35 +170,52 @@ impl ProgressRecorder {
     pub fn new(db: Arc<Database>, clock: Arc<dyn Clock>, interval: Duration, stats: Arc<RecorderStats>) -> Self {
         let (pending, changed) = (Pending::default(), HashSet::new());
         let rings = matches!(db.backend(), db::Backend::Postgres(_));
-        ProgressRecorder { db, clock, interval, stats, pending, changed, rings, last_write: None }
+        let unwritten = Arc::default();
+        ProgressRecorder { db, clock, interval, stats, pending, changed, rings, last_write: None, unwritten }
     }
 
     /// Writes what is pending, after any write in flight; resolves once it is committed.
     /// Events arriving meanwhile are taken and wait for the next round.
     fn flush(&mut self) -> impl Future<Output = ()> + 'static {
-        let batch = (!self.pending.is_empty()).then(|| self.pending.drain());
+        let batch = self.pending.drain();
         let changed: Vec<String> = self.changed.drain().map(|id| id.to_string()).collect();
         let (db, stats, at, previous) =
             (Arc::clone(&self.db), Arc::clone(&self.stats), self.clock.now_ms(), self.last_write.clone());
+        let unwritten = Arc::clone(&self.unwritten);
         let write = async move {
             if let Some(previous) = previous {
                 previous.await;
             }
-            if batch.is_none() && changed.is_empty() {
+            let leftover = std::mem::take(&mut *unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+            let (batch, dropped) = leftover.before(batch, MAX_PENDING_LOG_LINES);
+            stats.log_lines_dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+            if batch.is_empty() && changed.is_empty() {
                 return;
             }
-            let (updates, logs, estimates) = batch.unwrap_or_default();
-            let wrote = !updates.is_empty() || !logs.is_empty();
+            let wrote = !batch.updates.is_empty() || !batch.logs.is_empty();
+            // The batch stays here unless the write stores it, so a failed one is kept for the
+            // next (a lost connection must not lose acknowledged lines).
+            let held = Arc::new(std::sync::Mutex::new(Some(batch)));
+            let writing = Arc::clone(&held);
             let written = blocking(&db, move |conn| {
+                let mut slot = writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let Some(batch) = slot.as_ref() else { return Ok(db::FlushOutcome::default()) };
                 let outcome = match wrote {
-                    true => db::record_progress(conn, &updates, &logs, at)?,
+                    true => db::record_progress(conn, &batch.updates, &batch.logs, at)?,
                     false => db::FlushOutcome::default(),
                 };
-                // After the progress commit: a server that hears the ring reads all of it.
+                // Stored: nothing of it is to be written again. The estimates and the ring go
+                // after the progress commit (a server that hears the ring reads all of it);
+                // if they fail, the next estimate and ring only come later.
+                let estimates = slot.take().map(|batch| batch.estimates).unwrap_or_default();
                 db::announce(conn, &estimates, changed)?;
                 Ok(outcome)
             });
-            match written.await {
+            let result = written.await;
+            if let Some(failed) = held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                *unwritten.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = failed;
+            }
+            match result {
                 Ok(outcome) => {
                     if wrote {
                         stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -169,7 +226,7 @@ impl ProgressRecorder {
                     }
                 }
                 Err(error) => {
-                    tracing::error!(%error, "recording progress failed; the next transition rewrites the step state")
+                    tracing::error!(%error, "recording progress failed; the next write tries it again")
                 }
             }
         };
@@ -260,11 +317,42 @@ mod tests {
                 .collect();
         assert_eq!(dropped, [false, false, false, false, false, true], "the third line is over the cap");
         assert!(!pending.take(event(EventKind::TaskStarted), 2), "a transition is not the recorder's");
-        let (mut updates, logs, _) = pending.drain();
+        let Batch { mut updates, logs, .. } = pending.drain();
         updates.sort_by_key(|u| u.step);
         assert_eq!(updates.iter().map(|u| (u.step, u.percent)).collect::<Vec<_>>(), [(1, 30), (2, 5)]);
         assert_eq!(logs.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["one", "two"]);
-        assert!(pending.is_empty(), "drained");
+        assert!(pending.drain().is_empty(), "drained");
         assert!(!pending.take(log("four"), 2), "room again once drained");
+    }
+
+    #[test]
+    fn a_batch_that_was_not_stored_goes_before_the_next_within_the_bound() {
+        let line = |task: &str, text: &str| LogLine {
+            task_id: task.into(),
+            lease_token: 1,
+            step: 1,
+            stream: db::LogStream::Stdout,
+            line: text.into(),
+            at: 0,
+        };
+        let percent = |task: &str, percent: u8| ProgressUpdate {
+            task_id: task.into(),
+            lease_token: 1,
+            step: 1,
+            attempt: 1,
+            percent,
+        };
+        let failed = Batch {
+            updates: vec![percent("a", 10), percent("b", 20)],
+            logs: vec![line("a", "1"), line("a", "2")],
+            estimates: vec![],
+        };
+        let newer =
+            Batch { updates: vec![percent("a", 30)], logs: vec![line("a", "3"), line("a", "4")], estimates: vec![] };
+        let (merged, dropped) = failed.before(newer, 3);
+        let texts: Vec<&str> = merged.logs.iter().map(|l| l.line.as_str()).collect();
+        assert_eq!((texts, dropped), (vec!["1", "2", "3"], 1), "older lines first; the newest over the bound dropped");
+        let percents: Vec<(&str, u8)> = merged.updates.iter().map(|u| (u.task_id.as_str(), u.percent)).collect();
+        assert_eq!(percents, [("a", 30), ("b", 20)], "a newer percent of the same step wins");
     }
 }

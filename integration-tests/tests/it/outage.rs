@@ -92,6 +92,10 @@ async fn a_database_outage_answers_503_at_once_and_the_tasks_carry_on_after_it()
         create(&server, &token, r#"{"title": "Outlasts it", "steps": [{"name": "Work", "kind": "external"}]}"#).await;
 
     proxy.down();
+    // A line needs no commit: the server takes it, and must store it once it can.
+    let logged =
+        server.post(&format!("/api/tasks/{id}/steps/1/report"), &token, r#"{"log": "said while it was down"}"#).await;
+    assert_eq!(logged.status, 200, "{:?}", logged.body);
     for (method, path, body) in [
         ("POST", format!("/api/tasks/{id}/pause"), Some("")),
         ("POST", "/api/tasks".to_owned(), Some(r#"{"title": "New", "steps": [{"name": "a", "kind": "external"}]}"#)),
@@ -119,6 +123,9 @@ async fn a_database_outage_answers_503_at_once_and_the_tasks_carry_on_after_it()
         assert!(Instant::now() < deadline, "the server did not recover within {PATIENCE:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let logs = server.get(&format!("/api/tasks/{id}/logs"), &token).await;
+    let lines: Vec<&str> = logs.body["lines"].as_array().unwrap().iter().filter_map(|l| l["line"].as_str()).collect();
+    assert_eq!(lines, ["said while it was down"], "the failed write was kept and written later");
     assert_eq!(server.post(&format!("/api/tasks/{id}/resume"), &token, "").await.status, 200);
     let done = server.post(&format!("/api/tasks/{id}/steps/1/report"), &token, r#"{"status": "completed"}"#).await;
     assert_eq!((done.status, done.body["status"].as_str()), (200, Some("completed")), "{:?}", done.body);
