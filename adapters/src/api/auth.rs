@@ -179,7 +179,7 @@ impl Authenticator {
             SignIn::Tokens => self.token_caller(&request_token(req, websocket)?).await?,
             SignIn::Application(application) => self.application_caller(application.as_ref(), req).await?,
         };
-        self.admit(&caller)?;
+        self.admit(&caller.rate_key, caller.requests_per_second)?;
         Ok(caller)
     }
 
@@ -238,13 +238,25 @@ impl Authenticator {
         Ok(caller)
     }
 
-    /// Counts a request against the caller's rate.
-    fn admit(&self, caller: &Caller) -> Result<(), ApiError> {
+    /// Counts a request that carries no token (an approval link's) against the rate of the
+    /// address it came from: behind a proxy, all of them share the proxy's.
+    pub fn admit_address(&self, address: Option<std::net::SocketAddr>) -> Result<(), ApiError> {
+        let key = address.map_or_else(|| "address:unknown".to_owned(), |address| format!("address:{}", address.ip()));
+        self.admit(&Arc::from(key), None)
+    }
+
+    /// Counts a request against the rate of `key` (a token, a user or an address): its own
+    /// `requests_per_second` if it has one, else the server's.
+    fn admit(&self, key: &Arc<str>, requests_per_second: Option<u32>) -> Result<(), ApiError> {
         let now = self.clock.now_ms();
-        let rate = caller.requests_per_second.map_or(self.rate_per_s, |rate| f64::from(rate.max(1)));
+        let rate = requests_per_second.map_or(self.rate_per_s, |rate| f64::from(rate.max(1)));
         let capacity = rate + self.burst;
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let bucket = buckets.entry(Arc::clone(&caller.rate_key)).or_insert(Bucket { tokens: capacity, at_ms: now });
+        if buckets.len() >= BUCKET_SWEEP_AT {
+            // Addresses are many: forget the buckets idle long enough to have refilled.
+            buckets.retain(|_, bucket| now - bucket.at_ms < BUCKET_IDLE_MS);
+        }
+        let bucket = buckets.entry(Arc::clone(key)).or_insert(Bucket { tokens: capacity, at_ms: now });
         let elapsed_s = (now - bucket.at_ms).max(0) as f64 / 1000.0;
         bucket.tokens = (bucket.tokens + elapsed_s * rate).min(capacity);
         bucket.at_ms = now;
@@ -256,6 +268,11 @@ impl Authenticator {
         Err(ApiError::RateLimited { retry_after_s })
     }
 }
+
+/// How many rate buckets are kept before idle ones are forgotten.
+const BUCKET_SWEEP_AT: usize = 10_000;
+/// A bucket untouched this long is full again at any rate a setting allows, ms.
+const BUCKET_IDLE_MS: i64 = 10 * 60 * 1000;
 
 /// Compares secrets in time independent of where they differ.
 pub(crate) fn same_secret(sent: &[u8], secret: &[u8]) -> bool {

@@ -173,7 +173,12 @@ fn link_error(error: LinkError) -> ApiError {
 /// marked used before anything is decided, so of two uses at once only one acts; if the
 /// decision then cannot be made (the step no longer waits, the server is busy) the mark is
 /// taken back, so the link is spent only by the decision it carries.
-pub async fn use_approval_link(state: web::Data<ApiState>, token: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn use_approval_link(
+    state: web::Data<ApiState>,
+    token: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.admit_address(req.peer_addr())?;
     let now = state.runtime.clock().now_ms();
     let key = state.notifications.link_key(state.runtime.db(), now).await.map_err(secret_error)?;
     let link = key.verify(&token, now).map_err(link_error)?;

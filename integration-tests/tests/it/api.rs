@@ -21,6 +21,26 @@ const PLAN: &str = r#"{"title": "Cellphone Store CRM", "complexity": 3, "steps":
 /// Method, path, body, then the status, error code and words the message must contain.
 type BadRequest = (&'static str, String, Option<String>, u16, &'static str, &'static str);
 
+#[actix::test]
+async fn approval_links_are_rate_limited_by_address() {
+    let db = TestDb::new(Backend::Sqlite);
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let api = ApiSettings { requests_per_second: 1, request_burst: 1, ..ApiSettings::default() };
+    let server = ApiServer::start(&db, clock.clone(), api).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let answer = server.call("POST", "/api/approval-links/nonsense", None, None).await;
+        statuses.push(answer.status);
+        if answer.status == 429 {
+            assert_eq!(answer.header("retry-after"), Some("1"), "{:?}", answer.body);
+        }
+    }
+    assert_eq!(statuses, [400, 400, 429], "one a second and a burst of one, from one address");
+    clock.advance(1_000);
+    assert_eq!(server.call("POST", "/api/approval-links/nonsense", None, None).await.status, 400, "refilled");
+    server.stop().await;
+}
+
 on_both_backends! {
     async fn a_line_acknowledged_is_in_the_logs_and_a_percent_in_the_history_at_once(backend: Backend) {
         let db = TestDb::new(backend);
