@@ -8,6 +8,8 @@
 //! ([`runtime::Handlers::with`]), then [`Stepwise::start`] inside its actix system, and calls
 //! [`Stepwise::configure`] in its `App` factory. When its server has stopped, it calls
 //! `runtime.shutdown().await` so that running steps stop and their progress is written.
+//! Its `HttpServer` should also call [`crate::http::drop_when_stalled`] from `on_connect`, so
+//! that a WebSocket client that stops reading is dropped after `api.ws_client_timeout_s`.
 //! `adapters/examples/host_app` is a whole application doing this.
 
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 //! [`crate::web`]), and JSON errors for anything else, every request with an id and counted
 //! ([`crate::observe`]).
 
+use std::any::Any;
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ pub fn server(
     notifications: NotificationSettings,
     shutdown_timeout: Duration,
 ) -> Result<Server, ServerError> {
+    let stalled_after = Duration::from_secs(api.ws_client_timeout_s);
     let options = Options { api, notifications, ..Options::default() };
     let stepwise = Stepwise::start(runtime, listener.local_addr()?, options)?;
     Ok(HttpServer::new(move || {
@@ -53,9 +55,23 @@ pub fn server(
     })
     // Progress frames are small and often follow each other closely: send each at once.
     .tcp_nodelay(true)
+    .on_connect(move |connection, _| drop_when_stalled(connection, stalled_after))
     .listen(listener)?
     .shutdown_timeout(shutdown_timeout.as_secs())
     .run())
+}
+
+/// Has the kernel drop a connection whose peer leaves the server's data unread (its receive
+/// window shut) or unacknowledged for `after` (TCP_USER_TIMEOUT). A WebSocket client that
+/// stops reading cannot be pinged once its socket is full (the session is not polled while
+/// the write waits), so without this it held its connection and megabytes of kernel send
+/// queue until TCP gave up by itself, many minutes later. An application that mounts
+/// Stepwise ([`crate::embed`]) passes it to its own `HttpServer::on_connect`.
+pub fn drop_when_stalled(connection: &dyn Any, after: Duration) {
+    let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else { return };
+    if let Err(error) = socket2::SockRef::from(stream).set_tcp_user_timeout(Some(after)) {
+        tracing::warn!(%error, "cannot set TCP_USER_TIMEOUT: a client that stops reading is kept until TCP gives up");
+    }
 }
 
 async fn healthz() -> HttpResponse {

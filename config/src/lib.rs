@@ -40,7 +40,7 @@
 //! | `api.request_burst` | `100` | `STEPWISE_API__REQUEST_BURST` | requests above the rate |
 //! | `api.ws_queue_events` | `256` | `STEPWISE_API__WS_QUEUE_EVENTS` | events, at least 8 |
 //! | `api.ws_heartbeat_s` | `15` | `STEPWISE_API__WS_HEARTBEAT_S` | seconds, at least 1 |
-//! | `api.ws_client_timeout_s` | `45` | `STEPWISE_API__WS_CLIENT_TIMEOUT_S` | seconds, more than the heartbeat |
+//! | `api.ws_client_timeout_s` | `45` | `STEPWISE_API__WS_CLIENT_TIMEOUT_S` | seconds, more than the heartbeat; also how long any connection's peer may leave the server's data unread before it is dropped |
 //! | `api.token_cache_s` | `10` | `STEPWISE_API__TOKEN_CACHE_S` | seconds |
 //! | `api.metrics_token` | none: no metrics served | `STEPWISE_API__METRICS_TOKEN` | the bearer token `GET /metrics` asks for: at least 16 printable characters without spaces |
 //! | `notifications.allow_private_endpoints` | `false` | `STEPWISE_NOTIFICATIONS__ALLOW_PRIVATE_ENDPOINTS` | `true` lets chat webhooks and push endpoints be `http` and on loopback or private addresses (checked on the address connected to) |

@@ -236,7 +236,9 @@ pub struct ApiSettings {
     /// Seconds between WebSocket pings, at least 1.
     pub ws_heartbeat_s: u64,
     /// Seconds without any frame from a WebSocket client before it is disconnected; more
-    /// than `ws_heartbeat_s`.
+    /// than `ws_heartbeat_s`. Also how long the peer of any connection the stand-alone server
+    /// accepts may leave its data unread or unacknowledged before the kernel drops the
+    /// connection (TCP_USER_TIMEOUT): a client that stops reading cannot be pinged.
     pub ws_client_timeout_s: u64,
     /// Seconds a checked token is trusted without asking the database again: the longest a
     /// revocation takes to apply.

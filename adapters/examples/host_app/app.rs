@@ -111,6 +111,7 @@ pub fn options(sessions: &Sessions) -> Options {
 /// The application's server on `listener`: its own pages at `/` and `/login`, Stepwise
 /// under [`MOUNT`].
 pub fn server(listener: TcpListener, sessions: Sessions, stepwise: Stepwise) -> std::io::Result<Server> {
+    let stalled_after = std::time::Duration::from_secs(ApiSettings::default().ws_client_timeout_s);
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(sessions.clone()))
@@ -118,6 +119,7 @@ pub fn server(listener: TcpListener, sessions: Sessions, stepwise: Stepwise) -> 
             .route("/login", web::post().to(login))
             .configure(|config| stepwise.configure(config))
     })
+    .on_connect(move |connection, _| adapters::http::drop_when_stalled(connection, stalled_after))
     .listen(listener)?
     .shutdown_timeout(2)
     .run())

@@ -620,6 +620,48 @@ on_both_backends! {
         server.stop().await;
     }
 
+    // The runtime's clock stands still, so the session's own heartbeat never times the
+    // client out: only the kernel's TCP_USER_TIMEOUT (set to `ws_client_timeout_s`) can.
+    async fn a_client_whose_socket_stops_draining_is_dropped_after_the_client_timeout(backend: Backend) {
+        let db = TestDb::new(backend);
+        let scraper = "scraper-0123456789abcdef";
+        let api = ApiSettings {
+            ws_heartbeat_s: 1,
+            ws_client_timeout_s: 2,
+            requests_per_second: 1_000_000,
+            metrics_token: Some(scraper.to_owned()),
+            ..ApiSettings::default()
+        };
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let server = ApiServer::start(&db, clock as Arc<dyn runtime::Clock>, api).await;
+        let token = server.token("alice").await;
+        let id = create(&server, &token, PLAN).await;
+        let bearer = format!("Bearer {token}");
+        let path = format!("/ws/tasks/{id}");
+        let mut reader = server.websocket(&path, &[("Authorization", &bearer)]).await.unwrap();
+        let stuck = SilentSocket::connect(&server, &path, &[("Authorization", &bearer)]).await;
+        let open_sockets = || async {
+            let text = server.get("/metrics", scraper).await.body.as_str().unwrap_or_default().to_owned();
+            text.lines().find_map(|l| l.strip_prefix("stepwise_websocket_connections ")?.parse::<f64>().ok())
+        };
+        assert_eq!(open_sockets().await, Some(2.0));
+
+        // Far more than both ends' socket buffers hold (loopback grows them to a few MB).
+        let line = "z".repeat(32 * 1024);
+        for i in 0..600 {
+            report(&server, &token, &id, 1, json!({"log": format!("{i} {line}")})).await;
+        }
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while open_sockets().await != Some(1.0) {
+            assert!(std::time::Instant::now() < deadline, "the stuck client is still connected after {PATIENCE:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        reader.send(r#"{"type": "ping"}"#);
+        assert_eq!(reader.next_matching("pong", |m| m["type"] == "pong").await["type"], "pong", "the reader stays");
+        drop(stuck);
+        server.stop().await;
+    }
+
     // An outside worker in another process (curl) drives an external step to completion.
     async fn an_external_step_is_driven_over_http_from_another_process(backend: Backend) {
         let db = TestDb::new(backend);
