@@ -32,6 +32,7 @@ pub(crate) fn plan(id: &str) -> NewTask {
         restarted_from: None,
         created_at: 1,
         steps: vec![step(1), step(2)],
+        start: None,
     }
 }
 

@@ -68,9 +68,11 @@ pub use notifications::{
     NotificationRecord, PushSubscriptionRecord,
 };
 pub use progress::{record_progress, FlushOutcome, LogLine, ProgressUpdate};
-pub use queue::{claim_queued, enqueue, queue_places, queued_tasks, ClaimedTask};
+pub use queue::{claim_queued, enqueue, queue_places, queued_tasks, release_own_claims, ClaimedTask};
 pub use servers::{leave_cluster, list_servers, register_server, server_heartbeat, ServerRecord, ServerState};
-pub use tasks::{count_tasks_by_status, insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, TaskPage};
+pub use tasks::{
+    count_tasks_by_status, insert_task, list_tasks, load_task, load_tasks, NewStep, NewTask, StartClaim, TaskPage,
+};
 pub use transition::{commit, record_recovered, Commit, NewEvent};
 
 use std::path::PathBuf;

@@ -371,6 +371,7 @@ mod tests {
                 restarted_from: None,
                 created_at: 1,
                 steps: Vec::new(),
+                start: None,
             };
             crate::insert_task(&mut conn, &task).unwrap();
             let task = task.id;

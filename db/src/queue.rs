@@ -30,25 +30,52 @@ pub struct ClaimedTask {
 /// millisecond after the newest queued task if that is later, so tasks queued within one
 /// millisecond keep the order they were queued in (on one server; two servers queuing at
 /// the same instant may tie, and then the id decides).
-pub fn enqueue(conn: &mut AnyConnection, task_id: &str, now: i64) -> Result<bool, DbError> {
+///
+/// A task `server` holds queued since its creation ([`crate::StartClaim`]) is released to
+/// the queue instead: the server has no room for it after all, so another may claim it at once.
+pub fn enqueue(conn: &mut AnyConnection, task_id: &str, server: &str, now: i64) -> Result<bool, DbError> {
     conn.transaction(|conn| {
         write_first(conn)?;
-        let newest: Option<i64> = tasks::table
-            .filter(tasks::status.eq(TaskStatus::Pending.as_str()))
-            .filter(tasks::queued_at.is_not_null())
-            .select(diesel::dsl::max(tasks::queued_at))
-            .first(conn)?;
-        let queued_at = newest.map_or(now, |newest| now.max(newest + 1));
+        let queued_at = next_in_queue(conn, now)?;
         let queued = diesel::update(tasks::table.find(task_id))
             .filter(tasks::status.eq(TaskStatus::Pending.as_str()))
             .filter(tasks::queued_at.is_null())
             .set(tasks::queued_at.eq(queued_at))
             .execute(conn)?;
-        if queued > 0 {
+        let released = diesel::update(tasks::table.find(task_id))
+            .filter(tasks::status.eq(TaskStatus::Pending.as_str()))
+            .filter(tasks::queued_at.is_not_null())
+            .filter(tasks::lease_owner.eq(server))
+            .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))
+            .execute(conn)?;
+        if queued + released > 0 {
             send(conn, &Ring::Queue)?;
         }
-        Ok(queued > 0)
+        Ok(queued + released > 0)
     })
+}
+
+/// The `queued_at` a task queued at `now` gets: `now`, or a millisecond after the newest
+/// queued task if that is later.
+pub(crate) fn next_in_queue(conn: &mut AnyConnection, now: i64) -> Result<i64, DbError> {
+    let newest: Option<i64> = tasks::table
+        .filter(tasks::status.eq(TaskStatus::Pending.as_str()))
+        .filter(tasks::queued_at.is_not_null())
+        .select(diesel::dsl::max(tasks::queued_at))
+        .first(conn)?;
+    Ok(newest.map_or(now, |newest| now.max(newest + 1)))
+}
+
+/// Releases to the queue the tasks `server` was starting when it stopped (queued, pending,
+/// leased to it): what a restarted server does before it claims, so that it takes them
+/// back at once instead of after their lease lapses. Returns how many.
+pub fn release_own_claims(conn: &mut AnyConnection, server: &str) -> Result<usize, DbError> {
+    Ok(diesel::update(tasks::table)
+        .filter(tasks::status.eq(TaskStatus::Pending.as_str()))
+        .filter(tasks::queued_at.is_not_null())
+        .filter(tasks::lease_owner.eq(server))
+        .set((tasks::lease_owner.eq(None::<String>), tasks::lease_expires_at.eq(None::<i64>)))
+        .execute(conn)?)
 }
 
 /// Claims for `server` up to `room` of the oldest queued tasks whose lease is free or lapsed
@@ -138,7 +165,7 @@ mod tests {
     use super::*;
     use crate::fixtures::plan;
     use crate::testing::TestDb;
-    use crate::{acquire_lease, insert_task};
+    use crate::{acquire_lease, insert_task, NewTask, StartClaim};
 
     const TTL: i64 = 60_000;
 
@@ -157,10 +184,10 @@ mod tests {
             for id in ["a", "b", "c", "d"] {
                 insert_task(conn, &plan(id)).unwrap();
             }
-            assert!(enqueue(conn, "c", 10).unwrap());
-            assert!(enqueue(conn, "b", 20).unwrap());
-            assert!(enqueue(conn, "a", 20).unwrap(), "{backend:?}: in the same millisecond, after b");
-            assert!(!enqueue(conn, "b", 30).unwrap(), "{backend:?}: queued once, keeping its place");
+            assert!(enqueue(conn, "c", "s1", 10).unwrap());
+            assert!(enqueue(conn, "b", "s1", 20).unwrap());
+            assert!(enqueue(conn, "a", "s1", 20).unwrap(), "{backend:?}: in the same millisecond, after b");
+            assert!(!enqueue(conn, "b", "s1", 30).unwrap(), "{backend:?}: queued once, keeping its place");
             assert_eq!(queued_tasks(conn).unwrap(), 3);
             let all: Vec<String> = ["a", "b", "c", "d"].map(str::to_owned).to_vec();
             let places = queue_places(conn, &all).unwrap();
@@ -171,6 +198,41 @@ mod tests {
             assert_eq!(claimed(conn, "two", 100, 5), ["a"], "{backend:?}: a claimed task is not claimed again");
             assert!(acquire_lease(conn, "b", "one", TTL, 101).unwrap().is_some(), "{backend:?}: the claimer's lease");
             assert_eq!(claimed(conn, "two", 100 + TTL + 1, 5), ["c", "a"], "{backend:?}: unstarted claims lapse");
+        }
+    }
+
+    /// A task created to start at once is queued and held by its creator in the same
+    /// transaction: no other server claims it while the lease lives; its creator gives it
+    /// to the queue when it has no room, or takes it back at once after a restart.
+    #[test]
+    fn a_task_created_to_start_is_queued_and_held_by_its_creator() {
+        for test_db in TestDb::all() {
+            let backend = test_db.backend;
+            let database = test_db.open();
+            let conn = &mut *database.conn().unwrap();
+            insert_task(conn, &plan("old")).unwrap();
+            assert!(enqueue(conn, "old", "s1", 50).unwrap());
+            let starting = |id: &str| NewTask {
+                start: Some(StartClaim { server: "maker".into(), lease_expires_at: 10 + TTL }),
+                created_at: 10,
+                ..plan(id)
+            };
+            insert_task(conn, &starting("new")).unwrap();
+            insert_task(conn, &starting("full")).unwrap();
+            let places = queue_places(conn, &["old".into(), "new".into(), "full".into()]).unwrap();
+            assert_eq!(
+                places,
+                HashMap::from([("old".into(), 1), ("new".into(), 2), ("full".into(), 3)]),
+                "{backend:?}"
+            );
+            assert_eq!(claimed(conn, "other", 20, 5), ["old"], "{backend:?}: the creator's lease keeps the others off");
+
+            assert!(enqueue(conn, "full", "maker", 30).unwrap(), "{backend:?}: released to the queue");
+            assert_eq!(claimed(conn, "other", 30, 5), ["full"], "{backend:?}");
+
+            assert_eq!(release_own_claims(conn, "someone").unwrap(), 0);
+            assert_eq!(release_own_claims(conn, "maker").unwrap(), 1, "{backend:?}: after a restart");
+            assert_eq!(claimed(conn, "maker", 40, 5), ["new"], "{backend:?}");
         }
     }
 }

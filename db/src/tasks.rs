@@ -7,6 +7,7 @@ use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
 use crate::model::{StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus};
+use crate::queue::next_in_queue;
 use crate::rows::{to_i32, to_i64, EventRow, StepRow, SubstepRow, TaskRow};
 use crate::schema::{steps, substeps, task_events, tasks};
 use crate::DbError;
@@ -31,6 +32,21 @@ pub struct NewTask {
     pub created_at: i64,
     /// The steps, in order.
     pub steps: Vec<NewStep>,
+    /// Set when the task is to start at once: see [`StartClaim`].
+    pub start: Option<StartClaim>,
+}
+
+/// A new task asked to start at once is stored already queued, and leased to the server
+/// creating it, in the same transaction as the task: if that server dies before it has
+/// started the task, the task is not left pending for good but claimed from the queue (by
+/// the same server once it is back, or by another once the lease lapses), and no other
+/// server claims it while its creator starts it.
+#[derive(Debug, Clone)]
+pub struct StartClaim {
+    /// The creating server's instance id.
+    pub server: String,
+    /// When its lease lapses, ms since the epoch.
+    pub lease_expires_at: i64,
 }
 
 /// A step of a new task.
@@ -73,6 +89,17 @@ pub fn insert_task(conn: &mut AnyConnection, task: &NewTask) -> Result<(), DbErr
                 tasks::last_seq.eq(1i64),
             ))
             .execute(conn)?;
+        if let Some(claim) = &task.start {
+            // After the insert, which took SQLite's write lock, so the read that orders the
+            // queue cannot be made stale by another writer.
+            diesel::update(tasks::table.find(&task.id))
+                .set((
+                    tasks::queued_at.eq(next_in_queue(conn, task.created_at)?),
+                    tasks::lease_owner.eq(&claim.server),
+                    tasks::lease_expires_at.eq(claim.lease_expires_at),
+                ))
+                .execute(conn)?;
+        }
         for step in &task.steps {
             insert_step(conn, &task.id, step)?;
         }

@@ -230,14 +230,20 @@ impl Runtime {
     /// so a restarted server takes its own tasks back at once), bumping each fencing token.
     /// Each gets a `TaskActor`: running ones restart their step from its checkpoint within
     /// the same attempt; paused and waiting ones stay put. A `task_recovered` event is
-    /// appended to each in one background transaction, after the tasks run again.
+    /// appended to each in one background transaction, after the tasks run again. Tasks it
+    /// had stored to start and not yet started ([`db::StartClaim`]) go back to the queue,
+    /// which its first claim takes them from.
     async fn recover(&self) -> Result<Recovery, RuntimeError> {
         let began = Instant::now();
         let (owner, ttl, now) = (self.shared.instance_id.clone(), self.shared.lease_ttl_ms, self.shared.clock.now_ms());
         let database = Arc::clone(&self.shared.db);
-        let stored = tokio::task::spawn_blocking(move || db::acquire_live_tasks(&database, &owner, ttl, now))
-            .await
-            .map_err(|_| RuntimeError::ShuttingDown)??;
+        let stored = tokio::task::spawn_blocking(move || {
+            // Tasks it was starting when it stopped go back to the queue, for its first claim.
+            db::release_own_claims(&mut *database.conn()?, &owner)?;
+            db::acquire_live_tasks(&database, &owner, ttl, now)
+        })
+        .await
+        .map_err(|_| RuntimeError::ShuttingDown)??;
         let resumed = self.resume(stored, now);
         let elapsed = began.elapsed();
         if resumed > 0 {
@@ -418,6 +424,10 @@ impl Runtime {
             restarted_from,
             created_at: self.shared.clock.now_ms(),
             steps,
+            start: start.then(|| db::StartClaim {
+                server: self.shared.instance_id.clone(),
+                lease_expires_at: self.shared.clock.now_ms() + self.shared.lease_ttl_ms,
+            }),
         };
         let (id, created_at) = (task.id.clone(), task.created_at);
         blocking(&self.shared.db, move |conn| db::insert_task(conn, &task)).await?;

@@ -35,8 +35,8 @@ impl Runtime {
         if stored.task.status != TaskStatus::Pending {
             return self.ask(owner, task_id, || Command(Control::Start)).await;
         }
-        let (id, now) = (task_id.to_owned(), self.shared.clock.now_ms());
-        blocking(&self.shared.db, move |conn| db::enqueue(conn, &id, now)).await?;
+        let (id, server, now) = (task_id.to_owned(), self.shared.instance_id.clone(), self.shared.clock.now_ms());
+        blocking(&self.shared.db, move |conn| db::enqueue(conn, &id, &server, now)).await?;
         self.claim().await?;
         Ok(())
     }
