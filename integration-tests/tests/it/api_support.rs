@@ -292,6 +292,27 @@ impl WsClient {
         }
     }
 
+    /// The next message within `patience`, or `None` if none came or the socket closed.
+    pub async fn next_within(&mut self, patience: Duration) -> Option<Value> {
+        match tokio::time::timeout(patience, self.messages.recv()).await {
+            Ok(Some(WsEvent::Message(value))) => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Every message until the connection ends (a close frame or a dead peer); panics after
+    /// PATIENCE.
+    pub async fn until_closed(&mut self) -> Vec<Value> {
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.messages.recv()).await {
+                Ok(Some(WsEvent::Message(value))) => messages.push(value),
+                Ok(Some(WsEvent::Closed(_)) | None) => return messages,
+                Err(_) => panic!("the connection did not end within {PATIENCE:?}"),
+            }
+        }
+    }
+
     /// Sends a text frame.
     pub fn send(&self, text: &str) {
         self.outgoing.send(text.to_owned()).expect("the WebSocket client thread");

@@ -10,6 +10,7 @@ mod webdriver;
 mod api;
 mod bad_input;
 mod binary;
+mod chaos;
 mod chat;
 mod cluster;
 mod deploy;
