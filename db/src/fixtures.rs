@@ -33,6 +33,7 @@ pub(crate) fn plan(id: &str) -> NewTask {
         created_at: 1,
         steps: vec![step(1), step(2)],
         start: None,
+        idempotency: None,
     }
 }
 

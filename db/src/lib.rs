@@ -29,6 +29,7 @@ mod estimates;
 #[cfg(test)]
 mod fixtures;
 mod history;
+mod idempotency;
 mod lease;
 mod model;
 mod notifications;
@@ -57,6 +58,7 @@ pub use history::{
     events_after, log_positions, logs_after, progress_history, recent_logs, recent_step_runs, task_events_between,
     task_logs_between, task_step_runs,
 };
+pub use idempotency::{forget_idempotency_keys, keyed_task, IdempotencyKey, KeyedTask};
 pub use lease::{acquire_lease, acquire_live_tasks, acquire_orphaned_tasks, lease_holder, renew_leases, LeaseHolder};
 pub use model::{
     EventRecord, LogRecord, LogStream, ProgressMark, ProgressRecord, StepRecord, StepRunRecord, StepStatus, StoredTask,
@@ -118,6 +120,9 @@ pub enum DbError {
     /// A stored value could not be read back.
     #[error("corrupt database value: {0}")]
     Corrupt(String),
+    /// Another request stored this idempotency key first (see [`crate::keyed_task`]).
+    #[error("idempotency key {0:?} is being used by another request")]
+    KeyTaken(String),
 }
 
 impl DbError {

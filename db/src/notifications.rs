@@ -372,6 +372,7 @@ mod tests {
                 created_at: 1,
                 steps: Vec::new(),
                 start: None,
+                idempotency: None,
             };
             crate::insert_task(&mut conn, &task).unwrap();
             let task = task.id;

@@ -238,6 +238,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    idempotency_keys (owner, idempotency_key) {
+        owner -> Text,
+        idempotency_key -> Text,
+        request_hash -> Text,
+        task_id -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(steps -> tasks (task_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
@@ -260,5 +270,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     server_secrets,
     approval_link_uses,
     servers,
-    task_estimates
+    task_estimates,
+    idempotency_keys
 );

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 
 use crate::connection::AnyConnection;
+use crate::idempotency::{store_key, IdempotencyKey};
 use crate::model::{StepRecord, StepStatus, StoredTask, SubstepRecord, TaskRecord, TaskStatus};
 use crate::queue::next_in_queue;
 use crate::rows::{to_i32, to_i64, EventRow, StepRow, SubstepRow, TaskRow};
@@ -34,6 +35,8 @@ pub struct NewTask {
     pub steps: Vec<NewStep>,
     /// Set when the task is to start at once: see [`StartClaim`].
     pub start: Option<StartClaim>,
+    /// The client's idempotency key, stored with the task.
+    pub idempotency: Option<IdempotencyKey>,
 }
 
 /// A new task asked to start at once is stored already queued, and leased to the server
@@ -99,6 +102,9 @@ pub fn insert_task(conn: &mut AnyConnection, task: &NewTask) -> Result<(), DbErr
                     tasks::lease_expires_at.eq(claim.lease_expires_at),
                 ))
                 .execute(conn)?;
+        }
+        if let Some(key) = &task.idempotency {
+            store_key(conn, &task.owner, &task.id, key, task.created_at)?;
         }
         for step in &task.steps {
             insert_step(conn, &task.id, step)?;

@@ -50,6 +50,9 @@ pub enum RuntimeError {
     /// The runtime is shutting down or the task's actor stopped.
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    /// An idempotency key the owner already used, within its window, for another request.
+    #[error("idempotency key {0:?} was used for another request in the last 24 hours")]
+    IdempotencyKeyReused(String),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),

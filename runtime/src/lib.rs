@@ -41,4 +41,6 @@ pub use metrics::Metrics;
 pub use plan::{PlanLimits, StepPlan, TaskPlan};
 pub use policy::{ApprovalPolicy, Backoff, FailureKind, OnTimeout, RetryPolicy, StepPolicy};
 pub use recorder::{Flush, ProgressRecorder, RecorderStats};
-pub use runtime::{BoundedEvents, Holder, Member, Recovery, Runtime, RuntimeOptions};
+pub use runtime::{
+    BoundedEvents, CreatedTask, Holder, Member, Recovery, Runtime, RuntimeOptions, IDEMPOTENCY_WINDOW_MS,
+};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use db::{Database, NewTask, StoredTask};
+use db::{Database, DbError, NewTask, StoredTask};
 use futures_util::future::join_all;
 
 use crate::backlog::Backlog;
@@ -78,6 +78,18 @@ const MAX_QUEUED_TRANSIENT: usize = 65_536;
 
 /// Step runs the estimator learns from at start (the newest ones).
 const HISTORY_RUNS: usize = 20_000;
+
+/// How long an idempotency key of task creation is remembered: a day, as payment APIs do.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// A task [`Runtime::create_task_once`] answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedTask {
+    /// The task.
+    pub task_id: String,
+    /// Whether an earlier request with the same key made it.
+    pub replayed: bool,
+}
 
 /// A live task actor, with what commands need without asking it.
 struct Entry {
@@ -405,7 +417,43 @@ impl Runtime {
     /// Stores a new task for `owner` and, if `start`, starts it (or queues it, when this
     /// server has no room). Returns its id.
     pub async fn create_task(&self, owner: &str, plan: &TaskPlan, start: bool) -> Result<String, RuntimeError> {
-        self.create(owner, plan, start, None).await
+        self.create(owner, plan, start, None, None).await
+    }
+
+    /// [`Runtime::create_task`] at most once per `key` of `owner`'s within
+    /// [`IDEMPOTENCY_WINDOW_MS`]: the key is stored with the task, in one transaction, and a
+    /// request with a key already stored gets the task it made (`replayed`) if its
+    /// `request_hash` is the same, and [`RuntimeError::IdempotencyKeyReused`] if not.
+    pub async fn create_task_once(
+        &self,
+        owner: &str,
+        plan: &TaskPlan,
+        start: bool,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<CreatedTask, RuntimeError> {
+        let key = db::IdempotencyKey {
+            key: key.to_owned(),
+            request_hash: request_hash.to_owned(),
+            expired_before: self.shared.clock.now_ms() - IDEMPOTENCY_WINDOW_MS,
+        };
+        // Twice at most: a request that loses the race to store the key answers as the
+        // winner did, which the second look finds.
+        for _ in 0..2 {
+            let (owner_of, looked_up) = (owner.to_owned(), key.clone());
+            let found = blocking(&self.shared.db, move |conn| db::keyed_task(conn, &owner_of, &looked_up)).await?;
+            if let Some(found) = found {
+                return match found.request_hash == key.request_hash {
+                    true => Ok(CreatedTask { task_id: found.task_id, replayed: true }),
+                    false => Err(RuntimeError::IdempotencyKeyReused(key.key)),
+                };
+            }
+            match self.create(owner, plan, start, None, Some(key.clone())).await {
+                Err(RuntimeError::Db(DbError::KeyTaken(_))) => continue,
+                created => return created.map(|task_id| CreatedTask { task_id, replayed: false }),
+            }
+        }
+        Err(RuntimeError::Db(DbError::KeyTaken(key.key)))
     }
 
     async fn create(
@@ -414,6 +462,7 @@ impl Runtime {
         plan: &TaskPlan,
         start: bool,
         restarted_from: Option<String>,
+        idempotency: Option<db::IdempotencyKey>,
     ) -> Result<String, RuntimeError> {
         let steps = plan.validate(&self.limits, &self.shared.handlers)?;
         let task = NewTask {
@@ -428,6 +477,7 @@ impl Runtime {
                 server: self.shared.instance_id.clone(),
                 lease_expires_at: self.shared.clock.now_ms() + self.shared.lease_ttl_ms,
             }),
+            idempotency,
         };
         let (id, created_at) = (task.id.clone(), task.created_at);
         blocking(&self.shared.db, move |conn| db::insert_task(conn, &task)).await?;
@@ -481,7 +531,7 @@ impl Runtime {
         if !stored.task.status.is_final() {
             self.control(owner, task_id, Control::Cancel).await?;
         }
-        self.create(owner, &TaskPlan::from_stored(&stored), true, Some(task_id.to_owned())).await
+        self.create(owner, &TaskPlan::from_stored(&stored), true, Some(task_id.to_owned()), None).await
     }
 
     /// An outside worker's report on an `external` step of `owner`'s task.

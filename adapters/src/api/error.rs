@@ -88,6 +88,9 @@ pub enum ApiError {
     /// A worker's report is well-formed but not acceptable.
     #[error("{0}")]
     InvalidReport(String),
+    /// An `Idempotency-Key` the caller used within its window for another request.
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// The token made too many requests.
     #[error("too many requests; try again in {retry_after_s} s")]
     RateLimited {
@@ -124,6 +127,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::InvalidPlan(_) => "invalid_plan",
             ApiError::InvalidReport(_) => "invalid_report",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) | ApiError::HeldElsewhere(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -163,7 +167,9 @@ impl ResponseError for ApiError {
             ApiError::Expired(_) => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::InvalidPlan(_) | ApiError::InvalidReport(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidPlan(_) | ApiError::InvalidReport(_) | ApiError::IdempotencyKeyReused(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::HeldElsewhere(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -197,6 +203,7 @@ impl From<RuntimeError> for ApiError {
             }
             RuntimeError::InvalidPlan(_) => ApiError::InvalidPlan(error.to_string()),
             RuntimeError::InvalidReport(_) => ApiError::InvalidReport(error.to_string()),
+            RuntimeError::IdempotencyKeyReused(_) => ApiError::IdempotencyKeyReused(error.to_string()),
             RuntimeError::HeldElsewhere(_) => ApiError::HeldElsewhere(error.to_string()),
             RuntimeError::ShuttingDown => ApiError::Unavailable(error.to_string()),
             RuntimeError::Db(db) => db_error(db),
@@ -240,6 +247,9 @@ impl From<crate::transcript::TranscriptError> for ApiError {
 pub fn db_error(error: db::DbError) -> ApiError {
     if let db::DbError::NotFound(_) = error {
         return ApiError::NotFound(error.to_string());
+    }
+    if let db::DbError::KeyTaken(_) = error {
+        return ApiError::Conflict(error.to_string());
     }
     if error.is_unavailable() {
         tracing::warn!(%error, "database unavailable while answering a request");

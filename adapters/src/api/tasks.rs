@@ -128,7 +128,15 @@ pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let request: CreateTask = body::json(&req, payload, state.limits.max_body_bytes).await?;
+    let key = idempotency_key(&req)?;
+    let (request, request_hash): (CreateTask, _) = match key {
+        None => (body::json(&req, payload, state.limits.max_body_bytes).await?, None),
+        Some(_) => {
+            // A retry is told by its body as JSON, whatever its spacing.
+            let body = body::json::<Value>(&req, payload, state.limits.max_body_bytes).await?.to_string();
+            (body::parse(body.as_bytes())?, Some(hex_sha256(body.as_bytes())))
+        }
+    };
     let start = request.start;
     let allowed = &state.limits.step_kinds;
     if let Some(step) = request.steps.iter().find(|s| !allowed.contains(&s.kind)) {
@@ -140,8 +148,37 @@ pub async fn create(
     }
     let plan =
         TaskPlan::from(PlanDocument { title: request.title, complexity: request.complexity, steps: request.steps });
-    let task_id = state.runtime.create_task(&caller.user, &plan, start).await?;
-    created(&state, &caller, &task_id).await
+    let (task_id, replayed) = match (key, request_hash) {
+        (Some(key), Some(hash)) => {
+            let created = state.runtime.create_task_once(&caller.user, &plan, start, key, &hash).await?;
+            (created.task_id, created.replayed)
+        }
+        _ => (state.runtime.create_task(&caller.user, &plan, start).await?, false),
+    };
+    let mut answer = created(&state, &caller, &task_id).await?;
+    if replayed {
+        answer.headers_mut().insert(IDEMPOTENT_REPLAYED, header::HeaderValue::from_static("true"));
+    }
+    Ok(answer)
+}
+
+/// Sent on the answer to a request whose `Idempotency-Key` an earlier request made the task with.
+const IDEMPOTENT_REPLAYED: header::HeaderName = header::HeaderName::from_static("idempotent-replayed");
+
+/// The request's `Idempotency-Key`, if it sent one: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => Ok(Some(key)),
+        _ => Err(ApiError::InvalidRequest(
+            "the Idempotency-Key header must be 1 to 255 visible ASCII characters (a UUID, say)".to_owned(),
+        )),
+    }
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 async fn created(state: &ApiState, caller: &Caller, task_id: &str) -> Result<HttpResponse, ApiError> {

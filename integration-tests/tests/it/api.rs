@@ -620,6 +620,58 @@ on_both_backends! {
         server.stop().await;
     }
 
+    async fn an_idempotency_key_makes_a_retried_creation_one_task(backend: Backend) {
+        let db = TestDb::new(backend);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let server = ApiServer::start(&db, Arc::clone(&clock) as Arc<dyn runtime::Clock>, ApiSettings::default()).await;
+        let (alice, bob) = (server.token("alice").await, server.token("bob").await);
+        let create = |token: &str, key: &str, body: String| {
+            let headers = [
+                ("Authorization".to_owned(), format!("Bearer {token}")),
+                ("Content-Type".to_owned(), "application/json".to_owned()),
+                ("Idempotency-Key".to_owned(), key.to_owned()),
+            ];
+            let server = &server;
+            async move { server.raw("POST", "/api/tasks", &headers, Some(body.as_bytes())).await }
+        };
+        let first = create(&alice, "order-42", PLAN.to_owned()).await;
+        assert_eq!((first.status, first.header("idempotent-replayed")), (201, None), "{:?}", first.body);
+        // The same body spaced otherwise is the same request.
+        let spaced = serde_json::to_string_pretty(&serde_json::from_str::<Value>(PLAN).unwrap()).unwrap();
+        let retry = create(&alice, "order-42", spaced).await;
+        assert_eq!((retry.status, retry.header("idempotent-replayed")), (201, Some("true")), "{:?}", retry.body);
+        assert_eq!(retry.body["task_id"], first.body["task_id"]);
+        assert_eq!(server.get("/api/tasks", &alice).await.body["tasks"].as_array().unwrap().len(), 1, "one task");
+
+        let other = PLAN.replace("Cellphone Store CRM", "Another");
+        let reused = create(&alice, "order-42", other.clone()).await;
+        assert_eq!((reused.status, reused.code()), (422, "idempotency_key_reused"), "{:?}", reused.body);
+        let bobs = create(&bob, "order-42", PLAN.to_owned()).await;
+        assert_eq!(bobs.status, 201, "keys are per user");
+        assert_ne!(bobs.body["task_id"], first.body["task_id"]);
+        for bad in ["", &"k".repeat(256), "two words", "tab\there"] {
+            let refused = create(&alice, bad, PLAN.to_owned()).await;
+            assert_eq!((refused.status, refused.code()), (400, "invalid_request"), "{bad:?}: {:?}", refused.body);
+        }
+
+        // Two at once with one key: one task, whichever stores it first.
+        let (a, b) = futures_util::future::join(
+            create(&alice, "burst", PLAN.to_owned()),
+            create(&alice, "burst", PLAN.to_owned()),
+        )
+        .await;
+        assert_eq!((a.status, b.status), (201, 201), "{:?} {:?}", a.body, b.body);
+        assert_eq!(a.body["task_id"], b.body["task_id"]);
+        assert_eq!([&a, &b].iter().filter(|r| r.header("idempotent-replayed").is_some()).count(), 1);
+
+        // Past the window the key is free again.
+        clock.advance(runtime::IDEMPOTENCY_WINDOW_MS + 1);
+        let later = create(&alice, "order-42", other).await;
+        assert_eq!((later.status, later.header("idempotent-replayed")), (201, None), "{:?}", later.body);
+        assert_ne!(later.body["task_id"], first.body["task_id"]);
+        server.stop().await;
+    }
+
     // The runtime's clock stands still, so the session's own heartbeat never times the
     // client out: only the kernel's TCP_USER_TIMEOUT (set to `ws_client_timeout_s`) can.
     async fn a_client_whose_socket_stops_draining_is_dropped_after_the_client_timeout(backend: Backend) {

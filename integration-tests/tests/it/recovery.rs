@@ -82,6 +82,7 @@ on_both_backends! {
             }],
             // A lease far longer than the test's patience: only taking it back can start it.
             start: Some(db::StartClaim { server: "test-server".into(), lease_expires_at: now + 3_600_000 }),
+            idempotency: None,
         };
         db::insert_task(&mut db.open().conn().unwrap(), &task).unwrap();
 

@@ -69,7 +69,9 @@ impl Runtime {
         blocking(&self.shared.db, move |conn| {
             db::renew_leases(conn, &owner, ttl, now)?;
             db::server_heartbeat(conn, &owner, running, now)?;
-            // Any server may: an ended task's estimate is of no use to anyone.
+            // Any server may: an ended task's estimate is of no use to anyone, nor a key
+            // past its window.
+            db::forget_idempotency_keys(conn, now - super::IDEMPOTENCY_WINDOW_MS)?;
             db::forget_ended_estimates(conn).map(drop)
         })
         .await
