@@ -11,6 +11,8 @@
 //!
 //! - every acknowledged (2xx) completion, substep, approval, skip, pause and resume is in
 //!   the log;
+//! - every task was made by an acknowledged creation: one the kill cut off is sent again with
+//!   its `Idempotency-Key`, which must answer with the task the first one made, if any;
 //! - every task's log is gap-free from seq 1, and every task ended;
 //! - no step whose completion or skip was committed ran again (its file did not grow);
 //! - every WebSocket saw each logged event once, in order, across its reconnections.
@@ -56,6 +58,8 @@ struct Ledger {
     /// Acknowledged pauses and resumes by task and the event each must have logged.
     controls: BTreeMap<(String, &'static str), usize>,
     created: BTreeSet<String>,
+    /// Creations sent again with their idempotency key after a kill cut the first off.
+    creations_retried: usize,
     sent: usize,
     acknowledged: usize,
     refused: BTreeMap<String, usize>,
@@ -82,6 +86,8 @@ struct Chaos {
     violations: Vec<String>,
     rng: StdRng,
     next_plan: usize,
+    /// A creation a kill cut off, with its idempotency key: sent again before any other.
+    unanswered_create: Option<(String, Value)>,
 }
 
 /// Types of WebSocket messages that are not logged events.
@@ -188,11 +194,24 @@ type Shared = Rc<RefCell<Chaos>>;
 /// Sends one request; its status and body when answered, `None` when not (the server may
 /// or may not have applied it).
 async fn call(chaos: &Shared, addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+    send(chaos, addr, method, path, body, None).await
+}
+
+/// [`call`] with an `Idempotency-Key`, if given.
+async fn send(
+    chaos: &Shared,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    idempotency_key: Option<&str>,
+) -> Option<(u16, Value)> {
     let token = chaos.borrow().token.clone();
-    let headers = [
+    let mut headers = vec![
         ("Authorization".to_owned(), format!("Bearer {token}")),
         ("Content-Type".to_owned(), "application/json".to_owned()),
     ];
+    headers.extend(idempotency_key.map(|key| ("Idempotency-Key".to_owned(), key.to_owned())));
     let body = body.map(|b| b.to_string().into_bytes());
     let answer = http_client::send(addr, method, path, &headers, body.as_deref(), REQUEST_TIMEOUT).await;
     let ledger = &mut chaos.borrow_mut().ledger;
@@ -234,15 +253,9 @@ async fn drive(chaos: Shared, addr: SocketAddr, part: usize, stop: Rc<Cell<bool>
             let c = chaos.borrow();
             c.followers.iter().filter(|(_, f)| !f.ended).map(|(id, _)| id.clone()).collect()
         };
-        if disturbing && part == 0 && live.len() < LIVE_TASKS {
-            let plan = chaos.borrow_mut().plan();
-            let answer = call(&chaos, addr, "POST", "/api/tasks", Some(plan)).await;
-            if let Some(id) = answer.as_ref().filter(|_| acknowledged(&answer)).and_then(|(_, b)| b["task_id"].as_str())
-            {
-                let mut c = chaos.borrow_mut();
-                c.ledger.created.insert(id.to_owned());
-                c.follow(id);
-            }
+        let retry_creation = chaos.borrow().unanswered_create.is_some();
+        if part == 0 && (retry_creation || (disturbing && live.len() < LIVE_TASKS)) {
+            create_task(&chaos, addr).await;
         }
         for id in live.into_iter().skip(part).step_by(CLIENTS) {
             if stop.get() {
@@ -262,6 +275,36 @@ async fn drive(chaos: Shared, addr: SocketAddr, part: usize, stop: Rc<Cell<bool>
 async fn clients(chaos: &Shared, addr: SocketAddr, stop: &Rc<Cell<bool>>, disturbing: bool) {
     let clients = (0..CLIENTS).map(|part| drive(Rc::clone(chaos), addr, part, Rc::clone(stop), disturbing));
     futures_util::future::join_all(clients).await;
+}
+
+/// Creates a task, or sends the creation a kill cut off again with the same idempotency
+/// key: the retry must answer with the task the first request made, if it made one.
+async fn create_task(chaos: &Shared, addr: SocketAddr) {
+    let (key, plan) = {
+        let mut c = chaos.borrow_mut();
+        match c.unanswered_create.take() {
+            Some(unanswered) => {
+                c.ledger.creations_retried += 1;
+                unanswered
+            }
+            None => {
+                let plan = c.plan();
+                (format!("chaos-{}", c.next_plan), plan)
+            }
+        }
+    };
+    let answer = send(chaos, addr, "POST", "/api/tasks", Some(plan.clone()), Some(&key)).await;
+    let mut c = chaos.borrow_mut();
+    match answer {
+        // Not made, or not known to be: try again later with the same key.
+        None | Some((503, _)) => c.unanswered_create = Some((key, plan)),
+        Some((201, body)) => {
+            let id = body["task_id"].as_str().expect("a created task's id");
+            c.ledger.created.insert(id.to_owned());
+            c.follow(id);
+        }
+        Some((status, body)) => c.violations.push(format!("creating {key} was refused: {status} {body}")),
+    }
 }
 
 /// Gives the task what it waits for: a resume, a retry or skip, an approval, a report.
@@ -425,6 +468,7 @@ on_both_backends! {
             violations: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
             next_plan: 0,
+            unanswered_create: None,
         }));
         let started = Instant::now();
 
@@ -451,7 +495,11 @@ on_both_backends! {
         let stop = Rc::new(Cell::new(false));
         let calm = async {
             let deadline = Instant::now() + PATIENCE * 2;
-            while chaos.borrow().followers.values().any(|f| !f.ended) && Instant::now() < deadline {
+            let busy = || {
+                let c = chaos.borrow();
+                c.unanswered_create.is_some() || c.followers.values().any(|f| !f.ended)
+            };
+            while busy() && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let ids: Vec<String> = chaos.borrow().followers.iter().filter(|(_, f)| !f.ended).map(|(id, _)| id.clone()).collect();
                 for id in ids {
@@ -506,6 +554,10 @@ on_both_backends! {
                 violations.push(format!("task {id}: its WebSocket saw {:?}, the log holds {stored:?}", c.followers[id].seen));
             }
         }
+        if logs.len() != c.ledger.created.len() {
+            let unmade: Vec<&String> = logs.keys().filter(|id| !c.ledger.created.contains(*id)).collect();
+            violations.push(format!("tasks no acknowledged creation made (a retry made a second task?): {unmade:?}"));
+        }
         for ((id, kind), told) in &c.ledger.controls {
             let logged = logs.get(id).map_or(0, |log| log.iter().filter(|e| e.kind == *kind).count());
             if logged < *told {
@@ -527,6 +579,7 @@ on_both_backends! {
         println!("chaos on {backend:?}: seed {seed}, {kills} kills with SIGKILL in {:.1} s", started.elapsed().as_secs_f64());
         for (figure, value) in [
             ("tasks (created acknowledged / in all)", format!("{} / {}", ledger.created.len(), logs.len())),
+            ("  creations sent again with their idempotency key", ledger.creations_retried.to_string()),
             ("requests sent", ledger.sent.to_string()),
             ("  answered 2xx / refused / cut off", format!("{} / {} / {}", ledger.acknowledged, ledger.refused.values().sum::<usize>(), ledger.unanswered)),
             ("  refused, by status and code", format!("{:?}", ledger.refused)),
