@@ -3,8 +3,9 @@
 
 use crate::connection::AnyConnection;
 use crate::model::{StepRecord, StepStatus, TaskRecord, TaskStatus};
+use crate::testing::external_step;
 use crate::{
-    acquire_lease, commit, events_after, insert_task, load_task, progress_history, Commit, NewEvent, NewStep, NewTask,
+    acquire_lease, commit, events_after, insert_task, load_task, progress_history, Commit, NewEvent, NewTask,
     ProgressUpdate,
 };
 
@@ -13,17 +14,6 @@ pub(crate) const OWNER: &str = "alice";
 
 /// A pending task of [`OWNER`]'s with two `external` steps.
 pub(crate) fn plan(id: &str) -> NewTask {
-    let step = |order: u32| NewStep {
-        order,
-        name: format!("Step {order}"),
-        kind: "external".into(),
-        params: "{}".into(),
-        requires_approval: false,
-        skippable: false,
-        substeps: vec![],
-        estimate_ms: None,
-        policy: None,
-    };
     NewTask {
         id: id.into(),
         owner: OWNER.into(),
@@ -31,7 +21,7 @@ pub(crate) fn plan(id: &str) -> NewTask {
         complexity: 1,
         restarted_from: None,
         created_at: 1,
-        steps: vec![step(1), step(2)],
+        steps: vec![external_step(1), external_step(2)],
         start: None,
         idempotency: None,
     }

@@ -5,7 +5,22 @@
 
 use diesel::connection::SimpleConnection;
 
-use crate::Database;
+use crate::{Database, NewStep};
+
+/// An `external` step at `order` with nothing else set, as the runtime would store it.
+pub fn external_step(order: u32) -> NewStep {
+    NewStep {
+        order,
+        name: format!("Step {order}"),
+        kind: "external".into(),
+        params: "{}".into(),
+        requires_approval: false,
+        skippable: false,
+        substeps: vec![],
+        estimate_ms: None,
+        policy: None,
+    }
+}
 
 /// The variable naming the PostgreSQL server tests create their databases on.
 const PG_URL_VAR: &str = "STEPWISE_TEST_PG_URL";

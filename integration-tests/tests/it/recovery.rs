@@ -69,17 +69,7 @@ on_both_backends! {
             complexity: 1,
             restarted_from: None,
             created_at: now,
-            steps: vec![db::NewStep {
-                order: 1,
-                name: "Load".into(),
-                kind: "external".into(),
-                params: "{}".into(),
-                requires_approval: false,
-                skippable: false,
-                substeps: vec![],
-                estimate_ms: None,
-                policy: None,
-            }],
+            steps: vec![db::testing::external_step(1)],
             // A lease far longer than the test's patience: only taking it back can start it.
             start: Some(db::StartClaim { server: "test-server".into(), lease_expires_at: now + 3_600_000 }),
             idempotency: None,
