@@ -579,7 +579,7 @@ on_both_backends! {
         println!("chaos on {backend:?}: seed {seed}, {kills} kills with SIGKILL in {:.1} s", started.elapsed().as_secs_f64());
         for (figure, value) in [
             ("tasks (created acknowledged / in all)", format!("{} / {}", ledger.created.len(), logs.len())),
-            ("  creations sent again with their idempotency key", ledger.creations_retried.to_string()),
+            ("  creations resent with their key", ledger.creations_retried.to_string()),
             ("requests sent", ledger.sent.to_string()),
             ("  answered 2xx / refused / cut off", format!("{} / {} / {}", ledger.acknowledged, ledger.refused.values().sum::<usize>(), ledger.unanswered)),
             ("  refused, by status and code", format!("{:?}", ledger.refused)),
