@@ -300,6 +300,18 @@ impl WsClient {
         }
     }
 
+    /// The messages that have arrived, without waiting, and whether the connection ended.
+    pub fn arrived(&mut self) -> (Vec<Value>, bool) {
+        let mut messages = Vec::new();
+        loop {
+            match self.messages.try_recv() {
+                Ok(WsEvent::Message(value)) => messages.push(value),
+                Ok(WsEvent::Closed(_)) | Err(mpsc::error::TryRecvError::Disconnected) => return (messages, true),
+                Err(mpsc::error::TryRecvError::Empty) => return (messages, false),
+            }
+        }
+    }
+
     /// Every message until the connection ends (a close frame or a dead peer); panics after
     /// PATIENCE.
     pub async fn until_closed(&mut self) -> Vec<Value> {

@@ -5,7 +5,11 @@
 //! substeps, while four clients send reports, pauses, resumes, approvals, retries and skips,
 //! and a WebSocket per task follows it, resuming with `after_seq` after every restart. The
 //! server is killed with SIGKILL at a random moment `STEPWISE_CHAOS_KILLS` times (20 by
-//! default; `scripts/chaos` runs 200) and started again. Then the clients give every input
+//! default; `scripts/chaos` runs 200) and started again. On PostgreSQL the same runs across a
+//! cluster of three servers behind a balancer the test plays (each request and WebSocket to
+//! any of them): each kill takes a random one, which comes back as itself or, half the time,
+//! as a new machine whose predecessor's tasks the others take over once their leases lapse
+//! (3 s). Then the clients give every input
 //! until each task has ended, and the checker holds the stored event log against what the
 //! clients were told:
 //!
@@ -70,7 +74,8 @@ struct Ledger {
 #[derive(Default)]
 struct Follower {
     seen: Vec<(i64, String)>,
-    socket: Option<WsClient>,
+    /// Its WebSocket, and the server it is open on.
+    socket: Option<(WsClient, SocketAddr)>,
     reconnects: usize,
     ended: bool,
 }
@@ -247,7 +252,7 @@ fn step_in(document: &Value, status: &str) -> Option<u32> {
 
 /// One client: walks its share of the live tasks and gives each what it waits for, until
 /// `stop`. While `disturbing`, it also creates tasks and pauses running ones at random.
-async fn drive(chaos: Shared, addr: SocketAddr, part: usize, stop: Rc<Cell<bool>>, disturbing: bool) {
+async fn drive(chaos: Shared, addrs: Rc<Vec<SocketAddr>>, part: usize, stop: Rc<Cell<bool>>, disturbing: bool) {
     while !stop.get() {
         let live: Vec<String> = {
             let c = chaos.borrow();
@@ -255,12 +260,13 @@ async fn drive(chaos: Shared, addr: SocketAddr, part: usize, stop: Rc<Cell<bool>
         };
         let retry_creation = chaos.borrow().unanswered_create.is_some();
         if part == 0 && (retry_creation || (disturbing && live.len() < LIVE_TASKS)) {
-            create_task(&chaos, addr).await;
+            create_task(&chaos, pick(&chaos, &addrs)).await;
         }
         for id in live.into_iter().skip(part).step_by(CLIENTS) {
             if stop.get() {
                 return;
             }
+            let addr = pick(&chaos, &addrs);
             let Some((200, document)) = call(&chaos, addr, "GET", &format!("/api/tasks/{id}/progress"), None).await
             else {
                 continue;
@@ -271,9 +277,14 @@ async fn drive(chaos: Shared, addr: SocketAddr, part: usize, stop: Rc<Cell<bool>
     }
 }
 
+/// The server a request goes to: any of them, as behind a balancer that checks nothing.
+fn pick(chaos: &Shared, addrs: &[SocketAddr]) -> SocketAddr {
+    addrs[chaos.borrow_mut().rng.random_range(0..addrs.len())]
+}
+
 /// Every client's `drive` at once.
-async fn clients(chaos: &Shared, addr: SocketAddr, stop: &Rc<Cell<bool>>, disturbing: bool) {
-    let clients = (0..CLIENTS).map(|part| drive(Rc::clone(chaos), addr, part, Rc::clone(stop), disturbing));
+async fn clients(chaos: &Shared, addrs: &Rc<Vec<SocketAddr>>, stop: &Rc<Cell<bool>>, disturbing: bool) {
+    let clients = (0..CLIENTS).map(|part| drive(Rc::clone(chaos), Rc::clone(addrs), part, Rc::clone(stop), disturbing));
     futures_util::future::join_all(clients).await;
 }
 
@@ -383,8 +394,19 @@ fn start_server(env: &[(String, String)]) -> (Process, SocketAddr) {
 /// Opens (again) every unended follower's WebSocket, resuming after the last seq it saw;
 /// also follows tasks the clients did not know of (created by a request whose answer the
 /// kill cut off).
-async fn reconnect(chaos: &Shared, addr: SocketAddr) {
-    if let Some((200, page)) = call(chaos, addr, "GET", "/api/tasks?limit=50", None).await {
+async fn reconnect(chaos: &Shared, addrs: &[SocketAddr]) {
+    let ids: Vec<String> = chaos.borrow().followers.keys().cloned().collect();
+    for id in ids {
+        let arrived =
+            chaos.borrow_mut().followers.get_mut(&id).and_then(|f| f.socket.as_mut().map(|(s, _)| s.arrived()));
+        if let Some((messages, ended)) = arrived {
+            chaos.borrow_mut().saw(&id, messages);
+            if ended {
+                chaos.borrow_mut().followers.get_mut(&id).expect("a follower").socket = None;
+            }
+        }
+    }
+    if let Some((200, page)) = call(chaos, pick(chaos, addrs), "GET", "/api/tasks?limit=50", None).await {
         let mut c = chaos.borrow_mut();
         for task in page["tasks"].as_array().into_iter().flatten() {
             if let Some(id) =
@@ -398,11 +420,12 @@ async fn reconnect(chaos: &Shared, addr: SocketAddr) {
         .borrow()
         .followers
         .iter()
-        .filter(|(_, f)| !f.ended)
+        .filter(|(_, f)| !f.ended && f.socket.is_none())
         .map(|(id, f)| (id.clone(), f.seen.last().map_or(0, |(seq, _)| *seq)))
         .collect();
     let token = chaos.borrow().token.clone();
     for (id, after) in open {
+        let addr = pick(chaos, addrs);
         let headers = vec![("Authorization".to_owned(), format!("Bearer {token}"))];
         let path = format!("/ws/tasks/{id}?after_seq={after}");
         let connected = tokio::task::spawn_blocking(move || WsClient::connect(addr, &path, &headers)).await.unwrap();
@@ -410,7 +433,7 @@ async fn reconnect(chaos: &Shared, addr: SocketAddr) {
         match connected {
             Ok(socket) => {
                 let follower = c.followers.get_mut(&id).expect("a follower");
-                follower.socket = Some(socket);
+                follower.socket = Some((socket, addr));
                 follower.reconnects += 1;
             }
             Err((status, body)) => {
@@ -420,12 +443,15 @@ async fn reconnect(chaos: &Shared, addr: SocketAddr) {
     }
 }
 
-/// Reads each follower's socket until the server's death closed it.
-async fn collect_after_kill(chaos: &Shared) {
+/// Reads the socket of each follower on the killed server until its death closed it.
+async fn collect_after_kill(chaos: &Shared, killed: SocketAddr) {
     let ids: Vec<String> = chaos.borrow().followers.keys().cloned().collect();
     for id in ids {
-        let socket = chaos.borrow_mut().followers.get_mut(&id).and_then(|f| f.socket.take());
-        if let Some(mut socket) = socket {
+        let socket = chaos.borrow_mut().followers.get_mut(&id).and_then(|f| {
+            let on_killed = f.socket.as_ref().is_some_and(|(_, addr)| *addr == killed);
+            on_killed.then(|| f.socket.take()).flatten()
+        });
+        if let Some((mut socket, _)) = socket {
             let messages = socket.until_closed().await;
             chaos.borrow_mut().saw(&id, messages);
         }
@@ -436,7 +462,7 @@ async fn collect_after_kill(chaos: &Shared) {
 async fn collect_until(chaos: &Shared, last_seqs: &BTreeMap<String, i64>) {
     for (id, last) in last_seqs {
         let socket = chaos.borrow_mut().followers.get_mut(id).and_then(|f| f.socket.take());
-        let Some(mut socket) = socket else { continue };
+        let Some((mut socket, _)) = socket else { continue };
         while chaos.borrow().followers[id].seen.last().map_or(0, |(seq, _)| *seq) < *last {
             let Some(message) = socket.next_within(PATIENCE).await else {
                 chaos.borrow_mut().violations.push(format!("task {id}: its WebSocket never got seq {last}"));
@@ -449,153 +475,204 @@ async fn collect_until(chaos: &Shared, last_seqs: &BTreeMap<String, i64>) {
 
 on_both_backends! {
     async fn kill_nine_at_random_moments_loses_nothing_that_was_acknowledged(backend: Backend) {
-        let kills: usize = std::env::var("STEPWISE_CHAOS_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
-        let seed: u64 = std::env::var("STEPWISE_CHAOS_SEED").ok().and_then(|n| n.parse().ok()).unwrap_or_else(rand::random);
-        let db = TestDb::new(backend);
-        let mut env = db.env();
-        env.push(("STEPWISE_RUNTIME__INSTANCE_ID".into(), "chaos".into()));
-        env.push(("STEPWISE_API__STEP_KINDS".into(), "exec,external,wait".into()));
-        let runs = db.dir.path().join("runs");
-        std::fs::create_dir_all(&runs).unwrap();
-        let (status, token, stderr) = run_binary(&["token", "create", "--user", "alice", "--rate", "100000"], &env);
-        assert!(status.success(), "{stderr}");
-        let chaos: Shared = Rc::new(RefCell::new(Chaos {
-            token: token.trim().to_owned(),
-            runs,
-            ledger: Ledger::default(),
-            followers: BTreeMap::new(),
-            settled: HashMap::new(),
-            violations: Vec::new(),
-            rng: StdRng::seed_from_u64(seed),
-            next_plan: 0,
-            unanswered_create: None,
-        }));
-        let started = Instant::now();
+        run(backend, 1).await;
+    }
+}
 
-        for _ in 0..kills {
-            let (server, addr) = start_server(&env);
-            reconnect(&chaos, addr).await;
-            let life = Duration::from_millis(chaos.borrow_mut().rng.random_range(0..LONGEST_LIFE_MS));
-            let stop = Rc::new(Cell::new(false));
-            let killer = async {
-                tokio::time::sleep(life).await;
-                server.signal(libc::SIGKILL);
-                stop.set(true);
-            };
-            futures_util::future::join(killer, clients(&chaos, addr, &stop, true)).await;
-            let (exit, _) = server.wait();
-            assert_eq!(std::os::unix::process::ExitStatusExt::signal(&exit), Some(libc::SIGKILL));
-            collect_after_kill(&chaos).await;
-            chaos.borrow_mut().check_settled_steps(&mut db.open().conn().unwrap());
-        }
+// PostgreSQL only: it is what several servers share.
+#[actix::test]
+async fn kill_nine_of_a_random_server_of_three_loses_nothing_that_was_acknowledged() {
+    run(Backend::Postgres, 3).await;
+}
 
-        // Calm: every input is given until each task has ended.
-        let (server, addr) = start_server(&env);
-        reconnect(&chaos, addr).await;
+/// The run: `servers` servers on one database, one of them killed at each of the kills.
+async fn run(backend: Backend, servers: usize) {
+    let kills: usize = std::env::var("STEPWISE_CHAOS_KILLS").ok().and_then(|n| n.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("STEPWISE_CHAOS_SEED").ok().and_then(|n| n.parse().ok()).unwrap_or_else(rand::random);
+    let db = TestDb::new(backend);
+    let mut env = db.env();
+    env.push(("STEPWISE_API__STEP_KINDS".into(), "exec,external,wait".into()));
+    if servers > 1 {
+        // Short leases, so a server that does not come back is taken over within the run.
+        env.push(("STEPWISE_RUNTIME__LEASE_TTL_S".into(), "3".into()));
+    }
+    let env_of = |instance: &str| {
+        let mut env = env.clone();
+        env.push(("STEPWISE_RUNTIME__INSTANCE_ID".into(), instance.to_owned()));
+        env
+    };
+    let mut instances: Vec<String> = (0..servers).map(|i| format!("chaos-{i}")).collect();
+    let runs = db.dir.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let (status, token, stderr) = run_binary(&["token", "create", "--user", "alice", "--rate", "100000"], &env);
+    assert!(status.success(), "{stderr}");
+    let chaos: Shared = Rc::new(RefCell::new(Chaos {
+        token: token.trim().to_owned(),
+        runs,
+        ledger: Ledger::default(),
+        followers: BTreeMap::new(),
+        settled: HashMap::new(),
+        violations: Vec::new(),
+        rng: StdRng::seed_from_u64(seed),
+        next_plan: 0,
+        unanswered_create: None,
+    }));
+    let started = Instant::now();
+
+    let mut running: Vec<(Process, SocketAddr)> = instances.iter().map(|id| start_server(&env_of(id))).collect();
+    let mut replacements = 0;
+    for _ in 0..kills {
+        let addrs = Rc::new(running.iter().map(|(_, addr)| *addr).collect::<Vec<_>>());
+        reconnect(&chaos, &addrs).await;
+        let (life, victim) = {
+            let rng = &mut chaos.borrow_mut().rng;
+            (Duration::from_millis(rng.random_range(0..LONGEST_LIFE_MS)), rng.random_range(0..servers))
+        };
         let stop = Rc::new(Cell::new(false));
-        let calm = async {
-            let deadline = Instant::now() + PATIENCE * 2;
-            let busy = || {
-                let c = chaos.borrow();
-                c.unanswered_create.is_some() || c.followers.values().any(|f| !f.ended)
-            };
-            while busy() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let ids: Vec<String> = chaos.borrow().followers.iter().filter(|(_, f)| !f.ended).map(|(id, _)| id.clone()).collect();
-                for id in ids {
-                    if let Some((200, document)) = call(&chaos, addr, "GET", &format!("/api/tasks/{id}/progress"), None).await {
-                        if ENDED.contains(&document["status"].as_str().unwrap_or("")) {
-                            chaos.borrow_mut().followers.get_mut(&id).unwrap().ended = true;
-                        }
+        let killer = async {
+            tokio::time::sleep(life).await;
+            running[victim].0.signal(libc::SIGKILL);
+            stop.set(true);
+        };
+        futures_util::future::join(killer, clients(&chaos, &addrs, &stop, true)).await;
+        let (killed, killed_addr) = running.remove(victim);
+        let (exit, _) = killed.wait();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&exit), Some(libc::SIGKILL));
+        collect_after_kill(&chaos, killed_addr).await;
+        chaos.borrow_mut().check_settled_steps(&mut db.open().conn().unwrap());
+        // In a cluster, half the time a new machine replaces it: its predecessor's tasks
+        // wait for their leases to lapse and go to whichever server sweeps first.
+        if servers > 1 && chaos.borrow_mut().rng.random_bool(0.5) {
+            replacements += 1;
+            instances[victim] = format!("chaos-{victim}-{replacements}");
+        }
+        running.insert(victim, start_server(&env_of(&instances[victim])));
+    }
+
+    // Calm: every input is given until each task has ended.
+    let addrs = Rc::new(running.iter().map(|(_, addr)| *addr).collect::<Vec<_>>());
+    reconnect(&chaos, &addrs).await;
+    let stop = Rc::new(Cell::new(false));
+    let calm = async {
+        let deadline = Instant::now() + PATIENCE * 2;
+        let busy = || {
+            let c = chaos.borrow();
+            c.unanswered_create.is_some() || c.followers.values().any(|f| !f.ended)
+        };
+        while busy() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let ids: Vec<String> =
+                chaos.borrow().followers.iter().filter(|(_, f)| !f.ended).map(|(id, _)| id.clone()).collect();
+            for id in ids {
+                let addr = pick(&chaos, &addrs);
+                if let Some((200, document)) =
+                    call(&chaos, addr, "GET", &format!("/api/tasks/{id}/progress"), None).await
+                {
+                    if ENDED.contains(&document["status"].as_str().unwrap_or("")) {
+                        chaos.borrow_mut().followers.get_mut(&id).unwrap().ended = true;
                     }
                 }
             }
-            stop.set(true);
-        };
-        futures_util::future::join(calm, clients(&chaos, addr, &stop, false)).await;
-
-        // Every follower reads up to its task's newest seq; then the server stops.
-        let mut last_seqs = BTreeMap::new();
-        let ids: Vec<String> = chaos.borrow().followers.keys().cloned().collect();
-        for id in ids {
-            let answer = call(&chaos, addr, "GET", &format!("/api/tasks/{id}/progress"), None).await;
-            let (200, document) = answer.expect("the calm server answers") else { panic!("no progress document of {id}") };
-            last_seqs.insert(id, document["seq"].as_i64().expect("a seq"));
         }
-        collect_until(&chaos, &last_seqs).await;
+        stop.set(true);
+    };
+    futures_util::future::join(calm, clients(&chaos, &addrs, &stop, false)).await;
+
+    // Every follower reads up to its task's newest seq; then the server stops.
+    let mut last_seqs = BTreeMap::new();
+    let ids: Vec<String> = chaos.borrow().followers.keys().cloned().collect();
+    for id in ids {
+        let answer = call(&chaos, addrs[0], "GET", &format!("/api/tasks/{id}/progress"), None).await;
+        let (200, document) = answer.expect("the calm server answers") else { panic!("no progress document of {id}") };
+        last_seqs.insert(id, document["seq"].as_i64().expect("a seq"));
+    }
+    collect_until(&chaos, &last_seqs).await;
+    for (server, _) in running {
         server.signal(libc::SIGTERM);
         let (exit, stderr) = server.wait();
-        assert!(exit.success(), "the calm server's exit: {stderr}");
-
-        // The checker: the stored log against what the clients were told.
-        let database = db.open();
-        let mut conn = database.conn().unwrap();
-        let logs: BTreeMap<String, Vec<db::EventRecord>> = chaos
-            .borrow()
-            .followers
-            .keys()
-            .map(|id| (id.clone(), db::events_after(&mut conn, "alice", id, 0, 1_000_000).expect("the event log")))
-            .collect();
-        let mut c = chaos.borrow_mut();
-        c.check_settled_steps(&mut conn);
-        let mut violations = std::mem::take(&mut c.violations);
-        let mut events = 0;
-        for (id, log) in &logs {
-            events += log.len();
-            let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
-            if seqs != (1..=i64::try_from(log.len()).unwrap()).collect::<Vec<_>>() {
-                violations.push(format!("task {id}: its log is not gap-free from 1: {seqs:?}"));
-            }
-            if !log.last().is_some_and(|e| ["task_complete", "task_cancelled"].contains(&e.kind.as_str())) {
-                violations.push(format!("task {id} did not end: its log ends with {:?}", log.last().map(|e| &e.kind)));
-            }
-            let stored: Vec<(i64, String)> = log.iter().map(|e| (e.seq, e.kind.clone())).collect();
-            if c.followers[id].seen != stored {
-                violations.push(format!("task {id}: its WebSocket saw {:?}, the log holds {stored:?}", c.followers[id].seen));
-            }
-        }
-        if logs.len() != c.ledger.created.len() {
-            let unmade: Vec<&String> = logs.keys().filter(|id| !c.ledger.created.contains(*id)).collect();
-            violations.push(format!("tasks no acknowledged creation made (a retry made a second task?): {unmade:?}"));
-        }
-        for ((id, kind), told) in &c.ledger.controls {
-            let logged = logs.get(id).map_or(0, |log| log.iter().filter(|e| e.kind == *kind).count());
-            if logged < *told {
-                violations.push(format!("task {id}: {told} acknowledged, {logged} {kind} logged"));
-            }
-        }
-        let ledger = &c.ledger;
-        let told = ledger.completed.iter().map(|(id, step)| (id, *step, "step_complete", None));
-        let told = told.chain(ledger.skipped.iter().map(|(id, step)| (id, *step, "step_skipped", None)));
-        let told = told.chain(ledger.approved.iter().map(|(id, step)| (id, *step, "approval_given", Some(("approved", json!(true))))));
-        let told = told.chain(ledger.substeps.iter().map(|(id, step, name)| (id, *step, "substep_done", Some(("name", json!(name))))));
-        for (id, step, kind, detail) in told {
-            if !logs.get(id).is_some_and(|log| logged(log, kind, step, detail.as_ref())) {
-                violations.push(format!("task {id}: an acknowledged {kind} of step {step} ({detail:?}) is not in its log"));
-            }
-        }
-        let (exec_steps, exec_runs) = (c.settled.len(), c.settled.values().sum::<usize>());
-        let reconnects: usize = c.followers.values().map(|f| f.reconnects).sum();
-        println!("chaos on {backend:?}: seed {seed}, {kills} kills with SIGKILL in {:.1} s", started.elapsed().as_secs_f64());
-        for (figure, value) in [
-            ("tasks (created acknowledged / in all)", format!("{} / {}", ledger.created.len(), logs.len())),
-            ("  creations resent with their key", ledger.creations_retried.to_string()),
-            ("requests sent", ledger.sent.to_string()),
-            ("  answered 2xx / refused / cut off", format!("{} / {} / {}", ledger.acknowledged, ledger.refused.values().sum::<usize>(), ledger.unanswered)),
-            ("  refused, by status and code", format!("{:?}", ledger.refused)),
-            ("acknowledged completions / substeps", format!("{} / {}", ledger.completed.len(), ledger.substeps.len())),
-            ("acknowledged approvals / skips / retries", format!("{} / {} / {}", ledger.approved.len(), ledger.skipped.len(), ledger.retried)),
-            ("acknowledged pauses / resumes", {
-                let count = |kind| ledger.controls.iter().filter(|((_, k), _)| *k == kind).map(|(_, n)| n).sum::<usize>();
-                format!("{} / {}", count("task_paused"), count("task_resumed"))
-            }),
-            ("logged events checked", events.to_string()),
-            ("WebSocket (re)connections with after_seq", reconnects.to_string()),
-            ("settled exec steps / their runs", format!("{exec_steps} / {exec_runs}")),
-            ("violations", violations.len().to_string()),
-        ] {
-            println!("  {figure:<45} {value}");
-        }
-        assert!(violations.is_empty(), "{} violations (seed {seed}):\n{}", violations.len(), violations.join("\n"));
+        assert!(exit.success(), "a calm server's exit: {stderr}");
     }
+
+    // The checker: the stored log against what the clients were told.
+    let database = db.open();
+    let mut conn = database.conn().unwrap();
+    let logs: BTreeMap<String, Vec<db::EventRecord>> = chaos
+        .borrow()
+        .followers
+        .keys()
+        .map(|id| (id.clone(), db::events_after(&mut conn, "alice", id, 0, 1_000_000).expect("the event log")))
+        .collect();
+    let mut c = chaos.borrow_mut();
+    c.check_settled_steps(&mut conn);
+    let mut violations = std::mem::take(&mut c.violations);
+    let mut events = 0;
+    for (id, log) in &logs {
+        events += log.len();
+        let seqs: Vec<i64> = log.iter().map(|e| e.seq).collect();
+        if seqs != (1..=i64::try_from(log.len()).unwrap()).collect::<Vec<_>>() {
+            violations.push(format!("task {id}: its log is not gap-free from 1: {seqs:?}"));
+        }
+        if !log.last().is_some_and(|e| ["task_complete", "task_cancelled"].contains(&e.kind.as_str())) {
+            violations.push(format!("task {id} did not end: its log ends with {:?}", log.last().map(|e| &e.kind)));
+        }
+        let stored: Vec<(i64, String)> = log.iter().map(|e| (e.seq, e.kind.clone())).collect();
+        if c.followers[id].seen != stored {
+            violations
+                .push(format!("task {id}: its WebSocket saw {:?}, the log holds {stored:?}", c.followers[id].seen));
+        }
+    }
+    if logs.len() != c.ledger.created.len() {
+        let unmade: Vec<&String> = logs.keys().filter(|id| !c.ledger.created.contains(*id)).collect();
+        violations.push(format!("tasks no acknowledged creation made (a retry made a second task?): {unmade:?}"));
+    }
+    for ((id, kind), told) in &c.ledger.controls {
+        let logged = logs.get(id).map_or(0, |log| log.iter().filter(|e| e.kind == *kind).count());
+        if logged < *told {
+            violations.push(format!("task {id}: {told} acknowledged, {logged} {kind} logged"));
+        }
+    }
+    let ledger = &c.ledger;
+    let told = ledger.completed.iter().map(|(id, step)| (id, *step, "step_complete", None));
+    let told = told.chain(ledger.skipped.iter().map(|(id, step)| (id, *step, "step_skipped", None)));
+    let told = told
+        .chain(ledger.approved.iter().map(|(id, step)| (id, *step, "approval_given", Some(("approved", json!(true))))));
+    let told = told
+        .chain(ledger.substeps.iter().map(|(id, step, name)| (id, *step, "substep_done", Some(("name", json!(name))))));
+    for (id, step, kind, detail) in told {
+        if !logs.get(id).is_some_and(|log| logged(log, kind, step, detail.as_ref())) {
+            violations.push(format!("task {id}: an acknowledged {kind} of step {step} ({detail:?}) is not in its log"));
+        }
+    }
+    let (exec_steps, exec_runs) = (c.settled.len(), c.settled.values().sum::<usize>());
+    let reconnects: usize = c.followers.values().map(|f| f.reconnects).sum();
+    println!(
+        "chaos on {backend:?}, {servers} server(s): seed {seed}, {kills} kills with SIGKILL in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (figure, value) in [
+        ("tasks (created acknowledged / in all)", format!("{} / {}", ledger.created.len(), logs.len())),
+        ("  creations resent with their key", ledger.creations_retried.to_string()),
+        ("requests sent", ledger.sent.to_string()),
+        (
+            "  answered 2xx / refused / cut off",
+            format!("{} / {} / {}", ledger.acknowledged, ledger.refused.values().sum::<usize>(), ledger.unanswered),
+        ),
+        ("  refused, by status and code", format!("{:?}", ledger.refused)),
+        ("acknowledged completions / substeps", format!("{} / {}", ledger.completed.len(), ledger.substeps.len())),
+        (
+            "acknowledged approvals / skips / retries",
+            format!("{} / {} / {}", ledger.approved.len(), ledger.skipped.len(), ledger.retried),
+        ),
+        ("acknowledged pauses / resumes", {
+            let count = |kind| ledger.controls.iter().filter(|((_, k), _)| *k == kind).map(|(_, n)| n).sum::<usize>();
+            format!("{} / {}", count("task_paused"), count("task_resumed"))
+        }),
+        ("logged events checked", events.to_string()),
+        ("WebSocket (re)connections with after_seq", reconnects.to_string()),
+        ("settled exec steps / their runs", format!("{exec_steps} / {exec_runs}")),
+        ("violations", violations.len().to_string()),
+    ] {
+        println!("  {figure:<45} {value}");
+    }
+    assert!(violations.is_empty(), "{} violations (seed {seed}):\n{}", violations.len(), violations.join("\n"));
 }

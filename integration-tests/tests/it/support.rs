@@ -195,11 +195,14 @@ pub fn stepwise_binary() -> PathBuf {
     binary
 }
 
-/// A `stepwise` process whose standard output is read line by line in the background.
+/// A `stepwise` process whose standard output is read line by line in the background, and
+/// whose standard error is drained as it comes: a pipe nobody reads fills at 64 KiB, and a
+/// server logging into a full pipe stops (seen in `chaos.rs`, whose servers live long).
 pub struct Process {
     pub child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Process {
@@ -214,6 +217,16 @@ impl Process {
         }
         command.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().expect("start the stepwise binary");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("piped stderr");
+        let drained = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                drained.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -224,7 +237,7 @@ impl Process {
                 }
             }
         });
-        Process { child, lines, seen: Vec::new() }
+        Process { child, lines, seen: Vec::new(), stderr }
     }
 
     /// Waits for a stdout line starting with `prefix` and returns the rest of it.
@@ -251,12 +264,12 @@ impl Process {
         if self.child.try_wait().ok().flatten().is_none() {
             return "(still running)".into();
         }
-        let mut text = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = stderr.read_to_string(&mut text);
+        // The drain thread reads until the pipe closes, which the exit has just done.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while std::sync::Arc::strong_count(&self.stderr) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        text
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
     }
 
     /// Waits for the process to exit; returns its status and standard error.
